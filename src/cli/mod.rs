@@ -1,0 +1,78 @@
+//! The `wabot` command line: parse, load the configuration, dispatch.
+
+mod migrate;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// wabot runs WhatsApp Builder chatbots on the WhatsApp Cloud API.
+///
+/// Meta posts webhooks to `wabot serve`; wabot verifies and stores every message in
+/// PostgreSQL, walks the chatbot's node graph, and sends the replies back through
+/// Meta's Graph API. Configuration comes from built-in defaults, an optional TOML
+/// file and `WABOT_*` environment variables (see README.md).
+#[derive(Debug, Parser)]
+#[command(name = "wabot", version, about, long_about)]
+pub struct Cli {
+    /// A TOML configuration file; `wabot.toml` in the working directory is read when
+    /// present and this is not given. Environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: webhooks, the Flows endpoint, the turn worker and the sender.
+    ///
+    /// Creates the database when it does not exist and applies pending migrations
+    /// first (unless --no-migrate). Stops gracefully on SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
+    /// Manage the database schema (the embedded migrations).
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
+}
+
+/// Parses the command line and runs it; the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("wabot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wabot: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(config, args).await,
+            Command::Migrate(cmd) => migrate::run(config, cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "wabot failed");
+            eprintln!("wabot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! wabot's one typed configuration.
+//!
+//! Layers, later ones win: built-in defaults, then an optional TOML file, then
+//! environment variables. Every value is validated once at start-up; a bad value
+//! fails with an error that names the key (`WABOT_LISTEN`, `worker.turn_concurrency`,
+//! ...), so a typo in a unit file never turns into a silent default.
+//!
+//! Secrets (access token, app secret, verify token, the Flows key passphrase) are
+//! `SecretString`s: their `Debug` prints `[REDACTED]`, so a config logged by accident
+//! leaks nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The whole configuration of a wabot process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `DATABASE_URL`: the PostgreSQL database wabot owns (created when missing).
+    pub database_url: String,
+    /// `WABOT_LISTEN`: the address the HTTP server binds.
+    pub listen: SocketAddr,
+    pub database: DatabaseConfig,
+    pub whatsapp: WhatsAppConfig,
+    pub server: ServerConfig,
+    pub worker: WorkerConfig,
+    pub engine: EngineConfig,
+    pub flows: FlowsConfig,
+    pub datasource: DataSourceConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `WABOT_DB_MAX_CONNECTIONS`: the size of the connection pool.
+    pub max_connections: u32,
+    /// `WABOT_DB_ACQUIRE_TIMEOUT_MS`: how long a request waits for a connection before
+    /// it gives up (a webhook then answers 503 so that Meta retries).
+    pub acquire_timeout_ms: u64,
+}
+
+/// Meta's Graph API and the fallback credentials used while no active
+/// `whatsapp_config` row exists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhatsAppConfig {
+    /// `WABOT_GRAPH_API_BASE`
+    pub graph_api_base: String,
+    /// `WABOT_GRAPH_API_VERSION`
+    pub graph_api_version: String,
+    /// `WABOT_GRAPH_TIMEOUT_MS`: total timeout of one Graph API call.
+    pub graph_timeout_ms: u64,
+    /// `WABOT_PHONE_NUMBER_ID`
+    pub phone_number_id: Option<String>,
+    /// `WABOT_BUSINESS_ACCOUNT_ID`
+    pub business_account_id: Option<String>,
+    /// `WABOT_ACCESS_TOKEN`
+    pub access_token: Option<SecretString>,
+    /// `WABOT_APP_SECRET`
+    pub app_secret: Option<SecretString>,
+    /// `WABOT_VERIFY_TOKEN`
+    pub verify_token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `WABOT_SHUTDOWN_TIMEOUT_SECS`: how long a graceful shutdown may drain
+    /// in-flight requests, turns and sends before the process exits anyway.
+    pub shutdown_timeout_secs: u64,
+    /// `WABOT_REQUEST_TIMEOUT_SECS`: the longest any one HTTP request may take.
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// `WABOT_WORKER_ENABLED`: run the turn worker and sender in this process.
+    pub enabled: bool,
+    /// `WABOT_TURN_CONCURRENCY`: conversations whose turns run at once.
+    pub turn_concurrency: usize,
+    /// `WABOT_LEASE_SECS`: how long a claimed job stays ours without a heartbeat.
+    pub lease_secs: u64,
+    /// `WABOT_SEND_RATE`: messages per second per business number.
+    pub send_rate_per_sec: u32,
+    /// `WABOT_SEND_MAX_ATTEMPTS`: attempts of a retryable send before it fails.
+    pub send_max_attempts: u32,
+    /// `WABOT_POLL_INTERVAL_MS`: how often idle workers look for work they were not
+    /// notified of (jobs of other processes, expired leases, due timers).
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `WABOT_MAX_STEPS_PER_TURN`: nodes one turn may execute before the loop guard
+    /// ends the context.
+    pub max_steps_per_turn: u32,
+    /// `WABOT_CONTEXT_TTL_SECS`: a context that waits longer than this expires.
+    pub context_ttl_secs: u64,
+    /// `WABOT_CHATBOT_CACHE_SIZE`: compiled chatbots kept in memory.
+    pub chatbot_cache_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowsConfig {
+    /// `WABOT_FLOWS_PRIVATE_KEY`: path of the PEM private key of the Flows endpoint.
+    pub private_key: Option<PathBuf>,
+    /// `WABOT_FLOWS_PRIVATE_KEY_PASSPHRASE`
+    pub private_key_passphrase: Option<SecretString>,
+    /// `WABOT_FLOWS_ENDPOINT_PATH`
+    pub endpoint_path: String,
+    /// `WABOT_FLOWS_DEADLINE_MS`: the time budget of one endpoint answer (Meta
+    /// allows 1 s; data sources that take longer get an error message on screen).
+    pub deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSourceConfig {
+    /// `WABOT_DATASOURCE_ALLOWED_NETWORKS`: private, loopback or link-local networks
+    /// data sources and rest_api nodes may reach anyway (comma separated CIDRs).
+    pub allowed_networks: Vec<IpNet>,
+    /// `WABOT_DATASOURCE_DEFAULT_TIMEOUT_MS`
+    pub default_timeout_ms: u64,
+    /// `WABOT_DATASOURCE_MAX_TIMEOUT_MS`: the ceiling of any configured timeout.
+    pub max_timeout_ms: u64,
+    /// `WABOT_DATASOURCE_MAX_RESPONSE_BYTES`
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable when stderr is a terminal, JSON lines otherwise.
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `WABOT_LOG_FORMAT`: auto | pretty | json.
+    pub format: LogFormat,
+    /// `WABOT_LOG_FILTER`: the default filter; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+/// A configuration value that is not acceptable, with the key that holds it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "postgres://postgres@127.0.0.1:5432/wabot".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: DatabaseConfig::default(),
+            whatsapp: WhatsAppConfig::default(),
+            server: ServerConfig::default(),
+            worker: WorkerConfig::default(),
+            engine: EngineConfig::default(),
+            flows: FlowsConfig::default(),
+            datasource: DataSourceConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            max_connections: 20,
+            acquire_timeout_ms: 3_000,
+        }
+    }
+}
+
+impl Default for WhatsAppConfig {
+    fn default() -> Self {
+        WhatsAppConfig {
+            graph_api_base: "https://graph.facebook.com".to_owned(),
+            graph_api_version: "v24.0".to_owned(),
+            graph_timeout_ms: 10_000,
+            phone_number_id: None,
+            business_account_id: None,
+            access_token: None,
+            app_secret: None,
+            verify_token: None,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shutdown_timeout_secs: 20,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            enabled: true,
+            turn_concurrency: 32,
+            lease_secs: 30,
+            send_rate_per_sec: 80,
+            send_max_attempts: 12,
+            poll_interval_ms: 500,
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_steps_per_turn: 100,
+            context_ttl_secs: 24 * 60 * 60,
+            chatbot_cache_size: 256,
+        }
+    }
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            private_key: None,
+            private_key_passphrase: None,
+            endpoint_path: "/flows/endpoint".to_owned(),
+            deadline_ms: 900,
+        }
+    }
+}
+
+impl Default for DataSourceConfig {
+    fn default() -> Self {
+        DataSourceConfig {
+            allowed_networks: Vec::new(),
+            default_timeout_ms: 10_000,
+            max_timeout_ms: 30_000,
+            max_response_bytes: 5 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Auto,
+            filter: "info,sqlx=warn,hyper=warn".to_owned(),
+        }
+    }
+}
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "wabot.toml";
+
+impl Config {
+    /// Loads the configuration the way `wabot` does: defaults, then `file` (or
+    /// `wabot.toml` when present), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Config::load_from(file, &env)
+    }
+
+    /// Like [`Config::load`] with an explicit environment, so tests need not touch
+    /// the process's own.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => Config::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                Config::from_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let get = |key: &str| env.get(key).filter(|v| !v.is_empty());
+        if let Some(v) = get("DATABASE_URL") {
+            self.database_url = v.clone();
+        }
+        set_parsed(env, "WABOT_LISTEN", &mut self.listen)?;
+        set_parsed(
+            env,
+            "WABOT_DB_MAX_CONNECTIONS",
+            &mut self.database.max_connections,
+        )?;
+        set_parsed(
+            env,
+            "WABOT_DB_ACQUIRE_TIMEOUT_MS",
+            &mut self.database.acquire_timeout_ms,
+        )?;
+
+        let wa = &mut self.whatsapp;
+        if let Some(v) = get("WABOT_GRAPH_API_BASE") {
+            wa.graph_api_base = v.clone();
+        }
+        if let Some(v) = get("WABOT_GRAPH_API_VERSION") {
+            wa.graph_api_version = v.clone();
+        }
+        set_parsed(env, "WABOT_GRAPH_TIMEOUT_MS", &mut wa.graph_timeout_ms)?;
+        if let Some(v) = get("WABOT_PHONE_NUMBER_ID") {
+            wa.phone_number_id = Some(v.clone());
+        }
+        if let Some(v) = get("WABOT_BUSINESS_ACCOUNT_ID") {
+            wa.business_account_id = Some(v.clone());
+        }
+        if let Some(v) = get("WABOT_ACCESS_TOKEN") {
+            wa.access_token = Some(SecretString::from(v.clone()));
+        }
+        if let Some(v) = get("WABOT_APP_SECRET") {
+            wa.app_secret = Some(SecretString::from(v.clone()));
+        }
+        if let Some(v) = get("WABOT_VERIFY_TOKEN") {
+            wa.verify_token = Some(SecretString::from(v.clone()));
+        }
+
+        set_parsed(
+            env,
+            "WABOT_SHUTDOWN_TIMEOUT_SECS",
+            &mut self.server.shutdown_timeout_secs,
+        )?;
+        set_parsed(
+            env,
+            "WABOT_REQUEST_TIMEOUT_SECS",
+            &mut self.server.request_timeout_secs,
+        )?;
+
+        let w = &mut self.worker;
+        set_parsed(env, "WABOT_WORKER_ENABLED", &mut w.enabled)?;
+        set_parsed(env, "WABOT_TURN_CONCURRENCY", &mut w.turn_concurrency)?;
+        set_parsed(env, "WABOT_LEASE_SECS", &mut w.lease_secs)?;
+        set_parsed(env, "WABOT_SEND_RATE", &mut w.send_rate_per_sec)?;
+        set_parsed(env, "WABOT_SEND_MAX_ATTEMPTS", &mut w.send_max_attempts)?;
+        set_parsed(env, "WABOT_POLL_INTERVAL_MS", &mut w.poll_interval_ms)?;
+
+        let e = &mut self.engine;
+        set_parsed(env, "WABOT_MAX_STEPS_PER_TURN", &mut e.max_steps_per_turn)?;
+        set_parsed(env, "WABOT_CONTEXT_TTL_SECS", &mut e.context_ttl_secs)?;
+        set_parsed(env, "WABOT_CHATBOT_CACHE_SIZE", &mut e.chatbot_cache_size)?;
+
+        let f = &mut self.flows;
+        if let Some(v) = get("WABOT_FLOWS_PRIVATE_KEY") {
+            f.private_key = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("WABOT_FLOWS_PRIVATE_KEY_PASSPHRASE") {
+            f.private_key_passphrase = Some(SecretString::from(v.clone()));
+        }
+        if let Some(v) = get("WABOT_FLOWS_ENDPOINT_PATH") {
+            f.endpoint_path = v.clone();
+        }
+        set_parsed(env, "WABOT_FLOWS_DEADLINE_MS", &mut f.deadline_ms)?;
+
+        let d = &mut self.datasource;
+        if let Some(v) = get("WABOT_DATASOURCE_ALLOWED_NETWORKS") {
+            d.allowed_networks = parse_networks("WABOT_DATASOURCE_ALLOWED_NETWORKS", v)?;
+        }
+        set_parsed(
+            env,
+            "WABOT_DATASOURCE_DEFAULT_TIMEOUT_MS",
+            &mut d.default_timeout_ms,
+        )?;
+        set_parsed(env, "WABOT_DATASOURCE_MAX_TIMEOUT_MS", &mut d.max_timeout_ms)?;
+        set_parsed(
+            env,
+            "WABOT_DATASOURCE_MAX_RESPONSE_BYTES",
+            &mut d.max_response_bytes,
+        )?;
+
+        if let Some(v) = get("WABOT_LOG_FORMAT") {
+            self.log.format = match v.as_str() {
+                "auto" => LogFormat::Auto,
+                "pretty" => LogFormat::Pretty,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(ConfigError::invalid(
+                        "WABOT_LOG_FORMAT",
+                        format!("`{other}` is not one of auto, pretty, json"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = get("WABOT_LOG_FILTER") {
+            self.log.filter = v.clone();
+        }
+        Ok(())
+    }
+
+    /// Checks what types alone cannot: ranges, URL shapes, paths.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match url::Url::parse(&self.database_url) {
+            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    "DATABASE_URL",
+                    "must be a postgres:// URL",
+                ))
+            }
+        }
+        match url::Url::parse(&self.whatsapp.graph_api_base) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    "WABOT_GRAPH_API_BASE",
+                    "must be an http(s) URL such as https://graph.facebook.com",
+                ))
+            }
+        }
+        let version = &self.whatsapp.graph_api_version;
+        let valid_version = version
+            .strip_prefix('v')
+            .is_some_and(|rest| !rest.is_empty() && rest.split('.').all(is_number));
+        if !valid_version {
+            return Err(ConfigError::invalid(
+                "WABOT_GRAPH_API_VERSION",
+                format!("`{version}` is not a Graph API version such as v24.0"),
+            ));
+        }
+        positive("WABOT_DB_MAX_CONNECTIONS", self.database.max_connections)?;
+        positive("WABOT_DB_ACQUIRE_TIMEOUT_MS", self.database.acquire_timeout_ms)?;
+        positive("WABOT_GRAPH_TIMEOUT_MS", self.whatsapp.graph_timeout_ms)?;
+        positive("WABOT_TURN_CONCURRENCY", self.worker.turn_concurrency as u64)?;
+        positive("WABOT_LEASE_SECS", self.worker.lease_secs)?;
+        positive("WABOT_SEND_RATE", self.worker.send_rate_per_sec)?;
+        positive("WABOT_SEND_MAX_ATTEMPTS", self.worker.send_max_attempts)?;
+        positive("WABOT_POLL_INTERVAL_MS", self.worker.poll_interval_ms)?;
+        positive("WABOT_MAX_STEPS_PER_TURN", self.engine.max_steps_per_turn)?;
+        positive("WABOT_CONTEXT_TTL_SECS", self.engine.context_ttl_secs)?;
+        positive("WABOT_FLOWS_DEADLINE_MS", self.flows.deadline_ms)?;
+        positive(
+            "WABOT_DATASOURCE_DEFAULT_TIMEOUT_MS",
+            self.datasource.default_timeout_ms,
+        )?;
+        positive(
+            "WABOT_DATASOURCE_MAX_RESPONSE_BYTES",
+            self.datasource.max_response_bytes as u64,
+        )?;
+        if self.datasource.max_timeout_ms < self.datasource.default_timeout_ms {
+            return Err(ConfigError::invalid(
+                "WABOT_DATASOURCE_MAX_TIMEOUT_MS",
+                "must not be below WABOT_DATASOURCE_DEFAULT_TIMEOUT_MS",
+            ));
+        }
+        if !self.flows.endpoint_path.starts_with('/') || self.flows.endpoint_path == "/webhook" {
+            return Err(ConfigError::invalid(
+                "WABOT_FLOWS_ENDPOINT_PATH",
+                "must be an absolute path other than /webhook",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_timeout_secs)
+    }
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn positive<T: Into<u64>>(key: &str, value: T) -> Result<(), ConfigError> {
+    if value.into() == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+/// Overwrites `slot` with the parsed value of `key`, when the variable is set.
+fn set_parsed<T>(env: &HashMap<String, String>, key: &str, slot: &mut T) -> Result<(), ConfigError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let Some(raw) = env.get(key).filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    *slot = raw
+        .trim()
+        .parse()
+        .map_err(|e| ConfigError::invalid(key, format!("`{raw}` is not valid: {e}")))?;
+    Ok(())
+}
+
+fn parse_networks(key: &str, raw: &str) -> Result<Vec<IpNet>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            // A bare address is a network of one.
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| ConfigError::invalid(key, format!("`{s}` is not an address or CIDR")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::load_from(None, &env(&[])).unwrap();
+        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/wabot");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.whatsapp.graph_api_base, "https://graph.facebook.com");
+        assert_eq!(c.whatsapp.graph_api_version, "v24.0");
+    }
+
+    #[test]
+    fn environment_overrides_and_bad_values_name_the_key() {
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("WABOT_LISTEN", "0.0.0.0:9000"),
+                ("WABOT_DATASOURCE_ALLOWED_NETWORKS", "127.0.0.0/8, ::1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.datasource.allowed_networks.len(), 2);
+
+        let err = Config::load_from(None, &env(&[("WABOT_LISTEN", "nope")])).unwrap_err();
+        assert!(err.to_string().contains("WABOT_LISTEN"), "{err}");
+        let err =
+            Config::load_from(None, &env(&[("WABOT_GRAPH_API_VERSION", "24")])).unwrap_err();
+        assert!(err.to_string().contains("WABOT_GRAPH_API_VERSION"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config::load_from(None, &env(&[("WABOT_ACCESS_TOKEN", "EAAG-very-secret")]))
+            .unwrap();
+        assert!(!format!("{c:?}").contains("EAAG-very-secret"));
+    }
+
+    #[test]
+    fn toml_file_is_layered_under_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wabot.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\n[worker]\nturn_concurrency = 4\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&path), &env(&[])).unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.worker.turn_concurrency, 4);
+        let c = Config::load_from(Some(&path), &env(&[("WABOT_LISTEN", "127.0.0.1:7001")]))
+            .unwrap();
+        assert_eq!(c.listen.port(), 7001);
+
+        std::fs::write(&path, "[worker]\nturn_concurency = 4\n").unwrap();
+        let err = Config::load_from(Some(&path), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("turn_concurency"), "{err}");
+    }
+}

@@ -1,0 +1,95 @@
+//! The business number's credentials: the active `whatsapp_config` row when there is
+//! one, else the `WABOT_*` fallbacks from the configuration.
+//!
+//! Every webhook needs the app secret and every send needs the token, so the answer
+//! is cached for a few seconds; a token rotated in the database is picked up within
+//! that time without a restart.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+
+use crate::config::WhatsAppConfig;
+use crate::store;
+
+/// Where the credentials came from, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Database,
+    Environment,
+}
+
+/// The credentials in force.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub source: Source,
+    pub phone_number_id: Option<String>,
+    pub business_account_id: Option<String>,
+    pub access_token: Option<SecretString>,
+    pub app_secret: Option<SecretString>,
+    pub verify_token: Option<SecretString>,
+}
+
+/// Resolves credentials, caching them for `ttl`.
+#[derive(Clone)]
+pub struct CredentialStore {
+    pool: PgPool,
+    fallback: WhatsAppConfig,
+    ttl: Duration,
+    cached: Arc<Mutex<Option<(Instant, Arc<Credentials>)>>>,
+}
+
+impl CredentialStore {
+    pub fn new(pool: PgPool, fallback: WhatsAppConfig) -> Self {
+        CredentialStore {
+            pool,
+            fallback,
+            ttl: Duration::from_secs(5),
+            cached: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The credentials in force, from the cache when it is fresh.
+    pub async fn current(&self) -> Result<Arc<Credentials>, sqlx::Error> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, creds)) = cached.as_ref() {
+            if at.elapsed() < self.ttl {
+                return Ok(creds.clone());
+            }
+        }
+        let creds = Arc::new(self.load().await?);
+        *cached = Some((Instant::now(), creds.clone()));
+        Ok(creds)
+    }
+
+    /// Forgets the cached answer, so the next call reads the database.
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    async fn load(&self) -> Result<Credentials, sqlx::Error> {
+        let fb = &self.fallback;
+        Ok(match store::whatsapp_config::load_active(&self.pool).await? {
+            Some(row) => Credentials {
+                source: Source::Database,
+                phone_number_id: Some(row.phone_number_id),
+                business_account_id: Some(row.business_account_id),
+                access_token: Some(row.access_token),
+                // A row without an app secret still verifies with the fallback one.
+                app_secret: row.app_secret.or_else(|| fb.app_secret.clone()),
+                verify_token: Some(row.webhook_verify_token),
+            },
+            None => Credentials {
+                source: Source::Environment,
+                phone_number_id: fb.phone_number_id.clone(),
+                business_account_id: fb.business_account_id.clone(),
+                access_token: fb.access_token.clone(),
+                app_secret: fb.app_secret.clone(),
+                verify_token: fb.verify_token.clone(),
+            },
+        })
+    }
+}

@@ -1,0 +1,2 @@
+//! The chatbot engine: compiles WhatsApp Builder's ReactFlow graphs into petgraph
+//! graphs and runs conversations turn by turn. Pure logic: no I/O, no clock.

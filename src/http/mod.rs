@@ -1,0 +1,48 @@
+//! HTTP routes and handlers. Handlers stay thin: they check what the wire demands
+//! (signatures, sizes), call into `whatsapp`, `store` or `worker`, and map errors to
+//! status codes in one place.
+
+mod health;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use sqlx::PgPool;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::credentials::CredentialStore;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub credentials: CredentialStore,
+    /// Wakes the turn worker when ingest has recorded new work.
+    pub work_notify: Arc<tokio::sync::Notify>,
+}
+
+/// The whole router, with request ids, tracing and a request timeout.
+pub fn router(state: AppState) -> Router {
+    let request_timeout = Duration::from_secs(state.config.server.request_timeout_secs);
+    Router::new()
+        .merge(health::routes())
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

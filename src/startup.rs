@@ -1,0 +1,137 @@
+//! Wiring: the pool, the migrations, the HTTP server and the background workers,
+//! started on a listener the caller binds and stopped by a cancellation token.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::credentials::CredentialStore;
+use crate::http::{self, AppState};
+use crate::store;
+
+/// How `build` prepares the database.
+#[derive(Debug, Clone, Copy)]
+pub struct StartOptions {
+    /// Apply pending migrations before serving.
+    pub migrate: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions { migrate: true }
+    }
+}
+
+/// A built, not yet running, wabot server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database (creating it when missing), migrates unless told not
+    /// to, and binds `config.listen`.
+    pub async fn build(config: Config, options: StartOptions) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (WABOT_LISTEN)", config.listen))?;
+        let pool = store::connect(&config)
+            .await
+            .context("cannot connect to the database (DATABASE_URL)")?;
+        if options.migrate {
+            store::migrate(&pool)
+                .await
+                .context("cannot apply database migrations")?;
+        }
+        Ok(Application::with_parts(config, pool, listener))
+    }
+
+    /// Assembles an application from parts the caller prepared (tests bind port 0 and
+    /// bring their own database).
+    pub fn with_parts(config: Config, pool: PgPool, listener: TcpListener) -> Application {
+        let config = Arc::new(config);
+        let state = AppState {
+            credentials: CredentialStore::new(pool.clone(), config.whatsapp.clone()),
+            config,
+            pool,
+            work_notify: Arc::new(tokio::sync::Notify::new()),
+        };
+        Application { listener, state }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, drains in-flight
+    /// requests and background work for at most the configured shutdown timeout.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application { listener, state } = self;
+        let drain = state.config.shutdown_timeout();
+        let workers = crate::worker::spawn(state.clone(), shutdown.clone());
+        let app = http::router(state);
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+        tokio::pin!(server);
+
+        tokio::select! {
+            result = &mut server => {
+                result.context("HTTP server failed")?;
+            }
+            _ = shutdown.cancelled() => {
+                tracing::info!(drain_secs = drain.as_secs(), "shutting down: draining");
+                match tokio::time::timeout(drain, &mut server).await {
+                    Ok(result) => result.context("HTTP server failed")?,
+                    Err(_) => tracing::warn!("in-flight requests did not finish within the drain time"),
+                }
+            }
+        }
+        workers.close();
+        if tokio::time::timeout(drain, workers.wait()).await.is_err() {
+            tracing::warn!("background work did not finish within the drain time");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("received Ctrl-C"),
+            _ = term => tracing::info!("received SIGTERM"),
+        }
+        trigger.cancel();
+    });
+    token
+}

@@ -1,0 +1,145 @@
+//! All of wabot's SQL, and nothing else.
+//!
+//! Queries are free async functions taking a `&PgPool` or a `&mut PgConnection`
+//! (when they must run inside a caller's transaction). Queries are checked at run
+//! time (`sqlx::query`, not `query!`) and every one of them is covered by the
+//! integration tests in `tests/it`, which run against a real PostgreSQL; this keeps
+//! builds free of a database and of a committed `.sqlx/` cache.
+//!
+//! This module is the one seam where a second storage backend could plug in.
+
+pub mod whatsapp_config;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+use crate::config::Config;
+
+/// The migrations under `migrations/`, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Opens the pool for `config.database_url`, creating the database first when it does
+/// not exist yet.
+pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
+    create_database_if_missing(&config.database_url).await?;
+    let options = PgConnectOptions::from_str(&config.database_url)?
+        .application_name("wabot")
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    PgPoolOptions::new()
+        .max_connections(config.database.max_connections)
+        .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
+        .connect_with(options)
+        .await
+}
+
+/// Opens a pool without creating anything, for commands that must not change the
+/// server (`wabot migrate status`).
+pub async fn connect_existing(config: &Config) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
+        .connect(&config.database_url)
+        .await
+}
+
+/// Creates the database named in `url` when it is missing, connecting to the
+/// server's `postgres` maintenance database to do so.
+pub async fn create_database_if_missing(url: &str) -> Result<(), sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        // CREATE DATABASE takes no bind parameters: quote the identifier instead.
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Reverts the most recently applied migration; returns its description, or `None`
+/// when nothing is applied.
+pub async fn revert_last(pool: &PgPool) -> Result<Option<String>, sqlx::migrate::MigrateError> {
+    let applied = applied_versions(pool).await?;
+    let Some(last) = applied.iter().max().copied() else {
+        return Ok(None);
+    };
+    let target = applied.iter().filter(|v| **v < last).max().copied().unwrap_or(0);
+    MIGRATOR.undo(pool, target).await?;
+    let description = MIGRATOR
+        .iter()
+        .find(|m| m.version == last)
+        .map(|m| m.description.to_string())
+        .unwrap_or_else(|| last.to_string());
+    Ok(Some(description))
+}
+
+/// Reverts every applied migration.
+pub async fn revert_all(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.undo(pool, 0).await
+}
+
+/// One embedded migration and whether it is applied.
+#[derive(Debug, Clone)]
+pub struct MigrationStatus {
+    pub version: i64,
+    pub description: String,
+    pub applied: bool,
+}
+
+/// The embedded migrations in order, each with whether the database has it.
+pub async fn migration_status(
+    pool: &PgPool,
+) -> Result<Vec<MigrationStatus>, sqlx::migrate::MigrateError> {
+    let applied = applied_versions(pool).await?;
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| MigrationStatus {
+            version: m.version,
+            description: m.description.to_string(),
+            applied: applied.contains(&m.version),
+        })
+        .collect())
+}
+
+async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, sqlx::migrate::MigrateError> {
+    let mut conn = pool.acquire().await?;
+    conn.ensure_migrations_table().await?;
+    Ok(conn
+        .list_applied_migrations()
+        .await?
+        .into_iter()
+        .map(|m| m.version)
+        .collect())
+}
+
+/// Whether the database answers, for `/readyz`.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+}

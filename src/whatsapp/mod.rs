@@ -1,0 +1,2 @@
+//! Meta's WhatsApp Cloud API protocol, and only that: webhook payloads, the
+//! signature check, the Graph API client, the Flows endpoint crypto.
