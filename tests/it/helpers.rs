@@ -58,9 +58,11 @@ pub async fn fresh_pool() -> PgPool {
 
 /// The configuration tests start from: fallback credentials set, worker off.
 pub fn test_config(database_url: &str) -> Config {
-    let mut config = Config::default();
-    config.database_url = database_url.to_owned();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config {
+        database_url: database_url.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     config.whatsapp.app_secret = Some(SecretString::from(APP_SECRET));
     config.whatsapp.verify_token = Some(SecretString::from(VERIFY_TOKEN));
     config.whatsapp.access_token = Some(SecretString::from(ACCESS_TOKEN));

@@ -72,12 +72,15 @@ async fn migrations_apply_revert_to_empty_and_apply_again() {
     assert!(!status.is_empty() && status.iter().all(|m| m.applied));
 }
 
-/// `name -> (type, not null)` for every column of every table in the reference dump.
-fn reference_columns() -> BTreeMap<String, BTreeMap<String, (String, bool)>> {
+/// `column -> (type, not null)`
+type Columns = BTreeMap<String, (String, bool)>;
+
+/// The columns of every table in the reference dump.
+fn reference_columns() -> BTreeMap<String, Columns> {
     let sql = std::fs::read_to_string(shared("whatsapp-builder/reference-schema.sql"))
         .expect("../shared/whatsapp-builder/reference-schema.sql is readable");
     let mut tables = BTreeMap::new();
-    let mut current: Option<(String, BTreeMap<String, (String, bool)>)> = None;
+    let mut current: Option<(String, Columns)> = None;
     for line in sql.lines() {
         let line = line.trim();
         if let Some(rest) = line.strip_prefix("CREATE TABLE public.") {
@@ -135,7 +138,7 @@ async fn the_ten_tables_match_the_reference_dump_column_for_column() {
         .fetch_all(&pool)
         .await
         .unwrap();
-        let actual: BTreeMap<String, (String, bool)> = rows
+        let actual: Columns = rows
             .into_iter()
             .map(|(name, ty, nn)| (name, (ty, nn)))
             .collect();
