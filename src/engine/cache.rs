@@ -31,31 +31,54 @@ struct Entry {
 
 impl ChatbotCache {
     pub fn new(capacity: usize) -> Self {
-        ChatbotCache { capacity: capacity.max(1), inner: Mutex::new(Inner::default()) }
+        ChatbotCache {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     /// The compiled chatbot for this version, if cached.
     pub fn get(&self, id: Uuid, updated_at: DateTime<Utc>) -> Option<Arc<CompiledChatbot>> {
-        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         inner.tick += 1;
         let tick = inner.tick;
-        let entry = inner.entries.get_mut(&id).filter(|e| e.updated_at == updated_at)?;
+        let entry = inner
+            .entries
+            .get_mut(&id)
+            .filter(|e| e.updated_at == updated_at)?;
         entry.used = tick;
         Some(entry.chatbot.clone())
     }
 
     /// Stores a compiled version, replacing older versions of the same chatbot.
     pub fn insert(&self, id: Uuid, updated_at: DateTime<Utc>, chatbot: Arc<CompiledChatbot>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         inner.tick += 1;
         let used = inner.tick;
         if !inner.entries.contains_key(&id) && inner.entries.len() >= self.capacity {
-            let oldest = inner.entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| *k);
+            let oldest = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| *k);
             if let Some(oldest) = oldest {
                 inner.entries.remove(&oldest);
             }
         }
-        inner.entries.insert(id, Entry { updated_at, chatbot, used });
+        inner.entries.insert(
+            id,
+            Entry {
+                updated_at,
+                chatbot,
+                used,
+            },
+        );
     }
 
     pub fn len(&self) -> usize {

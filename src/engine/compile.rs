@@ -58,7 +58,9 @@ impl OutEdge {
 }
 
 /// Compiles a document (bare or WhatsApp Builder's export) given as JSON.
-pub fn compile_json(value: &Value) -> Result<(CompiledChatbot, Vec<Warning>), Vec<ValidationError>> {
+pub fn compile_json(
+    value: &Value,
+) -> Result<(CompiledChatbot, Vec<Warning>), Vec<ValidationError>> {
     match ChatbotDoc::from_json(value) {
         Ok(doc) => compile(&doc),
         Err(e) => Err(vec![ValidationError {
@@ -82,14 +84,24 @@ pub fn compile(doc: &ChatbotDoc) -> Result<(CompiledChatbot, Vec<Warning>), Vec<
         let empty = serde_json::Map::new();
         let data = raw.get("data").and_then(Value::as_object).unwrap_or(&empty);
         let label = Fields(data).string("label").unwrap_or_default();
-        let Some(id) = raw.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+        let Some(id) = raw
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        else {
             errors.push(ValidationError {
-                node: (!label.is_empty()).then(|| NodeRef { id: String::new(), label }),
+                node: (!label.is_empty()).then(|| NodeRef {
+                    id: String::new(),
+                    label,
+                }),
                 problem: Problem::MissingNodeId,
             });
             continue;
         };
-        let node_ref = NodeRef { id: id.to_owned(), label: label.clone() };
+        let node_ref = NodeRef {
+            id: id.to_owned(),
+            label: label.clone(),
+        };
         let type_name = raw
             .get("type")
             .and_then(Value::as_str)
@@ -108,7 +120,10 @@ pub fn compile(doc: &ChatbotDoc) -> Result<(CompiledChatbot, Vec<Warning>), Vec<
             problem,
         }));
         if by_id.contains_key(id) {
-            errors.push(ValidationError { node: Some(node_ref), problem: Problem::DuplicateNodeId });
+            errors.push(ValidationError {
+                node: Some(node_ref),
+                problem: Problem::DuplicateNodeId,
+            });
             continue;
         }
         let Some(kind) = kind else { continue };
@@ -134,23 +149,45 @@ pub fn compile(doc: &ChatbotDoc) -> Result<(CompiledChatbot, Vec<Warning>), Vec<
     for (position, raw) in doc.edges.iter().enumerate() {
         let text = |k: &str| raw.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
         let (Some(source), Some(target)) = (text("source"), text("target")) else {
-            errors.push(ValidationError { node: None, problem: Problem::MalformedEdge(position) });
+            errors.push(ValidationError {
+                node: None,
+                problem: Problem::MalformedEdge(position),
+            });
             continue;
         };
-        let edge_id = text("id").map(str::to_owned).unwrap_or_else(|| format!("#{position}"));
+        let edge_id = text("id")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("#{position}"));
         let handle = text("sourceHandle").map(str::to_owned);
         match (by_id.get(source), by_id.get(target)) {
             (Some(&from), Some(&to)) => {
-                graph.add_edge(from, to, Edge { id: edge_id.clone(), handle: handle.clone() });
-                graph[from].out.push(OutEdge { id: edge_id, handle, target: to });
+                graph.add_edge(
+                    from,
+                    to,
+                    Edge {
+                        id: edge_id.clone(),
+                        handle: handle.clone(),
+                    },
+                );
+                graph[from].out.push(OutEdge {
+                    id: edge_id,
+                    handle,
+                    target: to,
+                });
             }
             (Some(&from), None) if !node_ids.contains(target) => errors.push(ValidationError {
                 node: Some(node_ref(&graph[from])),
-                problem: Problem::EdgeToMissingNode { edge: edge_id, target: target.to_owned() },
+                problem: Problem::EdgeToMissingNode {
+                    edge: edge_id,
+                    target: target.to_owned(),
+                },
             }),
             (None, _) if !node_ids.contains(source) => errors.push(ValidationError {
                 node: by_id.get(target).map(|&t| node_ref(&graph[t])),
-                problem: Problem::EdgeFromMissingNode { edge: edge_id, source_id: source.to_owned() },
+                problem: Problem::EdgeFromMissingNode {
+                    edge: edge_id,
+                    source_id: source.to_owned(),
+                },
             }),
             // An end is a node that failed to compile; its own error is reported.
             _ => {}
@@ -159,7 +196,10 @@ pub fn compile(doc: &ChatbotDoc) -> Result<(CompiledChatbot, Vec<Warning>), Vec<
 
     match starts.len() {
         1 => {}
-        0 => errors.push(ValidationError { node: None, problem: Problem::NoStartNode }),
+        0 => errors.push(ValidationError {
+            node: None,
+            problem: Problem::NoStartNode,
+        }),
         n => errors.extend(starts.iter().map(|&s| ValidationError {
             node: Some(node_ref(&graph[s])),
             problem: Problem::SeveralStartNodes(n),
@@ -186,7 +226,10 @@ pub fn compile(doc: &ChatbotDoc) -> Result<(CompiledChatbot, Vec<Warning>), Vec<
 }
 
 fn node_ref(node: &Node) -> NodeRef {
-    NodeRef { id: node.id.clone(), label: node.label.clone() }
+    NodeRef {
+        id: node.id.clone(),
+        label: node.label.clone(),
+    }
 }
 
 /// Names each output-bearing node `{kind}_{N}` the way the editor does: Kahn's
@@ -238,9 +281,14 @@ fn warnings(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Vec<Warning> {
         let node = &graph[n];
         let node_ref = node_ref(node);
         if !reachable[n.index()] {
-            warnings.push(Warning { node: node_ref.clone(), kind: WarningKind::Unreachable });
+            warnings.push(Warning {
+                node: node_ref.clone(),
+                kind: WarningKind::Unreachable,
+            });
         }
-        let Some(handles) = node.kind.handles() else { continue };
+        let Some(handles) = node.kind.handles() else {
+            continue;
+        };
         for edge in &node.out {
             if let Some(handle) = edge.handle.as_deref() {
                 if handle != "default" && !handles.iter().any(|h| h == handle) {
@@ -260,7 +308,11 @@ fn warnings(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Vec<Warning> {
             if optional && handle == "error" {
                 continue;
             }
-            if !node.out.iter().any(|e| e.handle.as_deref() == Some(handle.as_str())) {
+            if !node
+                .out
+                .iter()
+                .any(|e| e.handle.as_deref() == Some(handle.as_str()))
+            {
                 warnings.push(Warning {
                     node: node_ref.clone(),
                     kind: WarningKind::UnusedHandle(handle),

@@ -42,7 +42,9 @@ pub fn holds(condition: &Condition, vars: &Map<String, Value>) -> bool {
                 Some((a, b)) => a.partial_cmp(&b),
                 None => Some(left.as_ref().cmp(right.as_str())),
             };
-            let Some(ordering) = ordering else { return false };
+            let Some(ordering) = ordering else {
+                return false;
+            };
             match condition.op {
                 Operator::Gt => ordering.is_gt(),
                 Operator::Lt => ordering.is_lt(),
@@ -126,7 +128,11 @@ mod tests {
             ("rest_api_1.data[0].city", "eq", "Ankara", true),
         ];
         for (variable, op, value, expected) in cases {
-            assert_eq!(holds(&cond(variable, op, value), &v), expected, "{variable} {op} {value}");
+            assert_eq!(
+                holds(&cond(variable, op, value), &v),
+                expected,
+                "{variable} {op} {value}"
+            );
         }
     }
 
@@ -135,11 +141,23 @@ mod tests {
         let v = vars();
         let yes = cond("age", "eq", "42");
         let no = cond("age", "eq", "1");
-        let and = ConditionNode { conditions: vec![yes.clone(), no.clone()], any: false };
-        let or = ConditionNode { conditions: vec![yes, no], any: true };
+        let and = ConditionNode {
+            conditions: vec![yes.clone(), no.clone()],
+            any: false,
+        };
+        let or = ConditionNode {
+            conditions: vec![yes, no],
+            any: true,
+        };
         assert!(!evaluate(&and, &v));
         assert!(evaluate(&or, &v));
-        assert!(!evaluate(&ConditionNode { conditions: vec![], any: true }, &v));
+        assert!(!evaluate(
+            &ConditionNode {
+                conditions: vec![],
+                any: true
+            },
+            &v
+        ));
     }
 
     #[test]

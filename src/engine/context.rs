@@ -126,7 +126,10 @@ impl Context {
         customer: &Customer,
     ) -> Context {
         let mut variables = Map::new();
-        variables.insert("customer_phone".into(), Value::String(customer.phone.clone()));
+        variables.insert(
+            "customer_phone".into(),
+            Value::String(customer.phone.clone()),
+        );
         variables.insert(
             "customer_name".into(),
             Value::String(customer.name.clone().unwrap_or_default()),

@@ -34,26 +34,44 @@ pub enum Event {
 /// from the message row and turns it into an [`Event`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
-    Text { body: String },
+    Text {
+        body: String,
+    },
     /// `interactive.button_reply`.
-    ButtonReply { id: String, title: String },
+    ButtonReply {
+        id: String,
+        title: String,
+    },
     /// `interactive.list_reply`.
-    ListReply { id: String, title: String },
+    ListReply {
+        id: String,
+        title: String,
+    },
     /// `button`: a template's quick-reply button.
-    QuickReply { payload: String, text: String },
+    QuickReply {
+        payload: String,
+        text: String,
+    },
     /// `interactive.nfm_reply`: `response_json` as Meta sends it (a JSON string).
-    FlowReply { response_json: String },
+    FlowReply {
+        response_json: String,
+    },
     /// Image, video, document, audio or sticker, with its caption.
-    Media { caption: Option<String> },
+    Media {
+        caption: Option<String>,
+    },
     /// Anything else (location, contacts, reaction, ...).
     Other,
 }
 
 impl Inbound {
     pub fn into_event(self) -> Event {
-        let message = |text: Option<String>, button_id: Option<String>, list_row_id| {
-            Event::InboundMessage { text, button_id, list_row_id }
-        };
+        let message =
+            |text: Option<String>, button_id: Option<String>, list_row_id| Event::InboundMessage {
+                text,
+                button_id,
+                list_row_id,
+            };
         match self {
             Inbound::Text { body } => message(Some(body), None, None),
             Inbound::ButtonReply { id, title } => message(Some(title), Some(id), None),
@@ -70,7 +88,10 @@ impl Inbound {
                     .get("flow_token")
                     .and_then(Value::as_str)
                     .map(str::to_owned);
-                Event::FlowReply { flow_token, response }
+                Event::FlowReply {
+                    flow_token,
+                    response,
+                }
             }
         }
     }

@@ -10,7 +10,9 @@ use super::condition;
 use super::context::{reason, Context, ContextStatus, EngineState};
 use super::event::Event;
 use super::http::{HttpClient, HttpError};
-use super::limits::{cut, EngineLimits, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX, TEXT_BODY_MAX};
+use super::limits::{
+    cut, EngineLimits, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX, TEXT_BODY_MAX,
+};
 use super::node::{FlowNode, NodeKind, QuestionNode, QuestionType};
 use super::outgoing::Outgoing;
 use super::question::{self, navigation_page, page_variable};
@@ -48,7 +50,17 @@ pub async fn run_turn<H: HttpClient>(
     limits: &EngineLimits,
 ) -> TurnResult {
     let state = context.state();
-    let mut turn = Turn { bot, now, limits, http, state, ctx: context, sends: Vec::new(), restart: false, steps: 0 };
+    let mut turn = Turn {
+        bot,
+        now,
+        limits,
+        http,
+        state,
+        ctx: context,
+        sends: Vec::new(),
+        restart: false,
+        steps: 0,
+    };
     turn.apply(event).await;
     turn.finish()
 }
@@ -88,8 +100,14 @@ impl<H: HttpClient> Turn<'_, H> {
                     self.advance(Some(current), reason::FLOW_COMPLETED).await;
                 }
             }
-            Event::InboundMessage { text, button_id, list_row_id } => {
-                let typed = text.as_deref().filter(|_| button_id.is_none() && list_row_id.is_none());
+            Event::InboundMessage {
+                text,
+                button_id,
+                list_row_id,
+            } => {
+                let typed = text
+                    .as_deref()
+                    .filter(|_| button_id.is_none() && list_row_id.is_none());
                 if typed.is_some_and(|t| self.is_restart_word(t)) {
                     self.end(ContextStatus::Stopped, reason::RESTARTED);
                     self.restart = true;
@@ -103,20 +121,28 @@ impl<H: HttpClient> Turn<'_, H> {
                     return;
                 }
                 match status {
-                    ContextStatus::WaitingInput => self.answer(current, text, button_id, list_row_id).await,
+                    ContextStatus::WaitingInput => {
+                        self.answer(current, text, button_id, list_row_id).await
+                    }
                     ContextStatus::WaitingFlow if typed.is_some_and(is_skip_word) => {
                         self.record(current, json!({"skipped": true}));
                         self.leave(current, None).await;
                     }
-                    ContextStatus::Running => self.advance(Some(current), reason::FLOW_COMPLETED).await,
+                    ContextStatus::Running => {
+                        self.advance(Some(current), reason::FLOW_COMPLETED).await
+                    }
                     _ => tracing::debug!("message while waiting for a Flow ignored"),
                 }
             }
-            Event::FlowReply { flow_token, response } => {
-                let for_this_node = flow_token
-                    .as_deref()
-                    .and_then(super::context::parse_flow_token)
-                    .is_none_or_matches(self.ctx.id, &self.ctx.current_node_id);
+            Event::FlowReply {
+                flow_token,
+                response,
+            } => {
+                let for_this_node = token_matches(
+                    flow_token.as_deref(),
+                    self.ctx.id,
+                    &self.ctx.current_node_id,
+                );
                 if status == ContextStatus::WaitingFlow && for_this_node {
                     self.flow_reply(current, response).await;
                 } else {
@@ -124,7 +150,10 @@ impl<H: HttpClient> Turn<'_, H> {
                 }
             }
             Event::WaitTimedOut => {
-                let waiting = matches!(status, ContextStatus::WaitingInput | ContextStatus::WaitingFlow);
+                let waiting = matches!(
+                    status,
+                    ContextStatus::WaitingInput | ContextStatus::WaitingFlow
+                );
                 if !waiting || !self.state.deadline.is_some_and(|d| self.now >= d) {
                     return;
                 }
@@ -138,18 +167,20 @@ impl<H: HttpClient> Turn<'_, H> {
     }
 
     fn is_restart_word(&self, text: &str) -> bool {
-        let word = text.trim().to_lowercase();
+        let word = fold(text);
         self.bot
             .restart_keywords()
             .iter()
             .chain(&self.limits.restart_keywords)
-            .any(|k| k.trim().to_lowercase() == word)
+            .any(|k| fold(k) == word)
     }
 
     /// Runs nodes from `next` until one waits or the graph ends.
     async fn advance(&mut self, mut next: Option<NodeIndex>, mut end_reason: &'static str) {
         while let Some(index) = next {
-            if self.steps >= self.limits.max_steps_per_turn || self.state.steps >= self.limits.max_steps_per_context {
+            if self.steps >= self.limits.max_steps_per_turn
+                || self.state.steps >= self.limits.max_steps_per_context
+            {
                 tracing::warn!(
                     context = %self.ctx.id,
                     node = %self.bot.node(index).id,
@@ -173,7 +204,12 @@ impl<H: HttpClient> Turn<'_, H> {
         self.end(ContextStatus::Completed, end_reason);
     }
 
-    async fn execute(&mut self, index: NodeIndex, node: &Node, end_reason: &mut &'static str) -> Step {
+    async fn execute(
+        &mut self,
+        index: NodeIndex,
+        node: &Node,
+        end_reason: &mut &'static str,
+    ) -> Step {
         let vars = &self.ctx.variables;
         match &node.kind {
             NodeKind::Start => {
@@ -191,7 +227,10 @@ impl<H: HttpClient> Turn<'_, H> {
                 let result = condition::evaluate(c, vars);
                 self.record(index, json!({"data": result}));
                 self.ctx.node_history.push(node.id.clone());
-                Step::To(self.bot.next(index, Some(if result { "true" } else { "false" })))
+                Step::To(
+                    self.bot
+                        .next(index, Some(if result { "true" } else { "false" })),
+                )
             }
             NodeKind::RestApi(api) => {
                 let outcome = match rest::build_request(api, vars, self.limits.max_http_timeout) {
@@ -223,15 +262,22 @@ impl<H: HttpClient> Turn<'_, H> {
                     json!({"success": outcome.success, "statusCode": status, "data": outcome.data, "error": error}),
                 );
                 self.ctx.node_history.push(node.id.clone());
-                if !outcome.success {
+                let next = self.bot.next(
+                    index,
+                    Some(if outcome.success { "success" } else { "error" }),
+                );
+                // A failed call that leads nowhere ends the context as an API error;
+                // one the graph handles is an ordinary path.
+                if !outcome.success && next.is_none() {
                     *end_reason = reason::API_ERROR;
                 }
-                Step::To(self.bot.next(index, Some(if outcome.success { "success" } else { "error" })))
+                Step::To(next)
             }
             NodeKind::Calendar => {
                 let message = "Google Calendar nodes are not supported by wabot";
                 if let Some(name) = &node.var_name {
-                    let result = json!({"error": true, "message": message, "code": "NOT_SUPPORTED"});
+                    let result =
+                        json!({"error": true, "message": message, "code": "NOT_SUPPORTED"});
                     assign(&mut self.ctx.variables, &format!("{name}.result"), result);
                 }
                 self.record(index, json!({"success": false, "error": message}));
@@ -271,9 +317,13 @@ impl<H: HttpClient> Turn<'_, H> {
 
     /// Puts the context to wait with the node's own timeout or the context's TTL.
     fn wait(&mut self, status: ContextStatus, timeout_secs: Option<u64>) {
-        let ttl = chrono::Duration::from_std(self.limits.context_ttl).unwrap_or(chrono::Duration::days(1));
+        let ttl = chrono::Duration::from_std(self.limits.context_ttl)
+            .unwrap_or(chrono::Duration::days(1));
         let (deadline, node_timeout) = match timeout_secs {
-            Some(secs) => (self.now + chrono::Duration::seconds(secs.min(i64::MAX as u64 / 2000) as i64), true),
+            Some(secs) => (
+                self.now + chrono::Duration::seconds(secs.min(i64::MAX as u64 / 2000) as i64),
+                true,
+            ),
             None => (self.now + ttl, false),
         };
         self.state.deadline = Some(deadline);
@@ -282,7 +332,13 @@ impl<H: HttpClient> Turn<'_, H> {
         self.ctx.expires_at = Some(deadline);
     }
 
-    async fn answer(&mut self, index: NodeIndex, text: Option<String>, button_id: Option<String>, list_row_id: Option<String>) {
+    async fn answer(
+        &mut self,
+        index: NodeIndex,
+        text: Option<String>,
+        button_id: Option<String>,
+        list_row_id: Option<String>,
+    ) {
         let NodeKind::Question(q) = &self.bot.node(index).kind else {
             // The chatbot changed under a waiting context; carry on from this node.
             self.advance(Some(index), reason::FLOW_COMPLETED).await;
@@ -296,7 +352,11 @@ impl<H: HttpClient> Turn<'_, H> {
         }
         if let (Some(row), Some(source)) = (&list_row_id, &q.dynamic) {
             if let Some(page) = navigation_page(row) {
-                assign(&mut self.ctx.variables, &page_variable(source), Value::from(page));
+                assign(
+                    &mut self.ctx.variables,
+                    &page_variable(source),
+                    Value::from(page),
+                );
                 self.sends.push(question::ask(q, &self.ctx.variables));
                 self.wait(ContextStatus::WaitingInput, q.timeout_secs);
                 return;
@@ -318,7 +378,9 @@ impl<H: HttpClient> Turn<'_, H> {
             if let Err(prompt) = question::check(validation, &answer) {
                 self.state.retries += 1;
                 if self.state.retries <= validation.max_retries {
-                    self.sends.push(Outgoing::Text { body: render(&prompt, &self.ctx.variables) });
+                    self.sends.push(Outgoing::Text {
+                        body: render(&prompt, &self.ctx.variables),
+                    });
                     self.wait(ContextStatus::WaitingInput, q.timeout_secs);
                     return;
                 }
@@ -344,7 +406,11 @@ impl<H: HttpClient> Turn<'_, H> {
     fn store_answer(&mut self, index: NodeIndex, q: &QuestionNode, answer: &str) {
         let vars = &mut self.ctx.variables;
         if let Some(name) = &self.bot.node(index).var_name {
-            assign(vars, &format!("{name}.response"), Value::String(answer.to_owned()));
+            assign(
+                vars,
+                &format!("{name}.response"),
+                Value::String(answer.to_owned()),
+            );
         }
         if let Some(legacy) = &q.legacy_variable {
             assign(vars, legacy, Value::String(answer.to_owned()));
@@ -368,14 +434,21 @@ impl<H: HttpClient> Turn<'_, H> {
         }
         let node = self.bot.node(index);
         if let Some(name) = &node.var_name {
-            assign(&mut self.ctx.variables, &format!("{name}.response"), response.clone());
+            assign(
+                &mut self.ctx.variables,
+                &format!("{name}.response"),
+                response.clone(),
+            );
         }
         if let NodeKind::Flow(f) = &node.kind {
             if let Some(legacy) = &f.output_variable {
                 assign(&mut self.ctx.variables, legacy, response.clone());
             }
         }
-        self.record(index, json!({"flowResponse": response, "outputVariable": node.var_name}));
+        self.record(
+            index,
+            json!({"flowResponse": response, "outputVariable": node.var_name}),
+        );
         self.leave(index, None).await;
     }
 
@@ -383,7 +456,9 @@ impl<H: HttpClient> Turn<'_, H> {
         let node = self.bot.node(index);
         if let NodeKind::Question(q) = &node.kind {
             if let Some(message) = &q.timeout_message {
-                self.sends.push(Outgoing::Text { body: render(message, &self.ctx.variables) });
+                self.sends.push(Outgoing::Text {
+                    body: render(message, &self.ctx.variables),
+                });
             }
         }
         self.record(index, json!({"success": false, "error": "timeout"}));
@@ -404,14 +479,19 @@ impl<H: HttpClient> Turn<'_, H> {
         let node = self.bot.node(index);
         let mut output = Map::new();
         output.insert("nodeId".into(), Value::String(node.id.clone()));
-        output.insert("nodeType".into(), Value::String(node.kind.type_name().into()));
+        output.insert(
+            "nodeType".into(),
+            Value::String(node.kind.type_name().into()),
+        );
         output.insert("nodeLabel".into(), Value::String(node.label.clone()));
         output.insert("executedAt".into(), Value::String(self.now.to_rfc3339()));
         output.insert("success".into(), Value::Bool(true));
         if let Value::Object(extra) = extra {
             output.extend(extra.into_iter().filter(|(_, v)| !v.is_null()));
         }
-        self.ctx.node_outputs.insert(node.id.clone(), Value::Object(output));
+        self.ctx
+            .node_outputs
+            .insert(node.id.clone(), Value::Object(output));
     }
 
     fn end(&mut self, status: ContextStatus, why: &str) {
@@ -423,9 +503,16 @@ impl<H: HttpClient> Turn<'_, H> {
 
     fn finish(mut self) -> TurnResult {
         self.ctx.set_state(&self.state);
-        let waiting = matches!(self.ctx.status, ContextStatus::WaitingInput | ContextStatus::WaitingFlow);
+        let waiting = matches!(
+            self.ctx.status,
+            ContextStatus::WaitingInput | ContextStatus::WaitingFlow
+        );
         TurnResult {
-            wait_deadline: if waiting && self.ctx.is_active { self.state.deadline } else { None },
+            wait_deadline: if waiting && self.ctx.is_active {
+                self.state.deadline
+            } else {
+                None
+            },
             context: self.ctx,
             sends: self.sends,
             restart: self.restart,
@@ -436,21 +523,23 @@ impl<H: HttpClient> Turn<'_, H> {
 
 /// Whether a typed answer is one of the skip words.
 pub fn is_skip_word(text: &str) -> bool {
-    let word = text.trim().to_lowercase();
-    SKIP_WORDS.contains(&word.as_str())
+    SKIP_WORDS.contains(&fold(text).as_str())
 }
 
-trait TokenMatch {
-    fn is_none_or_matches(self, context: uuid::Uuid, node: &str) -> bool;
+/// Trimmed and lower-cased for keyword matching; Turkish `İ` folds to `i` (plain
+/// `to_lowercase` would leave a combining dot behind).
+pub fn fold(text: &str) -> String {
+    text.trim()
+        .replace('İ', "i")
+        .to_lowercase()
+        .replace('\u{307}', "")
 }
 
-impl TokenMatch for Option<(uuid::Uuid, &str)> {
-    /// A reply without a readable token is taken for the waiting node; one with a
-    /// token must name this context and node.
-    fn is_none_or_matches(self, context: uuid::Uuid, node: &str) -> bool {
-        match self {
-            None => true,
-            Some((id, n)) => id == context && n == node,
-        }
+/// A reply without a readable token is taken for the waiting node; one with a
+/// token must name this context and node.
+fn token_matches(token: Option<&str>, context: uuid::Uuid, node: &str) -> bool {
+    match token.and_then(super::context::parse_flow_token) {
+        None => true,
+        Some((id, n)) => id == context && n == node,
     }
 }

@@ -38,7 +38,10 @@ pub enum HttpError {
 /// Sends one HTTP request. The future must be `Send` so turns can run on any
 /// worker task.
 pub trait HttpClient: Sync {
-    fn send(&self, request: HttpRequest) -> impl Future<Output = Result<HttpResponse, HttpError>> + Send;
+    fn send(
+        &self,
+        request: HttpRequest,
+    ) -> impl Future<Output = Result<HttpResponse, HttpError>> + Send;
 }
 
 /// A client that refuses every request, for turns known not to need HTTP and for
@@ -48,6 +51,9 @@ pub struct NoHttp;
 
 impl HttpClient for NoHttp {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        Err(HttpError::Forbidden(format!("no HTTP client for {}", request.url)))
+        Err(HttpError::Forbidden(format!(
+            "no HTTP client for {}",
+            request.url
+        )))
     }
 }

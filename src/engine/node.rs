@@ -228,8 +228,15 @@ pub enum ContentType {
 pub enum Auth {
     None,
     Bearer(String),
-    Basic { username: String, password: String },
-    ApiKey { name: String, value: String, in_query: bool },
+    Basic {
+        username: String,
+        password: String,
+    },
+    ApiKey {
+        name: String,
+        value: String,
+        in_query: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -251,7 +258,11 @@ pub const DEFAULT_API_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_MAX_RETRIES: u32 = 2;
 
 /// Reads a node's kind from its type name and `data`; every problem found is pushed.
-pub(crate) fn parse_kind(type_name: &str, data: Fields<'_>, problems: &mut Vec<Problem>) -> Option<NodeKind> {
+pub(crate) fn parse_kind(
+    type_name: &str,
+    data: Fields<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<NodeKind> {
     Some(match type_name {
         "start" => NodeKind::Start,
         "message" => NodeKind::Message(MessageNode {
@@ -301,7 +312,12 @@ fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
         .then(|| data.string(source_key))
         .flatten()
         .map(|source| DynamicSource {
-            source: source.trim().trim_start_matches("{{").trim_end_matches("}}").trim().to_owned(),
+            source: source
+                .trim()
+                .trim_start_matches("{{")
+                .trim_end_matches("}}")
+                .trim()
+                .to_owned(),
             label_field: data.string("dynamicLabelField"),
             desc_field: data.string("dynamicDescField"),
         });
@@ -321,7 +337,9 @@ fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
         header: data.string("headerText"),
         footer: data.string("footerText"),
         buttons,
-        list_button: data.string("listButtonText").unwrap_or_else(|| "Seçin".to_owned()),
+        list_button: data
+            .string("listButtonText")
+            .unwrap_or_else(|| "Seçin".to_owned()),
         sections,
         dynamic,
         legacy_variable: data.string("variable").map(|v| v.trim().to_owned()),
@@ -373,13 +391,19 @@ fn buttons(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<Choice> {
 }
 
 fn sections(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<ListSection> {
-    let raw = data.array("listSections").map(Vec::as_slice).unwrap_or_default();
+    let raw = data
+        .array("listSections")
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let mut seen = HashSet::new();
     let mut total = 0;
     let mut out = Vec::new();
     for section in raw {
         let f = section.as_object().map(Fields);
-        let rows = f.and_then(|f| f.array("rows")).map(Vec::as_slice).unwrap_or_default();
+        let rows = f
+            .and_then(|f| f.array("rows"))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let mut section_rows = Vec::new();
         for row in rows {
             total += 1;
@@ -423,7 +447,12 @@ fn sections(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<ListSection> {
 
 fn validation(data: Fields<'_>, problems: &mut Vec<Problem>) -> Option<Validation> {
     let v = Fields(data.object("validation")?);
-    let rule = match v.string("type").as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let rule = match v
+        .string("type")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("text") | Some("any") => Rule::Any,
         Some("email") => Rule::Email,
         Some("number") => Rule::Number,
@@ -457,14 +486,18 @@ fn validation(data: Fields<'_>, problems: &mut Vec<Problem>) -> Option<Validatio
         min: v.f64("min"),
         max: v.f64("max"),
         error_message: v.string("errorMessage"),
-        max_retries: v.u64("maxRetries").map_or(DEFAULT_MAX_RETRIES, |n| n.min(100) as u32),
+        max_retries: v
+            .u64("maxRetries")
+            .map_or(DEFAULT_MAX_RETRIES, |n| n.min(100) as u32),
     })
 }
 
 fn condition(data: Fields<'_>, problems: &mut Vec<Problem>) -> ConditionNode {
     let mut conditions = Vec::new();
     let group = data.object("conditionGroup").map(Fields);
-    let rows = group.and_then(|g| g.array("conditions")).filter(|c| !c.is_empty());
+    let rows = group
+        .and_then(|g| g.array("conditions"))
+        .filter(|c| !c.is_empty());
     if let Some(rows) = rows {
         for row in rows {
             let f = row.as_object().map(Fields);
@@ -488,10 +521,17 @@ fn condition(data: Fields<'_>, problems: &mut Vec<Problem>) -> ConditionNode {
         Ok(c) => conditions.push(c),
         Err(p) => problems.push(p),
     }
-    ConditionNode { conditions, any: false }
+    ConditionNode {
+        conditions,
+        any: false,
+    }
 }
 
-fn parse_condition(variable: Option<String>, op: Option<String>, value: Option<String>) -> Result<Condition, Problem> {
+fn parse_condition(
+    variable: Option<String>,
+    op: Option<String>,
+    value: Option<String>,
+) -> Result<Condition, Problem> {
     let variable = variable.ok_or(Problem::MissingField("conditionVar"))?;
     let op_text = op.ok_or(Problem::MissingField("conditionOp"))?;
     let op = Operator::parse(&op_text).ok_or_else(|| Problem::InvalidField {
@@ -499,7 +539,12 @@ fn parse_condition(variable: Option<String>, op: Option<String>, value: Option<S
         reason: format!("`{op_text}` is not a known operator"),
     })?;
     Ok(Condition {
-        variable: variable.trim().trim_start_matches("{{").trim_end_matches("}}").trim().to_owned(),
+        variable: variable
+            .trim()
+            .trim_start_matches("{{")
+            .trim_end_matches("}}")
+            .trim()
+            .to_owned(),
         op,
         value: value.unwrap_or_default(),
     })
@@ -536,14 +581,20 @@ fn rest_api(data: Fields<'_>, problems: &mut Vec<Problem>) -> RestApiNode {
         _ => ContentType::Json,
     };
     let s = |k| data.string(k).unwrap_or_default();
-    let auth = match data.string("apiAuthType").map(|a| a.to_ascii_lowercase()).as_deref() {
+    let auth = match data
+        .string("apiAuthType")
+        .map(|a| a.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("bearer") => Auth::Bearer(s("apiAuthToken")),
         Some("basic") => Auth::Basic {
             username: s("apiAuthUsername"),
             password: s("apiAuthPassword"),
         },
         Some("api_key") | Some("apikey") => Auth::ApiKey {
-            name: data.string("apiAuthKeyName").unwrap_or_else(|| "X-API-Key".to_owned()),
+            name: data
+                .string("apiAuthKeyName")
+                .unwrap_or_else(|| "X-API-Key".to_owned()),
             value: s("apiAuthKeyValue"),
             in_query: data
                 .string("apiAuthKeyLocation")
@@ -567,34 +618,52 @@ fn rest_api(data: Fields<'_>, problems: &mut Vec<Problem>) -> RestApiNode {
         response_path: data.string("apiResponsePath"),
         filter_field: data.string("apiFilterField"),
         filter_value: data.string("apiFilterValue"),
-        timeout_ms: data.u64("apiTimeout").filter(|t| *t > 0).unwrap_or(DEFAULT_API_TIMEOUT_MS),
+        timeout_ms: data
+            .u64("apiTimeout")
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_API_TIMEOUT_MS),
         auth,
-        output_variable: data.string("apiOutputVariable").map(|v| v.trim().to_owned()),
+        output_variable: data
+            .string("apiOutputVariable")
+            .map(|v| v.trim().to_owned()),
         error_variable: data.string("apiErrorVariable").map(|v| v.trim().to_owned()),
     }
 }
 
 fn flow(data: Fields<'_>, problems: &mut Vec<Problem>) -> FlowNode {
-    let action = match data.string("flowMode").map(|m| m.to_ascii_lowercase()).as_deref() {
+    let action = match data
+        .string("flowMode")
+        .map(|m| m.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("data_exchange") => FlowAction::DataExchange,
         _ => FlowAction::Navigate,
     };
     FlowNode {
         flow_id: required(data, "whatsappFlowId", problems).unwrap_or_default(),
-        cta: cut(&data.string("flowCta").unwrap_or_else(|| "Start".to_owned()), 20),
+        cta: cut(
+            &data.string("flowCta").unwrap_or_else(|| "Start".to_owned()),
+            20,
+        ),
         body: data
             .string("flowBodyText")
             .or_else(|| data.string("content"))
             .unwrap_or_else(|| "Please complete this form".to_owned()),
-        header: data.string("flowHeaderText").or_else(|| data.string("headerText")),
-        footer: data.string("flowFooterText").or_else(|| data.string("footerText")),
+        header: data
+            .string("flowHeaderText")
+            .or_else(|| data.string("headerText")),
+        footer: data
+            .string("flowFooterText")
+            .or_else(|| data.string("footerText")),
         action,
         initial_screen: data.string("flowInitialScreen"),
         initial_data: data
             .get("flowInitialData")
             .filter(|d| d.as_object().is_some_and(|o| !o.is_empty()))
             .cloned(),
-        output_variable: data.string("flowOutputVariable").map(|v| v.trim().to_owned()),
+        output_variable: data
+            .string("flowOutputVariable")
+            .map(|v| v.trim().to_owned()),
         timeout_secs: data.u64("timeoutSeconds").filter(|s| *s > 0),
     }
 }

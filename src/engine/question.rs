@@ -44,7 +44,12 @@ pub fn ask(q: &QuestionNode, vars: &Map<String, Value>) -> Outgoing {
             if buttons.is_empty() {
                 return text(body);
             }
-            Outgoing::Buttons { header, body: cut(&body, INTERACTIVE_BODY_MAX), footer, buttons }
+            Outgoing::Buttons {
+                header,
+                body: cut(&body, INTERACTIVE_BODY_MAX),
+                footer,
+                buttons,
+            }
         }
         QuestionType::List => {
             let sections = match &q.dynamic {
@@ -66,7 +71,9 @@ pub fn ask(q: &QuestionNode, vars: &Map<String, Value>) -> Outgoing {
 }
 
 fn text(body: String) -> Outgoing {
-    Outgoing::Text { body: cut(&body, TEXT_BODY_MAX) }
+    Outgoing::Text {
+        body: cut(&body, TEXT_BODY_MAX),
+    }
 }
 
 fn static_sections(sections: &[ListSection], vars: &Map<String, Value>) -> Vec<ListSection> {
@@ -77,7 +84,10 @@ fn static_sections(sections: &[ListSection], vars: &Map<String, Value>) -> Vec<L
         .map(|s| {
             let rows: Vec<Choice> = s.rows.iter().take(budget).map(|r| row(r, vars)).collect();
             budget -= rows.len();
-            ListSection { title: cut(&render(&s.title, vars), SECTION_TITLE_MAX), rows }
+            ListSection {
+                title: cut(&render(&s.title, vars), SECTION_TITLE_MAX),
+                rows,
+            }
         })
         .filter(|s| !s.rows.is_empty())
         .collect()
@@ -104,7 +114,11 @@ fn items<'v>(source: &DynamicSource, vars: &'v Map<String, Value>) -> &'v [Value
 }
 
 /// A dynamic item's id, title and description.
-fn item_choice(item: &Value, index: usize, source: &DynamicSource) -> (String, String, Option<String>) {
+fn item_choice(
+    item: &Value,
+    index: usize,
+    source: &DynamicSource,
+) -> (String, String, Option<String>) {
     let field = |name: &str| {
         item.get(name)
             .filter(|v| !v.is_null() && !v.is_object() && !v.is_array())
@@ -145,7 +159,11 @@ fn dynamic_buttons(source: &DynamicSource, vars: &Map<String, Value>) -> Vec<Cho
             } else {
                 id
             };
-            Choice { id: cut(&id, BUTTON_ID_MAX), title: cut(&title, BUTTON_TITLE_MAX), description: None }
+            Choice {
+                id: cut(&id, BUTTON_ID_MAX),
+                title: cut(&title, BUTTON_TITLE_MAX),
+                description: None,
+            }
         })
         .collect()
 }
@@ -167,7 +185,10 @@ fn dynamic_sections(source: &DynamicSource, vars: &Map<String, Value>) -> Vec<Li
     };
     if all.len() <= MAX_LIST_ROWS {
         let rows = all.iter().enumerate().map(choice).collect();
-        return vec![ListSection { title: "Seçenekler".into(), rows }];
+        return vec![ListSection {
+            title: "Seçenekler".into(),
+            rows,
+        }];
     }
     let pages = all.len().div_ceil(PAGE_SIZE);
     let requested = lookup(vars, &page_variable(source))
@@ -196,7 +217,10 @@ fn dynamic_sections(source: &DynamicSource, vars: &Map<String, Value>) -> Vec<Li
             description: Some(format!("Sayfa {}/{pages}", page + 1)),
         });
     }
-    vec![ListSection { title: format!("Sayfa {page}/{pages}"), rows }]
+    vec![ListSection {
+        title: format!("Sayfa {page}/{pages}"),
+        rows,
+    }]
 }
 
 /// The page a navigation row asks for (`__PAGE_NEXT__3` → 3).
@@ -214,7 +238,12 @@ static EMAIL: LazyLock<Regex> =
 /// Checks a typed answer; the error is the retry prompt.
 pub fn check(validation: &Validation, answer: &str) -> Result<(), String> {
     let answer = answer.trim();
-    let fail = |default: &str| Err(validation.error_message.clone().unwrap_or_else(|| default.to_owned()));
+    let fail = |default: &str| {
+        Err(validation
+            .error_message
+            .clone()
+            .unwrap_or_else(|| default.to_owned()))
+    };
     let length = answer.chars().count();
     if validation.min_length.is_some_and(|min| length < min) {
         return fail(&format!(
@@ -230,7 +259,9 @@ pub fn check(validation: &Validation, answer: &str) -> Result<(), String> {
     }
     match &validation.rule {
         Rule::Any => {}
-        Rule::Email if !EMAIL.is_match(answer) => return fail("Please enter a valid email address."),
+        Rule::Email if !EMAIL.is_match(answer) => {
+            return fail("Please enter a valid email address.")
+        }
         Rule::Email => {}
         Rule::Phone => {
             let digits = answer.chars().filter(char::is_ascii_digit).count();
@@ -253,7 +284,9 @@ pub fn check(validation: &Validation, answer: &str) -> Result<(), String> {
                 return fail("Please enter a number in the allowed range.");
             }
         }
-        Rule::Regex(re) if !re.is_match(answer) => return fail("Please check your answer and try again."),
+        Rule::Regex(re) if !re.is_match(answer) => {
+            return fail("Please check your answer and try again.")
+        }
         Rule::Regex(_) => {}
     }
     Ok(())

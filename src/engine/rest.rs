@@ -21,9 +21,14 @@ pub struct RestOutcome {
 
 /// Builds the request: URL, query parameters and headers interpolated, the body in
 /// the node's content type, authentication applied, the timeout capped.
-pub fn build_request(node: &RestApiNode, vars: &Map<String, Value>, max_timeout: Duration) -> Result<HttpRequest, String> {
+pub fn build_request(
+    node: &RestApiNode,
+    vars: &Map<String, Value>,
+    max_timeout: Duration,
+) -> Result<HttpRequest, String> {
     let raw_url = render(&node.url, vars);
-    let mut url = url::Url::parse(raw_url.trim()).map_err(|e| format!("invalid URL `{raw_url}`: {e}"))?;
+    let mut url =
+        url::Url::parse(raw_url.trim()).map_err(|e| format!("invalid URL `{raw_url}`: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("unsupported URL scheme `{}`", url.scheme()));
     }
@@ -32,7 +37,12 @@ pub fn build_request(node: &RestApiNode, vars: &Map<String, Value>, max_timeout:
         for (key, value) in &node.query {
             query.append_pair(&render(key, vars), &render(value, vars));
         }
-        if let Auth::ApiKey { name, value, in_query: true } = &node.auth {
+        if let Auth::ApiKey {
+            name,
+            value,
+            in_query: true,
+        } = &node.auth
+        {
             query.append_pair(name, &render(value, vars));
         }
     }
@@ -47,20 +57,29 @@ pub fn build_request(node: &RestApiNode, vars: &Map<String, Value>, max_timeout:
         .collect();
     match &node.auth {
         Auth::None => {}
-        Auth::Bearer(token) => headers.push(("Authorization".into(), format!("Bearer {}", render(token, vars)))),
+        Auth::Bearer(token) => headers.push((
+            "Authorization".into(),
+            format!("Bearer {}", render(token, vars)),
+        )),
         Auth::Basic { username, password } => {
             let pair = format!("{}:{}", render(username, vars), render(password, vars));
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
             headers.push(("Authorization".into(), format!("Basic {encoded}")));
         }
-        Auth::ApiKey { name, value, in_query: false } => headers.push((name.clone(), render(value, vars))),
+        Auth::ApiKey {
+            name,
+            value,
+            in_query: false,
+        } => headers.push((name.clone(), render(value, vars))),
         Auth::ApiKey { .. } => {}
     }
     let has_body = !matches!(node.method, http::Method::GET | http::Method::HEAD);
     let body = match (&node.body, has_body) {
         (Some(template), true) => {
             let (body, content_type) = encode_body(template, node.content_type, vars);
-            let has_content_type = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+            let has_content_type = headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
             // A multipart boundary must match the body, so it replaces any given type.
             if node.content_type == ContentType::Multipart {
                 headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
@@ -83,7 +102,11 @@ pub fn build_request(node: &RestApiNode, vars: &Map<String, Value>, max_timeout:
 
 const BOUNDARY: &str = "wabot-form-boundary-8f3a2c71d9";
 
-fn encode_body(template: &str, content_type: ContentType, vars: &Map<String, Value>) -> (Vec<u8>, String) {
+fn encode_body(
+    template: &str,
+    content_type: ContentType,
+    vars: &Map<String, Value>,
+) -> (Vec<u8>, String) {
     match content_type {
         ContentType::Json => {
             let (body, _) = interpolate(template, vars, Escape::JsonString);
@@ -94,7 +117,10 @@ fn encode_body(template: &str, content_type: ContentType, vars: &Map<String, Val
             for (k, v) in form_fields(template, vars) {
                 form.append_pair(&k, &v);
             }
-            (form.finish().into_bytes(), "application/x-www-form-urlencoded".into())
+            (
+                form.finish().into_bytes(),
+                "application/x-www-form-urlencoded".into(),
+            )
         }
         ContentType::Multipart => {
             let mut body = String::new();
@@ -105,7 +131,10 @@ fn encode_body(template: &str, content_type: ContentType, vars: &Map<String, Val
                 ));
             }
             body.push_str(&format!("--{BOUNDARY}--\r\n"));
-            (body.into_bytes(), format!("multipart/form-data; boundary={BOUNDARY}"))
+            (
+                body.into_bytes(),
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
         }
     }
 }
@@ -136,11 +165,20 @@ fn form_fields(template: &str, vars: &Map<String, Value>) -> Vec<(String, String
 
 /// Reads the response: 2xx is success; the body is JSON when it parses, else text;
 /// `data` is the body after the response path and the filter.
-pub fn read_response(node: &RestApiNode, vars: &Map<String, Value>, result: Result<HttpResponse, HttpError>) -> RestOutcome {
+pub fn read_response(
+    node: &RestApiNode,
+    vars: &Map<String, Value>,
+    result: Result<HttpResponse, HttpError>,
+) -> RestOutcome {
     let response = match result {
         Ok(r) => r,
         Err(e) => {
-            return RestOutcome { success: false, status: None, data: Value::Null, error: Some(e.to_string()) }
+            return RestOutcome {
+                success: false,
+                status: None,
+                data: Value::Null,
+                error: Some(e.to_string()),
+            }
         }
     };
     let body = match serde_json::from_slice::<Value>(&response.body) {
@@ -154,7 +192,12 @@ pub fn read_response(node: &RestApiNode, vars: &Map<String, Value>, result: Resu
             .map(|m| as_text(Some(m)).into_owned())
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| format!("HTTP {}", response.status));
-        return RestOutcome { success: false, status: Some(response.status), data: body, error: Some(message) };
+        return RestOutcome {
+            success: false,
+            status: Some(response.status),
+            data: body,
+            error: Some(message),
+        };
     }
     let mut data = match &node.response_path {
         Some(path) => lookup_in(&body, path).cloned().unwrap_or(Value::Null),
@@ -170,5 +213,10 @@ pub fn read_response(node: &RestApiNode, vars: &Map<String, Value>, result: Resu
                 .collect(),
         );
     }
-    RestOutcome { success: true, status: Some(response.status), data, error: None }
+    RestOutcome {
+        success: true,
+        status: Some(response.status),
+        data,
+        error: None,
+    }
 }

@@ -27,7 +27,10 @@ pub fn parse_path(path: &str) -> Option<Vec<Segment<'_>>> {
             None => (part, ""),
         };
         if !key.is_empty() {
-            if !key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == ' ') {
+            if !key
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == ' ')
+            {
                 return None;
             }
             segments.push(Segment::Key(key));
@@ -55,7 +58,9 @@ pub fn lookup<'v>(root: &'v Map<String, Value>, path: &str) -> Option<&'v Value>
         return Some(v);
     }
     let (first, rest) = segments.split_first()?;
-    let Segment::Key(first) = first else { return None };
+    let Segment::Key(first) = first else {
+        return None;
+    };
     let mut current = root.get(*first)?;
     for segment in rest {
         current = step(current, segment)?;
@@ -101,7 +106,9 @@ pub fn assign(root: &mut Map<String, Value>, path: &str, value: Value) {
         root.insert(path.trim().to_owned(), value);
         return;
     };
-    let Some((last, parents)) = keys.split_last() else { return };
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
     let mut current = root;
     for key in parents {
         let slot = current
@@ -173,12 +180,18 @@ pub enum Escape {
 
 /// Replaces every `{{path}}` in `template`. Unknown paths stay as they are written
 /// and are returned so that the caller can log them.
-pub fn interpolate(template: &str, vars: &Map<String, Value>, escape: Escape) -> (String, Vec<String>) {
+pub fn interpolate(
+    template: &str,
+    vars: &Map<String, Value>,
+    escape: Escape,
+) -> (String, Vec<String>) {
     let mut out = String::with_capacity(template.len());
     let mut unknown = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find("{{") {
-        let Some(close) = rest[open + 2..].find("}}") else { break };
+        let Some(close) = rest[open + 2..].find("}}") else {
+            break;
+        };
         let inner = &rest[open + 2..open + 2 + close];
         out.push_str(&rest[..open]);
         let whole = &rest[open..open + 2 + close + 2];
@@ -219,7 +232,10 @@ pub fn render_value(value: &Value, vars: &Map<String, Value>) -> Value {
         Value::String(s) => {
             // A string that is exactly one placeholder takes the variable's JSON value.
             let trimmed = s.trim();
-            if trimmed.starts_with("{{") && trimmed.ends_with("}}") && trimmed[2..].find("{{").is_none() {
+            if trimmed.starts_with("{{")
+                && trimmed.ends_with("}}")
+                && trimmed[2..].find("{{").is_none()
+            {
                 if let Some(v) = lookup(vars, &trimmed[2..trimmed.len() - 2]) {
                     return v.clone();
                 }
@@ -284,7 +300,10 @@ mod tests {
         let mut v = Map::new();
         assign(&mut v, "question_1.response", json!("yes"));
         assign(&mut v, "question_1.other", json!(1));
-        assert_eq!(Value::Object(v), json!({"question_1": {"response": "yes", "other": 1}}));
+        assert_eq!(
+            Value::Object(v),
+            json!({"question_1": {"response": "yes", "other": 1}})
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! Both claim rows from work tables in PostgreSQL (`FOR UPDATE SKIP LOCKED`, with
 //! leases), so any number of wabot processes can share one database.
 
+pub mod rest_api;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

@@ -3,5 +3,6 @@
 
 mod helpers;
 
+mod engine;
 mod schema;
 mod serve;
