@@ -211,7 +211,7 @@ pub fn compile(doc: &ChatbotDoc) -> Result<(CompiledChatbot, Vec<Warning>), Vec<
     let start = starts[0];
     number_outputs(&mut graph);
     let warnings = warnings(&graph, start);
-    let keywords = |key: &str| keyword_list(doc.metadata.as_ref().and_then(|m| m.get(key)));
+    let keywords = |key: &str| metadata_keywords(doc.metadata.as_ref(), key);
     Ok((
         CompiledChatbot {
             name: doc.name.clone(),
@@ -323,8 +323,10 @@ fn warnings(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Vec<Warning> {
     warnings
 }
 
-fn keyword_list(value: Option<&Value>) -> Vec<String> {
-    let words: Vec<String> = match value {
+/// The lower-cased keywords under `key` in a chatbot's `metadata` (an array of
+/// strings or one comma-separated string).
+pub fn metadata_keywords(metadata: Option<&Value>, key: &str) -> Vec<String> {
+    let words: Vec<String> = match metadata.and_then(|m| m.get(key)) {
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(Value::as_str)
@@ -335,9 +337,21 @@ fn keyword_list(value: Option<&Value>) -> Vec<String> {
     };
     words
         .into_iter()
-        .map(|w| w.trim().to_lowercase())
+        .map(|w| super::exec::fold(&w))
         .filter(|w| !w.is_empty())
         .collect()
+}
+
+/// Whether `text` selects by one of `keywords`: it equals one, or starts with one
+/// followed by a space.
+pub fn matches_keyword(keywords: &[String], text: &str) -> bool {
+    let text = super::exec::fold(text);
+    keywords.iter().any(|k| {
+        text == *k
+            || text
+                .strip_prefix(k.as_str())
+                .is_some_and(|rest| rest.starts_with(' '))
+    })
 }
 
 impl CompiledChatbot {
@@ -388,10 +402,7 @@ impl CompiledChatbot {
     /// Whether `text` selects this chatbot: it equals a trigger keyword or starts
     /// with one followed by a space.
     pub fn is_triggered_by(&self, text: &str) -> bool {
-        let text = text.trim().to_lowercase();
-        self.trigger_keywords
-            .iter()
-            .any(|k| text == *k || text.starts_with(&format!("{k} ")))
+        matches_keyword(&self.trigger_keywords, text)
     }
 
     /// The target of the first edge that leaves `from` by exactly `handle`.

@@ -4,5 +4,6 @@
 mod helpers;
 
 mod engine;
+mod engine_store;
 mod schema;
 mod serve;
