@@ -4,6 +4,7 @@
 mod helpers;
 
 mod engine;
+mod engine_cli;
 mod engine_store;
 mod schema;
 mod serve;
