@@ -9,7 +9,8 @@ use petgraph::visit::{Dfs, EdgeRef};
 use serde_json::Value;
 
 use super::doc::{ChatbotDoc, Fields};
-use super::node::{parse_kind, NodeKind};
+use super::node::NodeKind;
+use super::parse::parse_kind;
 use super::validate::{NodeRef, Problem, ValidationError, Warning, WarningKind};
 
 /// A chatbot ready to run: immutable, `Send + Sync`, shared through an `Arc`.

@@ -149,6 +149,19 @@ impl<H: HttpClient> Turn<'_, H> {
                     tracing::debug!("Flow reply for another node or context ignored");
                 }
             }
+            Event::FlowSendFailed { error } => {
+                if status != ContextStatus::WaitingFlow {
+                    return;
+                }
+                tracing::info!(node = %self.ctx.current_node_id, %error, "the Flow message was not sent");
+                self.record(current, json!({"success": false, "error": error}));
+                assign(&mut self.ctx.variables, "api_error", Value::String(error));
+                if self.bot.next(current, Some("error")).is_none() {
+                    self.end(ContextStatus::Completed, reason::FLOW_ERROR);
+                    return;
+                }
+                self.leave(current, Some("error")).await;
+            }
             Event::WaitTimedOut => {
                 let waiting = matches!(
                     status,
