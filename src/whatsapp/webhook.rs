@@ -12,6 +12,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use types::*;
