@@ -46,7 +46,10 @@ pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), Si
 /// The header value Meta would send for `body`: `sha256=<lowercase hex>`. Used by
 /// tests, benchmarks and the README's curl example.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(mac(secret, body).finalize().into_bytes()))
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, body).finalize().into_bytes())
+    )
 }
 
 fn mac(secret: &[u8], body: &[u8]) -> HmacSha256 {
@@ -67,7 +70,10 @@ mod tests {
         assert!(header.starts_with("sha256="));
         assert_eq!(header.len(), 7 + 64);
         assert_eq!(verify(b"s3cret", body, Some(&header)), Ok(()));
-        assert_eq!(verify(b"s3cret", body, Some(&header.to_uppercase())), Ok(()));
+        assert_eq!(
+            verify(b"s3cret", body, Some(&header.to_uppercase())),
+            Ok(())
+        );
     }
 
     #[test]
@@ -93,7 +99,14 @@ mod tests {
             Err(SignatureError::Mismatch)
         );
         assert_eq!(verify(b"right", body, None), Err(SignatureError::Missing));
-        for bad in ["", "sha256=", "sha1=abcd", "sha256=zz", &header[7..], &header[..60]] {
+        for bad in [
+            "",
+            "sha256=",
+            "sha1=abcd",
+            "sha256=zz",
+            &header[7..],
+            &header[..60],
+        ] {
             assert_eq!(
                 verify(b"right", body, Some(bad)),
                 Err(SignatureError::Malformed),

@@ -139,7 +139,9 @@ impl Entry {
         let map = value.as_object()?;
         Some(Entry {
             id: str_field(map, "id"),
-            changes: array(map, "changes").filter_map(Change::from_value).collect(),
+            changes: array(map, "changes")
+                .filter_map(Change::from_value)
+                .collect(),
         })
     }
 }
@@ -170,8 +172,12 @@ impl MessagesValue {
             contacts: array(map, "contacts")
                 .filter_map(|c| Contact::deserialize(c).ok())
                 .collect(),
-            messages: array(map, "messages").filter_map(Message::from_value).collect(),
-            statuses: array(map, "statuses").filter_map(Status::from_value).collect(),
+            messages: array(map, "messages")
+                .filter_map(Message::from_value)
+                .collect(),
+            statuses: array(map, "statuses")
+                .filter_map(Status::from_value)
+                .collect(),
             errors: api_errors(map),
         }
     }
@@ -226,7 +232,9 @@ impl Message {
             timestamp: map.get("timestamp").and_then(lenient::as_i64),
             kind: MessageKind::parse(&type_name, map),
             type_name,
-            context: map.get("context").and_then(|c| Context::deserialize(c).ok()),
+            context: map
+                .get("context")
+                .and_then(|c| Context::deserialize(c).ok()),
             referral: map
                 .get("referral")
                 .and_then(|r| Referral::deserialize(r).ok()),
@@ -359,7 +367,9 @@ impl Status {
             conversation: map
                 .get("conversation")
                 .and_then(|c| StatusConversation::deserialize(c).ok()),
-            pricing: map.get("pricing").and_then(|p| Pricing::deserialize(p).ok()),
+            pricing: map
+                .get("pricing")
+                .and_then(|p| Pricing::deserialize(p).ok()),
             errors: api_errors(map),
             raw: value.clone(),
         })

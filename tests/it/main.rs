@@ -5,3 +5,6 @@ mod helpers;
 
 mod schema;
 mod serve;
+mod webhook;
+mod webhook_outage;
+mod webhook_statuses;

@@ -221,7 +221,9 @@ async fn store_message(
         non_empty(&message.from),
         non_empty(&value.metadata.phone_number_id),
     ) else {
-        tracing::warn!("a webhook message lacks its id, sender or business number; kept in the raw event only");
+        tracing::warn!(
+            "a webhook message lacks its id, sender or business number; kept in the raw event only"
+        );
         return Ok(Stored::Skipped);
     };
     if from.chars().count() > PHONE_MAX_CHARS || business.chars().count() > PHONE_MAX_CHARS {

@@ -28,7 +28,9 @@ pub enum MessageKind {
     Unsupported(Unsupported),
     /// A type wabot does not know yet (`edit`, `revoke`, ...), or a known type whose
     /// body is missing or not the documented shape: `Message::raw` keeps it all.
-    Unknown { type_name: String },
+    Unknown {
+        type_name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -154,7 +156,10 @@ pub enum Interactive {
     NfmReply(NfmReply),
     /// An interactive type wabot does not know, or a known one without its reply
     /// object: kept verbatim.
-    Other { type_name: String, raw: Value },
+    Other {
+        type_name: String,
+        raw: Value,
+    },
     /// `type: interactive` without an `interactive` object at all.
     Missing,
 }
