@@ -61,6 +61,7 @@ impl Application {
             config,
             pool,
             work_notify: Arc::new(tokio::sync::Notify::new()),
+            send_notify: Arc::new(tokio::sync::Notify::new()),
         };
         Application { listener, state }
     }

@@ -24,6 +24,8 @@ pub struct AppState {
     pub credentials: CredentialStore,
     /// Wakes the turn worker when ingest has recorded new work.
     pub work_notify: Arc<tokio::sync::Notify>,
+    /// Wakes the sender when a committed turn has queued messages to send.
+    pub send_notify: Arc<tokio::sync::Notify>,
 }
 
 /// The whole router, with request ids, tracing and a request timeout.

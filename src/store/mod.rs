@@ -8,6 +8,7 @@
 //!
 //! This module is the one seam where a second storage backend could plug in.
 
+pub mod outbox;
 pub mod whatsapp_config;
 
 use std::str::FromStr;

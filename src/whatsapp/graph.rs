@@ -163,6 +163,7 @@ pub struct GraphClient {
     http: reqwest::Client,
     base: String,
     version: String,
+    timeout: Duration,
 }
 
 impl GraphClient {
@@ -179,7 +180,13 @@ impl GraphClient {
             http,
             base: config.graph_api_base.trim_end_matches('/').to_owned(),
             version: config.graph_api_version.clone(),
+            timeout,
         })
+    }
+
+    /// The total timeout of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Sends one message: `body` is a complete Graph API body, as rendered by

@@ -3,10 +3,16 @@
 //! Both claim rows from work tables in PostgreSQL (`FOR UPDATE SKIP LOCKED`, with
 //! leases), so any number of wabot processes can share one database.
 
+pub mod rate_limit;
+pub mod sender;
+
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::AppState;
+use crate::whatsapp::graph::GraphClient;
 
 /// Starts the background workers; the tracker is closed and awaited on shutdown.
 pub fn spawn(state: AppState, shutdown: CancellationToken) -> TaskTracker {
@@ -14,6 +20,19 @@ pub fn spawn(state: AppState, shutdown: CancellationToken) -> TaskTracker {
     if !state.config.worker.enabled {
         return tracker;
     }
-    let _ = shutdown;
+    match GraphClient::new(&state.config.whatsapp) {
+        Ok(graph) => {
+            let sender = Arc::new(sender::Sender::new(
+                state.pool.clone(),
+                state.credentials.clone(),
+                graph,
+                sender::SenderOptions::from_config(&state.config),
+            ));
+            tracker.spawn(sender.run(state.send_notify.clone(), shutdown.clone()));
+        }
+        Err(e) => {
+            tracing::error!(error.cause_chain = ?e, "cannot build the Graph API client: nothing will be sent")
+        }
+    }
     tracker
 }
