@@ -49,12 +49,16 @@ impl Application {
                 .await
                 .context("cannot apply database migrations")?;
         }
-        Ok(Application::with_parts(config, pool, listener))
+        Application::with_parts(config, pool, listener)
     }
 
     /// Assembles an application from parts the caller prepared (tests bind port 0 and
     /// bring their own database).
-    pub fn with_parts(config: Config, pool: PgPool, listener: TcpListener) -> Application {
+    pub fn with_parts(
+        config: Config,
+        pool: PgPool,
+        listener: TcpListener,
+    ) -> anyhow::Result<Application> {
         let config = Arc::new(config);
         let state = AppState {
             credentials: CredentialStore::new(pool.clone(), config.whatsapp.clone()),
@@ -63,7 +67,7 @@ impl Application {
             work_notify: Arc::new(tokio::sync::Notify::new()),
             send_notify: Arc::new(tokio::sync::Notify::new()),
         };
-        Application { listener, state }
+        Ok(Application { listener, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
