@@ -4,4 +4,6 @@
 mod helpers;
 
 mod schema;
+mod sender;
 mod serve;
+mod support_graph;

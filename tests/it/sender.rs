@@ -1,0 +1,564 @@
+//! The sender against a real PostgreSQL and the fake Graph API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use wabot::config::Config;
+use wabot::credentials::CredentialStore;
+use wabot::engine::{Choice, Outgoing};
+use wabot::store::outbox;
+use wabot::store::whatsapp_config::{self, NewConfig};
+use wabot::whatsapp::graph::GraphClient;
+use wabot::worker::sender::{SendOutcome, Sender, SenderOptions, WINDOW_CLOSED};
+
+use crate::helpers;
+use crate::support_graph::{Failure, FakeGraph, Outcome};
+
+struct Setup {
+    pool: PgPool,
+    graph: FakeGraph,
+    config: Config,
+    business: Uuid,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        Setup::with(|_| {}).await
+    }
+
+    async fn with(configure: impl FnOnce(&mut Config)) -> Setup {
+        let pool = helpers::fresh_pool().await;
+        let graph = FakeGraph::start().await;
+        let mut config = helpers::test_config("postgres://unused@127.0.0.1/unused");
+        config.whatsapp.graph_api_base = graph.url();
+        config.whatsapp.graph_timeout_ms = 300;
+        config.worker.send_retry_base_ms = 5;
+        config.worker.send_rate_per_sec = 1000;
+        configure(&mut config);
+        let business = insert_user(&pool, helpers::PHONE_NUMBER_ID, "Business").await;
+        Setup {
+            pool,
+            graph,
+            config,
+            business,
+        }
+    }
+
+    fn sender_on(&self, pool: PgPool) -> Sender {
+        Sender::new(
+            pool.clone(),
+            CredentialStore::new(pool, self.config.whatsapp.clone()),
+            GraphClient::new(&self.config.whatsapp).expect("graph client"),
+            SenderOptions::from_config(&self.config),
+        )
+    }
+
+    fn sender(&self) -> Sender {
+        self.sender_on(self.pool.clone())
+    }
+
+    /// A conversation between the business and a new customer who last wrote at
+    /// `last_customer_message_at`; returns (conversation id, customer phone).
+    async fn conversation(&self, last_customer_message_at: DateTime<Utc>) -> (Uuid, String) {
+        let phone = format!("90555{:07}", rand::random::<u32>() % 10_000_000);
+        let customer = insert_user(&self.pool, &phone, "Müşteri").await;
+        let conversation: Uuid = sqlx::query_scalar(
+            "INSERT INTO conversations (\"lastCustomerMessageAt\") VALUES ($1) RETURNING id",
+        )
+        .bind(last_customer_message_at)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        for user in [self.business, customer] {
+            sqlx::query(
+                "INSERT INTO conversation_participants (\"conversationId\", \"userId\") VALUES ($1, $2)",
+            )
+            .bind(conversation)
+            .bind(user)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        }
+        (conversation, phone)
+    }
+
+    /// Queues texts in one transaction, as a turn does; returns the message ids.
+    async fn enqueue(&self, conversation: Uuid, to: &str, texts: &[String]) -> Vec<Uuid> {
+        let mut tx = self.pool.begin().await.unwrap();
+        let mut ids = Vec::new();
+        for text in texts {
+            let msg = Outgoing::Text { body: text.clone() };
+            let id = outbox::enqueue(&mut tx, conversation, self.business, to, &msg, Utc::now())
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        tx.commit().await.unwrap();
+        ids
+    }
+
+    async fn message(&self, id: Uuid) -> (String, Value) {
+        sqlx::query_as("SELECT status::text, content FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+async fn insert_user(pool: &PgPool, phone: &str, name: &str) -> Uuid {
+    sqlx::query_scalar("INSERT INTO users (\"phoneNumber\", name) VALUES ($1, $2) RETURNING id")
+        .bind(phone)
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+fn texts(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix} mesaj {i}")).collect()
+}
+
+/// Drives `send_one` until no job is left, waiting out backoffs; the outcomes.
+async fn drain(sender: &Sender, pool: &PgPool) -> Vec<SendOutcome> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut outcomes = Vec::new();
+    loop {
+        let outcome = sender.send_one(Utc::now()).await.expect("send step");
+        if outcome == SendOutcome::Idle {
+            if outbox::open_jobs(pool).await.unwrap() == 0 {
+                return outcomes;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "jobs left: {outcomes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        outcomes.push(outcome);
+    }
+}
+
+/// The texts the fake accepted for `to`, in order.
+fn accepted_texts(graph: &FakeGraph, to: &str) -> Vec<String> {
+    graph
+        .accepted()
+        .iter()
+        .filter(|r| r.to() == Some(to))
+        .filter_map(|r| r.text().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn only_the_oldest_unfinished_job_of_a_conversation_can_be_claimed() {
+    let s = Setup::new().await;
+    let (a, to_a) = s.conversation(Utc::now()).await;
+    let (b, to_b) = s.conversation(Utc::now()).await;
+    s.enqueue(a, &to_a, &texts("a", 3)).await;
+    s.enqueue(b, &to_b, &texts("b", 2)).await;
+
+    let now = Utc::now();
+    let lease = now + chrono::Duration::seconds(30);
+    let first = outbox::claim(&s.pool, "one", now, lease, 10).await.unwrap();
+    assert_eq!(first.len(), 2, "one job per conversation");
+    assert!(first
+        .iter()
+        .any(|j| j.conversation_id == a && j.body["text"]["body"] == "a mesaj 1"));
+    assert!(first
+        .iter()
+        .any(|j| j.conversation_id == b && j.body["text"]["body"] == "b mesaj 1"));
+    // While those are in flight nobody may take the conversations' next messages.
+    assert!(outbox::claim(&s.pool, "two", now, lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A job whose holder died is claimable again once its lease has run out.
+    let later = lease + chrono::Duration::seconds(1);
+    let again = outbox::claim(
+        &s.pool,
+        "two",
+        later,
+        later + chrono::Duration::seconds(30),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|j| j.body["text"]["body"]
+        .as_str()
+        .unwrap()
+        .ends_with("mesaj 1")));
+    assert!(s.graph.requests().is_empty());
+}
+
+#[tokio::test]
+async fn messages_are_sent_in_order_per_conversation_with_wamids_stored() {
+    let s = Setup::new().await;
+    let mut expected = Vec::new();
+    for c in 0..3 {
+        let (conversation, to) = s.conversation(Utc::now()).await;
+        let texts = texts(&format!("c{c}"), 4);
+        let ids = s.enqueue(conversation, &to, &texts).await;
+        expected.push((to, texts, ids));
+    }
+    let sender = Arc::new(s.sender());
+    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(sender.clone().run(wake.clone(), shutdown.clone()));
+    wake.notify_one();
+
+    s.graph.wait_for_accepted(12, Duration::from_secs(10)).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the sender stops on shutdown")
+        .unwrap();
+
+    let requests = s.graph.requests();
+    assert_eq!(requests.len(), 12, "each message sent once");
+    for r in &requests {
+        assert_eq!(
+            r.path,
+            format!("/v24.0/{}/messages", helpers::PHONE_NUMBER_ID)
+        );
+        assert_eq!(r.authorization.as_deref(), Some("Bearer test-access-token"));
+    }
+    for (to, texts, ids) in &expected {
+        assert_eq!(&accepted_texts(&s.graph, to), texts);
+        for (id, request) in ids
+            .iter()
+            .zip(s.graph.accepted().iter().filter(|r| r.to() == Some(to)))
+        {
+            let (status, content) = s.message(*id).await;
+            assert_eq!(status, "sent");
+            let Outcome::Accepted { wamid } = &request.outcome else {
+                unreachable!()
+            };
+            assert_eq!(content["whatsappMessageId"], wamid.as_str());
+            assert_eq!(content["body"], request.text().unwrap());
+        }
+    }
+    assert_eq!(outbox::open_jobs(&s.pool).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn throttling_server_errors_and_timeouts_are_retried_until_sent_once_in_order() {
+    let s = Setup::new().await;
+    let (conversation, to) = s.conversation(Utc::now()).await;
+    let texts = texts("retry", 3);
+    let ids = s.enqueue(conversation, &to, &texts).await;
+    s.graph.fail_next(1, Failure::Throttled);
+    s.graph.fail_next(1, Failure::ServerError);
+    s.graph.fail_next(1, Failure::Hang);
+    s.graph.fail_next(1, Failure::PairRate);
+
+    let outcomes = drain(&s.sender(), &s.pool).await;
+    let retries = outcomes
+        .iter()
+        .filter(|o| matches!(o, SendOutcome::Retrying { .. }))
+        .count();
+    assert_eq!(retries, 4);
+    assert_eq!(
+        accepted_texts(&s.graph, &to),
+        texts,
+        "each sent once, in order"
+    );
+    // The failed attempts were all of the first message: the others waited.
+    let first_text = |r: &crate::support_graph::GraphRequest| r.text().map(str::to_owned);
+    let attempts: Vec<_> = s.graph.requests().iter().filter_map(first_text).collect();
+    assert_eq!(&attempts[..5], &vec![texts[0].clone(); 5][..]);
+    for id in ids {
+        assert_eq!(s.message(id).await.0, "sent");
+    }
+    let (attempts, last_error): (i32, Value) = sqlx::query_as(
+        "SELECT attempts, last_error FROM send_jobs WHERE message_id = (SELECT id FROM messages \
+         WHERE content->>'body' = $1)",
+    )
+    .bind(&texts[0])
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 5);
+    assert_eq!(last_error["code"], 131056);
+}
+
+#[tokio::test]
+async fn window_closed_and_undeliverable_fail_without_retry_and_the_conversation_goes_on() {
+    let s = Setup::new().await;
+    let (conversation, to) = s.conversation(Utc::now()).await;
+    let texts = texts("perm", 3);
+    let ids = s.enqueue(conversation, &to, &texts).await;
+    s.graph.fail_next(1, Failure::WindowClosed);
+    s.graph.fail_next(1, Failure::Undeliverable);
+
+    drain(&s.sender(), &s.pool).await;
+    assert_eq!(s.graph.requests().len(), 3, "no retries");
+    let (status, content) = s.message(ids[0]).await;
+    assert_eq!(status, "failed");
+    assert_eq!(content["error"]["code"], 131047);
+    assert!(content.get("whatsappMessageId").is_none());
+    let (status, content) = s.message(ids[1]).await;
+    assert_eq!(status, "failed");
+    assert_eq!(content["error"]["code"], 131026);
+    assert_eq!(content["error"]["fbtrace_id"], "FakeTrace");
+    assert_eq!(s.message(ids[2]).await.0, "sent");
+    assert_eq!(accepted_texts(&s.graph, &to), vec![texts[2].clone()]);
+}
+
+#[tokio::test]
+async fn an_expired_token_holds_sending_until_the_token_changes() {
+    let s = Setup::new().await;
+    let (conversation, to) = s.conversation(Utc::now()).await;
+    let ids = s.enqueue(conversation, &to, &texts("hold", 2)).await;
+    s.graph.set_token("rotated-token");
+    let sender = s.sender();
+
+    assert_eq!(
+        sender.send_one(Utc::now()).await.unwrap(),
+        SendOutcome::Held
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            sender.send_one(Utc::now()).await.unwrap(),
+            SendOutcome::Held
+        );
+    }
+    assert_eq!(s.graph.requests().len(), 1, "nothing is sent while held");
+    assert_eq!(s.message(ids[0]).await.0, "pending");
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM send_jobs WHERE message_id = $1")
+        .bind(ids[0])
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "a held message loses no attempt");
+
+    whatsapp_config::insert(
+        &s.pool,
+        &NewConfig {
+            phone_number_id: helpers::PHONE_NUMBER_ID,
+            business_account_id: helpers::BUSINESS_ACCOUNT_ID,
+            access_token: "rotated-token",
+            webhook_verify_token: helpers::VERIFY_TOKEN,
+            app_secret: None,
+            is_active: true,
+        },
+    )
+    .await
+    .unwrap();
+    drain(&sender, &s.pool).await;
+    assert_eq!(s.message(ids[0]).await.0, "sent");
+    assert_eq!(s.message(ids[1]).await.0, "sent");
+    let accepted = s.graph.accepted();
+    assert_eq!(accepted.len(), 2);
+    assert!(accepted
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some("Bearer rotated-token")));
+}
+
+#[tokio::test]
+async fn free_form_messages_outside_the_24_hour_window_fail_without_a_call() {
+    let s = Setup::new().await;
+    let (closed, to_closed) = s
+        .conversation(Utc::now() - chrono::Duration::hours(25))
+        .await;
+    let (open, to_open) = s
+        .conversation(Utc::now() - chrono::Duration::hours(23))
+        .await;
+    let failed = s.enqueue(closed, &to_closed, &texts("late", 1)).await;
+    let sent = s.enqueue(open, &to_open, &texts("on time", 1)).await;
+
+    drain(&s.sender(), &s.pool).await;
+    let (status, content) = s.message(failed[0]).await;
+    assert_eq!(status, "failed");
+    assert_eq!(content["error"]["reason"], WINDOW_CLOSED);
+    assert_eq!(s.message(sent[0]).await.0, "sent");
+    let requests = s.graph.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].to(), Some(to_open.as_str()));
+}
+
+#[tokio::test]
+async fn the_send_rate_limit_spreads_a_burst() {
+    let s = Setup::with(|c| c.worker.send_rate_per_sec = 10).await;
+    for i in 0..25 {
+        let (conversation, to) = s.conversation(Utc::now()).await;
+        s.enqueue(conversation, &to, &texts(&format!("burst{i}"), 1))
+            .await;
+    }
+    let sender = Arc::new(s.sender());
+    let shutdown = CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let running = tokio::spawn(sender.run(Arc::new(Notify::new()), shutdown.clone()));
+    s.graph.wait_for_accepted(25, Duration::from_secs(15)).await;
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    running.await.unwrap();
+    // Ten at once, then fifteen at ten a second: about 1.5 s. Loosely bounded.
+    assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
+    assert_eq!(s.graph.requests().len(), 25);
+}
+
+#[tokio::test]
+async fn two_senders_on_one_database_never_send_a_message_twice() {
+    let s = Setup::new().await;
+    let mut expected = Vec::new();
+    for c in 0..8 {
+        let (conversation, to) = s.conversation(Utc::now()).await;
+        let texts = texts(&format!("p{c}"), 5);
+        s.enqueue(conversation, &to, &texts).await;
+        expected.push((to, texts));
+    }
+    let second_pool = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with((*s.pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let mut running = Vec::new();
+    for pool in [s.pool.clone(), second_pool] {
+        let sender = Arc::new(s.sender_on(pool));
+        running.push(tokio::spawn(
+            sender.run(Arc::new(Notify::new()), shutdown.clone()),
+        ));
+    }
+    s.graph.wait_for_accepted(40, Duration::from_secs(15)).await;
+    // Give a double send the chance to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    for r in running {
+        r.await.unwrap();
+    }
+    assert_eq!(s.graph.requests().len(), 40);
+    for (to, texts) in &expected {
+        assert_eq!(&accepted_texts(&s.graph, to), texts);
+    }
+    let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sent'")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(sent, 40);
+}
+
+#[tokio::test]
+async fn interactive_messages_are_stored_in_whatsapp_builders_shape_and_sent_in_metas() {
+    let s = Setup::new().await;
+    let (conversation, to) = s.conversation(Utc::now()).await;
+    let msg = Outgoing::Buttons {
+        header: Some("Başlık".into()),
+        body: "Hangisini istersiniz?".into(),
+        footer: None,
+        buttons: vec![
+            Choice {
+                id: "btn-0".into(),
+                title: "Çay".into(),
+                description: None,
+            },
+            Choice {
+                id: "btn-1".into(),
+                title: "Kahve".into(),
+                description: None,
+            },
+        ],
+    };
+    let mut tx = s.pool.begin().await.unwrap();
+    let id = outbox::enqueue(&mut tx, conversation, s.business, &to, &msg, Utc::now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (kind, sender_id): (String, Uuid) =
+        sqlx::query_as("SELECT type::text, \"senderId\" FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "interactive");
+    assert_eq!(sender_id, s.business);
+    assert_eq!(s.message(id).await.0, "pending");
+
+    drain(&s.sender(), &s.pool).await;
+    let request = &s.graph.accepted()[0];
+    assert_eq!(request.body["type"], "interactive");
+    assert_eq!(
+        request.body["interactive"]["action"]["buttons"][1]["reply"]["title"],
+        "Kahve"
+    );
+    let (status, content) = s.message(id).await;
+    assert_eq!(status, "sent");
+    assert_eq!(content["type"], "button");
+    assert_eq!(content["body"]["text"], "Hangisini istersiniz?");
+    assert_eq!(content["header"]["text"], "Başlık");
+    assert_eq!(content["action"], request.body["interactive"]["action"]);
+}
+
+#[tokio::test]
+async fn read_receipts_and_the_typing_indicator_reach_the_graph_api() {
+    let s = Setup::new().await;
+    let graph = GraphClient::new(&s.config.whatsapp).unwrap();
+    let store = CredentialStore::new(s.pool.clone(), s.config.whatsapp.clone());
+    let credentials = store.current().await.unwrap();
+    graph
+        .mark_read(&credentials, "wamid.IN1", true)
+        .await
+        .unwrap();
+    graph
+        .mark_read(&credentials, "wamid.IN2", false)
+        .await
+        .unwrap();
+    let requests = s.graph.requests();
+    assert_eq!(requests[0].body["message_id"], "wamid.IN1");
+    assert_eq!(requests[0].body["status"], "read");
+    assert_eq!(requests[0].body["typing_indicator"]["type"], "text");
+    assert!(requests[1].body.get("typing_indicator").is_none());
+}
+
+#[tokio::test]
+async fn wabot_serve_sends_queued_messages_when_woken() {
+    let graph = FakeGraph::start().await;
+    let url = graph.url();
+    let mut app = helpers::spawn_app_with(|c| {
+        c.worker.enabled = true;
+        c.whatsapp.graph_api_base = url;
+        // A long poll: only the wake-up can make this test pass quickly.
+        c.worker.poll_interval_ms = 60_000;
+    })
+    .await;
+    let business = insert_user(&app.pool, helpers::PHONE_NUMBER_ID, "Business").await;
+    insert_user(&app.pool, "905550000001", "Ayşe").await;
+    let conversation: Uuid = sqlx::query_scalar(
+        "INSERT INTO conversations (\"lastCustomerMessageAt\") VALUES (now()) RETURNING id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    // Let the sender reach its idle wait first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut tx = app.pool.begin().await.unwrap();
+    let msg = Outgoing::Text {
+        body: "Hoş geldiniz!".into(),
+    };
+    outbox::enqueue(
+        &mut tx,
+        conversation,
+        business,
+        "905550000001",
+        &msg,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    app.state.send_notify.notify_one();
+
+    let accepted = graph.wait_for_accepted(1, Duration::from_secs(5)).await;
+    assert_eq!(accepted[0].text(), Some("Hoş geldiniz!"));
+    app.stop().await;
+}
