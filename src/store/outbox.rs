@@ -219,9 +219,10 @@ pub async fn complete(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    // TODO(lead): statuses Meta reported before the wamid was stored. Wire, once
-    // `store::ingest` is on main:
-    //     crate::store::ingest::apply_early_statuses(&mut tx, job.message_id, wamid).await?;
+    // TODO(lead): apply the statuses Meta reported before this wamid was stored, here,
+    // after `sent` is set and before the commit. Once the ingest branch is on main
+    // (where it lives in `store::statuses`, not `store::ingest`):
+    //     crate::store::statuses::apply_early_statuses(&mut tx, job.message_id, wamid).await?;
     tx.commit().await?;
     Ok(true)
 }
