@@ -201,6 +201,39 @@ async fn only_the_oldest_unfinished_job_of_a_conversation_can_be_claimed() {
 }
 
 #[tokio::test]
+async fn a_crashed_senders_job_is_sent_by_another_once_its_lease_expires() {
+    let s = Setup::new().await;
+    let (conversation, to) = s.conversation(Utc::now()).await;
+    let ids = s.enqueue(conversation, &to, &texts("crash", 2)).await;
+    let now = Utc::now();
+    // A sender claims the first message and dies before sending it.
+    let lease = now + chrono::Duration::seconds(30);
+    assert_eq!(
+        outbox::claim(&s.pool, "crashed", now, lease, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let sender = s.sender();
+    assert_eq!(sender.send_one(now).await.unwrap(), SendOutcome::Idle);
+    assert!(s.graph.requests().is_empty());
+    let after_lease = lease + chrono::Duration::seconds(1);
+    let outcome = sender.send_one(after_lease).await.unwrap();
+    assert!(
+        matches!(&outcome, SendOutcome::Sent { message_id, .. } if *message_id == ids[0]),
+        "{outcome:?}"
+    );
+    let outcome = sender.send_one(after_lease).await.unwrap();
+    assert!(
+        matches!(&outcome, SendOutcome::Sent { message_id, .. } if *message_id == ids[1]),
+        "{outcome:?}"
+    );
+    assert_eq!(accepted_texts(&s.graph, &to), texts("crash", 2));
+}
+
+#[tokio::test]
 async fn messages_are_sent_in_order_per_conversation_with_wamids_stored() {
     let s = Setup::new().await;
     let mut expected = Vec::new();
