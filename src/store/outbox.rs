@@ -31,16 +31,17 @@ pub struct SendJob {
 }
 
 /// The `messages.type` and `messages.content` WhatsApp Builder stores for an outbound
-/// message. Its backend stores text as `{body}` and interactive messages as Meta's
-/// `interactive` object (`{type, header?, body:{text}, footer?, action}`), and its
-/// chat UI reads exactly those keys; a Flow also carries `whatsappFlowId`, as its
+/// message. Its backend stores text as `{body}` (its database design says `{text}`:
+/// both keys are written, as ingest does for inbound text) and interactive messages
+/// as Meta's `interactive` object (`{type, header?, body:{text}, footer?, action}`),
+/// which is what its chat UI reads; a Flow also carries `whatsappFlowId`, as the
 /// database design describes.
 pub fn message_content(msg: &Outgoing) -> (&'static str, Value) {
     match msg {
-        Outgoing::Text { body } => (
-            "text",
-            json!({ "body": outbound::truncate(body, outbound::limits::TEXT_BODY) }),
-        ),
+        Outgoing::Text { body } => {
+            let text = outbound::truncate(body, outbound::limits::TEXT_BODY);
+            ("text", json!({ "body": text, "text": text }))
+        }
         Outgoing::Flow { flow_id, .. } => {
             let mut content = outbound::interactive(msg);
             content["whatsappFlowId"] = json!(flow_id);
@@ -332,7 +333,7 @@ mod tests {
             body: "Merhaba".into(),
         });
         assert_eq!(kind, "text");
-        assert_eq!(content, json!({"body": "Merhaba"}));
+        assert_eq!(content, json!({"body": "Merhaba", "text": "Merhaba"}));
 
         let (kind, content) = message_content(&Outgoing::Buttons {
             header: None,

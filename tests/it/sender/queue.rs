@@ -123,6 +123,7 @@ async fn messages_are_sent_in_order_per_conversation_with_wamids_stored() {
             };
             assert_eq!(content["whatsappMessageId"], wamid.as_str());
             assert_eq!(content["body"], request.text().unwrap());
+            assert_eq!(content["text"], request.text().unwrap());
         }
     }
     assert_eq!(outbox::open_jobs(&s.pool).await.unwrap(), 0);
