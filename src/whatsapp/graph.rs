@@ -218,23 +218,43 @@ impl GraphClient {
         })
     }
 
-    /// Marks an inbound message read and, with `typing`, shows the typing indicator
-    /// (which Meta clears after 25 s or at our next message).
+    /// Marks an inbound message read (the customer sees blue ticks).
     pub async fn mark_read(
         &self,
         credentials: &Credentials,
         message_id: &str,
-        typing: bool,
     ) -> Result<(), GraphError> {
-        let mut body = json!({
+        let body = json!({
             "messaging_product": "whatsapp",
             "status": "read",
             "message_id": message_id,
         });
-        if typing {
-            body["typing_indicator"] = json!({ "type": "text" });
-        }
-        let (status, text) = self.post_messages(credentials, &body).await?;
+        self.post_success(credentials, &body).await
+    }
+
+    /// Marks an inbound message read and shows the typing indicator, which Meta
+    /// clears at our next message or after 25 seconds.
+    pub async fn show_typing(
+        &self,
+        credentials: &Credentials,
+        message_id: &str,
+    ) -> Result<(), GraphError> {
+        let body = json!({
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message_id,
+            "typing_indicator": { "type": "text" },
+        });
+        self.post_success(credentials, &body).await
+    }
+
+    /// POSTs a body Meta answers with `{"success": true}`.
+    async fn post_success(
+        &self,
+        credentials: &Credentials,
+        body: &Value,
+    ) -> Result<(), GraphError> {
+        let (status, text) = self.post_messages(credentials, body).await?;
         match serde_json::from_str::<Value>(&text) {
             Ok(v) if v.get("success").and_then(Value::as_bool) == Some(true) => Ok(()),
             _ => Err(GraphError::Unexpected {

@@ -248,14 +248,8 @@ async fn read_receipts_and_the_typing_indicator_reach_the_graph_api() {
     let graph = GraphClient::new(&s.config.whatsapp).unwrap();
     let store = CredentialStore::new(s.pool.clone(), s.config.whatsapp.clone());
     let credentials = store.current().await.unwrap();
-    graph
-        .mark_read(&credentials, "wamid.IN1", true)
-        .await
-        .unwrap();
-    graph
-        .mark_read(&credentials, "wamid.IN2", false)
-        .await
-        .unwrap();
+    graph.show_typing(&credentials, "wamid.IN1").await.unwrap();
+    graph.mark_read(&credentials, "wamid.IN2").await.unwrap();
     let requests = s.graph.requests();
     assert_eq!(requests[0].body["message_id"], "wamid.IN1");
     assert_eq!(requests[0].body["status"], "read");
