@@ -26,6 +26,8 @@ pub struct AppState {
     pub work_notify: Arc<tokio::sync::Notify>,
     /// Wakes the sender when a committed turn has queued messages to send.
     pub send_notify: Arc<tokio::sync::Notify>,
+    /// The one Graph API client (sends, read receipts, typing indicator).
+    pub graph: crate::whatsapp::graph::GraphClient,
 }
 
 /// The whole router, with request ids, tracing and a request timeout.

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::AppState;
-use crate::whatsapp::graph::GraphClient;
 
 /// Starts the background workers; the tracker is closed and awaited on shutdown.
 pub fn spawn(state: AppState, shutdown: CancellationToken) -> TaskTracker {
@@ -20,19 +19,12 @@ pub fn spawn(state: AppState, shutdown: CancellationToken) -> TaskTracker {
     if !state.config.worker.enabled {
         return tracker;
     }
-    match GraphClient::new(&state.config.whatsapp) {
-        Ok(graph) => {
-            let sender = Arc::new(sender::Sender::new(
-                state.pool.clone(),
-                state.credentials.clone(),
-                graph,
-                sender::SenderOptions::from_config(&state.config),
-            ));
-            tracker.spawn(sender.run(state.send_notify.clone(), shutdown.clone()));
-        }
-        Err(e) => {
-            tracing::error!(error.cause_chain = ?e, "cannot build the Graph API client: nothing will be sent")
-        }
-    }
+    let sender = Arc::new(sender::Sender::new(
+        state.pool.clone(),
+        state.credentials.clone(),
+        state.graph.clone(),
+        sender::SenderOptions::from_config(&state.config),
+    ));
+    tracker.spawn(sender.run(state.send_notify.clone(), shutdown.clone()));
     tracker
 }
