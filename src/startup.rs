@@ -60,11 +60,15 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let config = Arc::new(config);
+        let graph = crate::whatsapp::graph::GraphClient::new(&config.whatsapp)
+            .context("cannot build the Graph API client")?;
         let state = AppState {
             credentials: CredentialStore::new(pool.clone(), config.whatsapp.clone()),
             config,
             pool,
             work_notify: Arc::new(tokio::sync::Notify::new()),
+            send_notify: Arc::new(tokio::sync::Notify::new()),
+            graph,
         };
         Ok(Application { listener, state })
     }

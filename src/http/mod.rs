@@ -25,6 +25,10 @@ pub struct AppState {
     pub credentials: CredentialStore,
     /// Wakes the turn worker when ingest has recorded new work.
     pub work_notify: Arc<tokio::sync::Notify>,
+    /// Wakes the sender when a committed turn has queued messages to send.
+    pub send_notify: Arc<tokio::sync::Notify>,
+    /// The one Graph API client (sends, read receipts, typing indicator).
+    pub graph: crate::whatsapp::graph::GraphClient,
 }
 
 /// The whole router, with request ids, tracing and a request timeout.

@@ -3,6 +3,11 @@
 //! Both claim rows from work tables in PostgreSQL (`FOR UPDATE SKIP LOCKED`, with
 //! leases), so any number of wabot processes can share one database.
 
+pub mod rate_limit;
+pub mod sender;
+
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -14,6 +19,12 @@ pub fn spawn(state: AppState, shutdown: CancellationToken) -> TaskTracker {
     if !state.config.worker.enabled {
         return tracker;
     }
-    let _ = shutdown;
+    let sender = Arc::new(sender::Sender::new(
+        state.pool.clone(),
+        state.credentials.clone(),
+        state.graph.clone(),
+        sender::SenderOptions::from_config(&state.config),
+    ));
+    tracker.spawn(sender.run(state.send_notify.clone(), shutdown.clone()));
     tracker
 }

@@ -4,7 +4,9 @@
 mod helpers;
 
 mod schema;
+mod sender;
 mod serve;
+mod support_graph;
 mod webhook;
 mod webhook_outage;
 mod webhook_statuses;
