@@ -88,7 +88,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application { listener, state } = self;
         let drain = state.config.shutdown_timeout();
-        let workers = crate::worker::spawn(state.clone(), shutdown.clone());
+        let workers = crate::worker::spawn(state.clone(), shutdown.clone())?;
         let app = http::router(state);
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

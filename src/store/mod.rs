@@ -8,6 +8,8 @@
 //!
 //! This module is the one seam where a second storage backend could plug in.
 
+pub mod chatbots;
+pub mod contexts;
 pub mod ingest;
 pub mod outbox;
 pub mod statuses;

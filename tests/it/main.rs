@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod engine;
+mod engine_store;
 mod schema;
 mod sender;
 mod serve;
