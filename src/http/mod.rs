@@ -3,6 +3,7 @@
 //! status codes in one place.
 
 mod health;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     let request_timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     Router::new()
         .merge(health::routes())
+        .merge(webhook::routes())
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, request_timeout))

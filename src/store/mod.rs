@@ -8,7 +8,10 @@
 //!
 //! This module is the one seam where a second storage backend could plug in.
 
+pub mod ingest;
 pub mod outbox;
+pub mod statuses;
+pub mod turns;
 pub mod whatsapp_config;
 
 use std::str::FromStr;

@@ -220,10 +220,9 @@ pub async fn complete(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    // TODO(lead): apply the statuses Meta reported before this wamid was stored, here,
-    // after `sent` is set and before the commit. Once the ingest branch is on main
-    // (where it lives in `store::statuses`, not `store::ingest`):
-    //     crate::store::statuses::apply_early_statuses(&mut tx, job.message_id, wamid).await?;
+    // A status Meta reported before this wamid was stored is applied now, after
+    // `sent`, so that an early `delivered` or `read` is not lost nor overwritten.
+    crate::store::statuses::apply_early_statuses(&mut tx, job.message_id, wamid).await?;
     tx.commit().await?;
     Ok(true)
 }

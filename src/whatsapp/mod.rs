@@ -3,3 +3,5 @@
 
 pub mod graph;
 pub mod outbound;
+pub mod signature;
+pub mod webhook;

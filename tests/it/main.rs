@@ -7,3 +7,6 @@ mod schema;
 mod sender;
 mod serve;
 mod support_graph;
+mod webhook;
+mod webhook_outage;
+mod webhook_statuses;

@@ -143,3 +143,37 @@ async fn migrate_commands_run_report_and_revert() {
     let version = run(&["--version"]).await;
     assert!(version.contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[tokio::test]
+async fn the_systemd_unit_passes_systemd_analyze_verify() {
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd-analyze is not installed; .ci/run installs it");
+        return;
+    }
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/wabot.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("EnvironmentFile=/etc/wabot/wabot.env"));
+    // Verify checks that ExecStart exists: point it at the binary under test.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wabot.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/wabot", env!("CARGO_BIN_EXE_wabot")),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {stderr}");
+    assert!(!stderr.contains("wabot.service"), "no complaints: {stderr}");
+}
