@@ -220,8 +220,8 @@ pub async fn complete(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    // Statuses Meta reported before this wamid was stored (they race our own
-    // record of the send) are applied now, after `sent`, in the same transaction.
+    // A status Meta reported before this wamid was stored is applied now, after
+    // `sent`, so that an early `delivered` or `read` is not lost nor overwritten.
     crate::store::statuses::apply_early_statuses(&mut tx, job.message_id, wamid).await?;
     tx.commit().await?;
     Ok(true)

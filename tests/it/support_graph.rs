@@ -155,6 +155,15 @@ impl FakeGraph {
             .collect()
     }
 
+    /// The wamid the next accepted message will get (to fake a status that
+    /// arrives before the sender has stored it).
+    pub fn next_wamid(&self) -> String {
+        wamid(
+            &self.inner.run_id,
+            self.inner.counter.load(Ordering::SeqCst) + 1,
+        )
+    }
+
     /// The next `n` message requests fail with `failure` (after any already queued).
     pub fn fail_next(&self, n: usize, failure: Failure) {
         let mut script = self.inner.script.lock().unwrap();
@@ -291,7 +300,7 @@ async fn handle(
     }
 
     let n = inner.counter.fetch_add(1, Ordering::SeqCst) + 1;
-    let wamid = format!("wamid.FAKE{}{:08}", inner.run_id, n);
+    let wamid = wamid(&inner.run_id, n);
     let to = body.get("to").cloned().unwrap_or(Value::Null);
     record.outcome = Outcome::Accepted {
         wamid: wamid.clone(),
@@ -303,6 +312,10 @@ async fn handle(
         "messages": [{"id": wamid}],
     }))
     .into_response()
+}
+
+fn wamid(run_id: &str, n: u64) -> String {
+    format!("wamid.FAKE{run_id}{n:08}")
 }
 
 /// The checks Meta makes that a rendering bug would trip.

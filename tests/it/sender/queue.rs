@@ -299,3 +299,28 @@ async fn wabot_serve_sends_queued_messages_when_woken() {
     assert_eq!(accepted[0].text(), Some("Hoş geldiniz!"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_status_reported_before_the_wamid_was_stored_is_applied_when_it_is() {
+    let s = Setup::new().await;
+    let (conversation, to) = s.conversation(Utc::now()).await;
+    let ids = s.enqueue(conversation, &to, &texts("erken", 1)).await;
+    // Meta's `delivered` webhook wins the race against the sender's own record.
+    let wamid = s.graph.next_wamid();
+    sqlx::query("INSERT INTO message_statuses (wamid, status, raw) VALUES ($1, 'delivered', '{}')")
+        .bind(&wamid)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+
+    drain(&s.sender(), &s.pool).await;
+    let (status, content) = s.message(ids[0]).await;
+    assert_eq!(status, "delivered");
+    assert_eq!(content["whatsappMessageId"], wamid.as_str());
+    let applied: Option<Uuid> =
+        sqlx::query_scalar("SELECT message_id FROM message_statuses WHERE status = 'delivered'")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!(applied, Some(ids[0]));
+}
