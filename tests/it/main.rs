@@ -9,6 +9,7 @@ mod schema;
 mod sender;
 mod serve;
 mod support_graph;
+mod e2e;
 mod webhook;
 mod webhook_outage;
 mod webhook_statuses;
