@@ -3,13 +3,13 @@
 
 mod helpers;
 
+mod e2e;
 mod engine;
 mod engine_store;
 mod schema;
 mod sender;
 mod serve;
 mod support_graph;
-mod e2e;
 mod webhook;
 mod webhook_outage;
 mod webhook_statuses;
