@@ -60,11 +60,15 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let config = Arc::new(config);
+        let graph = crate::whatsapp::graph::GraphClient::new(&config.whatsapp)
+            .context("cannot build the Graph API client")?;
         let state = AppState {
             credentials: CredentialStore::new(pool.clone(), config.whatsapp.clone()),
             config,
             pool,
             work_notify: Arc::new(tokio::sync::Notify::new()),
+            send_notify: Arc::new(tokio::sync::Notify::new()),
+            graph,
         };
         Ok(Application { listener, state })
     }
@@ -84,7 +88,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application { listener, state } = self;
         let drain = state.config.shutdown_timeout();
-        let workers = crate::worker::spawn(state.clone(), shutdown.clone());
+        let workers = crate::worker::spawn(state.clone(), shutdown.clone())?;
         let app = http::router(state);
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -3,6 +3,7 @@
 //! status codes in one place.
 
 mod health;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,10 @@ pub struct AppState {
     pub credentials: CredentialStore,
     /// Wakes the turn worker when ingest has recorded new work.
     pub work_notify: Arc<tokio::sync::Notify>,
+    /// Wakes the sender when a committed turn has queued messages to send.
+    pub send_notify: Arc<tokio::sync::Notify>,
+    /// The one Graph API client (sends, read receipts, typing indicator).
+    pub graph: crate::whatsapp::graph::GraphClient,
 }
 
 /// The whole router, with request ids, tracing and a request timeout.
@@ -31,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     let request_timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     Router::new()
         .merge(health::routes())
+        .merge(webhook::routes())
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, request_timeout))

@@ -10,6 +10,9 @@
 
 pub mod chatbots;
 pub mod contexts;
+pub mod ingest;
+pub mod outbox;
+pub mod statuses;
 pub mod turns;
 pub mod whatsapp_config;
 

@@ -3,8 +3,14 @@
 
 mod helpers;
 
+mod e2e;
 mod engine;
 mod engine_cli;
 mod engine_store;
 mod schema;
+mod sender;
 mod serve;
+mod support_graph;
+mod webhook;
+mod webhook_outage;
+mod webhook_statuses;

@@ -1,0 +1,100 @@
+//! The CPU cost of the webhook front door: the signature check over the raw bytes,
+//! and parsing Meta's and WhatsApp Builder's sample payloads into the typed envelope
+//! (one message, and a 1,000-message batch, Meta's maximum).
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use serde_json::{json, Value};
+use wabot::whatsapp::signature;
+use wabot::whatsapp::webhook::Envelope;
+
+const SECRET: &[u8] = b"bench-app-secret";
+
+fn shared(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel)
+}
+
+/// The sample payloads by name; a built-in text webhook when `../shared` is absent.
+fn samples() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for dir in [
+        "whatsapp/samples/meta-docs",
+        "whatsapp/samples/meta-postman/webhooks",
+    ] {
+        let Ok(entries) = std::fs::read_dir(shared(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let wanted = name.ends_with(".json")
+                && (name.starts_with("webhook_") || dir.ends_with("webhooks"))
+                && !name.contains("FRAGMENT");
+            if let (true, Ok(bytes)) = (wanted, std::fs::read(entry.path())) {
+                out.push((name.trim_end_matches(".json").to_owned(), bytes));
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(("text".to_owned(), batch(1)));
+    }
+    out.sort();
+    out
+}
+
+/// A `messages` webhook with `n` text messages from `n` customers.
+fn batch(n: usize) -> Vec<u8> {
+    let messages: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"from": format!("1650555{i:04}"), "id": format!("wamid.BENCH{i:08}"),
+                   "timestamp": "1750000000", "type": "text",
+                   "text": {"body": "Hello, I would like to know more about my order status please"}})
+        })
+        .collect();
+    let contacts: Vec<Value> = (0..n)
+        .map(|i| json!({"profile": {"name": format!("Customer {i}")}, "wa_id": format!("1650555{i:04}")}))
+        .collect();
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "contacts": contacts, "messages": messages}}]}]})
+    .to_string()
+    .into_bytes()
+}
+
+fn signature_verification(c: &mut Criterion) {
+    let mut group = c.benchmark_group("signature/verify");
+    for (name, body) in [("one_message", batch(1)), ("1000_messages", batch(1000))] {
+        let header = signature::sign(SECRET, &body);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+            b.iter(|| signature::verify(SECRET, black_box(body), Some(black_box(&header))))
+        });
+    }
+    group.finish();
+}
+
+fn parsing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parse/sample");
+    for (name, body) in samples() {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+            b.iter(|| Envelope::parse(black_box(body)))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("parse/batch");
+    let body = batch(1000);
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("1000_messages", |b| {
+        b.iter(|| Envelope::parse(black_box(&body)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, signature_verification, parsing);
+criterion_main!(benches);

@@ -1,0 +1,173 @@
+//! `GET /webhook` (Meta's subscription handshake) and `POST /webhook` (everything
+//! Meta delivers).
+//!
+//! The POST handler reads the raw body (at most 3 MiB), checks its signature over
+//! those exact bytes, parses it, and hands it to `store::ingest`, answering 200 only
+//! once that transaction has committed. Every other answer makes Meta deliver again,
+//! which is what we want whenever something was not stored.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::AppState;
+use crate::store::ingest::{self, IngestError};
+use crate::whatsapp::signature::{self, SignatureError};
+use crate::whatsapp::webhook::{Envelope, ParseError};
+
+/// Meta's limit for one webhook POST.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/webhook",
+        get(verify)
+            .post(receive)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+    )
+}
+
+/// Why a webhook request was not accepted; each maps to one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("webhook signature refused: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("no app secret is configured (whatsapp_config.app_secret or WABOT_APP_SECRET)")]
+    NoAppSecret,
+    #[error("signed webhook body is not a webhook: {0}")]
+    BadBody(#[from] ParseError),
+    #[error("the verify token does not match")]
+    VerifyTokenMismatch,
+    #[error("could not read the credentials")]
+    Credentials(#[source] sqlx::Error),
+    #[error("could not store the webhook")]
+    Store(#[from] IngestError),
+    #[error("storing the webhook took longer than {0:?}")]
+    Timeout(Duration),
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            WebhookError::Signature(_) => StatusCode::UNAUTHORIZED,
+            WebhookError::BadBody(_) => StatusCode::BAD_REQUEST,
+            WebhookError::VerifyTokenMismatch => StatusCode::FORBIDDEN,
+            // Meta retries these for days: fixing the configuration or the database
+            // in that time loses nothing.
+            WebhookError::NoAppSecret | WebhookError::Store(IngestError::Database(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            WebhookError::Credentials(_)
+            | WebhookError::Store(IngestError::Unavailable(_))
+            | WebhookError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if status.is_server_error() {
+            tracing::error!(error.cause_chain = ?anyhow::Error::from(self), "webhook not stored");
+        } else {
+            tracing::warn!(error = %self, "webhook refused");
+        }
+        // The body says nothing about the cause: that is for the log.
+        let text = status.canonical_reason().unwrap_or("error");
+        (status, text).into_response()
+    }
+}
+
+/// The query Meta sends to verify the callback URL.
+#[derive(Debug, Deserialize)]
+pub struct Handshake {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    Query(handshake): Query<Handshake>,
+) -> Result<String, WebhookError> {
+    let credentials = state
+        .credentials
+        .current()
+        .await
+        .map_err(WebhookError::Credentials)?;
+    let expected = credentials
+        .verify_token
+        .as_ref()
+        .map(|t| t.expose_secret().as_bytes());
+    let given = handshake.verify_token.as_deref().map(str::as_bytes);
+    let token_ok = match (expected, given) {
+        (Some(expected), Some(given)) => constant_time_eq(expected, given),
+        _ => false,
+    };
+    if handshake.mode.as_deref() != Some("subscribe") || !token_ok {
+        return Err(WebhookError::VerifyTokenMismatch);
+    }
+    tracing::info!("webhook subscription verified");
+    Ok(handshake.challenge.unwrap_or_default())
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, WebhookError> {
+    let header = headers
+        .get(signature::HEADER)
+        .map(|v| v.to_str().map_err(|_| SignatureError::Malformed))
+        .transpose()?;
+    let credentials = state
+        .credentials
+        .current()
+        .await
+        .map_err(WebhookError::Credentials)?;
+    let secret = credentials
+        .app_secret
+        .as_ref()
+        .ok_or(WebhookError::NoAppSecret)?;
+    signature::verify(secret.expose_secret().as_bytes(), &body, header)?;
+
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| WebhookError::BadBody(e.into()))?;
+    let envelope = Envelope::from_value(&value)?;
+
+    // The pool's acquire timeout bounds the wait for a connection; this bounds a
+    // connection that hangs mid-transaction, well inside Meta's patience.
+    let limit = Duration::from_millis(state.config.database.acquire_timeout_ms)
+        .saturating_mul(3)
+        .max(Duration::from_secs(10));
+    let outcome = tokio::time::timeout(limit, ingest::ingest(&state.pool, &value, &envelope))
+        .await
+        .map_err(|_| WebhookError::Timeout(limit))??;
+    if outcome.messages_new > 0 {
+        state.work_notify.notify_one();
+    }
+    tracing::info!(
+        event_id = outcome.event_id,
+        messages = outcome.messages_total,
+        new = outcome.messages_new,
+        skipped = outcome.messages_skipped,
+        statuses = outcome.statuses_total,
+        statuses_new = outcome.statuses_new,
+        statuses_pending = outcome.statuses_pending,
+        errors = outcome.errors,
+        "webhook stored"
+    );
+    Ok(StatusCode::OK)
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

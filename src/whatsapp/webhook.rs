@@ -1,0 +1,495 @@
+//! The webhook envelope Meta posts: `entry[] → changes[] → value`, with the
+//! `messages` field's value typed down to every message type in PROTOCOL.md.
+//!
+//! Parsing never fails on a JSON object. Meta adds message types and `field`s without
+//! notice, and its own examples carry placeholders where numbers belong, so every
+//! level is read leniently: an unknown `field` keeps its value verbatim
+//! ([`ChangeValue::Other`]), an unknown message type becomes
+//! [`MessageKind::Unknown`], a type whose inner object does not have the documented
+//! shape keeps its raw JSON, and every message keeps the whole of Meta's object in
+//! [`Message::raw`]. Only a body that is not a JSON object is an error.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[cfg(test)]
+mod tests;
+mod types;
+
+pub use types::*;
+
+/// A body that cannot be a webhook.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("the body is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("the body is JSON but not an object")]
+    NotAnObject,
+}
+
+/// The whole POST body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// `whatsapp_business_account` for WhatsApp.
+    pub object: Option<String>,
+    pub entry: Vec<Entry>,
+}
+
+/// One business account's changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The WhatsApp Business Account id.
+    pub id: Option<String>,
+    pub changes: Vec<Change>,
+}
+
+/// One change: a `field` name and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub field: String,
+    pub value: ChangeValue,
+}
+
+/// The value of a change: typed for `messages`, verbatim for every other field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeValue {
+    Messages(Box<MessagesValue>),
+    Other(Value),
+}
+
+/// The value of a `messages` change: inbound messages, statuses of our outbound
+/// messages, and errors about the business number.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MessagesValue {
+    pub messaging_product: Option<String>,
+    pub metadata: Metadata,
+    pub contacts: Vec<Contact>,
+    pub messages: Vec<Message>,
+    pub statuses: Vec<Status>,
+    pub errors: Vec<ApiError>,
+}
+
+/// The business number the change is about.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct Metadata {
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub display_phone_number: Option<String>,
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub phone_number_id: Option<String>,
+}
+
+/// A customer who wrote, with the profile name they chose.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct Contact {
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub wa_id: Option<String>,
+    #[serde(default)]
+    pub profile: Option<Profile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct Profile {
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub name: Option<String>,
+}
+
+impl Envelope {
+    /// Parses a raw body.
+    pub fn parse(body: &[u8]) -> Result<Envelope, ParseError> {
+        let value: Value = serde_json::from_slice(body)?;
+        Envelope::from_value(&value)
+    }
+
+    /// Reads an already parsed body.
+    pub fn from_value(value: &Value) -> Result<Envelope, ParseError> {
+        let Value::Object(map) = value else {
+            return Err(ParseError::NotAnObject);
+        };
+        Ok(Envelope {
+            object: str_field(map, "object"),
+            entry: array(map, "entry").filter_map(Entry::from_value).collect(),
+        })
+    }
+
+    /// Every change's `field`, in order of appearance, without repeats.
+    pub fn fields(&self) -> Vec<String> {
+        let mut fields: Vec<String> = Vec::new();
+        for change in self.entry.iter().flat_map(|e| &e.changes) {
+            if !fields.contains(&change.field) {
+                fields.push(change.field.clone());
+            }
+        }
+        fields
+    }
+
+    /// The typed values of every `messages` change, in order.
+    pub fn messages_values(&self) -> impl Iterator<Item = &MessagesValue> {
+        self.entry
+            .iter()
+            .flat_map(|e| &e.changes)
+            .filter_map(|c| match &c.value {
+                ChangeValue::Messages(v) => Some(v.as_ref()),
+                ChangeValue::Other(_) => None,
+            })
+    }
+}
+
+impl Entry {
+    fn from_value(value: &Value) -> Option<Entry> {
+        let map = value.as_object()?;
+        Some(Entry {
+            id: str_field(map, "id"),
+            changes: array(map, "changes")
+                .filter_map(Change::from_value)
+                .collect(),
+        })
+    }
+}
+
+impl Change {
+    fn from_value(value: &Value) -> Option<Change> {
+        let map = value.as_object()?;
+        let field = str_field(map, "field").unwrap_or_default();
+        let raw = map.get("value").cloned().unwrap_or(Value::Null);
+        let value = match (field.as_str(), &raw) {
+            ("messages", Value::Object(v)) => {
+                ChangeValue::Messages(Box::new(MessagesValue::from_map(v)))
+            }
+            _ => ChangeValue::Other(raw),
+        };
+        Some(Change { field, value })
+    }
+}
+
+impl MessagesValue {
+    fn from_map(map: &Map<String, Value>) -> MessagesValue {
+        MessagesValue {
+            messaging_product: str_field(map, "messaging_product"),
+            metadata: map
+                .get("metadata")
+                .and_then(|m| Metadata::deserialize(m).ok())
+                .unwrap_or_default(),
+            contacts: array(map, "contacts")
+                .filter_map(|c| Contact::deserialize(c).ok())
+                .collect(),
+            messages: array(map, "messages")
+                .filter_map(Message::from_value)
+                .collect(),
+            statuses: array(map, "statuses")
+                .filter_map(Status::from_value)
+                .collect(),
+            errors: api_errors(map),
+        }
+    }
+
+    /// The profile name of the contact with this wa_id, if Meta sent one.
+    pub fn profile_name(&self, wa_id: &str) -> Option<&str> {
+        self.contacts
+            .iter()
+            .find(|c| c.wa_id.as_deref() == Some(wa_id))
+            .and_then(|c| c.profile.as_ref())
+            .and_then(|p| p.name.as_deref())
+            .filter(|n| !n.trim().is_empty())
+    }
+}
+
+/// One inbound message: the fields every type has, the typed body, and Meta's whole
+/// object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The sender's wa_id.
+    pub from: Option<String>,
+    /// The wamid.
+    pub id: Option<String>,
+    /// Unix seconds, when Meta's `timestamp` is a number (its examples sometimes
+    /// carry placeholders instead).
+    pub timestamp: Option<i64>,
+    /// The `type` as Meta wrote it (`text`, `interactive`, `edit`, ...).
+    pub type_name: String,
+    pub context: Option<Context>,
+    pub referral: Option<Referral>,
+    pub errors: Vec<ApiError>,
+    pub kind: MessageKind,
+    /// Meta's message object, verbatim.
+    pub raw: Value,
+}
+
+impl Message {
+    /// Reads one message object (as kept in `content.raw`); `None` when it is not
+    /// a JSON object.
+    pub fn from_value(value: &Value) -> Option<Message> {
+        let map = value.as_object()?;
+        // Meta's examples omit `type` on some messages; the body's key says it then.
+        let type_name = str_field(map, "type")
+            .or_else(|| {
+                KNOWN_TYPES
+                    .iter()
+                    .find(|t| map.contains_key(**t))
+                    .map(|t| (*t).to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        Some(Message {
+            from: str_field(map, "from"),
+            id: str_field(map, "id"),
+            timestamp: map.get("timestamp").and_then(lenient::as_i64),
+            kind: MessageKind::parse(&type_name, map),
+            type_name,
+            context: map
+                .get("context")
+                .and_then(|c| Context::deserialize(c).ok()),
+            referral: map
+                .get("referral")
+                .and_then(|r| Referral::deserialize(r).ok()),
+            errors: api_errors(map),
+            raw: value.clone(),
+        })
+    }
+}
+
+/// The message types with a typed body, by the key that holds it.
+const KNOWN_TYPES: &[&str] = &[
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "order",
+    "interactive",
+    "button",
+    "reaction",
+    "system",
+];
+
+impl MessageKind {
+    fn parse(type_name: &str, map: &Map<String, Value>) -> MessageKind {
+        fn typed<'a, T: Deserialize<'a>>(map: &'a Map<String, Value>, key: &str) -> Option<T> {
+            map.get(key).and_then(|v| T::deserialize(v).ok())
+        }
+        let kind = match type_name {
+            "text" => typed(map, "text").map(MessageKind::Text),
+            "image" => typed(map, "image").map(MessageKind::Image),
+            "video" => typed(map, "video").map(MessageKind::Video),
+            "audio" => typed(map, "audio").map(MessageKind::Audio),
+            "document" => typed(map, "document").map(MessageKind::Document),
+            "sticker" => typed(map, "sticker").map(MessageKind::Sticker),
+            "location" => typed(map, "location").map(MessageKind::Location),
+            "contacts" => typed(map, "contacts").map(MessageKind::Contacts),
+            "order" => typed(map, "order").map(MessageKind::Order),
+            // An interactive message can arrive without its inner object.
+            "interactive" => Some(MessageKind::Interactive(Interactive::parse(
+                map.get("interactive"),
+            ))),
+            "button" => typed(map, "button").map(MessageKind::Button),
+            "reaction" => typed(map, "reaction").map(MessageKind::Reaction),
+            "system" => typed(map, "system").map(MessageKind::System),
+            "unsupported" => Some(MessageKind::Unsupported(
+                typed(map, "unsupported").unwrap_or_default(),
+            )),
+            _ => None,
+        };
+        kind.unwrap_or_else(|| MessageKind::Unknown {
+            type_name: type_name.to_owned(),
+        })
+    }
+
+    /// The `messages_type_enum` value this kind is stored as.
+    pub fn db_type(&self) -> &'static str {
+        match self {
+            MessageKind::Text(_) => "text",
+            MessageKind::Image(_) => "image",
+            MessageKind::Video(_) => "video",
+            MessageKind::Audio(_) => "audio",
+            MessageKind::Document(_) => "document",
+            MessageKind::Sticker(_) => "sticker",
+            MessageKind::Location(_) => "location",
+            MessageKind::Contacts(_) => "contacts",
+            MessageKind::Order(_) => "order",
+            MessageKind::Interactive(_) => "interactive",
+            MessageKind::Button(_) => "button",
+            MessageKind::Reaction(_) => "reaction",
+            MessageKind::System(_) => "system",
+            MessageKind::Unsupported(_) => "unsupported",
+            MessageKind::Unknown { .. } => "unknown",
+        }
+    }
+}
+
+impl Interactive {
+    fn parse(value: Option<&Value>) -> Interactive {
+        let Some(Value::Object(map)) = value else {
+            return Interactive::Missing;
+        };
+        let type_name = str_field(map, "type").unwrap_or_default();
+        let reply = |key: &str| map.get(key);
+        let parsed = match type_name.as_str() {
+            "button_reply" => reply("button_reply")
+                .and_then(|v| ButtonReply::deserialize(v).ok())
+                .map(Interactive::ButtonReply),
+            "list_reply" => reply("list_reply")
+                .and_then(|v| ListReply::deserialize(v).ok())
+                .map(Interactive::ListReply),
+            "nfm_reply" => reply("nfm_reply")
+                .and_then(|v| NfmReply::deserialize(v).ok())
+                .map(Interactive::NfmReply),
+            _ => None,
+        };
+        parsed.unwrap_or_else(|| Interactive::Other {
+            type_name,
+            raw: Value::Object(map.clone()),
+        })
+    }
+}
+
+/// One status of one of our outbound messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// The wamid of our message.
+    pub id: Option<String>,
+    pub status: StatusKind,
+    pub timestamp: Option<i64>,
+    pub recipient_id: Option<String>,
+    pub conversation: Option<StatusConversation>,
+    pub pricing: Option<Pricing>,
+    pub errors: Vec<ApiError>,
+    /// Meta's status object, verbatim.
+    pub raw: Value,
+}
+
+impl Status {
+    fn from_value(value: &Value) -> Option<Status> {
+        let map = value.as_object()?;
+        Some(Status {
+            id: str_field(map, "id"),
+            status: StatusKind::parse(str_field(map, "status").as_deref().unwrap_or("")),
+            timestamp: map.get("timestamp").and_then(lenient::as_i64),
+            recipient_id: str_field(map, "recipient_id"),
+            conversation: map
+                .get("conversation")
+                .and_then(|c| StatusConversation::deserialize(c).ok()),
+            pricing: map
+                .get("pricing")
+                .and_then(|p| Pricing::deserialize(p).ok()),
+            errors: api_errors(map),
+            raw: value.clone(),
+        })
+    }
+}
+
+/// The delivery states Meta reports, in the order a message may move through them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusKind {
+    Sent,
+    Delivered,
+    Read,
+    /// A voice message was played (after `read`).
+    Played,
+    /// Terminal; the status carries `errors`.
+    Failed,
+    /// A status wabot does not know (`deleted`, `warning`, ...), kept as written.
+    Other(String),
+}
+
+impl StatusKind {
+    pub fn parse(s: &str) -> StatusKind {
+        match s {
+            "sent" => StatusKind::Sent,
+            "delivered" => StatusKind::Delivered,
+            "read" => StatusKind::Read,
+            "played" => StatusKind::Played,
+            "failed" => StatusKind::Failed,
+            other => StatusKind::Other(other.to_owned()),
+        }
+    }
+
+    /// The `messages_status_enum` value, for the statuses that have one.
+    pub fn db_status(&self) -> Option<&'static str> {
+        match self {
+            StatusKind::Sent => Some("sent"),
+            StatusKind::Delivered => Some("delivered"),
+            StatusKind::Read => Some("read"),
+            StatusKind::Played => Some("played"),
+            StatusKind::Failed => Some("failed"),
+            StatusKind::Other(_) => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            StatusKind::Other(s) => s,
+            known => known.db_status().unwrap_or(""),
+        }
+    }
+}
+
+fn str_field(map: &Map<String, Value>, key: &str) -> Option<String> {
+    map.get(key).and_then(lenient::as_string)
+}
+
+fn array<'a>(map: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = &'a Value> {
+    map.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+}
+
+fn api_errors(map: &Map<String, Value>) -> Vec<ApiError> {
+    array(map, "errors")
+        .filter_map(|e| ApiError::deserialize(e).ok())
+        .collect()
+}
+
+/// Deserializers that take what Meta's examples actually contain: numbers as
+/// strings, strings as numbers, placeholders where numbers belong.
+pub(crate) mod lenient {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    pub fn as_string(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(v: &Value) -> Option<i64> {
+        match v {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(v: &Value) -> Option<f64> {
+        match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse().ok().filter(|f: &f64| f.is_finite()),
+            _ => None,
+        }
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(as_string(&Value::deserialize(d)?))
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Ok(as_i64(&Value::deserialize(d)?))
+    }
+
+    pub fn f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(as_f64(&Value::deserialize(d)?))
+    }
+
+    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Bool(b) => Some(b),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! Statuses of outbound messages: forward only, whatever order Meta delivers them
+//! in, and none lost when they arrive before wabot has recorded the send.
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{spawn_app, TestApp};
+use crate::webhook::{messages_webhook, now_secs, statuses_webhook, text, BUSINESS};
+
+/// A conversation with one inbound message; returns (conversation, business user).
+async fn conversation(app: &TestApp, wa_id: &str) -> (Uuid, Uuid) {
+    let body = messages_webhook(
+        wa_id,
+        "Cy",
+        vec![text(wa_id, &format!("wamid.IN.{wa_id}"), "hi", now_secs())],
+    );
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    sqlx::query_as(
+        "SELECT k.conversation_id, u.id FROM conversation_keys k \
+         JOIN users u ON u.\"phoneNumber\" = k.business_phone_number_id \
+         WHERE k.customer_wa_id = $1 AND k.business_phone_number_id = $2",
+    )
+    .bind(wa_id)
+    .bind(BUSINESS)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// An outbound message as the sender stores it, with its wamid when given.
+async fn outbound(pool: &PgPool, conversation: Uuid, business: Uuid, wamid: Option<&str>) -> Uuid {
+    let mut content = serde_json::json!({"text": "reply"});
+    let status = match wamid {
+        Some(w) => {
+            content["whatsappMessageId"] = w.into();
+            "sent"
+        }
+        None => "pending",
+    };
+    sqlx::query_scalar(
+        "INSERT INTO messages (\"conversationId\", \"senderId\", type, content, status, \"timestamp\") \
+         VALUES ($1, $2, 'text', $3, $4::messages_status_enum, now()) RETURNING id",
+    )
+    .bind(conversation)
+    .bind(business)
+    .bind(content)
+    .bind(status)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn status_of(pool: &PgPool, id: Uuid) -> (String, Value) {
+    sqlx::query_as("SELECT status::text, content FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn statuses_move_forward_only_whatever_order_they_arrive_in() {
+    let app = spawn_app().await;
+    let (conversation, business) = conversation(&app, "16505550040").await;
+    let app = &app;
+    let post = |statuses: Vec<(&'static str, &'static str)>| async move {
+        let body = statuses_webhook(&statuses);
+        assert_eq!(app.post_webhook(&body).await.status(), 200)
+    };
+
+    // read before delivered: read stays.
+    let a = outbound(&app.pool, conversation, business, Some("wamid.A")).await;
+    post(vec![("wamid.A", "read")]).await;
+    post(vec![("wamid.A", "delivered")]).await;
+    assert_eq!(status_of(&app.pool, a).await.0, "read");
+
+    // delivered before sent, in one batch: delivered stays.
+    let b = outbound(&app.pool, conversation, business, Some("wamid.B")).await;
+    post(vec![("wamid.B", "delivered"), ("wamid.B", "sent")]).await;
+    assert_eq!(status_of(&app.pool, b).await.0, "delivered");
+    // played after read, for voice.
+    post(vec![("wamid.B", "read"), ("wamid.B", "played")]).await;
+    assert_eq!(status_of(&app.pool, b).await.0, "played");
+
+    // failed is final and keeps Meta's error; later statuses change nothing.
+    let c = outbound(&app.pool, conversation, business, Some("wamid.C")).await;
+    post(vec![("wamid.C", "failed")]).await;
+    post(vec![("wamid.C", "delivered"), ("wamid.C", "read")]).await;
+    let (status, content) = status_of(&app.pool, c).await;
+    assert_eq!(status, "failed");
+    assert_eq!(content["failed"], true);
+    assert_eq!(content["error"]["code"], 131026);
+    assert_eq!(content["error"]["details"], "Receiver is incapable");
+    assert_eq!(content["statusErrors"][0]["title"], "Message undeliverable");
+    assert_eq!(content["text"], "reply");
+
+    // The same (wamid, status) twice is recorded once.
+    post(vec![("wamid.A", "read")]).await;
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM message_statuses WHERE wamid = 'wamid.A'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, 2);
+}
+
+#[tokio::test]
+async fn a_status_that_arrives_before_the_send_is_recorded_is_applied_when_it_is() {
+    let app = spawn_app().await;
+    let (conversation, business) = conversation(&app, "16505550041").await;
+    let id = outbound(&app.pool, conversation, business, None).await;
+
+    let body = statuses_webhook(&[("wamid.EARLY", "delivered"), ("wamid.EARLY", "read")]);
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM message_statuses WHERE wamid = 'wamid.EARLY' AND applied_at IS NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 2);
+    assert_eq!(status_of(&app.pool, id).await.0, "pending");
+
+    // The sender records the wamid Meta returned, then applies what came early.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE messages SET status = 'sent', \
+                content = content || jsonb_build_object('whatsappMessageId', $2::text) WHERE id = $1",
+    )
+    .bind(id)
+    .bind("wamid.EARLY")
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let applied = wabot::store::statuses::apply_early_statuses(&mut tx, id, "wamid.EARLY")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(applied, 2);
+    assert_eq!(status_of(&app.pool, id).await.0, "read");
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM message_statuses WHERE message_id = $1 AND applied_at IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 2);
+
+    // A late `sent` for it changes nothing.
+    let body = statuses_webhook(&[("wamid.EARLY", "sent")]);
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    assert_eq!(status_of(&app.pool, id).await.0, "read");
+}
+
+#[tokio::test]
+async fn a_status_racing_the_send_record_is_never_lost() {
+    let app = spawn_app().await;
+    let (conversation, business) = conversation(&app, "16505550042").await;
+    for i in 0..10 {
+        let wamid = format!("wamid.RACE{i}");
+        let id = outbound(&app.pool, conversation, business, None).await;
+        let body = statuses_webhook(&[(wamid.as_str(), "delivered")]);
+        let webhook = app.post_webhook(&body);
+        let send_record = async {
+            let mut tx = app.pool.begin().await.unwrap();
+            sqlx::query(
+                "UPDATE messages SET status = 'sent', \
+                        content = content || jsonb_build_object('whatsappMessageId', $2::text) \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&wamid)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            wabot::store::statuses::apply_early_statuses(&mut tx, id, &wamid)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        };
+        let (response, ()) = tokio::join!(webhook, send_record);
+        assert_eq!(response.status(), 200);
+        assert_eq!(status_of(&app.pool, id).await.0, "delivered", "round {i}");
+    }
+}
