@@ -328,6 +328,7 @@ impl TurnWorker {
         for old in finished {
             store::contexts::save(&mut tx, old).await?;
         }
+        store::turns::cancel_timeouts(&mut tx, job.conversation_id, job.id).await?;
         if let Some(context) = context {
             store::contexts::save(&mut tx, context).await?;
             if let Some(at) = deadline.filter(|_| context.is_active) {
@@ -349,6 +350,10 @@ impl TurnWorker {
                 now,
             )
             .await?;
+        }
+        if let Some(last) = sends.last() {
+            store::turns::touch_conversation(&mut tx, job.conversation_id, preview(last), now)
+                .await?;
         }
         if !store::turns::finish(&mut tx, job.id, &self.token, None).await? {
             tx.rollback().await?;
@@ -414,6 +419,16 @@ impl TurnWorker {
                 None
             }
         }
+    }
+}
+
+/// The text an inbox shows for an outgoing message.
+fn preview(message: &engine::Outgoing) -> &str {
+    match message {
+        engine::Outgoing::Text { body }
+        | engine::Outgoing::Buttons { body, .. }
+        | engine::Outgoing::List { body, .. }
+        | engine::Outgoing::Flow { body, .. } => body,
     }
 }
 

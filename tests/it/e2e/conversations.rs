@@ -83,6 +83,12 @@ async fn the_sample_support_bot_answers_a_button_and_completes_then_starts_again
         assert_eq!(Some(wamid.as_str()), accepted[i].wamid(), "reply {i}");
     }
 
+    let (last,): (String,) = sqlx::query_as("SELECT \"lastMessage\"::text FROM conversations")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(last.starts_with("Bizi tercih ettiginiz icin"), "{last}");
+
     // A new message after completion starts the chatbot again.
     engine.say(text("wamid.IN3", "tekrar")).await;
     let replies = engine.replies(4, 2).await;
