@@ -1,7 +1,9 @@
 //! The `wabot` command line: parse, load the configuration, dispatch.
 
+mod chatbot;
 mod migrate;
 mod serve;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,12 @@ pub enum Command {
     /// Manage the database schema (the embedded migrations).
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
+    /// Check, store and draw chatbot documents.
+    #[command(subcommand)]
+    Chatbot(chatbot::ChatbotCommand),
+    /// Chat with a chatbot file in the terminal through the real executor (stdin
+    /// line by line, so it is scriptable); rest_api calls are made for real.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Parses the command line and runs it; the process's exit code.
@@ -65,6 +73,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(config, args).await,
             Command::Migrate(cmd) => migrate::run(config, cmd).await,
+            Command::Chatbot(cmd) => chatbot::run(config, cmd).await,
+            Command::Simulate(args) => simulate::run(config, args).await,
         }
     });
     match result {

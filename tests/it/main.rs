@@ -5,6 +5,7 @@ mod helpers;
 
 mod e2e;
 mod engine;
+mod engine_cli;
 mod engine_store;
 mod schema;
 mod sender;
