@@ -225,6 +225,13 @@ impl TurnWorker {
 
         let event = match job.kind.as_str() {
             "timeout" => Event::WaitTimedOut,
+            "flow_failed" => Event::FlowSendFailed {
+                error: job.payload["error"]["message"]
+                    .as_str()
+                    .or(job.payload["error"]["title"].as_str())
+                    .unwrap_or("the Flow message could not be sent")
+                    .to_owned(),
+            },
             _ => {
                 let Some(message_id) = job.message_id else {
                     return self.skip(job, "an inbound job without a message").await;
@@ -241,10 +248,16 @@ impl TurnWorker {
         let (context, chatbot, event) =
             match store::contexts::load_active(pool, job.conversation_id).await? {
                 Some(context) => {
-                    if let Event::WaitTimedOut = event {
-                        if !timer_matches(&job.payload, &context) {
-                            return self.skip(job, "the wait this timer was for is over").await;
+                    let current = match &event {
+                        Event::WaitTimedOut => timer_matches(&job.payload, &context),
+                        Event::FlowSendFailed { .. } => {
+                            job.payload["flowToken"].as_str()
+                                == Some(context.flow_token(&context.current_node_id).as_str())
                         }
+                        _ => true,
+                    };
+                    if !current {
+                        return self.skip(job, "the wait this job was for is over").await;
                     }
                     match self.compiled(context.chatbot_id).await? {
                         Some(bot) => (context, bot, event),

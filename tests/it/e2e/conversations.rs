@@ -328,3 +328,33 @@ async fn a_question_that_waits_too_long_follows_its_timeout_edge() {
             .unwrap();
     assert_eq!(reason.as_deref(), Some("flow_completed"));
 }
+
+#[tokio::test]
+async fn a_flow_message_meta_refuses_takes_the_flow_nodes_error_edge() {
+    let bot = json!({"name": "Flow or not", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "Start"}},
+        {"id": "f", "type": "whatsapp_flow", "data": {"label": "Form", "whatsappFlowId": "FLOW_1",
+            "flowCta": "Open", "flowBodyText": "Please fill in the form"}},
+        {"id": "bad", "type": "message", "data": {"label": "Bad", "content": "The form is unavailable."}},
+        {"id": "good", "type": "message", "data": {"label": "Good", "content": "Thanks {{flow_1.response.name}}"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "f"},
+        {"id": "e2", "source": "f", "target": "good"},
+        {"id": "e3", "source": "f", "target": "bad", "sourceHandle": "error"}
+    ]});
+    let engine = Engine::start().await;
+    install_chatbot(&engine.app.pool, &bot).await;
+    engine
+        .graph
+        .fail_next(1, crate::support_graph::Failure::Undeliverable);
+    engine.say(text("wamid.FF1", "hi")).await;
+    let r = engine.replies(0, 1).await;
+    assert_eq!(r[0].text(), Some("The form is unavailable."));
+    let flow_requests = engine
+        .graph
+        .requests()
+        .iter()
+        .filter(|r| r.body["interactive"]["type"] == "flow")
+        .count();
+    assert_eq!(flow_requests, 1, "the refused Flow message is not retried");
+}
