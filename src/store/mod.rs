@@ -8,6 +8,8 @@
 //!
 //! This module is the one seam where a second storage backend could plug in.
 
+pub mod datasources;
+pub mod flows;
 pub mod whatsapp_config;
 
 use std::str::FromStr;
