@@ -72,24 +72,26 @@ impl CredentialStore {
 
     async fn load(&self) -> Result<Credentials, sqlx::Error> {
         let fb = &self.fallback;
-        Ok(match store::whatsapp_config::load_active(&self.pool).await? {
-            Some(row) => Credentials {
-                source: Source::Database,
-                phone_number_id: Some(row.phone_number_id),
-                business_account_id: Some(row.business_account_id),
-                access_token: Some(row.access_token),
-                // A row without an app secret still verifies with the fallback one.
-                app_secret: row.app_secret.or_else(|| fb.app_secret.clone()),
-                verify_token: Some(row.webhook_verify_token),
+        Ok(
+            match store::whatsapp_config::load_active(&self.pool).await? {
+                Some(row) => Credentials {
+                    source: Source::Database,
+                    phone_number_id: Some(row.phone_number_id),
+                    business_account_id: Some(row.business_account_id),
+                    access_token: Some(row.access_token),
+                    // A row without an app secret still verifies with the fallback one.
+                    app_secret: row.app_secret.or_else(|| fb.app_secret.clone()),
+                    verify_token: Some(row.webhook_verify_token),
+                },
+                None => Credentials {
+                    source: Source::Environment,
+                    phone_number_id: fb.phone_number_id.clone(),
+                    business_account_id: fb.business_account_id.clone(),
+                    access_token: fb.access_token.clone(),
+                    app_secret: fb.app_secret.clone(),
+                    verify_token: fb.verify_token.clone(),
+                },
             },
-            None => Credentials {
-                source: Source::Environment,
-                phone_number_id: fb.phone_number_id.clone(),
-                business_account_id: fb.business_account_id.clone(),
-                access_token: fb.access_token.clone(),
-                app_secret: fb.app_secret.clone(),
-                verify_token: fb.verify_token.clone(),
-            },
-        })
+        )
     }
 }

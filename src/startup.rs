@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::credentials::CredentialStore;
+use crate::datasource::DataSourceClient;
 use crate::http::{self, AppState};
 use crate::store;
+use crate::whatsapp::flows_crypto::FlowsKey;
 
 /// How `build` prepares the database.
 #[derive(Debug, Clone, Copy)]
@@ -49,18 +51,48 @@ impl Application {
                 .await
                 .context("cannot apply database migrations")?;
         }
-        Ok(Application::with_parts(config, pool, listener))
+        Application::try_with_parts(config, pool, listener)
+    }
+
+    /// Like [`Application::with_parts`], but a configured Flows private key that cannot
+    /// be loaded fails start-up instead of leaving the Flows endpoint answering 503.
+    pub fn try_with_parts(
+        config: Config,
+        pool: PgPool,
+        listener: TcpListener,
+    ) -> anyhow::Result<Application> {
+        let key = load_flows_key(&config)?;
+        Ok(Application::assemble(config, pool, listener, key))
     }
 
     /// Assembles an application from parts the caller prepared (tests bind port 0 and
     /// bring their own database).
     pub fn with_parts(config: Config, pool: PgPool, listener: TcpListener) -> Application {
+        let key = load_flows_key(&config).unwrap_or_else(|e| {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "the Flows endpoint will answer 503"
+            );
+            None
+        });
+        Application::assemble(config, pool, listener, key)
+    }
+
+    fn assemble(
+        config: Config,
+        pool: PgPool,
+        listener: TcpListener,
+        flows_key: Option<Arc<FlowsKey>>,
+    ) -> Application {
         let config = Arc::new(config);
+        let datasources = DataSourceClient::new(&config.datasource);
         let state = AppState {
             credentials: CredentialStore::new(pool.clone(), config.whatsapp.clone()),
             config,
             pool,
             work_notify: Arc::new(tokio::sync::Notify::new()),
+            flows_key,
+            datasources,
         };
         Application { listener, state }
     }
@@ -106,6 +138,21 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Loads the Flows private key named by `WABOT_FLOWS_PRIVATE_KEY`, if any.
+pub fn load_flows_key(config: &Config) -> anyhow::Result<Option<Arc<FlowsKey>>> {
+    let Some(path) = config.flows.private_key.as_deref() else {
+        return Ok(None);
+    };
+    let key =
+        FlowsKey::load(path, config.flows.private_key_passphrase.as_ref()).with_context(|| {
+            format!(
+                "cannot load the Flows private key {} (WABOT_FLOWS_PRIVATE_KEY)",
+                path.display()
+            )
+        })?;
+    Ok(Some(Arc::new(key)))
 }
 
 /// A token cancelled on SIGTERM or Ctrl-C.

@@ -100,10 +100,16 @@ impl DataSourceClient {
         input: &Value,
     ) -> Result<Value, DataSourceError> {
         if !source.is_active {
-            return Err(DataSourceError::Inactive(format!("data source `{}`", source.name)));
+            return Err(DataSourceError::Inactive(format!(
+                "data source `{}`",
+                source.name
+            )));
         }
         if !connection.is_active {
-            return Err(DataSourceError::Inactive(format!("connection `{}`", connection.name)));
+            return Err(DataSourceError::Inactive(format!(
+                "connection `{}`",
+                connection.name
+            )));
         }
         let params = extract::mapped_params(connection, input)?;
         let url = join_url(&source.base_url, &connection.endpoint);
@@ -127,15 +133,25 @@ impl DataSourceClient {
         }
         request = match &source.auth {
             Auth::None => request,
-            Auth::Bearer(token) => request.header(AUTHORIZATION, secret_header("Bearer ", token.expose_secret())?),
-            Auth::Basic(token) => request.header(AUTHORIZATION, secret_header("Basic ", token.expose_secret())?),
-            Auth::ApiKey { header, token } => request.header(header, secret_header("", token.expose_secret())?),
+            Auth::Bearer(token) => request.header(
+                AUTHORIZATION,
+                secret_header("Bearer ", token.expose_secret())?,
+            ),
+            Auth::Basic(token) => request.header(
+                AUTHORIZATION,
+                secret_header("Basic ", token.expose_secret())?,
+            ),
+            Auth::ApiKey { header, token } => {
+                request.header(header, secret_header("", token.expose_secret())?)
+            }
         };
 
         let mut query: Vec<(String, String)> = Vec::new();
         for (name, value) in &connection.default_params {
             match value {
-                Value::Array(values) => query.extend(values.iter().map(|v| (name.clone(), query_text(v)))),
+                Value::Array(values) => {
+                    query.extend(values.iter().map(|v| (name.clone(), query_text(v))))
+                }
                 Value::Null => {}
                 other => query.push((name.clone(), query_text(other))),
             }
@@ -187,7 +203,10 @@ impl DataSourceClient {
         timeout: Duration,
     ) -> Result<Vec<u8>, DataSourceError> {
         let cap = self.max_response_bytes;
-        if response.content_length().is_some_and(|len| len as usize > cap) {
+        if response
+            .content_length()
+            .is_some_and(|len| len as usize > cap)
+        {
             return Err(DataSourceError::TooLarge(cap));
         }
         let mut body = Vec::new();
@@ -222,8 +241,9 @@ fn join_url(base: &url::Url, endpoint: &str) -> String {
 }
 
 fn secret_header(prefix: &str, token: &str) -> Result<HeaderValue, DataSourceError> {
-    let mut value = HeaderValue::from_str(&format!("{prefix}{token}"))
-        .map_err(|_| DataSourceError::Invalid("auth_token contains characters a header cannot carry".into()))?;
+    let mut value = HeaderValue::from_str(&format!("{prefix}{token}")).map_err(|_| {
+        DataSourceError::Invalid("auth_token contains characters a header cannot carry".into())
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -243,7 +263,10 @@ fn graphql_body(
             .cloned()
     };
     let mut variables = Map::new();
-    for layer in [source.config.get("variables"), body.and_then(|b| b.get("variables"))] {
+    for layer in [
+        source.config.get("variables"),
+        body.and_then(|b| b.get("variables")),
+    ] {
         if let Some(Value::Object(vars)) = layer {
             variables.extend(vars.clone());
         }
@@ -257,7 +280,10 @@ fn graphql_body(
         variables.insert(name, value);
     }
     let mut out = Map::new();
-    out.insert("query".into(), pick("query").unwrap_or(Value::String(String::new())));
+    out.insert(
+        "query".into(),
+        pick("query").unwrap_or(Value::String(String::new())),
+    );
     out.insert("variables".into(), Value::Object(variables));
     if let Some(name) = pick("operationName") {
         out.insert("operationName".into(), name);

@@ -192,7 +192,14 @@ mod tests {
         };
         let out = transform(SourceType::Strapi, items, &config);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0], Item { id: "1".into(), title: "Bosch".into(), description: Some("DE".into()) });
+        assert_eq!(
+            out[0],
+            Item {
+                id: "1".into(),
+                title: "Bosch".into(),
+                description: Some("DE".into())
+            }
+        );
         assert_eq!(out[1].description, None);
     }
 

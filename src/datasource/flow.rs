@@ -48,7 +48,9 @@ pub struct FlowLaunch {
 /// Whether the Flow is served by an endpoint: it has an endpoint URI, a data source,
 /// data-source components, or a `data_api_version` in its JSON.
 pub fn has_endpoint(flow: &FlowRow) -> bool {
-    flow.endpoint_uri.as_deref().is_some_and(|u| !u.trim().is_empty())
+    flow.endpoint_uri
+        .as_deref()
+        .is_some_and(|u| !u.trim().is_empty())
         || flow.data_source_id.is_some()
         || !components(flow).is_empty()
         || flow.flow_json.get("data_api_version").is_some()
@@ -113,7 +115,10 @@ pub fn initial_screen(flow_json: &Value, node_data: &Value) -> Option<String> {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
-        if let Some(entry) = ids.iter().find(|id| routes.contains_key(**id) && !targets.contains(id)) {
+        if let Some(entry) = ids
+            .iter()
+            .find(|id| routes.contains_key(**id) && !targets.contains(id))
+        {
             return Some((*entry).to_owned());
         }
     }
@@ -124,7 +129,11 @@ fn screen_ids(flow_json: &Value) -> Vec<&str> {
     flow_json
         .get("screens")
         .and_then(Value::as_array)
-        .map(|s| s.iter().filter_map(|s| s.get("id").and_then(Value::as_str)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| s.get("id").and_then(Value::as_str))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -158,7 +167,12 @@ pub fn next_screen(flow_json: &Value, current: &str, submitted: &Value) -> Next 
         Some(routes) => routes
             .get(current)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default(),
         None => {
             let ids = screen_ids(flow_json);
@@ -225,10 +239,22 @@ pub fn components(flow: &FlowRow) -> Vec<Component> {
     out
 }
 
-fn component(flow: &FlowRow, list: &str, entry: &Value) -> Result<Option<Component>, DataSourceError> {
-    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+fn component(
+    flow: &FlowRow,
+    list: &str,
+    entry: &Value,
+) -> Result<Option<Component>, DataSourceError> {
+    let text = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
     let Some(name) = text(entry, "componentName") else {
-        return Err(DataSourceError::Invalid(format!("{list}: an entry has no componentName")));
+        return Err(DataSourceError::Invalid(format!(
+            "{list}: an entry has no componentName"
+        )));
     };
     let label = format!("{list} `{name}`");
     let kind = text(entry, "integrationType");
@@ -239,10 +265,18 @@ fn component(flow: &FlowRow, list: &str, entry: &Value) -> Result<Option<Compone
         return Ok(None);
     }
     // integrationConfigs keep the request under `params`, dataSourceConfig at the top.
-    let spec = if list == "integrationConfigs" { &params } else { entry };
+    let spec = if list == "integrationConfigs" {
+        &params
+    } else {
+        entry
+    };
     let depends_on: Vec<String> = match entry.get("dependsOn") {
         Some(Value::String(s)) if !s.trim().is_empty() => vec![s.trim().to_owned()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     };
     let transform = match entry.get("transformTo") {
@@ -261,13 +295,30 @@ fn component(flow: &FlowRow, list: &str, entry: &Value) -> Result<Option<Compone
     });
 
     if let Some(id) = text(spec, "connectionId").or_else(|| text(entry, "connectionId")) {
-        let id = Uuid::parse_str(&id).map_err(|_| DataSourceError::Invalid(format!("{label}: connectionId `{id}` is not a uuid")))?;
-        return Ok(Some(Component { name, screen, depends_on, source: ComponentSource::Connection { id, data_key, transform } }));
+        let id = Uuid::parse_str(&id).map_err(|_| {
+            DataSourceError::Invalid(format!("{label}: connectionId `{id}` is not a uuid"))
+        })?;
+        return Ok(Some(Component {
+            name,
+            screen,
+            depends_on,
+            source: ComponentSource::Connection {
+                id,
+                data_key,
+                transform,
+            },
+        }));
     }
 
     let source_id = match text(spec, "dataSourceId") {
-        Some(id) => Uuid::parse_str(&id).map_err(|_| DataSourceError::Invalid(format!("{label}: dataSourceId `{id}` is not a uuid")))?,
-        None => flow.data_source_id.ok_or_else(|| DataSourceError::Invalid(format!("{label}: no connectionId, dataSourceId, nor a data source on the flow")))?,
+        Some(id) => Uuid::parse_str(&id).map_err(|_| {
+            DataSourceError::Invalid(format!("{label}: dataSourceId `{id}` is not a uuid"))
+        })?,
+        None => flow.data_source_id.ok_or_else(|| {
+            DataSourceError::Invalid(format!(
+                "{label}: no connectionId, dataSourceId, nor a data source on the flow"
+            ))
+        })?,
     };
     let endpoint = model::checked_endpoint(&label, &text(spec, "endpoint").unwrap_or_default())?;
     let method = match text(spec, "method").as_deref() {
@@ -280,7 +331,11 @@ fn component(flow: &FlowRow, list: &str, entry: &Value) -> Result<Option<Compone
     let mut mapping = Map::new();
     if let Some(Value::Object(query)) = spec.get("queryParams") {
         for (k, v) in query {
-            match v.as_str().and_then(|s| s.strip_prefix("${")).and_then(|s| s.strip_suffix('}')) {
+            match v
+                .as_str()
+                .and_then(|s| s.strip_prefix("${"))
+                .and_then(|s| s.strip_suffix('}'))
+            {
                 Some(field) => {
                     mapping.insert(k.clone(), Value::String(format!("$['{}']", field.trim())));
                 }
@@ -311,17 +366,30 @@ fn component(flow: &FlowRow, list: &str, entry: &Value) -> Result<Option<Compone
         param_mapping,
         is_active: true,
     };
-    Ok(Some(Component { name, screen, depends_on, source: ComponentSource::Inline(Box::new(connection)) }))
+    Ok(Some(Component {
+        name,
+        screen,
+        depends_on,
+        source: ComponentSource::Inline(Box::new(connection)),
+    }))
 }
 
 /// The components that fill `screen`: those placed on it, plus unplaced ones whose
 /// dependencies are all in `gathered` (none at all: only on the initial screen).
-pub fn components_for<'a>(all: &'a [Component], screen: &str, initial: bool, gathered: &Value) -> Vec<&'a Component> {
+pub fn components_for<'a>(
+    all: &'a [Component],
+    screen: &str,
+    initial: bool,
+    gathered: &Value,
+) -> Vec<&'a Component> {
     all.iter()
         .filter(|c| match &c.screen {
             Some(s) => s == screen,
             None if c.depends_on.is_empty() => initial,
-            None => c.depends_on.iter().all(|f| gathered.get(f).is_some_and(|v| !v.is_null())),
+            None => c
+                .depends_on
+                .iter()
+                .all(|f| gathered.get(f).is_some_and(|v| !v.is_null())),
         })
         .collect()
 }
@@ -363,7 +431,10 @@ pub async fn resolve_screen(
                 Vec::new()
             }
         };
-        out.data.insert(component.name.clone(), serde_json::to_value(items).unwrap_or(Value::Array(Vec::new())));
+        out.data.insert(
+            component.name.clone(),
+            serde_json::to_value(items).unwrap_or(Value::Array(Vec::new())),
+        );
     }
     if !failed.is_empty() {
         out.error_message = Some(format!(
@@ -382,7 +453,11 @@ async fn resolve_component(
 ) -> Result<Vec<Item>, DataSourceError> {
     let connection = match &component.source {
         ComponentSource::Inline(connection) => (**connection).clone(),
-        ComponentSource::Connection { id, data_key, transform } => {
+        ComponentSource::Connection {
+            id,
+            data_key,
+            transform,
+        } => {
             let mut connection = super::load_chain(pool, *id).await?.remove(0);
             if connection.data_key.is_none() {
                 connection.data_key = data_key.clone();

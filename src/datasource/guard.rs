@@ -39,9 +39,7 @@ pub fn permitted(ip: IpAddr, allowed: &[IpNet]) -> bool {
     match ip {
         IpAddr::V4(v4) => public_v4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => {
-                allowed.iter().any(|net| net.contains(&IpAddr::V4(v4))) || public_v4(v4)
-            }
+            Some(v4) => allowed.iter().any(|net| net.contains(&IpAddr::V4(v4))) || public_v4(v4),
             None => public_v6(v6),
         },
     }
@@ -86,14 +84,14 @@ impl Resolve for GuardedResolver {
         let allowed = self.allowed.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(bad) = addrs.iter().find(|a| !permitted(a.ip(), &allowed)) {
                 return Err(Box::new(BlockedAddress {
                     host,
                     addr: bad.ip(),
-                }) as Box<dyn std::error::Error + Send + Sync>);
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             let addrs: Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
@@ -112,11 +110,7 @@ pub fn redirect_policy() -> reqwest::redirect::Policy {
             && to.host_str() == first.host_str()
             && to.port_or_known_default() == first.port_or_known_default();
         if !same {
-            let to = format!(
-                "{}://{}",
-                to.scheme(),
-                to.host_str().unwrap_or_default()
-            );
+            let to = format!("{}://{}", to.scheme(), to.host_str().unwrap_or_default());
             return attempt.error(CrossHostRedirect { to });
         }
         if attempt.previous().len() > 5 {
@@ -132,7 +126,19 @@ mod tests {
 
     #[test]
     fn private_loopback_and_link_local_addresses_are_refused_unless_allowed() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "0.0.0.0"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(!permitted(ip, &[]), "{ip} must be refused");
         }

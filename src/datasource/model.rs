@@ -33,7 +33,10 @@ pub enum Auth {
     /// `Authorization: Bearer <token>`
     Bearer(SecretString),
     /// `<header>: <token>`
-    ApiKey { header: HeaderName, token: SecretString },
+    ApiKey {
+        header: HeaderName,
+        token: SecretString,
+    },
     /// `Authorization: Basic <token>`, the token being base64 of `user:password`.
     Basic(SecretString),
 }
@@ -165,9 +168,14 @@ impl TryFrom<DataSourceRow> for DataSource {
                     .as_deref()
                     .map(str::trim)
                     .filter(|n| !n.is_empty())
-                    .ok_or_else(|| invalid(&label, "auth_type API_KEY needs an auth_header_name"))?;
+                    .ok_or_else(|| {
+                        invalid(&label, "auth_type API_KEY needs an auth_header_name")
+                    })?;
                 let header = HeaderName::from_str(name).map_err(|_| {
-                    invalid(&label, format!("auth_header_name `{name}` is not a valid header name"))
+                    invalid(
+                        &label,
+                        format!("auth_header_name `{name}` is not a valid header name"),
+                    )
                 })?;
                 Auth::ApiKey {
                     header,
@@ -181,16 +189,23 @@ impl TryFrom<DataSourceRow> for DataSource {
             None | Some(Value::Null) => {}
             Some(Value::Object(map)) => {
                 for (name, value) in map {
-                    let header = HeaderName::from_str(&name)
-                        .map_err(|_| invalid(&label, format!("header name `{name}` is not valid")))?;
+                    let header = HeaderName::from_str(&name).map_err(|_| {
+                        invalid(&label, format!("header name `{name}` is not valid"))
+                    })?;
                     let text = match value {
                         Value::String(s) => s,
                         Value::Number(n) => n.to_string(),
                         Value::Bool(b) => b.to_string(),
-                        _ => return Err(invalid(&label, format!("header `{name}` must be a string"))),
+                        _ => {
+                            return Err(invalid(
+                                &label,
+                                format!("header `{name}` must be a string"),
+                            ))
+                        }
                     };
-                    let mut value = HeaderValue::from_str(&text)
-                        .map_err(|_| invalid(&label, format!("header `{name}` has an invalid value")))?;
+                    let mut value = HeaderValue::from_str(&text).map_err(|_| {
+                        invalid(&label, format!("header `{name}` has an invalid value"))
+                    })?;
                     // Extra headers often carry keys too; keep them out of any debug output.
                     value.set_sensitive(true);
                     headers.push((header, value));
@@ -270,7 +285,10 @@ pub fn transform_from_json(label: &str, value: &Value) -> Result<TransformConfig
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
-            Some(_) => Err(invalid(label, format!("transform_config.{camel} must be a string"))),
+            Some(_) => Err(invalid(
+                label,
+                format!("transform_config.{camel} must be a string"),
+            )),
         }
     };
     Ok(TransformConfig {
@@ -281,17 +299,26 @@ pub fn transform_from_json(label: &str, value: &Value) -> Result<TransformConfig
 }
 
 /// Parses a `param_mapping` object: each value a JSONPath (`$...`) or a constant.
-pub fn parse_mapping(label: &str, mapping: &Map<String, Value>) -> Result<Vec<ParamMapping>, DataSourceError> {
+pub fn parse_mapping(
+    label: &str,
+    mapping: &Map<String, Value>,
+) -> Result<Vec<ParamMapping>, DataSourceError> {
     mapping
         .iter()
         .map(|(name, value)| {
             let Value::String(source) = value else {
-                return Err(invalid(label, format!("param_mapping `{name}` must be a string")));
+                return Err(invalid(
+                    label,
+                    format!("param_mapping `{name}` must be a string"),
+                ));
             };
             let source = source.trim().to_owned();
             let path = if source.starts_with('$') {
                 Some(JsonPath::parse(&source).map_err(|e| {
-                    invalid(label, format!("param_mapping `{name}`: `{source}` is not JSONPath: {e}"))
+                    invalid(
+                        label,
+                        format!("param_mapping `{name}`: `{source}` is not JSONPath: {e}"),
+                    )
                 })?)
             } else {
                 None
@@ -318,7 +345,11 @@ pub fn checked_endpoint(label: &str, endpoint: &str) -> Result<String, DataSourc
     Ok(endpoint.to_owned())
 }
 
-fn object_or_empty(label: &str, what: &str, value: Option<Value>) -> Result<Map<String, Value>, DataSourceError> {
+fn object_or_empty(
+    label: &str,
+    what: &str,
+    value: Option<Value>,
+) -> Result<Map<String, Value>, DataSourceError> {
     match value {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(map)) => Ok(map),

@@ -2,6 +2,7 @@
 //! (signatures, sizes), call into `whatsapp`, `store` or `worker`, and map errors to
 //! status codes in one place.
 
+mod flows;
 mod health;
 
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::credentials::CredentialStore;
+use crate::datasource::DataSourceClient;
+use crate::whatsapp::flows_crypto::FlowsKey;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -24,6 +27,10 @@ pub struct AppState {
     pub credentials: CredentialStore,
     /// Wakes the turn worker when ingest has recorded new work.
     pub work_notify: Arc<tokio::sync::Notify>,
+    /// The Flows endpoint's private key; `None` when WABOT_FLOWS_PRIVATE_KEY is unset.
+    pub flows_key: Option<Arc<FlowsKey>>,
+    /// The guarded HTTP client of data sources (Flows endpoint, executor).
+    pub datasources: DataSourceClient,
 }
 
 /// The whole router, with request ids, tracing and a request timeout.
@@ -31,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     let request_timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     Router::new()
         .merge(health::routes())
+        .merge(flows::routes(&state.config.flows.endpoint_path))
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, request_timeout))

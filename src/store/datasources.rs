@@ -43,7 +43,10 @@ pub struct ConnectionRow {
 
 /// The data source `id`, if it exists.
 #[tracing::instrument(skip(pool))]
-pub async fn load_data_source(pool: &PgPool, id: Uuid) -> Result<Option<DataSourceRow>, sqlx::Error> {
+pub async fn load_data_source(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<DataSourceRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, name, type::text AS kind, base_url, auth_type::text AS auth_type, \
                 auth_token, auth_header_name, headers, config, is_active, timeout \
@@ -74,7 +77,10 @@ pub async fn load_data_source(pool: &PgPool, id: Uuid) -> Result<Option<DataSour
 
 /// The connection `id`, if it exists.
 #[tracing::instrument(skip(pool))]
-pub async fn load_connection(pool: &PgPool, id: Uuid) -> Result<Option<ConnectionRow>, sqlx::Error> {
+pub async fn load_connection(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<ConnectionRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, name, data_source_id, endpoint, method::text AS method, default_params, \
                 default_body, data_key, transform_config, depends_on_connection_id, \

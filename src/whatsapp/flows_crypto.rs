@@ -146,8 +146,8 @@ impl FlowsKey {
         if pem.contains("Proc-Type: 4,ENCRYPTED") {
             return Err(KeyError::LegacyEncryptedPem);
         }
-        let (label, der) =
-            pkcs8::der::pem::decode_vec(pem.trim().as_bytes()).map_err(|e| KeyError::Pem(e.to_string()))?;
+        let (label, der) = pkcs8::der::pem::decode_vec(pem.trim().as_bytes())
+            .map_err(|e| KeyError::Pem(e.to_string()))?;
         let mut pkcs8_der = match label {
             "PRIVATE KEY" => der,
             "RSA PRIVATE KEY" => wrap_pkcs1(&der)?,
@@ -235,7 +235,8 @@ impl FlowsKey {
 
 /// Writes a new 2048-bit RSA key pair.
 pub fn generate() -> Result<GeneratedKeyPair, KeyError> {
-    let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
+    let private =
+        PrivateDecryptingKey::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
     let der = private.as_der().map_err(|_| KeyError::Generate)?;
     let private_pem = pkcs8::der::pem::encode_string("PRIVATE KEY", LineEnding::LF, der.as_ref())
         .map_err(|_| KeyError::Generate)?;
@@ -267,11 +268,14 @@ mod tests {
     /// Encrypts a request the way Meta's client does, with only the public PEM.
     fn meta_encrypt(public_pem: &str, body: &[u8]) -> (EncryptedRequest, [u8; 16], [u8; 16]) {
         let (_, der) = pkcs8::der::pem::decode_vec(public_pem.as_bytes()).unwrap();
-        let public = OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&der).unwrap()).unwrap();
+        let public =
+            OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&der).unwrap()).unwrap();
         let aes_key: [u8; 16] = rand::random();
         let iv: [u8; 16] = rand::random();
         let mut wrapped = vec![0u8; public.ciphertext_size()];
-        let wrapped = public.encrypt(&OAEP_SHA256_MGF1SHA256, &aes_key, &mut wrapped, None).unwrap();
+        let wrapped = public
+            .encrypt(&OAEP_SHA256_MGF1SHA256, &aes_key, &mut wrapped, None)
+            .unwrap();
         let data = FlowCipher::new((&aes_key).into())
             .encrypt(Nonce::<U16>::from_slice(&iv), body)
             .unwrap();
@@ -312,9 +316,15 @@ mod tests {
         let last = data.len() - 1;
         data[last] ^= 1;
         request.encrypted_flow_data = BASE64.encode(data);
-        assert!(matches!(key.decrypt_request(&request), Err(DecryptError::Payload)));
+        assert!(matches!(
+            key.decrypt_request(&request),
+            Err(DecryptError::Payload)
+        ));
         request.initial_vector = "***".into();
-        assert!(matches!(key.decrypt_request(&request), Err(DecryptError::Base64(_))));
+        assert!(matches!(
+            key.decrypt_request(&request),
+            Err(DecryptError::Base64(_))
+        ));
     }
 
     #[test]
