@@ -408,7 +408,11 @@ impl Config {
             "WABOT_DATASOURCE_DEFAULT_TIMEOUT_MS",
             &mut d.default_timeout_ms,
         )?;
-        set_parsed(env, "WABOT_DATASOURCE_MAX_TIMEOUT_MS", &mut d.max_timeout_ms)?;
+        set_parsed(
+            env,
+            "WABOT_DATASOURCE_MAX_TIMEOUT_MS",
+            &mut d.max_timeout_ms,
+        )?;
         set_parsed(
             env,
             "WABOT_DATASOURCE_MAX_RESPONSE_BYTES",
@@ -465,9 +469,15 @@ impl Config {
             ));
         }
         positive("WABOT_DB_MAX_CONNECTIONS", self.database.max_connections)?;
-        positive("WABOT_DB_ACQUIRE_TIMEOUT_MS", self.database.acquire_timeout_ms)?;
+        positive(
+            "WABOT_DB_ACQUIRE_TIMEOUT_MS",
+            self.database.acquire_timeout_ms,
+        )?;
         positive("WABOT_GRAPH_TIMEOUT_MS", self.whatsapp.graph_timeout_ms)?;
-        positive("WABOT_TURN_CONCURRENCY", self.worker.turn_concurrency as u64)?;
+        positive(
+            "WABOT_TURN_CONCURRENCY",
+            self.worker.turn_concurrency as u64,
+        )?;
         positive("WABOT_LEASE_SECS", self.worker.lease_secs)?;
         positive("WABOT_SEND_RATE", self.worker.send_rate_per_sec)?;
         positive("WABOT_SEND_MAX_ATTEMPTS", self.worker.send_max_attempts)?;
@@ -578,15 +588,14 @@ mod tests {
 
         let err = Config::load_from(None, &env(&[("WABOT_LISTEN", "nope")])).unwrap_err();
         assert!(err.to_string().contains("WABOT_LISTEN"), "{err}");
-        let err =
-            Config::load_from(None, &env(&[("WABOT_GRAPH_API_VERSION", "24")])).unwrap_err();
+        let err = Config::load_from(None, &env(&[("WABOT_GRAPH_API_VERSION", "24")])).unwrap_err();
         assert!(err.to_string().contains("WABOT_GRAPH_API_VERSION"), "{err}");
     }
 
     #[test]
     fn secrets_do_not_print() {
-        let c = Config::load_from(None, &env(&[("WABOT_ACCESS_TOKEN", "EAAG-very-secret")]))
-            .unwrap();
+        let c =
+            Config::load_from(None, &env(&[("WABOT_ACCESS_TOKEN", "EAAG-very-secret")])).unwrap();
         assert!(!format!("{c:?}").contains("EAAG-very-secret"));
     }
 
@@ -602,8 +611,8 @@ mod tests {
         let c = Config::load_from(Some(&path), &env(&[])).unwrap();
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.worker.turn_concurrency, 4);
-        let c = Config::load_from(Some(&path), &env(&[("WABOT_LISTEN", "127.0.0.1:7001")]))
-            .unwrap();
+        let c =
+            Config::load_from(Some(&path), &env(&[("WABOT_LISTEN", "127.0.0.1:7001")])).unwrap();
         assert_eq!(c.listen.port(), 7001);
 
         std::fs::write(&path, "[worker]\nturn_concurency = 4\n").unwrap();

@@ -33,13 +33,16 @@ pub struct Credentials {
     pub verify_token: Option<SecretString>,
 }
 
+/// The last answer and when it was read.
+type Cached = (Instant, Arc<Credentials>);
+
 /// Resolves credentials, caching them for `ttl`.
 #[derive(Clone)]
 pub struct CredentialStore {
     pool: PgPool,
     fallback: WhatsAppConfig,
     ttl: Duration,
-    cached: Arc<Mutex<Option<(Instant, Arc<Credentials>)>>>,
+    cached: Arc<Mutex<Option<Cached>>>,
 }
 
 impl CredentialStore {

@@ -51,39 +51,18 @@ impl Application {
                 .await
                 .context("cannot apply database migrations")?;
         }
-        Application::try_with_parts(config, pool, listener)
+        Application::with_parts(config, pool, listener)
     }
 
-    /// Like [`Application::with_parts`], but a configured Flows private key that cannot
-    /// be loaded fails start-up instead of leaving the Flows endpoint answering 503.
-    pub fn try_with_parts(
+    /// Assembles an application from parts the caller prepared (tests bind port 0 and
+    /// bring their own database). A configured Flows private key that cannot be
+    /// loaded fails here, naming WABOT_FLOWS_PRIVATE_KEY.
+    pub fn with_parts(
         config: Config,
         pool: PgPool,
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
-        let key = load_flows_key(&config)?;
-        Ok(Application::assemble(config, pool, listener, key))
-    }
-
-    /// Assembles an application from parts the caller prepared (tests bind port 0 and
-    /// bring their own database).
-    pub fn with_parts(config: Config, pool: PgPool, listener: TcpListener) -> Application {
-        let key = load_flows_key(&config).unwrap_or_else(|e| {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "the Flows endpoint will answer 503"
-            );
-            None
-        });
-        Application::assemble(config, pool, listener, key)
-    }
-
-    fn assemble(
-        config: Config,
-        pool: PgPool,
-        listener: TcpListener,
-        flows_key: Option<Arc<FlowsKey>>,
-    ) -> Application {
+        let flows_key = load_flows_key(&config)?;
         let config = Arc::new(config);
         let datasources = DataSourceClient::new(&config.datasource);
         let state = AppState {
@@ -94,7 +73,7 @@ impl Application {
             flows_key,
             datasources,
         };
-        Application { listener, state }
+        Ok(Application { listener, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -10,6 +10,7 @@
 
 pub mod datasources;
 pub mod flows;
+pub mod turns;
 pub mod whatsapp_config;
 
 use std::str::FromStr;
@@ -91,7 +92,12 @@ pub async fn revert_last(pool: &PgPool) -> Result<Option<String>, sqlx::migrate:
     let Some(last) = applied.iter().max().copied() else {
         return Ok(None);
     };
-    let target = applied.iter().filter(|v| **v < last).max().copied().unwrap_or(0);
+    let target = applied
+        .iter()
+        .filter(|v| **v < last)
+        .max()
+        .copied()
+        .unwrap_or(0);
     MIGRATOR.undo(pool, target).await?;
     let description = MIGRATOR
         .iter()

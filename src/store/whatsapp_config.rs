@@ -17,17 +17,18 @@ pub struct ActiveConfig {
     pub api_version: String,
 }
 
+type ConfigRow = (Uuid, String, String, String, String, Option<String>, String);
+
 /// The row with `is_active = true`, if there is one.
 #[tracing::instrument(skip_all)]
 pub async fn load_active(pool: &PgPool) -> Result<Option<ActiveConfig>, sqlx::Error> {
-    let row: Option<(Uuid, String, String, String, String, Option<String>, String)> =
-        sqlx::query_as(
-            "SELECT id, phone_number_id, business_account_id, access_token, \
+    let row: Option<ConfigRow> = sqlx::query_as(
+        "SELECT id, phone_number_id, business_account_id, access_token, \
                     webhook_verify_token, app_secret, api_version \
              FROM whatsapp_config WHERE is_active = true LIMIT 1",
-        )
-        .fetch_optional(pool)
-        .await?;
+    )
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(
         |(id, phone_number_id, business_account_id, token, verify, secret, api_version)| {
             ActiveConfig {

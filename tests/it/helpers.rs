@@ -1,0 +1,191 @@
+//! The test harness: a fresh, migrated database per test and the real server on a
+//! random port (zero-to-production's `spawn_app`).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use hmac::{Hmac, Mac};
+use secrecy::SecretString;
+use sha2::Sha256;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use wabot::config::Config;
+use wabot::http::AppState;
+use wabot::startup::Application;
+
+pub const APP_SECRET: &str = "test-app-secret";
+pub const VERIFY_TOKEN: &str = "test-verify-token";
+pub const ACCESS_TOKEN: &str = "test-access-token";
+pub const PHONE_NUMBER_ID: &str = "123456789";
+pub const BUSINESS_ACCOUNT_ID: &str = "987654321";
+
+/// The server's URL of the PostgreSQL the tests use (without a database name).
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Creates an empty database with a unique name; returns its URL.
+pub async fn create_empty_database() -> String {
+    let options = PgConnectOptions::from_str(&server_url()).expect("DATABASE_URL is a URL");
+    let name = format!("wabot_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .expect("PostgreSQL is reachable at DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+    admin.close().await.ok();
+    options.database(&name).to_url_lossy().to_string()
+}
+
+/// A pool on a fresh database with every migration applied.
+pub async fn fresh_pool() -> PgPool {
+    let url = create_empty_database().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect(&url)
+        .await
+        .expect("connect to the test database");
+    wabot::store::migrate(&pool)
+        .await
+        .expect("migrations apply");
+    pool
+}
+
+/// The configuration tests start from: fallback credentials set, worker off.
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config {
+        database_url: database_url.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    config.whatsapp.app_secret = Some(SecretString::from(APP_SECRET));
+    config.whatsapp.verify_token = Some(SecretString::from(VERIFY_TOKEN));
+    config.whatsapp.access_token = Some(SecretString::from(ACCESS_TOKEN));
+    config.whatsapp.phone_number_id = Some(PHONE_NUMBER_ID.to_owned());
+    config.whatsapp.business_account_id = Some(BUSINESS_ACCOUNT_ID.to_owned());
+    // Nothing listens on the discard port: a test that sends must point this at
+    // its fake Graph API.
+    config.whatsapp.graph_api_base = "http://127.0.0.1:9".to_owned();
+    config.worker.enabled = false;
+    config.worker.poll_interval_ms = 50;
+    config.server.shutdown_timeout_secs = 5;
+    config.datasource.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    config
+}
+
+/// A running wabot server and what a test needs to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    pub pool: PgPool,
+    pub config: Config,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub state: AppState,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the server on a fresh database after `configure` adjusted the config.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let url = create_empty_database().await;
+    let mut config = test_config(&url);
+    configure(&mut config);
+    let pool = PgPoolOptions::new()
+        .max_connections(config.database.max_connections)
+        .acquire_timeout(std::time::Duration::from_millis(
+            config.database.acquire_timeout_ms,
+        ))
+        .connect(&config.database_url)
+        .await
+        .expect("connect to the test database");
+    wabot::store::migrate(&pool)
+        .await
+        .expect("migrations apply");
+    spawn_on_pool(config, pool).await
+}
+
+/// Starts the server on an existing pool (a second process on the same database).
+pub async fn spawn_on_pool(config: Config, pool: PgPool) -> TestApp {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .expect("bind a loopback port");
+    let app = Application::with_parts(config.clone(), pool.clone(), listener)
+        .expect("the application assembles");
+    let address = format!("http://{}", app.local_addr());
+    let state = app.state().clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    TestApp {
+        address,
+        pool,
+        config,
+        client: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        shutdown,
+        state,
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// POSTs `body` to /webhook signed with the test app secret.
+    pub async fn post_webhook(&self, body: &[u8]) -> reqwest::Response {
+        self.client
+            .post(format!("{}/webhook", self.address))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign(body, APP_SECRET))
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server exits cleanly");
+        }
+    }
+
+    /// Ends the server at once, like a killed process: no draining.
+    pub fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// `sha256=<hex>` of HMAC-SHA256(secret, body), as Meta signs.
+pub fn sign(body: &[u8], secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A path under the shared material beside the checkout (`../shared`).
+pub fn shared(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel)
+}

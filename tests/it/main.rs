@@ -1,0 +1,7 @@
+//! wabot's integration tests: one binary, real PostgreSQL (`DATABASE_URL`, a fresh
+//! database per test), real HTTP peers on loopback.
+
+mod helpers;
+
+mod schema;
+mod serve;
