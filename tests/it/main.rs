@@ -3,5 +3,9 @@
 
 mod helpers;
 
+mod datasource;
+mod datasource_support;
+mod flows;
+mod flows_support;
 mod schema;
 mod serve;
