@@ -276,9 +276,11 @@ async fn a_private_address_is_refused_when_not_allowed() {
 async fn timeouts_size_caps_and_cross_host_redirects_are_enforced() {
     let pool = fresh_pool().await;
     let fake = spawn_source().await;
-    let mut config = wabot::config::DataSourceConfig::default();
-    config.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
-    config.max_response_bytes = 16 * 1024;
+    let config = wabot::config::DataSourceConfig {
+        allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        max_response_bytes: 16 * 1024,
+        ..Default::default()
+    };
     let client = wabot::datasource::DataSourceClient::new(&config);
     let source = insert_source(
         &pool,

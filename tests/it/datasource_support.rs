@@ -245,7 +245,9 @@ pub async fn insert_connection(pool: &PgPool, source: Uuid, c: NewConnection) ->
 
 /// The guarded client as the daemon builds it, loopback allowed.
 pub fn loopback_client() -> wabot::datasource::DataSourceClient {
-    let mut config = wabot::config::DataSourceConfig::default();
-    config.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    let config = wabot::config::DataSourceConfig {
+        allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    };
     wabot::datasource::DataSourceClient::new(&config)
 }
