@@ -1,5 +1,7 @@
 //! The `wabot` command line: parse, load the configuration, dispatch.
 
+mod datasource;
+mod flows;
 mod migrate;
 mod serve;
 
@@ -38,6 +40,15 @@ pub enum Command {
     /// Manage the database schema (the embedded migrations).
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
+    /// WhatsApp Flows endpoint tools (key generation).
+    #[command(subcommand)]
+    Flows(flows::FlowsCommand),
+    /// Data sources: `test ID` requests one and prints its items.
+    #[command(subcommand)]
+    Datasource(datasource::DataSourceCommand),
+    /// Data source connections: `test ID [--input JSON]` resolves one and prints its items.
+    #[command(subcommand)]
+    Connection(datasource::ConnectionCommand),
 }
 
 /// Parses the command line and runs it; the process's exit code.
@@ -65,6 +76,9 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(config, args).await,
             Command::Migrate(cmd) => migrate::run(config, cmd).await,
+            Command::Flows(cmd) => flows::run(&config, cmd),
+            Command::Datasource(cmd) => datasource::run_source(config, cmd).await,
+            Command::Connection(cmd) => datasource::run_connection(config, cmd).await,
         }
     });
     match result {

@@ -307,5 +307,18 @@ fn classify(error: reqwest::Error, timeout: Duration) -> DataSourceError {
         }
         source = e.source();
     }
-    DataSourceError::Http(error.without_url().to_string())
+    // reqwest's own message is terse ("error sending request"); the causes below it
+    // (connection refused, TLS, DNS) say what went wrong and carry no URL.
+    let mut causes = Vec::new();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(e) = cause {
+        causes.push(e.to_string());
+        cause = e.source();
+    }
+    let mut message = error.without_url().to_string();
+    for c in causes {
+        message.push_str(": ");
+        message.push_str(&c);
+    }
+    DataSourceError::Http(message)
 }

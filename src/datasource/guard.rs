@@ -16,7 +16,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 /// A resolved or literal address that the guard refused.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "{host} resolves to {addr}, a private, loopback or link-local address; \
+    "{host} ({addr}) is a private, loopback or link-local address; \
      list it in WABOT_DATASOURCE_ALLOWED_NETWORKS to allow it"
 )]
 pub struct BlockedAddress {

@@ -388,3 +388,51 @@ async fn the_seed_validation_rules_give_clear_errors() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn wabot_connection_test_prints_the_transformed_items() {
+    let url = crate::helpers::create_empty_database().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    wabot::store::migrate(&pool).await.unwrap();
+    let fake = spawn_source().await;
+    let source = insert_source(
+        &pool,
+        NewSource {
+            kind: "STRAPI",
+            base_url: format!("{}/api", fake.base_url),
+            ..Default::default()
+        },
+    )
+    .await;
+    let conn = insert_connection(
+        &pool,
+        source,
+        NewConnection {
+            endpoint: "/products",
+            param_mapping: Some(json!({"filters[brand][slug][$eq]": "$.brand"})),
+            transform: Some(json!({"idField": "documentId", "titleField": "name"})),
+            ..Default::default()
+        },
+    )
+    .await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wabot"))
+        .args([
+            "connection",
+            "test",
+            &conn.to_string(),
+            "--input",
+            r#"{"brand":"makita"}"#,
+        ])
+        .env("DATABASE_URL", &url)
+        .env("WABOT_DATASOURCE_ALLOWED_NETWORKS", "127.0.0.0/8")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Vec<Item> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed, vec![item("p3", "Grinder", None)]);
+}

@@ -367,3 +367,45 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[tokio::test]
+async fn wabot_flows_keygen_writes_a_key_the_server_loads_and_prints_its_public_half() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flows.pem");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wabot"))
+        .args(["flows", "keygen", "--out", path.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        printed.starts_with("-----BEGIN PUBLIC KEY-----"),
+        "{printed}"
+    );
+    let key = wabot::whatsapp::flows_crypto::FlowsKey::load(&path, None).unwrap();
+    assert_eq!(key.public_key_pem(), printed);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the private key must not be readable by others"
+        );
+    }
+    let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_wabot"))
+        .args(["flows", "keygen", "--out", path.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "an existing key is not overwritten without --force"
+    );
+}
