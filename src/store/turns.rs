@@ -194,7 +194,10 @@ pub async fn parties(
 }
 
 /// The stored inbound message a job is about: Meta's message as received.
-pub async fn inbound_message(pool: &PgPool, message_id: Uuid) -> Result<Option<Value>, sqlx::Error> {
+pub async fn inbound_message(
+    pool: &PgPool,
+    message_id: Uuid,
+) -> Result<Option<Value>, sqlx::Error> {
     sqlx::query_scalar("SELECT content -> 'raw' FROM messages WHERE id = $1")
         .bind(message_id)
         .fetch_optional(pool)
