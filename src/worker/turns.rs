@@ -225,6 +225,13 @@ impl TurnWorker {
 
         let event = match job.kind.as_str() {
             "timeout" => Event::WaitTimedOut,
+            "flow_failed" => Event::FlowSendFailed {
+                error: job.payload["error"]["message"]
+                    .as_str()
+                    .or(job.payload["error"]["title"].as_str())
+                    .unwrap_or("the Flow message could not be sent")
+                    .to_owned(),
+            },
             _ => {
                 let Some(message_id) = job.message_id else {
                     return self.skip(job, "an inbound job without a message").await;
@@ -241,10 +248,16 @@ impl TurnWorker {
         let (context, chatbot, event) =
             match store::contexts::load_active(pool, job.conversation_id).await? {
                 Some(context) => {
-                    if let Event::WaitTimedOut = event {
-                        if !timer_matches(&job.payload, &context) {
-                            return self.skip(job, "the wait this timer was for is over").await;
+                    let current = match &event {
+                        Event::WaitTimedOut => timer_matches(&job.payload, &context),
+                        Event::FlowSendFailed { .. } => {
+                            job.payload["flowToken"].as_str()
+                                == Some(context.flow_token(&context.current_node_id).as_str())
                         }
+                        _ => true,
+                    };
+                    if !current {
+                        return self.skip(job, "the wait this job was for is over").await;
                     }
                     match self.compiled(context.chatbot_id).await? {
                         Some(bot) => (context, bot, event),
@@ -272,6 +285,7 @@ impl TurnWorker {
         let mut result =
             engine::run_turn(&chatbot, context, event, now, &self.http, &self.limits).await;
         let mut sends = std::mem::take(&mut result.sends);
+        self.launch_flows(&chatbot, &mut sends).await?;
         let mut context = result.context;
         let mut deadline = result.wait_deadline;
         if result.restart {
@@ -289,6 +303,7 @@ impl TurnWorker {
                         &self.limits,
                     )
                     .await;
+                    self.launch_flows(&bot, &mut again.sends).await?;
                     sends.append(&mut again.sends);
                     context = again.context;
                     deadline = again.wait_deadline;
@@ -312,6 +327,57 @@ impl TurnWorker {
         .await
     }
 
+    /// Completes the Flow messages of a turn from their `whatsapp_flows` rows: Meta's
+    /// flow id when the node names our row's uuid, and `data_exchange` for a Flow
+    /// served by an endpoint unless the node's `flowMode` chose otherwise.
+    async fn launch_flows(
+        &self,
+        bot: &CompiledChatbot,
+        sends: &mut [engine::Outgoing],
+    ) -> anyhow::Result<()> {
+        for send in sends.iter_mut() {
+            let engine::Outgoing::Flow {
+                flow_id,
+                flow_token,
+                flow_action,
+                screen,
+                data,
+                ..
+            } = send
+            else {
+                continue;
+            };
+            let Some(row) = store::flows::load_flow(&self.state.pool, flow_id).await? else {
+                continue;
+            };
+            if let Some(meta_id) = row.whatsapp_flow_id.as_ref().filter(|id| !id.is_empty()) {
+                flow_id.clone_from(meta_id);
+            }
+            let mode_set = engine::context::parse_flow_token(flow_token)
+                .and_then(|(_, node_id)| bot.find(node_id))
+                .map(|index| match &bot.node(index).kind {
+                    engine::node::NodeKind::Flow(f) => f.mode_set,
+                    _ => true,
+                })
+                .unwrap_or(true);
+            if mode_set {
+                continue;
+            }
+            let node_data = json!({ "flowInitialScreen": screen.clone() });
+            let launch = crate::datasource::flow::flow_launch(Some(&row), &node_data);
+            *flow_action = launch.flow_action;
+            match launch.flow_action {
+                engine::FlowAction::DataExchange => {
+                    // The endpoint's INIT answer brings the first screen and its data.
+                    *screen = None;
+                    *data = None;
+                }
+                engine::FlowAction::Navigate => *screen = launch.screen,
+            }
+        }
+        Ok(())
+    }
+
     /// Stores the turn's effects and finishes the job, all or nothing.
     #[allow(clippy::too_many_arguments)]
     async fn commit(
@@ -328,6 +394,7 @@ impl TurnWorker {
         for old in finished {
             store::contexts::save(&mut tx, old).await?;
         }
+        store::turns::cancel_timeouts(&mut tx, job.conversation_id, job.id).await?;
         if let Some(context) = context {
             store::contexts::save(&mut tx, context).await?;
             if let Some(at) = deadline.filter(|_| context.is_active) {
@@ -349,6 +416,10 @@ impl TurnWorker {
                 now,
             )
             .await?;
+        }
+        if let Some(last) = sends.last() {
+            store::turns::touch_conversation(&mut tx, job.conversation_id, preview(last), now)
+                .await?;
         }
         if !store::turns::finish(&mut tx, job.id, &self.token, None).await? {
             tx.rollback().await?;
@@ -414,6 +485,16 @@ impl TurnWorker {
                 None
             }
         }
+    }
+}
+
+/// The text an inbox shows for an outgoing message.
+fn preview(message: &engine::Outgoing) -> &str {
+    match message {
+        engine::Outgoing::Text { body }
+        | engine::Outgoing::Buttons { body, .. }
+        | engine::Outgoing::List { body, .. }
+        | engine::Outgoing::Flow { body, .. } => body,
     }
 }
 

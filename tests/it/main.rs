@@ -3,10 +3,14 @@
 
 mod helpers;
 
+mod datasource;
+mod datasource_support;
 mod e2e;
 mod engine;
 mod engine_cli;
 mod engine_store;
+mod flows;
+mod flows_support;
 mod schema;
 mod sender;
 mod serve;

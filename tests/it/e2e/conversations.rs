@@ -83,6 +83,12 @@ async fn the_sample_support_bot_answers_a_button_and_completes_then_starts_again
         assert_eq!(Some(wamid.as_str()), accepted[i].wamid(), "reply {i}");
     }
 
+    let (last,): (String,) = sqlx::query_as("SELECT \"lastMessage\"::text FROM conversations")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(last.starts_with("Bizi tercih ettiginiz icin"), "{last}");
+
     // A new message after completion starts the chatbot again.
     engine.say(text("wamid.IN3", "tekrar")).await;
     let replies = engine.replies(4, 2).await;
@@ -321,4 +327,94 @@ async fn a_question_that_waits_too_long_follows_its_timeout_edge() {
             .await
             .unwrap();
     assert_eq!(reason.as_deref(), Some("flow_completed"));
+}
+
+#[tokio::test]
+async fn a_flow_message_meta_refuses_takes_the_flow_nodes_error_edge() {
+    let bot = json!({"name": "Flow or not", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "Start"}},
+        {"id": "f", "type": "whatsapp_flow", "data": {"label": "Form", "whatsappFlowId": "FLOW_1",
+            "flowCta": "Open", "flowBodyText": "Please fill in the form"}},
+        {"id": "bad", "type": "message", "data": {"label": "Bad", "content": "The form is unavailable."}},
+        {"id": "good", "type": "message", "data": {"label": "Good", "content": "Thanks {{flow_1.response.name}}"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "f"},
+        {"id": "e2", "source": "f", "target": "good"},
+        {"id": "e3", "source": "f", "target": "bad", "sourceHandle": "error"}
+    ]});
+    let engine = Engine::start().await;
+    install_chatbot(&engine.app.pool, &bot).await;
+    engine
+        .graph
+        .fail_next(1, crate::support_graph::Failure::Undeliverable);
+    engine.say(text("wamid.FF1", "hi")).await;
+    let r = engine.replies(0, 1).await;
+    assert_eq!(r[0].text(), Some("The form is unavailable."));
+    let flow_requests = engine
+        .graph
+        .requests()
+        .iter()
+        .filter(|r| r.body["interactive"]["type"] == "flow")
+        .count();
+    assert_eq!(flow_requests, 1, "the refused Flow message is not retried");
+}
+
+#[tokio::test]
+async fn a_flow_node_opens_its_flow_the_way_the_flow_row_says() {
+    let engine = Engine::start().await;
+    let pool = &engine.app.pool;
+    let insert_flow = |meta_id: &'static str, endpoint: Option<&'static str>| async move {
+        sqlx::query_scalar::<_, uuid::Uuid>(
+            "INSERT INTO whatsapp_flows (whatsapp_flow_id, name, \"flowJson\", endpoint_uri) \
+             VALUES ($1, $1, $2, $3) RETURNING id",
+        )
+        .bind(meta_id)
+        .bind(json!({"version": "7.0", "screens": [{"id": "WELCOME"}, {"id": "DONE", "terminal": true}],
+                     "routing_model": {"WELCOME": ["DONE"], "DONE": []}}))
+        .bind(endpoint)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let with_endpoint = insert_flow(
+        "META_FLOW_ENDPOINT",
+        Some("https://bot.example.com/flows/endpoint"),
+    )
+    .await;
+    let static_flow = insert_flow("META_FLOW_STATIC", None).await;
+
+    let bot = json!({"name": "Two flows", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "Start"}},
+        {"id": "f1", "type": "whatsapp_flow", "data": {"label": "Dynamic", "whatsappFlowId": with_endpoint.to_string(),
+            "flowCta": "Open", "flowBodyText": "Dynamic form"}},
+        {"id": "f2", "type": "whatsapp_flow", "data": {"label": "Static", "whatsappFlowId": static_flow.to_string(),
+            "flowCta": "Open", "flowBodyText": "Static form"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "f1"},
+        {"id": "e2", "source": "f1", "target": "f2"}
+    ]});
+    install_chatbot(pool, &bot).await;
+
+    engine.say(text("wamid.FL1", "hi")).await;
+    let r = engine.replies(0, 1).await;
+    let params = &r[0].body["interactive"]["action"]["parameters"];
+    assert_eq!(
+        params["flow_id"], "META_FLOW_ENDPOINT",
+        "Meta's id, not our uuid"
+    );
+    assert_eq!(params["flow_action"], "data_exchange");
+    assert!(params.get("flow_action_payload").is_none(), "{params}");
+
+    let token = params["flow_token"].as_str().unwrap().to_owned();
+    engine
+        .say(nfm_reply(
+            "wamid.FL2",
+            &json!({"flow_token": token, "ok": true}),
+        ))
+        .await;
+    let r = engine.replies(1, 1).await;
+    let params = &r[0].body["interactive"]["action"]["parameters"];
+    assert_eq!(params["flow_id"], "META_FLOW_STATIC");
+    assert_eq!(params["flow_action"], "navigate");
+    assert_eq!(params["flow_action_payload"]["screen"], "WELCOME");
 }
