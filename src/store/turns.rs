@@ -232,7 +232,7 @@ pub async fn touch_conversation(
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     // "lastMessage" is a varchar(1000).
-    let preview: String = preview.chars().take(1000).collect();
+    let preview = crate::text::truncate_chars(preview, 1000);
     sqlx::query(
         "UPDATE conversations SET \"lastMessage\" = $2, \"lastMessageAt\" = $3, \"updatedAt\" = now() \
          WHERE id = $1",

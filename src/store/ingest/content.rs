@@ -6,6 +6,8 @@
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use crate::text::truncate_chars;
+
 use crate::whatsapp::webhook::{ApiError, Interactive, Media, Message, MessageKind};
 
 /// `conversations."lastMessage"` is a varchar(1000).
@@ -205,13 +207,6 @@ fn interactive(content: &mut Map<String, Value>, i: &Interactive) -> String {
             "Interactive response".into()
         }
         Interactive::Missing => "Interactive response".into(),
-    }
-}
-
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((cut, _)) => s[..cut].to_owned(),
-        None => s.to_owned(),
     }
 }
 

@@ -22,6 +22,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::store::statuses::{self, StatusOutcome};
+use crate::text::truncate_chars;
 use crate::whatsapp::webhook::{Envelope, Message, MessageKind, MessagesValue, Status};
 
 /// users."phoneNumber" is a varchar(20); a longer sender id cannot be a wa_id.
@@ -491,11 +492,4 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 fn is_lost_race(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db)
         if matches!(db.code().as_deref(), Some("40001") | Some("40P01")))
-}
-
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((cut, _)) => s[..cut].to_owned(),
-        None => s.to_owned(),
-    }
 }
