@@ -347,6 +347,9 @@ pub struct Status {
     /// The wamid of our message.
     pub id: Option<String>,
     pub status: StatusKind,
+    /// `payment` for the transaction statuses of order-details messages; absent
+    /// (or `message`) for delivery statuses.
+    pub type_name: Option<String>,
     pub timestamp: Option<i64>,
     pub recipient_id: Option<String>,
     pub conversation: Option<StatusConversation>,
@@ -357,11 +360,17 @@ pub struct Status {
 }
 
 impl Status {
+    /// Whether this reports the delivery of a message (rather than, say, a payment).
+    pub fn is_delivery(&self) -> bool {
+        self.type_name.as_deref().map_or(true, |t| t == "message")
+    }
+
     fn from_value(value: &Value) -> Option<Status> {
         let map = value.as_object()?;
         Some(Status {
             id: str_field(map, "id"),
             status: StatusKind::parse(str_field(map, "status").as_deref().unwrap_or("")),
+            type_name: str_field(map, "type"),
             timestamp: map.get("timestamp").and_then(lenient::as_i64),
             recipient_id: str_field(map, "recipient_id"),
             conversation: map
