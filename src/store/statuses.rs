@@ -34,7 +34,11 @@ pub async fn record(
     conn: &mut PgConnection,
     status: &Status,
 ) -> Result<StatusOutcome, sqlx::Error> {
-    let Some(wamid) = status.id.as_deref().filter(|id| !id.is_empty()) else {
+    let Some(wamid) = status
+        .id
+        .as_deref()
+        .filter(|id| !id.is_empty() && id.chars().count() <= super::ingest::WAMID_MAX_CHARS)
+    else {
         return Ok(StatusOutcome::Skipped);
     };
     lock_wamid(conn, wamid).await?;

@@ -593,3 +593,32 @@ async fn a_batch_of_entries_changes_messages_and_statuses_is_stored_whole() {
     assert_eq!(app.post_webhook(&renamed).await.status(), 200);
     assert_eq!(user(&app.pool, "16505550032").await.1, "Robert");
 }
+
+#[tokio::test]
+async fn nul_characters_and_absurd_ids_do_not_poison_a_batch() {
+    let app = spawn_app().await;
+    let wa_id = "16505550060";
+    let ts = now_secs();
+    let long_wamid = format!("wamid.{}", "X".repeat(5000));
+    let body = messages_webhook(
+        wa_id,
+        "Nul\u{0}Name",
+        vec![
+            text(wa_id, "wamid.NUL", "a\u{0}b", ts),
+            text(wa_id, &long_wamid, "too long an id", ts),
+            text(wa_id, "wamid.FINE", "fine", ts),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&body).contains("\\u0000"));
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    let (_, content, ..) = message_row(&app.pool, "wamid.NUL").await;
+    assert_eq!(content["text"], "a\u{FFFD}b");
+    assert_eq!(message_row(&app.pool, "wamid.FINE").await.1["text"], "fine");
+    assert_eq!(user(&app.pool, wa_id).await.1, "Nul\u{FFFD}Name");
+    let skipped: i32 = sqlx::query_scalar("SELECT messages_skipped FROM webhook_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(skipped, 1);
+    assert_eq!(count(&app.pool, "messages").await, 2);
+}
