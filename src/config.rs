@@ -92,6 +92,9 @@ pub struct WorkerConfig {
     pub send_rate_per_sec: u32,
     /// `WABOT_SEND_MAX_ATTEMPTS`: attempts of a retryable send before it fails.
     pub send_max_attempts: u32,
+    /// `WABOT_SEND_RETRY_BASE_MS`: the first delay of a retried send; it doubles with
+    /// every attempt (quadruples after Meta's pair rate limit, 131056), with jitter.
+    pub send_retry_base_ms: u64,
     /// `WABOT_POLL_INTERVAL_MS`: how often idle workers look for work they were not
     /// notified of (jobs of other processes, expired leases, due timers).
     pub poll_interval_ms: u64,
@@ -236,6 +239,7 @@ impl Default for WorkerConfig {
             lease_secs: 30,
             send_rate_per_sec: 80,
             send_max_attempts: 12,
+            send_retry_base_ms: 1_000,
             poll_interval_ms: 500,
         }
     }
@@ -380,6 +384,7 @@ impl Config {
         set_parsed(env, "WABOT_LEASE_SECS", &mut w.lease_secs)?;
         set_parsed(env, "WABOT_SEND_RATE", &mut w.send_rate_per_sec)?;
         set_parsed(env, "WABOT_SEND_MAX_ATTEMPTS", &mut w.send_max_attempts)?;
+        set_parsed(env, "WABOT_SEND_RETRY_BASE_MS", &mut w.send_retry_base_ms)?;
         set_parsed(env, "WABOT_POLL_INTERVAL_MS", &mut w.poll_interval_ms)?;
 
         let e = &mut self.engine;
@@ -481,6 +486,7 @@ impl Config {
         positive("WABOT_LEASE_SECS", self.worker.lease_secs)?;
         positive("WABOT_SEND_RATE", self.worker.send_rate_per_sec)?;
         positive("WABOT_SEND_MAX_ATTEMPTS", self.worker.send_max_attempts)?;
+        positive("WABOT_SEND_RETRY_BASE_MS", self.worker.send_retry_base_ms)?;
         positive("WABOT_POLL_INTERVAL_MS", self.worker.poll_interval_ms)?;
         positive("WABOT_MAX_STEPS_PER_TURN", self.engine.max_steps_per_turn)?;
         positive("WABOT_CONTEXT_TTL_SECS", self.engine.context_ttl_secs)?;

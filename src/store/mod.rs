@@ -8,7 +8,12 @@
 //!
 //! This module is the one seam where a second storage backend could plug in.
 
+pub mod chatbots;
+pub mod contexts;
+pub mod datasources;
+pub mod flows;
 pub mod ingest;
+pub mod outbox;
 pub mod statuses;
 pub mod turns;
 pub mod whatsapp_config;

@@ -215,7 +215,9 @@ pub struct Message {
 }
 
 impl Message {
-    fn from_value(value: &Value) -> Option<Message> {
+    /// Reads one message object (as kept in `content.raw`); `None` when it is not
+    /// a JSON object.
+    pub fn from_value(value: &Value) -> Option<Message> {
         let map = value.as_object()?;
         // Meta's examples omit `type` on some messages; the body's key says it then.
         let type_name = str_field(map, "type")

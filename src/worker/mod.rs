@@ -3,17 +3,32 @@
 //! Both claim rows from work tables in PostgreSQL (`FOR UPDATE SKIP LOCKED`, with
 //! leases), so any number of wabot processes can share one database.
 
+pub mod rate_limit;
+pub mod rest_api;
+pub mod sender;
+pub mod turns;
+
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::AppState;
 
 /// Starts the background workers; the tracker is closed and awaited on shutdown.
-pub fn spawn(state: AppState, shutdown: CancellationToken) -> TaskTracker {
+pub fn spawn(state: AppState, shutdown: CancellationToken) -> anyhow::Result<TaskTracker> {
     let tracker = TaskTracker::new();
     if !state.config.worker.enabled {
-        return tracker;
+        return Ok(tracker);
     }
-    let _ = shutdown;
-    tracker
+    let turns = Arc::new(turns::TurnWorker::new(state.clone())?);
+    tracker.spawn(turns.run(state.work_notify.clone(), shutdown.clone()));
+    let sender = Arc::new(sender::Sender::new(
+        state.pool.clone(),
+        state.credentials.clone(),
+        state.graph.clone(),
+        sender::SenderOptions::from_config(&state.config),
+    ));
+    tracker.spawn(sender.run(state.send_notify.clone(), shutdown.clone()));
+    Ok(tracker)
 }

@@ -264,6 +264,13 @@ async fn store_message(
         None => {
             let id = find_or_create_conversation(conn, &business, &from, business_user, customer)
                 .await?;
+            // Concurrent webhooks of one conversation queue here until this
+            // transaction ends, so turn job ids (which order the conversation's turns)
+            // follow commit order: a job committed later never gets a smaller id.
+            sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
             cache.conversations.insert(key, id);
             id
         }

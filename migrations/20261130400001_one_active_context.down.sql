@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS public."UQ_conversation_contexts_one_active";

@@ -1,0 +1,558 @@
+//! The executor: one turn applies an event to the waiting node, then runs the
+//! non-waiting nodes that follow until the next wait or the end.
+
+use chrono::{DateTime, Utc};
+use petgraph::graph::NodeIndex;
+use serde_json::{json, Map, Value};
+
+use super::compile::{CompiledChatbot, Node};
+use super::condition;
+use super::context::{reason, Context, ContextStatus, EngineState};
+use super::event::Event;
+use super::http::{HttpClient, HttpError};
+use super::limits::{
+    cut, EngineLimits, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX, TEXT_BODY_MAX,
+};
+use super::node::{FlowNode, NodeKind, QuestionNode, QuestionType};
+use super::outgoing::Outgoing;
+use super::question::{self, navigation_page, page_variable};
+use super::rest;
+use super::vars::{assign, render, render_value};
+
+/// Words that leave a waiting question or Flow by its default edge.
+pub const SKIP_WORDS: [&str; 6] = ["skip", "cancel", "iptal", "atla", "vazgec", "vazgeç"];
+
+/// What a turn produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnResult {
+    /// The context to save (inactive when the conversation ended).
+    pub context: Context,
+    /// The messages to send, in order.
+    pub sends: Vec<Outgoing>,
+    /// When to deliver `Event::WaitTimedOut` if nothing else arrives first.
+    pub wait_deadline: Option<DateTime<Utc>>,
+    /// The context ended because the customer asked to start over (a restart
+    /// keyword) or came back after it expired: start a new context now and run it
+    /// with `Event::ConversationStarted`.
+    pub restart: bool,
+    /// Nodes executed in this turn.
+    pub steps: u32,
+}
+
+/// Runs one turn. Pure apart from `http`, which rest_api nodes call; `now` is the
+/// only clock. Never fails: every odd situation ends in a context state.
+pub async fn run_turn<H: HttpClient>(
+    bot: &CompiledChatbot,
+    context: Context,
+    event: Event,
+    now: DateTime<Utc>,
+    http: &H,
+    limits: &EngineLimits,
+) -> TurnResult {
+    let state = context.state();
+    let mut turn = Turn {
+        bot,
+        now,
+        limits,
+        http,
+        state,
+        ctx: context,
+        sends: Vec::new(),
+        restart: false,
+        steps: 0,
+    };
+    turn.apply(event).await;
+    turn.finish()
+}
+
+struct Turn<'a, H> {
+    bot: &'a CompiledChatbot,
+    now: DateTime<Utc>,
+    limits: &'a EngineLimits,
+    http: &'a H,
+    ctx: Context,
+    state: EngineState,
+    sends: Vec<Outgoing>,
+    restart: bool,
+    steps: u32,
+}
+
+/// Where a node sends the conversation next.
+enum Step {
+    To(Option<NodeIndex>),
+    Wait,
+}
+
+impl<H: HttpClient> Turn<'_, H> {
+    async fn apply(&mut self, event: Event) {
+        if !self.ctx.is_active || self.ctx.status.is_final() {
+            return;
+        }
+        let Some(current) = self.bot.find(&self.ctx.current_node_id) else {
+            tracing::warn!(node = %self.ctx.current_node_id, "the context's node is not in the chatbot any more");
+            self.end(ContextStatus::Completed, reason::NODE_MISSING);
+            return;
+        };
+        let status = self.ctx.status;
+        match event {
+            Event::ConversationStarted => {
+                if status == ContextStatus::Running {
+                    self.advance(Some(current), reason::FLOW_COMPLETED).await;
+                }
+            }
+            Event::InboundMessage {
+                text,
+                button_id,
+                list_row_id,
+            } => {
+                let typed = text
+                    .as_deref()
+                    .filter(|_| button_id.is_none() && list_row_id.is_none());
+                if typed.is_some_and(|t| self.is_restart_word(t)) {
+                    self.end(ContextStatus::Stopped, reason::RESTARTED);
+                    self.restart = true;
+                    return;
+                }
+                if self.state.deadline.is_some_and(|d| self.now >= d) && !self.state.node_timeout {
+                    // The customer came back after the context's time to live: the
+                    // old conversation is over and this message starts a new one.
+                    self.end(ContextStatus::Expired, reason::EXPIRED);
+                    self.restart = true;
+                    return;
+                }
+                match status {
+                    ContextStatus::WaitingInput => {
+                        self.answer(current, text, button_id, list_row_id).await
+                    }
+                    ContextStatus::WaitingFlow if typed.is_some_and(is_skip_word) => {
+                        self.record(current, json!({"skipped": true}));
+                        self.leave(current, None).await;
+                    }
+                    ContextStatus::Running => {
+                        self.advance(Some(current), reason::FLOW_COMPLETED).await
+                    }
+                    _ => tracing::debug!("message while waiting for a Flow ignored"),
+                }
+            }
+            Event::FlowReply {
+                flow_token,
+                response,
+            } => {
+                let for_this_node = token_matches(
+                    flow_token.as_deref(),
+                    self.ctx.id,
+                    &self.ctx.current_node_id,
+                );
+                if status == ContextStatus::WaitingFlow && for_this_node {
+                    self.flow_reply(current, response).await;
+                } else {
+                    tracing::debug!("Flow reply for another node or context ignored");
+                }
+            }
+            Event::FlowSendFailed { error } => {
+                if status != ContextStatus::WaitingFlow {
+                    return;
+                }
+                tracing::info!(node = %self.ctx.current_node_id, %error, "the Flow message was not sent");
+                self.record(current, json!({"success": false, "error": error}));
+                assign(&mut self.ctx.variables, "api_error", Value::String(error));
+                if self.bot.next(current, Some("error")).is_none() {
+                    self.end(ContextStatus::Completed, reason::FLOW_ERROR);
+                    return;
+                }
+                self.leave(current, Some("error")).await;
+            }
+            Event::WaitTimedOut => {
+                let waiting = matches!(
+                    status,
+                    ContextStatus::WaitingInput | ContextStatus::WaitingFlow
+                );
+                if !waiting || !self.state.deadline.is_some_and(|d| self.now >= d) {
+                    return;
+                }
+                if !self.state.node_timeout {
+                    self.end(ContextStatus::Expired, reason::EXPIRED);
+                    return;
+                }
+                self.timed_out(current).await;
+            }
+        }
+    }
+
+    fn is_restart_word(&self, text: &str) -> bool {
+        let word = fold(text);
+        self.bot
+            .restart_keywords()
+            .iter()
+            .chain(&self.limits.restart_keywords)
+            .any(|k| fold(k) == word)
+    }
+
+    /// Runs nodes from `next` until one waits or the graph ends.
+    async fn advance(&mut self, mut next: Option<NodeIndex>, mut end_reason: &'static str) {
+        while let Some(index) = next {
+            if self.steps >= self.limits.max_steps_per_turn
+                || self.state.steps >= self.limits.max_steps_per_context
+            {
+                tracing::warn!(
+                    context = %self.ctx.id,
+                    node = %self.bot.node(index).id,
+                    steps = self.steps,
+                    "loop guard: step limit reached, ending the context"
+                );
+                self.end(ContextStatus::Completed, reason::STEP_LIMIT);
+                return;
+            }
+            self.steps += 1;
+            self.state.steps += 1;
+            let node = self.bot.node(index);
+            self.ctx.current_node_id = node.id.clone();
+            self.ctx.status = ContextStatus::Running;
+            let step = self.execute(index, node, &mut end_reason).await;
+            match step {
+                Step::To(target) => next = target,
+                Step::Wait => return,
+            }
+        }
+        self.end(ContextStatus::Completed, end_reason);
+    }
+
+    async fn execute(
+        &mut self,
+        index: NodeIndex,
+        node: &Node,
+        end_reason: &mut &'static str,
+    ) -> Step {
+        let vars = &self.ctx.variables;
+        match &node.kind {
+            NodeKind::Start => {
+                self.ctx.node_history.push(node.id.clone());
+                Step::To(self.bot.next(index, None))
+            }
+            NodeKind::Message(m) => {
+                let body = cut(&render(&m.content, vars), TEXT_BODY_MAX);
+                self.sends.push(Outgoing::Text { body });
+                self.record(index, json!({}));
+                self.ctx.node_history.push(node.id.clone());
+                Step::To(self.bot.next(index, None))
+            }
+            NodeKind::Condition(c) => {
+                let result = condition::evaluate(c, vars);
+                self.record(index, json!({"data": result}));
+                self.ctx.node_history.push(node.id.clone());
+                Step::To(
+                    self.bot
+                        .next(index, Some(if result { "true" } else { "false" })),
+                )
+            }
+            NodeKind::RestApi(api) => {
+                let outcome = match rest::build_request(api, vars, self.limits.max_http_timeout) {
+                    Ok(request) => {
+                        let result = self.http.send(request).await;
+                        rest::read_response(api, &self.ctx.variables, result)
+                    }
+                    Err(e) => rest::read_response(api, vars, Err(HttpError::InvalidRequest(e))),
+                };
+                if !outcome.success {
+                    tracing::info!(node = %node.id, error = ?outcome.error, "rest_api call failed");
+                }
+                let status = outcome.status.map_or(Value::Null, Value::from);
+                let error = outcome.error.clone().map_or(Value::Null, Value::String);
+                if let Some(name) = &node.var_name {
+                    let vars = &mut self.ctx.variables;
+                    assign(vars, &format!("{name}.data"), outcome.data.clone());
+                    assign(vars, &format!("{name}.status"), status.clone());
+                    assign(vars, &format!("{name}.error"), error.clone());
+                }
+                if let Some(legacy) = &api.output_variable {
+                    assign(&mut self.ctx.variables, legacy, outcome.data.clone());
+                }
+                if let Some(legacy) = &api.error_variable {
+                    assign(&mut self.ctx.variables, legacy, error.clone());
+                }
+                self.record(
+                    index,
+                    json!({"success": outcome.success, "statusCode": status, "data": outcome.data, "error": error}),
+                );
+                self.ctx.node_history.push(node.id.clone());
+                let next = self.bot.next(
+                    index,
+                    Some(if outcome.success { "success" } else { "error" }),
+                );
+                // A failed call that leads nowhere ends the context as an API error;
+                // one the graph handles is an ordinary path.
+                if !outcome.success && next.is_none() {
+                    *end_reason = reason::API_ERROR;
+                }
+                Step::To(next)
+            }
+            NodeKind::Calendar => {
+                let message = "Google Calendar nodes are not supported by wabot";
+                if let Some(name) = &node.var_name {
+                    let result =
+                        json!({"error": true, "message": message, "code": "NOT_SUPPORTED"});
+                    assign(&mut self.ctx.variables, &format!("{name}.result"), result);
+                }
+                self.record(index, json!({"success": false, "error": message}));
+                self.ctx.node_history.push(node.id.clone());
+                Step::To(self.bot.next(index, Some("error")))
+            }
+            NodeKind::Question(q) => {
+                self.state.retries = 0;
+                let ask = question::ask(q, vars);
+                self.sends.push(ask);
+                self.wait(ContextStatus::WaitingInput, q.timeout_secs);
+                Step::Wait
+            }
+            NodeKind::Flow(f) => {
+                let send = self.flow_message(node, f);
+                self.sends.push(send);
+                self.wait(ContextStatus::WaitingFlow, f.timeout_secs);
+                Step::Wait
+            }
+        }
+    }
+
+    fn flow_message(&self, node: &Node, f: &FlowNode) -> Outgoing {
+        let vars = &self.ctx.variables;
+        Outgoing::Flow {
+            header: f.header.as_ref().map(|h| cut(&render(h, vars), HEADER_MAX)),
+            body: cut(&render(&f.body, vars), INTERACTIVE_BODY_MAX),
+            footer: f.footer.as_ref().map(|t| cut(&render(t, vars), FOOTER_MAX)),
+            flow_id: f.flow_id.clone(),
+            flow_cta: f.cta.clone(),
+            flow_token: self.ctx.flow_token(&node.id),
+            flow_action: f.action,
+            screen: f.initial_screen.clone(),
+            data: f.initial_data.as_ref().map(|d| render_value(d, vars)),
+        }
+    }
+
+    /// Puts the context to wait with the node's own timeout or the context's TTL.
+    fn wait(&mut self, status: ContextStatus, timeout_secs: Option<u64>) {
+        // Both spans are capped (a year at most) so that no document or setting can
+        // push the deadline past what a timestamp holds.
+        const YEAR_SECS: u64 = 366 * 24 * 60 * 60;
+        let ttl_secs = self.limits.context_ttl.as_secs().clamp(1, YEAR_SECS);
+        let (secs, node_timeout) = match timeout_secs {
+            Some(secs) => (secs.clamp(1, YEAR_SECS), true),
+            None => (ttl_secs, false),
+        };
+        let deadline = self.now + chrono::Duration::seconds(secs as i64);
+        self.state.deadline = Some(deadline);
+        self.state.node_timeout = node_timeout;
+        self.ctx.status = status;
+        self.ctx.expires_at = Some(deadline);
+    }
+
+    async fn answer(
+        &mut self,
+        index: NodeIndex,
+        text: Option<String>,
+        button_id: Option<String>,
+        list_row_id: Option<String>,
+    ) {
+        let NodeKind::Question(q) = &self.bot.node(index).kind else {
+            // The chatbot changed under a waiting context; carry on from this node.
+            self.advance(Some(index), reason::FLOW_COMPLETED).await;
+            return;
+        };
+        let typed = button_id.is_none() && list_row_id.is_none();
+        if typed && text.as_deref().is_some_and(is_skip_word) {
+            self.record(index, json!({"skipped": true}));
+            self.leave(index, None).await;
+            return;
+        }
+        if let (Some(row), Some(source)) = (&list_row_id, &q.dynamic) {
+            if let Some(page) = navigation_page(row) {
+                assign(
+                    &mut self.ctx.variables,
+                    &page_variable(source),
+                    Value::from(page),
+                );
+                self.sends.push(question::ask(q, &self.ctx.variables));
+                self.wait(ContextStatus::WaitingInput, q.timeout_secs);
+                return;
+            }
+        }
+        let (answer, handle) = match (q.question_type, &button_id, &list_row_id) {
+            (QuestionType::Buttons, Some(id), _) => (id.clone(), Some(id.as_str())),
+            (QuestionType::List, _, Some(id)) => (id.clone(), Some(id.as_str())),
+            (QuestionType::Text, _, _) => match &text {
+                Some(t) => (t.clone(), None),
+                None => return,
+            },
+            _ => match &text {
+                Some(t) => (t.clone(), Some("default")),
+                None => return,
+            },
+        };
+        if let (true, Some(validation)) = (typed, &q.validation) {
+            if let Err(prompt) = question::check(validation, &answer) {
+                self.state.retries += 1;
+                if self.state.retries <= validation.max_retries {
+                    self.sends.push(Outgoing::Text {
+                        body: render(&prompt, &self.ctx.variables),
+                    });
+                    self.wait(ContextStatus::WaitingInput, q.timeout_secs);
+                    return;
+                }
+                self.state.retries = 0;
+                self.record(index, json!({"success": false, "userResponse": answer, "error": "validation_exhausted"}));
+                self.ctx.node_history.push(self.bot.node(index).id.clone());
+                match self.bot.next_exact(index, "exhausted") {
+                    Some(next) => self.advance(Some(next), reason::FLOW_COMPLETED).await,
+                    None => self.end(ContextStatus::Completed, reason::VALIDATION_FAILED),
+                }
+                return;
+            }
+        }
+        self.store_answer(index, q, &answer);
+        self.record(
+            index,
+            json!({"userResponse": answer, "buttonId": button_id, "listRowId": list_row_id,
+                   "outputVariable": self.bot.node(index).var_name}),
+        );
+        self.leave(index, handle).await;
+    }
+
+    fn store_answer(&mut self, index: NodeIndex, q: &QuestionNode, answer: &str) {
+        let vars = &mut self.ctx.variables;
+        if let Some(name) = &self.bot.node(index).var_name {
+            assign(
+                vars,
+                &format!("{name}.response"),
+                Value::String(answer.to_owned()),
+            );
+        }
+        if let Some(legacy) = &q.legacy_variable {
+            assign(vars, legacy, Value::String(answer.to_owned()));
+        }
+    }
+
+    /// Leaves a waiting node by `handle` and runs on.
+    async fn leave(&mut self, index: NodeIndex, handle: Option<&str>) {
+        self.state.retries = 0;
+        self.state.deadline = None;
+        self.state.node_timeout = false;
+        self.ctx.expires_at = None;
+        self.ctx.node_history.push(self.bot.node(index).id.clone());
+        let next = self.bot.next(index, handle);
+        self.advance(next, reason::FLOW_COMPLETED).await;
+    }
+
+    async fn flow_reply(&mut self, index: NodeIndex, mut response: Value) {
+        if let Value::Object(map) = &mut response {
+            map.remove("flow_token");
+        }
+        let node = self.bot.node(index);
+        if let Some(name) = &node.var_name {
+            assign(
+                &mut self.ctx.variables,
+                &format!("{name}.response"),
+                response.clone(),
+            );
+        }
+        if let NodeKind::Flow(f) = &node.kind {
+            if let Some(legacy) = &f.output_variable {
+                assign(&mut self.ctx.variables, legacy, response.clone());
+            }
+        }
+        self.record(
+            index,
+            json!({"flowResponse": response, "outputVariable": node.var_name}),
+        );
+        self.leave(index, None).await;
+    }
+
+    async fn timed_out(&mut self, index: NodeIndex) {
+        let node = self.bot.node(index);
+        if let NodeKind::Question(q) = &node.kind {
+            if let Some(message) = &q.timeout_message {
+                self.sends.push(Outgoing::Text {
+                    body: render(message, &self.ctx.variables),
+                });
+            }
+        }
+        self.record(index, json!({"success": false, "error": "timeout"}));
+        match self.bot.next_exact(index, "timeout") {
+            Some(next) => {
+                self.state.deadline = None;
+                self.state.node_timeout = false;
+                self.ctx.expires_at = None;
+                self.ctx.node_history.push(node.id.clone());
+                self.advance(Some(next), reason::FLOW_COMPLETED).await;
+            }
+            None => self.end(ContextStatus::Expired, reason::TIMEOUT),
+        }
+    }
+
+    /// Records `nodeOutputs[nodeId]` with the common fields and `extra`.
+    fn record(&mut self, index: NodeIndex, extra: Value) {
+        let node = self.bot.node(index);
+        let mut output = Map::new();
+        output.insert("nodeId".into(), Value::String(node.id.clone()));
+        output.insert(
+            "nodeType".into(),
+            Value::String(node.kind.type_name().into()),
+        );
+        output.insert("nodeLabel".into(), Value::String(node.label.clone()));
+        output.insert("executedAt".into(), Value::String(self.now.to_rfc3339()));
+        output.insert("success".into(), Value::Bool(true));
+        if let Value::Object(extra) = extra {
+            output.extend(extra.into_iter().filter(|(_, v)| !v.is_null()));
+        }
+        self.ctx
+            .node_outputs
+            .insert(node.id.clone(), Value::Object(output));
+    }
+
+    fn end(&mut self, status: ContextStatus, why: &str) {
+        self.state.deadline = None;
+        self.state.node_timeout = false;
+        self.state.retries = 0;
+        self.ctx.finish(status, why, self.now);
+    }
+
+    fn finish(mut self) -> TurnResult {
+        self.ctx.set_state(&self.state);
+        let waiting = matches!(
+            self.ctx.status,
+            ContextStatus::WaitingInput | ContextStatus::WaitingFlow
+        );
+        TurnResult {
+            wait_deadline: if waiting && self.ctx.is_active {
+                self.state.deadline
+            } else {
+                None
+            },
+            context: self.ctx,
+            sends: self.sends,
+            restart: self.restart,
+            steps: self.steps,
+        }
+    }
+}
+
+/// Whether a typed answer is one of the skip words.
+pub fn is_skip_word(text: &str) -> bool {
+    SKIP_WORDS.contains(&fold(text).as_str())
+}
+
+/// Trimmed and lower-cased for keyword matching; Turkish `İ` folds to `i` (plain
+/// `to_lowercase` would leave a combining dot behind).
+pub fn fold(text: &str) -> String {
+    text.trim()
+        .replace('İ', "i")
+        .to_lowercase()
+        .replace('\u{307}', "")
+}
+
+/// A reply without a readable token is taken for the waiting node; one with a
+/// token must name this context and node.
+fn token_matches(token: Option<&str>, context: uuid::Uuid, node: &str) -> bool {
+    match token.and_then(super::context::parse_flow_token) {
+        None => true,
+        Some((id, n)) => id == context && n == node,
+    }
+}

@@ -1,0 +1,59 @@
+//! The HTTP interface the engine calls rest_api nodes through. The caller provides
+//! the implementation (`worker::rest_api` over reqwest; tests use a loopback
+//! server), so the engine itself never touches the network.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// One request a rest_api node makes, fully built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRequest {
+    pub method: http::Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    /// The whole request's deadline; the implementation must honour it.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Why no response came back.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HttpError {
+    #[error("the request timed out")]
+    Timeout,
+    #[error("the URL is not allowed: {0}")]
+    Forbidden(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// Sends one HTTP request. The future must be `Send` so turns can run on any
+/// worker task.
+pub trait HttpClient: Sync {
+    fn send(
+        &self,
+        request: HttpRequest,
+    ) -> impl Future<Output = Result<HttpResponse, HttpError>> + Send;
+}
+
+/// A client that refuses every request, for turns known not to need HTTP and for
+/// benchmarks of graphs without rest_api nodes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHttp;
+
+impl HttpClient for NoHttp {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        Err(HttpError::Forbidden(format!(
+            "no HTTP client for {}",
+            request.url
+        )))
+    }
+}

@@ -1,0 +1,255 @@
+//! The node kinds of a compiled chatbot (see NODES.md for the fields); `parse`
+//! reads them from the documents.
+
+use regex::Regex;
+use serde_json::Value;
+
+use super::outgoing::{Choice, FlowAction, ListSection};
+
+/// What a node does.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    Start,
+    Message(MessageNode),
+    Question(Box<QuestionNode>),
+    Condition(ConditionNode),
+    RestApi(Box<RestApiNode>),
+    Flow(Box<FlowNode>),
+    /// `google_calendar`: compiled, but at run time it records an error output.
+    Calendar,
+}
+
+impl NodeKind {
+    /// The type name as WhatsApp Builder writes it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            NodeKind::Start => "start",
+            NodeKind::Message(_) => "message",
+            NodeKind::Question(_) => "question",
+            NodeKind::Condition(_) => "condition",
+            NodeKind::RestApi(_) => "rest_api",
+            NodeKind::Flow(_) => "whatsapp_flow",
+            NodeKind::Calendar => "google_calendar",
+        }
+    }
+
+    /// The prefix of the editor's output variable (`question_2`), for kinds with
+    /// outputs.
+    pub fn variable_prefix(&self) -> Option<&'static str> {
+        match self {
+            NodeKind::Question(_) => Some("question"),
+            NodeKind::RestApi(_) => Some("rest_api"),
+            NodeKind::Flow(_) => Some("flow"),
+            NodeKind::Calendar => Some("calendar"),
+            _ => None,
+        }
+    }
+
+    /// The handles this node can leave by, besides `default`; `None` when any
+    /// handle is possible (dynamic choices).
+    pub fn handles(&self) -> Option<Vec<String>> {
+        let fixed = |names: &[&str]| Some(names.iter().map(|s| s.to_string()).collect());
+        match self {
+            NodeKind::Start | NodeKind::Message(_) => Some(Vec::new()),
+            NodeKind::Condition(_) => fixed(&["true", "false"]),
+            NodeKind::RestApi(_) => fixed(&["success", "error"]),
+            NodeKind::Calendar => fixed(&["error"]),
+            NodeKind::Flow(f) => {
+                let mut handles = vec!["error".to_owned()];
+                if f.timeout_secs.is_some() {
+                    handles.push("timeout".to_owned());
+                }
+                Some(handles)
+            }
+            NodeKind::Question(q) => {
+                if q.dynamic.is_some() {
+                    return None;
+                }
+                let mut handles: Vec<String> = match q.question_type {
+                    QuestionType::Text => Vec::new(),
+                    QuestionType::Buttons => q.buttons.iter().map(|b| b.id.clone()).collect(),
+                    QuestionType::List => q
+                        .sections
+                        .iter()
+                        .flat_map(|s| s.rows.iter().map(|r| r.id.clone()))
+                        .collect(),
+                };
+                if q.validation.is_some() {
+                    handles.push("exhausted".to_owned());
+                }
+                if q.timeout_secs.is_some() {
+                    handles.push("timeout".to_owned());
+                }
+                Some(handles)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageNode {
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuestionType {
+    Text,
+    Buttons,
+    List,
+}
+
+#[derive(Debug, Clone)]
+pub struct QuestionNode {
+    pub question_type: QuestionType,
+    pub content: String,
+    pub header: Option<String>,
+    pub footer: Option<String>,
+    /// Static buttons as written; titles are cut to Meta's limit after
+    /// interpolation, when sent.
+    pub buttons: Vec<Choice>,
+    pub list_button: String,
+    /// Static list sections as written (cut when sent).
+    pub sections: Vec<ListSection>,
+    pub dynamic: Option<DynamicSource>,
+    /// The older documents' explicit `variable`.
+    pub legacy_variable: Option<String>,
+    pub validation: Option<Validation>,
+    /// wabot: how long the question waits before following `timeout`.
+    pub timeout_secs: Option<u64>,
+    pub timeout_message: Option<String>,
+}
+
+/// Choices taken from an array variable at run time.
+#[derive(Debug, Clone)]
+pub struct DynamicSource {
+    /// The variable path of the array (`rest_api_1.data`).
+    pub source: String,
+    pub label_field: Option<String>,
+    pub desc_field: Option<String>,
+}
+
+/// wabot: the checks a typed answer must pass.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub rule: Rule,
+    pub min_length: Option<usize>,
+    pub max_length: Option<usize>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub error_message: Option<String>,
+    /// Invalid answers re-prompted before `exhausted` is followed.
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Rule {
+    Any,
+    Email,
+    Number,
+    Phone,
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConditionNode {
+    pub conditions: Vec<Condition>,
+    pub any: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub variable: String,
+    pub op: Operator,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operator {
+    Eq,
+    Ne,
+    Contains,
+    NotContains,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    IsEmpty,
+    IsNotEmpty,
+}
+
+impl Operator {
+    pub fn parse(op: &str) -> Option<Operator> {
+        Some(match op.trim().to_ascii_lowercase().as_str() {
+            "==" | "=" | "eq" | "equals" => Operator::Eq,
+            "!=" | "neq" | "ne" | "not_equals" => Operator::Ne,
+            "contains" => Operator::Contains,
+            "not_contains" => Operator::NotContains,
+            ">" | "gt" | "greater" => Operator::Gt,
+            "<" | "lt" | "less" => Operator::Lt,
+            ">=" | "gte" | "greater_or_equal" => Operator::Ge,
+            "<=" | "lte" | "less_or_equal" => Operator::Le,
+            "is_empty" => Operator::IsEmpty,
+            "is_not_empty" => Operator::IsNotEmpty,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestApiNode {
+    pub url: String,
+    pub method: http::Method,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    pub content_type: ContentType,
+    pub query: Vec<(String, String)>,
+    pub response_path: Option<String>,
+    pub filter_field: Option<String>,
+    pub filter_value: Option<String>,
+    pub timeout_ms: u64,
+    pub auth: Auth,
+    pub output_variable: Option<String>,
+    pub error_variable: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    Json,
+    Form,
+    Multipart,
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Bearer(String),
+    Basic {
+        username: String,
+        password: String,
+    },
+    ApiKey {
+        name: String,
+        value: String,
+        in_query: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct FlowNode {
+    pub flow_id: String,
+    pub cta: String,
+    pub body: String,
+    pub header: Option<String>,
+    pub footer: Option<String>,
+    pub action: FlowAction,
+    pub initial_screen: Option<String>,
+    pub initial_data: Option<Value>,
+    pub output_variable: Option<String>,
+    pub timeout_secs: Option<u64>,
+    /// The data source that feeds the Flow's screens (`dataSourceId`, with the
+    /// endpoint and the key of the array); the Flows endpoint reads these through
+    /// the node named in the flow token.
+    pub data_source_id: Option<String>,
+    pub data_source_endpoint: Option<String>,
+    pub data_source_data_key: Option<String>,
+}

@@ -1,0 +1,316 @@
+//! Variables: paths into nested JSON (`flow_1.response.city`,
+//! `rest_api_1.data[0].name`) and `{{path}}` interpolation.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+/// One step of a variable path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Splits `a.b[0].c` into segments; `None` when the path is not well formed.
+/// A leading `$.` (JSONPath style, as some response paths are written) is allowed.
+pub fn parse_path(path: &str) -> Option<Vec<Segment<'_>>> {
+    let path = path.trim();
+    let path = path.strip_prefix("$.").unwrap_or(path);
+    if path.is_empty() {
+        return None;
+    }
+    let mut segments = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            if !key
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == ' ')
+            {
+                return None;
+            }
+            segments.push(Segment::Key(key));
+        } else if rest.is_empty() {
+            return None;
+        }
+        while !rest.is_empty() {
+            let close = rest.find(']')?;
+            let index = rest.get(1..close)?.trim().parse().ok()?;
+            segments.push(Segment::Index(index));
+            rest = &rest[close + 1..];
+            if !rest.is_empty() && !rest.starts_with('[') {
+                return None;
+            }
+        }
+    }
+    Some(segments)
+}
+
+/// The value at `path` under `root`.
+pub fn lookup<'v>(root: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
+    let segments = parse_path(path)?;
+    // A flat key with dots (stored by older executors) wins over the nested path.
+    if let Some(v) = root.get(path.trim()) {
+        return Some(v);
+    }
+    let (first, rest) = segments.split_first()?;
+    let Segment::Key(first) = first else {
+        return None;
+    };
+    let mut current = root.get(*first)?;
+    for segment in rest {
+        current = step(current, segment)?;
+    }
+    Some(current)
+}
+
+/// The value at `path` inside any JSON value (for response paths and filters).
+pub fn lookup_in<'v>(root: &'v Value, path: &str) -> Option<&'v Value> {
+    let segments = parse_path(path)?;
+    let mut current = root;
+    for segment in &segments {
+        current = step(current, segment)?;
+    }
+    Some(current)
+}
+
+fn step<'v>(value: &'v Value, segment: &Segment<'_>) -> Option<&'v Value> {
+    match (segment, value) {
+        (Segment::Key(k), Value::Object(map)) => map.get(*k),
+        (Segment::Index(i), Value::Array(items)) => items.get(*i),
+        // `items.0` reads an array element too.
+        (Segment::Key(k), Value::Array(items)) => items.get(k.parse::<usize>().ok()?),
+        _ => None,
+    }
+}
+
+/// Stores `value` at `path`, creating objects on the way; a non-object in the way
+/// is replaced. Paths with indexes store under the flat key instead.
+pub fn assign(root: &mut Map<String, Value>, path: &str, value: Value) {
+    let Some(segments) = parse_path(path) else {
+        root.insert(path.to_owned(), value);
+        return;
+    };
+    let keys: Option<Vec<&str>> = segments
+        .iter()
+        .map(|s| match s {
+            Segment::Key(k) => Some(*k),
+            Segment::Index(_) => None,
+        })
+        .collect();
+    let Some(keys) = keys else {
+        root.insert(path.trim().to_owned(), value);
+        return;
+    };
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    let mut current = root;
+    for key in parents {
+        let slot = current
+            .entry((*key).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        let Value::Object(map) = slot else { return };
+        current = map;
+    }
+    current.insert((*last).to_owned(), value);
+}
+
+/// How a value reads inside a message: strings as they are, numbers and booleans
+/// as JSON text, arrays as a numbered list and objects as `key: value` lines.
+pub fn display(value: &Value) -> Cow<'_, str> {
+    match value {
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Null => Cow::Borrowed(""),
+        Value::Number(_) | Value::Bool(_) => Cow::Owned(value.to_string()),
+        Value::Array(items) => Cow::Owned(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| format!("{}. {}", i + 1, item_text(item)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        Value::Object(map) => Cow::Owned(
+            map.iter()
+                .filter(|(k, _)| !k.starts_with('_'))
+                .map(|(k, v)| format!("{k}: {}", item_text(v)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+    }
+}
+
+/// One list item on one line: a scalar as text, an object by its name-like field.
+fn item_text(value: &Value) -> String {
+    match value {
+        Value::Object(map) => ["name", "title", "label", "displayName", "id"]
+            .iter()
+            .find_map(|k| map.get(*k).filter(|v| !v.is_null() && !v.is_object()))
+            .map(|v| display(v).into_owned())
+            .unwrap_or_else(|| value.to_string()),
+        Value::Array(_) => value.to_string(),
+        other => display(other).into_owned(),
+    }
+}
+
+/// The text a value compares as in conditions and filters.
+pub fn as_text(value: Option<&Value>) -> Cow<'_, str> {
+    match value {
+        None | Some(Value::Null) => Cow::Borrowed(""),
+        Some(Value::String(s)) => Cow::Borrowed(s),
+        Some(other) => Cow::Owned(other.to_string()),
+    }
+}
+
+/// How an inserted value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    None,
+    /// Escaped for the inside of a JSON string literal (rest_api JSON bodies).
+    JsonString,
+}
+
+/// Replaces every `{{path}}` in `template`. Unknown paths stay as they are written
+/// and are returned so that the caller can log them.
+pub fn interpolate(
+    template: &str,
+    vars: &Map<String, Value>,
+    escape: Escape,
+) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(template.len());
+    let mut unknown = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}") else {
+            break;
+        };
+        let inner = &rest[open + 2..open + 2 + close];
+        out.push_str(&rest[..open]);
+        let whole = &rest[open..open + 2 + close + 2];
+        match lookup(vars, inner) {
+            Some(value) => {
+                let text = display(value);
+                match escape {
+                    Escape::None => out.push_str(&text),
+                    Escape::JsonString => {
+                        let quoted = Value::String(text.into_owned()).to_string();
+                        out.push_str(&quoted[1..quoted.len() - 1]);
+                    }
+                }
+            }
+            None => {
+                out.push_str(whole);
+                unknown.push(inner.trim().to_owned());
+            }
+        }
+        rest = &rest[open + 2 + close + 2..];
+    }
+    out.push_str(rest);
+    (out, unknown)
+}
+
+/// `interpolate` for message texts; unknown variables are logged.
+pub fn render(template: &str, vars: &Map<String, Value>) -> String {
+    let (text, unknown) = interpolate(template, vars, Escape::None);
+    if !unknown.is_empty() {
+        tracing::debug!(variables = ?unknown, "unknown variables left as written");
+    }
+    text
+}
+
+/// Interpolates every string inside a JSON value (Flow initial data).
+pub fn render_value(value: &Value, vars: &Map<String, Value>) -> Value {
+    match value {
+        Value::String(s) => {
+            // A string that is exactly one placeholder takes the variable's JSON value.
+            let trimmed = s.trim();
+            if trimmed.starts_with("{{")
+                && trimmed.ends_with("}}")
+                && trimmed[2..].find("{{").is_none()
+            {
+                if let Some(v) = lookup(vars, &trimmed[2..trimmed.len() - 2]) {
+                    return v.clone();
+                }
+            }
+            Value::String(render(s, vars))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| render_value(v, vars)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), render_value(v, vars)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn vars(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn nested_paths_resolve_into_objects_and_arrays() {
+        let v = vars(json!({"flow_1": {"response": {"city": "Izmir"}},
+                            "rest_api_1": {"data": [{"name": "Ada"}, {"name": "Bob"}]}}));
+        assert_eq!(render("{{flow_1.response.city}}", &v), "Izmir");
+        assert_eq!(render("Hi {{ rest_api_1.data[1].name }}!", &v), "Hi Bob!");
+        assert_eq!(render("{{rest_api_1.data.0.name}}", &v), "Ada");
+    }
+
+    #[test]
+    fn unknown_variables_stay_as_written() {
+        let v = vars(json!({"a": 1}));
+        let (text, unknown) = interpolate("x {{b.c}} {{a}} {{", &v, Escape::None);
+        assert_eq!(text, "x {{b.c}} 1 {{");
+        assert_eq!(unknown, vec!["b.c".to_owned()]);
+    }
+
+    #[test]
+    fn arrays_and_objects_render_as_lines() {
+        let v = vars(json!({"l": ["a", "b"], "o": {"k": "v", "n": 2}, "p": [{"title": "T"}]}));
+        assert_eq!(render("{{l}}", &v), "1. a\n2. b");
+        assert_eq!(render("{{o}}", &v), "k: v\nn: 2");
+        assert_eq!(render("{{p}}", &v), "1. T");
+    }
+
+    #[test]
+    fn json_string_escape_keeps_bodies_valid() {
+        let v = vars(json!({"name": "Ali \"the\" great"}));
+        let (body, _) = interpolate(r#"{"n": "{{name}}"}"#, &v, Escape::JsonString);
+        let parsed: Value = serde_json::from_str(&body).expect("valid JSON");
+        assert_eq!(parsed["n"], "Ali \"the\" great");
+    }
+
+    #[test]
+    fn assign_builds_nested_objects() {
+        let mut v = Map::new();
+        assign(&mut v, "question_1.response", json!("yes"));
+        assign(&mut v, "question_1.other", json!(1));
+        assert_eq!(
+            Value::Object(v),
+            json!({"question_1": {"response": "yes", "other": 1}})
+        );
+    }
+
+    #[test]
+    fn malformed_paths_are_rejected() {
+        assert!(parse_path("a..b").is_none());
+        assert!(parse_path("a[x]").is_none());
+        assert!(parse_path("a[1]b").is_none());
+        assert_eq!(parse_path("$.data[2]").map(|s| s.len()), Some(2));
+    }
+}

@@ -1,0 +1,422 @@
+//! The Graph API client: sends messages, marks them read and shows the typing
+//! indicator.
+//!
+//! One `reqwest::Client` for the whole process, with the timeouts from the
+//! configuration. The token and phone number id are passed per call, because they
+//! come from `CredentialStore` and may be rotated while the process runs. The token is
+//! exposed only where the `Authorization` header is built and is never logged.
+//!
+//! Meta's errors are classified by their `code`, not by the HTTP status (PROTOCOL.md
+//! "Sending"): the same 400 can mean "retry later" (130429) or "never" (131047).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::WhatsAppConfig;
+use crate::credentials::Credentials;
+
+/// What Meta answered to an accepted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The wamid of the message we sent.
+    pub wamid: String,
+    /// The WhatsApp id Meta resolved the recipient to, when it said.
+    pub wa_id: Option<String>,
+}
+
+/// Meta's error object: `{error:{message,type,code,error_subcode,error_data,fbtrace_id}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetaError {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub code: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_subcode: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_data: Option<MetaErrorData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fbtrace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetaErrorData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messaging_product: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+/// Why a Graph API call did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// Meta answered with its error object.
+    #[error("Graph API error {} (HTTP {status}): {}", .error.code, .error.message)]
+    Meta { status: u16, error: MetaError },
+    /// Meta answered something that is not its error object.
+    #[error("Graph API answered HTTP {status} with an unexpected body")]
+    Unexpected { status: u16, body: String },
+    /// The call took longer than `WABOT_GRAPH_TIMEOUT_MS`.
+    #[error("Graph API call timed out")]
+    Timeout,
+    /// The connection could not be made or broke.
+    #[error("cannot reach the Graph API: {0}")]
+    Transport(String),
+    /// No token or phone number id is configured.
+    #[error("no WhatsApp credentials: {0} is not configured")]
+    NotConfigured(&'static str),
+}
+
+/// What to do about a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Try again later; the schedule says how fast to back off.
+    Retryable(Backoff),
+    /// Do not try again: the message fails with the error kept.
+    Permanent,
+    /// The token is expired or revoked (190), or there are no credentials: hold all
+    /// sending until the credentials change.
+    TokenInvalid,
+}
+
+/// How the delay grows between attempts of a retryable error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backoff {
+    /// base · 2ⁿ, for throughput limits, server errors and timeouts.
+    Exponential,
+    /// base · 4ⁿ: Meta's advice for the per-user pair rate limit (131056).
+    PairRate,
+}
+
+impl GraphError {
+    /// Classifies the error the way PROTOCOL.md says: by Meta's code first, and by
+    /// the HTTP status only when Meta gave no code we know.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            GraphError::Meta { status, error } => classify(*status, error.code),
+            GraphError::Unexpected { status, .. } => match *status {
+                401 => ErrorClass::TokenInvalid,
+                429 | 500..=599 => ErrorClass::Retryable(Backoff::Exponential),
+                _ => ErrorClass::Permanent,
+            },
+            GraphError::Timeout | GraphError::Transport(_) => {
+                ErrorClass::Retryable(Backoff::Exponential)
+            }
+            GraphError::NotConfigured(_) => ErrorClass::TokenInvalid,
+        }
+    }
+
+    /// The error as JSON, to keep on the message and the job. Meta's own error
+    /// object is kept as Meta sent it.
+    pub fn to_json(&self) -> Value {
+        match self {
+            GraphError::Meta { status, error } => {
+                let mut value = serde_json::to_value(error).unwrap_or_else(|_| json!({}));
+                if let Some(map) = value.as_object_mut() {
+                    map.insert("httpStatus".to_owned(), json!(status));
+                }
+                value
+            }
+            GraphError::Unexpected { status, body } => json!({
+                "message": "unexpected Graph API response",
+                "httpStatus": status,
+                // A body too long to be an error object is cut; it is only a clue.
+                "body": body.chars().take(1000).collect::<String>(),
+            }),
+            other => json!({ "message": other.to_string() }),
+        }
+    }
+
+    /// Meta's error code, when there is one.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            GraphError::Meta { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+/// The decision table of PROTOCOL.md "Sending", plus the documented rate-limit codes
+/// that arrive with an HTTP 400 (4: application, 80007: WABA) so that a throttled
+/// message is not failed for good.
+fn classify(status: u16, code: i64) -> ErrorClass {
+    match code {
+        190 => ErrorClass::TokenInvalid,
+        131056 => ErrorClass::Retryable(Backoff::PairRate),
+        // 1 and 2 are Meta's "unknown" and "service temporarily unavailable".
+        1 | 2 | 4 | 80007 | 130429 | 131000 | 131057 => ErrorClass::Retryable(Backoff::Exponential),
+        100 | 131008 | 131009 | 131026 | 131047 | 131051 => ErrorClass::Permanent,
+        _ if (500..=599).contains(&status) => ErrorClass::Retryable(Backoff::Exponential),
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// The Graph API client.
+#[derive(Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    base: String,
+    version: String,
+    timeout: Duration,
+}
+
+impl GraphClient {
+    /// Builds the one client of the process from `whatsapp.graph_*`.
+    pub fn new(config: &WhatsAppConfig) -> Result<GraphClient, reqwest::Error> {
+        let timeout = Duration::from_millis(config.graph_timeout_ms);
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(GraphClient {
+            http,
+            base: config.graph_api_base.trim_end_matches('/').to_owned(),
+            version: config.graph_api_version.clone(),
+            timeout,
+        })
+    }
+
+    /// The total timeout of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends one message: `body` is a complete Graph API body, as rendered by
+    /// `whatsapp::outbound::graph_body`.
+    pub async fn send_message(
+        &self,
+        credentials: &Credentials,
+        body: &Value,
+    ) -> Result<Accepted, GraphError> {
+        let (status, text) = self.post_messages(credentials, body).await?;
+        let parsed: SendResponse =
+            serde_json::from_str(&text).map_err(|_| GraphError::Unexpected {
+                status: status.as_u16(),
+                body: text.clone(),
+            })?;
+        let wamid = parsed
+            .messages
+            .into_iter()
+            .next()
+            .map(|m| m.id)
+            .filter(|id| !id.is_empty())
+            .ok_or(GraphError::Unexpected {
+                status: status.as_u16(),
+                body: text,
+            })?;
+        Ok(Accepted {
+            wamid,
+            wa_id: parsed.contacts.into_iter().next().and_then(|c| c.wa_id),
+        })
+    }
+
+    /// Marks an inbound message read (the customer sees blue ticks).
+    pub async fn mark_read(
+        &self,
+        credentials: &Credentials,
+        message_id: &str,
+    ) -> Result<(), GraphError> {
+        let body = json!({
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message_id,
+        });
+        self.post_success(credentials, &body).await
+    }
+
+    /// Marks an inbound message read and shows the typing indicator, which Meta
+    /// clears at our next message or after 25 seconds.
+    pub async fn show_typing(
+        &self,
+        credentials: &Credentials,
+        message_id: &str,
+    ) -> Result<(), GraphError> {
+        let body = json!({
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message_id,
+            "typing_indicator": { "type": "text" },
+        });
+        self.post_success(credentials, &body).await
+    }
+
+    /// POSTs a body Meta answers with `{"success": true}`.
+    async fn post_success(
+        &self,
+        credentials: &Credentials,
+        body: &Value,
+    ) -> Result<(), GraphError> {
+        let (status, text) = self.post_messages(credentials, body).await?;
+        match serde_json::from_str::<Value>(&text) {
+            Ok(v) if v.get("success").and_then(Value::as_bool) == Some(true) => Ok(()),
+            _ => Err(GraphError::Unexpected {
+                status: status.as_u16(),
+                body: text,
+            }),
+        }
+    }
+
+    /// POSTs to `/{version}/{phone_number_id}/messages`; a 2xx answer's status and
+    /// body, or the error.
+    async fn post_messages(
+        &self,
+        credentials: &Credentials,
+        body: &Value,
+    ) -> Result<(StatusCode, String), GraphError> {
+        let token = credentials
+            .access_token
+            .as_ref()
+            .ok_or(GraphError::NotConfigured("the access token"))?;
+        let phone_number_id = credentials
+            .phone_number_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .ok_or(GraphError::NotConfigured("the phone number id"))?;
+        let url = format!(
+            "{}/{}/{}/messages",
+            self.base, self.version, phone_number_id
+        );
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(token.expose_secret())
+            .json(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport_error)?;
+        if status.is_success() {
+            return Ok((status, text));
+        }
+        Err(match serde_json::from_str::<ErrorEnvelope>(&text) {
+            Ok(envelope) => GraphError::Meta {
+                status: status.as_u16(),
+                error: envelope.error,
+            },
+            Err(_) => GraphError::Unexpected {
+                status: status.as_u16(),
+                body: text,
+            },
+        })
+    }
+}
+
+/// reqwest's errors carry the URL, which holds no secret (the token travels in a
+/// header), but the message is kept short and free of it anyway.
+fn transport_error(e: reqwest::Error) -> GraphError {
+    if e.is_timeout() {
+        return GraphError::Timeout;
+    }
+    GraphError::Transport(e.without_url().to_string())
+}
+
+#[derive(Deserialize)]
+struct SendResponse {
+    #[serde(default)]
+    contacts: Vec<SendContact>,
+    #[serde(default)]
+    messages: Vec<SendMessageId>,
+}
+
+#[derive(Deserialize)]
+struct SendContact {
+    #[serde(default)]
+    wa_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SendMessageId {
+    #[serde(default)]
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: MetaError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(status: u16, code: i64) -> GraphError {
+        GraphError::Meta {
+            status,
+            error: MetaError {
+                code,
+                ..MetaError::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_documented_throughput_error_is_parsed_and_retried() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/whatsapp/samples/meta-docs/api_error_response_130429.json"
+        );
+        let text = std::fs::read_to_string(path).expect("the sample is readable");
+        let envelope: ErrorEnvelope = serde_json::from_str(&text).expect("the sample parses");
+        let error = envelope.error;
+        assert_eq!(error.code, 130429);
+        assert_eq!(error.error_subcode, Some(2494055));
+        assert_eq!(error.kind.as_deref(), Some("OAuthException"));
+        assert_eq!(error.fbtrace_id.as_deref(), Some("Az8or2yhqkZfEZ-_4Qn_Bam"));
+        assert_eq!(
+            error.error_data.as_ref().and_then(|d| d.details.as_deref()),
+            Some("Cloud API message throughput has been reached.")
+        );
+        // Meta sends this code with a 400: the code decides, not the status.
+        let err = GraphError::Meta { status: 400, error };
+        assert_eq!(err.class(), ErrorClass::Retryable(Backoff::Exponential));
+        let kept = err.to_json();
+        assert_eq!(kept["code"], 130429);
+        assert_eq!(kept["httpStatus"], 400);
+        assert_eq!(
+            kept["error_data"]["details"],
+            "Cloud API message throughput has been reached."
+        );
+    }
+
+    #[test]
+    fn errors_are_classified_by_code_before_status() {
+        use ErrorClass::*;
+        assert_eq!(meta(400, 131056).class(), Retryable(Backoff::PairRate));
+        assert_eq!(meta(500, 131000).class(), Retryable(Backoff::Exponential));
+        assert_eq!(meta(400, 131057).class(), Retryable(Backoff::Exponential));
+        assert_eq!(meta(401, 190).class(), TokenInvalid);
+        assert_eq!(meta(400, 190).class(), TokenInvalid);
+        for code in [131047, 131026, 131051, 100, 131008, 131009] {
+            assert_eq!(meta(400, code).class(), Permanent, "code {code}");
+            // A permanent code stays permanent even behind a 5xx.
+            assert_eq!(meta(500, code).class(), Permanent, "code {code} on 500");
+        }
+        assert_eq!(meta(503, 99999).class(), Retryable(Backoff::Exponential));
+        assert_eq!(meta(403, 99999).class(), Permanent);
+        assert_eq!(GraphError::Timeout.class(), Retryable(Backoff::Exponential));
+        assert_eq!(
+            GraphError::Transport("refused".into()).class(),
+            Retryable(Backoff::Exponential)
+        );
+        assert_eq!(
+            GraphError::NotConfigured("the access token").class(),
+            TokenInvalid
+        );
+        let html = |status| GraphError::Unexpected {
+            status,
+            body: "<html>".into(),
+        };
+        assert_eq!(html(502).class(), Retryable(Backoff::Exponential));
+        assert_eq!(html(401).class(), TokenInvalid);
+        assert_eq!(html(404).class(), Permanent);
+    }
+}

@@ -1,0 +1,412 @@
+//! Renders the engine's `Outgoing` messages into Graph API request bodies.
+//!
+//! The engine already applies Meta's limits, but a body Meta refuses fails the message
+//! for good (131009), so the limits are enforced here again, defensively: texts are
+//! cut at a character boundary (never inside a multi-byte UTF-8 sequence: Turkish
+//! text is full of them), and lists of buttons and rows are cut to Meta's maximum.
+
+use serde_json::{json, Map, Value};
+
+use crate::engine::{Choice, FlowAction, ListSection, Outgoing};
+
+/// Meta's limits, in characters (PROTOCOL.md "Sending").
+pub mod limits {
+    pub const TEXT_BODY: usize = 4096;
+    pub const INTERACTIVE_BODY: usize = 1024;
+    pub const LIST_BODY: usize = 4096;
+    pub const HEADER_TEXT: usize = 60;
+    pub const FOOTER_TEXT: usize = 60;
+    pub const BUTTONS: usize = 3;
+    pub const BUTTON_ID: usize = 256;
+    pub const BUTTON_TITLE: usize = 20;
+    pub const LIST_BUTTON: usize = 20;
+    pub const SECTIONS: usize = 10;
+    pub const ROWS: usize = 10;
+    pub const SECTION_TITLE: usize = 24;
+    pub const ROW_ID: usize = 200;
+    pub const ROW_TITLE: usize = 24;
+    pub const ROW_DESCRIPTION: usize = 72;
+    pub const FLOW_CTA: usize = 20;
+}
+
+/// The complete Graph API body that sends `msg` to `to`.
+pub fn graph_body(to: &str, msg: &Outgoing) -> Value {
+    let mut body = json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+    });
+    match msg {
+        // WhatsApp Builder sends text without link previews; so does wabot.
+        Outgoing::Text { body: text } => {
+            body["type"] = json!("text");
+            body["text"] = json!({
+                "preview_url": false,
+                "body": truncate(text, limits::TEXT_BODY),
+            });
+        }
+        other => {
+            body["type"] = json!("interactive");
+            body["interactive"] = interactive(other);
+        }
+    }
+    body
+}
+
+/// The `interactive` object of an interactive message (`Value::Null` for text).
+pub fn interactive(msg: &Outgoing) -> Value {
+    match msg {
+        Outgoing::Text { .. } => Value::Null,
+        Outgoing::Buttons {
+            header,
+            body,
+            footer,
+            buttons,
+        } => {
+            let buttons: Vec<Value> = buttons
+                .iter()
+                .take(limits::BUTTONS)
+                .map(|b| {
+                    json!({
+                        "type": "reply",
+                        "reply": {
+                            "id": truncate(&b.id, limits::BUTTON_ID),
+                            "title": truncate(&b.title, limits::BUTTON_TITLE),
+                        },
+                    })
+                })
+                .collect();
+            let mut object = frame("button", header, body, limits::INTERACTIVE_BODY, footer);
+            object.insert("action".to_owned(), json!({ "buttons": buttons }));
+            Value::Object(object)
+        }
+        Outgoing::List {
+            header,
+            body,
+            footer,
+            button,
+            sections,
+        } => {
+            let mut object = frame("list", header, body, limits::LIST_BODY, footer);
+            object.insert(
+                "action".to_owned(),
+                json!({
+                    "button": truncate(button, limits::LIST_BUTTON),
+                    "sections": list_sections(sections),
+                }),
+            );
+            Value::Object(object)
+        }
+        Outgoing::Flow {
+            header,
+            body,
+            footer,
+            flow_id,
+            flow_cta,
+            flow_token,
+            flow_action,
+            screen,
+            data,
+        } => {
+            let mut parameters = json!({
+                "flow_message_version": "3",
+                "flow_token": flow_token,
+                "flow_id": flow_id,
+                "flow_cta": truncate(flow_cta, limits::FLOW_CTA),
+                "flow_action": match flow_action {
+                    FlowAction::Navigate => "navigate",
+                    FlowAction::DataExchange => "data_exchange",
+                },
+            });
+            // Without a screen Meta opens the Flow's first screen; a payload with
+            // an empty `data` is refused, so `data` goes only when it says something.
+            if let Some(screen) = screen {
+                let mut payload = json!({ "screen": screen });
+                if let Some(data) = data.as_ref().filter(|d| !is_empty(d)) {
+                    payload["data"] = data.clone();
+                }
+                parameters["flow_action_payload"] = payload;
+            }
+            let mut object = frame("flow", header, body, limits::INTERACTIVE_BODY, footer);
+            object.insert(
+                "action".to_owned(),
+                json!({ "name": "flow", "parameters": parameters }),
+            );
+            Value::Object(object)
+        }
+    }
+}
+
+/// Cuts `text` to at most `max` characters, at a character boundary.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((byte, _)) => text[..byte].to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+/// The parts every interactive type shares: `type`, `header`, `body`, `footer`.
+fn frame(
+    kind: &str,
+    header: &Option<String>,
+    body: &str,
+    body_max: usize,
+    footer: &Option<String>,
+) -> Map<String, Value> {
+    let mut object = Map::new();
+    object.insert("type".to_owned(), json!(kind));
+    if let Some(header) = header.as_deref().filter(|h| !h.is_empty()) {
+        object.insert(
+            "header".to_owned(),
+            json!({ "type": "text", "text": truncate(header, limits::HEADER_TEXT) }),
+        );
+    }
+    object.insert(
+        "body".to_owned(),
+        json!({ "text": truncate(body, body_max) }),
+    );
+    if let Some(footer) = footer.as_deref().filter(|f| !f.is_empty()) {
+        object.insert(
+            "footer".to_owned(),
+            json!({ "text": truncate(footer, limits::FOOTER_TEXT) }),
+        );
+    }
+    object
+}
+
+/// Sections with at most 10 rows in all; a section left without rows is dropped,
+/// since Meta refuses empty sections.
+fn list_sections(sections: &[ListSection]) -> Vec<Value> {
+    let mut budget = limits::ROWS;
+    let mut out = Vec::new();
+    for section in sections.iter().take(limits::SECTIONS) {
+        let rows: Vec<Value> = section.rows.iter().take(budget).map(row).collect();
+        budget -= rows.len();
+        if rows.is_empty() {
+            continue;
+        }
+        out.push(json!({
+            "title": truncate(&section.title, limits::SECTION_TITLE),
+            "rows": rows,
+        }));
+    }
+    out
+}
+
+fn row(choice: &Choice) -> Value {
+    let mut row = json!({
+        "id": truncate(&choice.id, limits::ROW_ID),
+        "title": truncate(&choice.title, limits::ROW_TITLE),
+    });
+    if let Some(description) = choice.description.as_deref().filter(|d| !d.is_empty()) {
+        row["description"] = json!(truncate(description, limits::ROW_DESCRIPTION));
+    }
+    row
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str) -> Value {
+        let path = format!(
+            "{}/../shared/whatsapp/samples/meta-docs/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).expect("sample readable"))
+            .expect("sample parses")
+    }
+
+    fn choice(id: &str, title: &str, description: Option<&str>) -> Choice {
+        Choice {
+            id: id.to_owned(),
+            title: title.to_owned(),
+            description: description.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        let turkish = "Güzel bir gün, çiçekler açıyor ve şarkılar söylüyoruz";
+        let cut = truncate(turkish, 20);
+        assert_eq!(cut.chars().count(), 20);
+        assert_eq!(cut, "Güzel bir gün, çiçek");
+        assert_eq!(truncate("ığüşöç", 3), "ığü");
+        assert_eq!(truncate("kısa", 20), "kısa");
+        assert_eq!(truncate("", 5), "");
+    }
+
+    #[test]
+    fn a_list_renders_like_metas_own_example() {
+        let expected = sample("api_send_interactive_list_request.json");
+        let msg = Outgoing::List {
+            header: Some("Choose Shipping Option".into()),
+            body: "Which shipping option do you prefer?".into(),
+            footer: Some("Lucky Shrub: Your gateway to succulents™".into()),
+            button: "Shipping Options".into(),
+            sections: vec![
+                ListSection {
+                    title: "I want it ASAP!".into(),
+                    rows: vec![
+                        choice(
+                            "priority_express",
+                            "Priority Mail Express",
+                            Some("Next Day to 2 Days"),
+                        ),
+                        choice("priority_mail", "Priority Mail", Some("1–3 Days")),
+                    ],
+                },
+                ListSection {
+                    title: "I can wait a bit".into(),
+                    rows: vec![
+                        choice(
+                            "usps_ground_advantage",
+                            "USPS Ground Advantage",
+                            Some("2–5 Days"),
+                        ),
+                        choice("media_mail", "Media Mail", Some("2–8 Days")),
+                    ],
+                },
+            ],
+        };
+        assert_eq!(graph_body("+16505551234", &msg), expected);
+    }
+
+    #[test]
+    fn buttons_are_cut_to_three_with_short_titles() {
+        let msg = Outgoing::Buttons {
+            header: None,
+            body: "Seçiniz".into(),
+            footer: None,
+            buttons: vec![
+                choice("a", "Birinci seçenek çok uzun başlık", None),
+                choice("b", "İkinci", None),
+                choice("c", "Üçüncü", None),
+                choice("d", "Dördüncü", None),
+            ],
+        };
+        let body = graph_body("905551112233", &msg);
+        assert_eq!(body["type"], "interactive");
+        assert!(body["interactive"].get("header").is_none());
+        let buttons = body["interactive"]["action"]["buttons"].as_array().unwrap();
+        assert_eq!(buttons.len(), 3);
+        assert_eq!(buttons[0]["type"], "reply");
+        assert_eq!(buttons[0]["reply"]["title"], "Birinci seçenek çok ");
+        assert_eq!(buttons[2]["reply"]["id"], "c");
+    }
+
+    #[test]
+    fn a_list_keeps_ten_rows_in_all_and_drops_empty_sections() {
+        let rows = |prefix: &str, n: usize| -> Vec<Choice> {
+            (0..n)
+                .map(|i| {
+                    choice(
+                        &format!("{prefix}{i}"),
+                        &format!("{prefix} {i}"),
+                        Some(&"ç".repeat(100)),
+                    )
+                })
+                .collect()
+        };
+        let msg = Outgoing::List {
+            header: None,
+            body: "b".repeat(5000),
+            footer: None,
+            button: "Seçenekleri göster lütfen".into(),
+            sections: vec![
+                ListSection {
+                    title: "Bir".into(),
+                    rows: rows("a", 7),
+                },
+                ListSection {
+                    title: "İki".into(),
+                    rows: rows("b", 7),
+                },
+                ListSection {
+                    title: "Üç".into(),
+                    rows: rows("c", 2),
+                },
+            ],
+        };
+        let body = graph_body("1", &msg);
+        let interactive = &body["interactive"];
+        assert_eq!(interactive["body"]["text"].as_str().unwrap().len(), 4096);
+        assert_eq!(interactive["action"]["button"], "Seçenekleri göster l");
+        let sections = interactive["action"]["sections"].as_array().unwrap();
+        assert_eq!(sections.len(), 2);
+        let total: usize = sections
+            .iter()
+            .map(|s| s["rows"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(total, 10);
+        let description = sections[0]["rows"][0]["description"].as_str().unwrap();
+        assert_eq!(description.chars().count(), 72);
+    }
+
+    #[test]
+    fn a_flow_renders_like_metas_own_example() {
+        let mut expected = sample("api_flow_send_all_params_request.json");
+        // Meta's page shows `data` as a JSON string; the API takes an object.
+        let data = json!({"product_name": "name", "product_description": "description", "product_price": 100});
+        expected["interactive"]["action"]["parameters"]["flow_action_payload"]["data"] =
+            data.clone();
+        let msg = Outgoing::Flow {
+            header: Some("Flow message header".into()),
+            body: "Flow message body".into(),
+            footer: Some("Flow message footer".into()),
+            flow_id: "123456".into(),
+            flow_cta: "Book!".into(),
+            flow_token: "AQAAAAACS5FpgQ_cAAAAAD0QI3s.".into(),
+            flow_action: FlowAction::Navigate,
+            screen: Some("<SCREEN_NAME>".into()),
+            data: Some(data),
+        };
+        assert_eq!(graph_body("whatsapp-id", &msg), expected);
+    }
+
+    #[test]
+    fn a_flow_without_screen_has_no_payload_and_empty_data_is_left_out() {
+        let flow = |screen: Option<&str>, data: Option<Value>| Outgoing::Flow {
+            header: None,
+            body: "Formu doldurun".into(),
+            footer: None,
+            flow_id: "42".into(),
+            flow_cta: "Başla".into(),
+            flow_token: "ctx:node".into(),
+            flow_action: FlowAction::DataExchange,
+            screen: screen.map(str::to_owned),
+            data,
+        };
+        let params =
+            |msg: &Outgoing| graph_body("1", msg)["interactive"]["action"]["parameters"].clone();
+        let p = params(&flow(None, Some(json!({"a": 1}))));
+        assert!(p.get("flow_action_payload").is_none());
+        assert_eq!(p["flow_action"], "data_exchange");
+        assert_eq!(p["flow_message_version"], "3");
+        let p = params(&flow(Some("START"), Some(json!({}))));
+        assert_eq!(p["flow_action_payload"], json!({"screen": "START"}));
+    }
+
+    #[test]
+    fn text_is_sent_without_preview_and_cut_at_4096_characters() {
+        let body = graph_body(
+            "905551112233",
+            &Outgoing::Text {
+                body: "ş".repeat(5000),
+            },
+        );
+        assert_eq!(body["type"], "text");
+        assert_eq!(body["text"]["preview_url"], false);
+        assert_eq!(body["text"]["body"].as_str().unwrap().chars().count(), 4096);
+        assert_eq!(body["to"], "905551112233");
+        assert_eq!(body["messaging_product"], "whatsapp");
+    }
+}

@@ -1,0 +1,277 @@
+//! Chatbots and contexts in PostgreSQL, and the compiled-chatbot cache.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+use wabot::engine::cache::ChatbotCache;
+use wabot::engine::{
+    compile, run_turn, ChatbotDoc, Context, ContextStatus, Customer, EngineLimits, Event,
+};
+use wabot::store::chatbots::{self, NewChatbot};
+use wabot::store::contexts;
+
+use crate::engine::{fixture, read_json};
+use crate::helpers;
+
+async fn import(pool: &PgPool, path: &std::path::Path, active: bool) -> Uuid {
+    let doc = ChatbotDoc::from_json(&read_json(path)).expect("a chatbot document");
+    chatbots::insert(pool, &NewChatbot::from_doc(&doc, active))
+        .await
+        .expect("insert chatbot")
+}
+
+async fn new_conversation(pool: &PgPool) -> Uuid {
+    sqlx::query_scalar("INSERT INTO conversations DEFAULT VALUES RETURNING id")
+        .fetch_one(pool)
+        .await
+        .expect("insert conversation")
+}
+
+#[tokio::test]
+async fn an_imported_chatbot_loads_back_and_compiles() {
+    let pool = helpers::fresh_pool().await;
+    let path = helpers::shared("whatsapp-builder/chatbots/restaurant-reservation-bot.json");
+    let id = import(&pool, &path, false).await;
+    let row = chatbots::load(&pool, id)
+        .await
+        .expect("load")
+        .expect("the row");
+    assert_eq!(row.name, "Restaurant Reservation Bot");
+    assert_eq!(row.status, "draft");
+    assert!(!row.is_active);
+    let (bot, _) = compile(&row.to_doc()).expect("compiles");
+    assert_eq!(bot.node_count(), 9);
+    assert_eq!(
+        chatbots::updated_at(&pool, id).await.expect("query"),
+        Some(row.updated_at)
+    );
+    assert!(chatbots::load(&pool, Uuid::new_v4())
+        .await
+        .expect("query")
+        .is_none());
+}
+
+#[tokio::test]
+async fn the_oldest_active_chatbot_answers_unless_a_trigger_keyword_picks_another() {
+    let pool = helpers::fresh_pool().await;
+    assert!(chatbots::pick_for_message(&pool, Some("hi"))
+        .await
+        .expect("query")
+        .is_none());
+    let _inactive = import(
+        &pool,
+        &helpers::shared("whatsapp-builder/chatbots/sample-chatbot.json"),
+        false,
+    )
+    .await;
+    let default = import(
+        &pool,
+        &helpers::shared("whatsapp-builder/chatbots/00-ana-demo-bot.json"),
+        true,
+    )
+    .await;
+    let triggered = import(&pool, &fixture("order-status.json"), true).await;
+    let younger = import(
+        &pool,
+        &helpers::shared("whatsapp-builder/chatbots/multi-sector-demo-chatbot.json"),
+        true,
+    )
+    .await;
+
+    let pick = |text: Option<&'static str>| {
+        let pool = pool.clone();
+        async move {
+            chatbots::pick_for_message(&pool, text)
+                .await
+                .expect("query")
+                .map(|r| r.id)
+        }
+    };
+    assert_eq!(pick(Some("hello")).await, Some(default));
+    assert_eq!(pick(None).await, Some(default));
+    assert_eq!(pick(Some("Order 17 please")).await, Some(triggered));
+    assert_eq!(pick(Some("SİPARİŞ")).await, Some(triggered));
+    assert_eq!(
+        pick(Some("orders")).await,
+        Some(default),
+        "keywords match whole words"
+    );
+    assert_ne!(pick(Some("hello")).await, Some(younger));
+}
+
+#[tokio::test]
+async fn a_context_round_trips_through_save_and_load() {
+    let pool = helpers::fresh_pool().await;
+    let chatbot_id = import(
+        &pool,
+        &helpers::shared("whatsapp-builder/chatbots/sample-chatbot.json"),
+        true,
+    )
+    .await;
+    let conversation = new_conversation(&pool).await;
+    let row = chatbots::load(&pool, chatbot_id)
+        .await
+        .expect("load")
+        .expect("row");
+    let (bot, _) = compile(&row.to_doc()).expect("compiles");
+    let customer = Customer {
+        phone: "905550000000".into(),
+        name: Some("Can".into()),
+    };
+    let context = Context::start(Uuid::new_v4(), conversation, chatbot_id, &bot, &customer);
+    let now = Utc::now();
+    let result = run_turn(
+        &bot,
+        context,
+        Event::ConversationStarted,
+        now,
+        &wabot::engine::http::NoHttp,
+        &EngineLimits::default(),
+    )
+    .await;
+    assert_eq!(result.context.status, ContextStatus::WaitingInput);
+
+    let mut conn = pool.acquire().await.expect("connection");
+    contexts::save(&mut conn, &result.context)
+        .await
+        .expect("save");
+    let loaded = contexts::load_active(&pool, conversation)
+        .await
+        .expect("load")
+        .expect("active");
+    // PostgreSQL keeps microseconds; compare the rest exactly.
+    assert_eq!(loaded.variables, result.context.variables);
+    assert_eq!(loaded.node_history, result.context.node_history);
+    assert_eq!(loaded.node_outputs, result.context.node_outputs);
+    assert_eq!(loaded.current_node_id, "main-menu");
+    assert_eq!(loaded.status, ContextStatus::WaitingInput);
+    assert!(loaded.expires_at.is_some());
+    assert_eq!(loaded.variables["customer_name"], json!("Can"));
+
+    // The next turn completes it; saving again updates the same row.
+    let done = run_turn(
+        &bot,
+        loaded,
+        wabot::engine::Inbound::ButtonReply {
+            id: "btn_tech".into(),
+            title: "x".into(),
+        }
+        .into_event(),
+        now,
+        &wabot::engine::http::NoHttp,
+        &EngineLimits::default(),
+    )
+    .await;
+    let mut tx = pool.begin().await.expect("begin");
+    assert!(contexts::load_active_for_update(&mut tx, conversation)
+        .await
+        .expect("lock")
+        .is_some());
+    contexts::save(&mut tx, &done.context).await.expect("save");
+    tx.commit().await.expect("commit");
+    assert!(contexts::load_active(&pool, conversation)
+        .await
+        .expect("load")
+        .is_none());
+    let ended = contexts::load(&pool, done.context.id)
+        .await
+        .expect("load")
+        .expect("row");
+    assert_eq!(ended.status, ContextStatus::Completed);
+    assert_eq!(ended.completion_reason.as_deref(), Some("flow_completed"));
+    assert!(ended.completed_at.is_some());
+}
+
+#[tokio::test]
+async fn a_conversation_cannot_have_two_active_contexts() {
+    let pool = helpers::fresh_pool().await;
+    let chatbot_id = import(
+        &pool,
+        &helpers::shared("whatsapp-builder/chatbots/sample-chatbot.json"),
+        true,
+    )
+    .await;
+    let conversation = new_conversation(&pool).await;
+    let row = chatbots::load(&pool, chatbot_id)
+        .await
+        .expect("load")
+        .expect("row");
+    let (bot, _) = compile(&row.to_doc()).expect("compiles");
+    let first = Context::start(
+        Uuid::new_v4(),
+        conversation,
+        chatbot_id,
+        &bot,
+        &Customer::default(),
+    );
+    let second = Context::start(
+        Uuid::new_v4(),
+        conversation,
+        chatbot_id,
+        &bot,
+        &Customer::default(),
+    );
+    let mut conn = pool.acquire().await.expect("connection");
+    contexts::save(&mut conn, &first).await.expect("first");
+    let err = contexts::save(&mut conn, &second)
+        .await
+        .expect_err("a second active context");
+    assert!(
+        matches!(&err, sqlx::Error::Database(e) if e.code().as_deref() == Some("23505")),
+        "{err}"
+    );
+
+    let ended = contexts::deactivate(
+        &mut conn,
+        conversation,
+        ContextStatus::Stopped,
+        "user_stopped",
+        Utc::now(),
+    )
+    .await
+    .expect("deactivate");
+    assert_eq!(ended, 1);
+    contexts::save(&mut conn, &second)
+        .await
+        .expect("the replacement");
+    let active = contexts::load_active(&pool, conversation)
+        .await
+        .expect("load")
+        .expect("active");
+    assert_eq!(active.id, second.id);
+    let old = contexts::load(&pool, first.id)
+        .await
+        .expect("load")
+        .expect("row");
+    assert_eq!(
+        (old.status, old.completion_reason.as_deref()),
+        (ContextStatus::Stopped, Some("user_stopped"))
+    );
+}
+
+#[tokio::test]
+async fn the_cache_serves_a_version_until_updated_at_changes() {
+    let doc = ChatbotDoc::from_json(&read_json(&fixture("order-status.json"))).expect("doc");
+    let bot = Arc::new(compile(&doc).expect("compiles").0);
+    let cache = ChatbotCache::new(2);
+    let id = Uuid::new_v4();
+    let v1 = Utc::now();
+    assert!(cache.get(id, v1).is_none());
+    cache.insert(id, v1, bot.clone());
+    assert!(cache.get(id, v1).is_some_and(|b| Arc::ptr_eq(&b, &bot)));
+    assert!(
+        cache.get(id, v1 + chrono::Duration::seconds(1)).is_none(),
+        "a newer updatedAt misses"
+    );
+    cache.insert(Uuid::new_v4(), v1, bot.clone());
+    cache.get(id, v1);
+    cache.insert(Uuid::new_v4(), v1, bot.clone());
+    assert_eq!(cache.len(), 2);
+    assert!(
+        cache.get(id, v1).is_some(),
+        "the least recently used entry went, not this one"
+    );
+}
