@@ -12,6 +12,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+pub(crate) mod lenient;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -449,56 +450,4 @@ fn api_errors(map: &Map<String, Value>) -> Vec<ApiError> {
     array(map, "errors")
         .filter_map(|e| ApiError::deserialize(e).ok())
         .collect()
-}
-
-/// Deserializers that take what Meta's examples actually contain: numbers as
-/// strings, strings as numbers, placeholders where numbers belong.
-pub(crate) mod lenient {
-    use serde::{Deserialize, Deserializer};
-    use serde_json::Value;
-
-    pub fn as_string(v: &Value) -> Option<String> {
-        match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }
-    }
-
-    pub fn as_i64(v: &Value) -> Option<i64> {
-        match v {
-            Value::Number(n) => n.as_i64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    pub fn as_f64(v: &Value) -> Option<f64> {
-        match v {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse().ok().filter(|f: &f64| f.is_finite()),
-            _ => None,
-        }
-    }
-
-    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        Ok(as_string(&Value::deserialize(d)?))
-    }
-
-    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        Ok(as_i64(&Value::deserialize(d)?))
-    }
-
-    pub fn f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-        Ok(as_f64(&Value::deserialize(d)?))
-    }
-
-    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-        Ok(match Value::deserialize(d)? {
-            Value::Bool(b) => Some(b),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
-        })
-    }
 }
