@@ -75,7 +75,7 @@ enum Scalar {
 struct Lenient(Kind);
 
 impl Lenient {
-    fn from_str(&self, s: &str) -> Scalar {
+    fn parse(&self, s: &str) -> Scalar {
         let parsed = match self.0 {
             Kind::String => return Scalar::String(s.to_owned()),
             Kind::I64 => s.trim().parse().ok().map(Scalar::I64),
@@ -99,13 +99,13 @@ impl<'de> Visitor<'de> for Lenient {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-        Ok(self.from_str(v))
+        Ok(self.parse(v))
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
         Ok(match self.0 {
             Kind::String => Scalar::String(v),
-            _ => self.from_str(&v),
+            _ => self.parse(&v),
         })
     }
 
