@@ -19,21 +19,8 @@ use super::model::{self, Connection, Method, ParamMapping, TransformConfig};
 use super::{load_source, DataSourceClient, DataSourceError, Item};
 use crate::store::flows::FlowRow;
 
-/// How the executor's flow message opens the Flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowAction {
-    Navigate,
-    DataExchange,
-}
-
-impl FlowAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FlowAction::Navigate => "navigate",
-            FlowAction::DataExchange => "data_exchange",
-        }
-    }
-}
+/// How the executor's flow message opens the Flow: the engine's own type.
+pub use crate::engine::FlowAction;
 
 /// What the executor puts in a flow message's parameters.
 #[derive(Debug, Clone, PartialEq)]

@@ -542,10 +542,7 @@ pub fn is_skip_word(text: &str) -> bool {
 /// Trimmed and lower-cased for keyword matching; Turkish `İ` folds to `i` (plain
 /// `to_lowercase` would leave a combining dot behind).
 pub fn fold(text: &str) -> String {
-    text.trim()
-        .replace('İ', "i")
-        .to_lowercase()
-        .replace('\u{307}', "")
+    super::vars::fold_case(text.trim())
 }
 
 /// A reply without a readable token is taken for the waiting node; one with a

@@ -242,6 +242,9 @@ pub struct FlowNode {
     pub header: Option<String>,
     pub footer: Option<String>,
     pub action: FlowAction,
+    /// Whether `flowMode` chose the action; when not, the caller may pick
+    /// `data_exchange` for a Flow that has an endpoint.
+    pub mode_set: bool,
     pub initial_screen: Option<String>,
     pub initial_data: Option<Value>,
     pub output_variable: Option<String>,

@@ -392,15 +392,13 @@ fn rest_api(data: Fields<'_>, problems: &mut Vec<Problem>) -> RestApiNode {
 }
 
 fn flow(data: Fields<'_>, problems: &mut Vec<Problem>) -> FlowNode {
-    let action = match data
-        .string("flowMode")
-        .map(|m| m.to_ascii_lowercase())
-        .as_deref()
-    {
+    let mode = data.string("flowMode").map(|m| m.to_ascii_lowercase());
+    let action = match mode.as_deref() {
         Some("data_exchange") => FlowAction::DataExchange,
         _ => FlowAction::Navigate,
     };
     FlowNode {
+        mode_set: matches!(mode.as_deref(), Some("data_exchange" | "navigate")),
         flow_id: required(data, "whatsappFlowId", problems).unwrap_or_default(),
         cta: cut(
             &data.string("flowCta").unwrap_or_else(|| "Start".to_owned()),

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::http::{HttpError, HttpRequest, HttpResponse};
 use super::node::{Auth, ContentType, RestApiNode};
-use super::vars::{as_text, interpolate, lookup_in, render, Escape};
+use super::vars::{as_text, fold_case, interpolate, lookup_in, render, Escape};
 
 /// What a rest_api node produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,11 +204,14 @@ pub fn read_response(
         None => body,
     };
     if let (Some(field), Value::Array(items)) = (&node.filter_field, &data) {
-        let wanted = render(node.filter_value.as_deref().unwrap_or_default(), vars).to_lowercase();
+        let wanted = fold_case(&render(
+            node.filter_value.as_deref().unwrap_or_default(),
+            vars,
+        ));
         data = Value::Array(
             items
                 .iter()
-                .filter(|item| as_text(lookup_in(item, field)).to_lowercase() == wanted)
+                .filter(|item| fold_case(&as_text(lookup_in(item, field))) == wanted)
                 .cloned()
                 .collect(),
         );

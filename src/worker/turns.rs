@@ -285,6 +285,7 @@ impl TurnWorker {
         let mut result =
             engine::run_turn(&chatbot, context, event, now, &self.http, &self.limits).await;
         let mut sends = std::mem::take(&mut result.sends);
+        self.launch_flows(&chatbot, &mut sends).await?;
         let mut context = result.context;
         let mut deadline = result.wait_deadline;
         if result.restart {
@@ -302,6 +303,7 @@ impl TurnWorker {
                         &self.limits,
                     )
                     .await;
+                    self.launch_flows(&bot, &mut again.sends).await?;
                     sends.append(&mut again.sends);
                     context = again.context;
                     deadline = again.wait_deadline;
@@ -323,6 +325,57 @@ impl TurnWorker {
             now,
         )
         .await
+    }
+
+    /// Completes the Flow messages of a turn from their `whatsapp_flows` rows: Meta's
+    /// flow id when the node names our row's uuid, and `data_exchange` for a Flow
+    /// served by an endpoint unless the node's `flowMode` chose otherwise.
+    async fn launch_flows(
+        &self,
+        bot: &CompiledChatbot,
+        sends: &mut [engine::Outgoing],
+    ) -> anyhow::Result<()> {
+        for send in sends.iter_mut() {
+            let engine::Outgoing::Flow {
+                flow_id,
+                flow_token,
+                flow_action,
+                screen,
+                data,
+                ..
+            } = send
+            else {
+                continue;
+            };
+            let Some(row) = store::flows::load_flow(&self.state.pool, flow_id).await? else {
+                continue;
+            };
+            if let Some(meta_id) = row.whatsapp_flow_id.as_ref().filter(|id| !id.is_empty()) {
+                flow_id.clone_from(meta_id);
+            }
+            let mode_set = engine::context::parse_flow_token(flow_token)
+                .and_then(|(_, node_id)| bot.find(node_id))
+                .map(|index| match &bot.node(index).kind {
+                    engine::node::NodeKind::Flow(f) => f.mode_set,
+                    _ => true,
+                })
+                .unwrap_or(true);
+            if mode_set {
+                continue;
+            }
+            let node_data = json!({ "flowInitialScreen": screen.clone() });
+            let launch = crate::datasource::flow::flow_launch(Some(&row), &node_data);
+            *flow_action = launch.flow_action;
+            match launch.flow_action {
+                engine::FlowAction::DataExchange => {
+                    // The endpoint's INIT answer brings the first screen and its data.
+                    *screen = None;
+                    *data = None;
+                }
+                engine::FlowAction::Navigate => *screen = launch.screen,
+            }
+        }
+        Ok(())
     }
 
     /// Stores the turn's effects and finishes the job, all or nothing.

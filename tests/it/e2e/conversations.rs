@@ -358,3 +358,63 @@ async fn a_flow_message_meta_refuses_takes_the_flow_nodes_error_edge() {
         .count();
     assert_eq!(flow_requests, 1, "the refused Flow message is not retried");
 }
+
+#[tokio::test]
+async fn a_flow_node_opens_its_flow_the_way_the_flow_row_says() {
+    let engine = Engine::start().await;
+    let pool = &engine.app.pool;
+    let insert_flow = |meta_id: &'static str, endpoint: Option<&'static str>| async move {
+        sqlx::query_scalar::<_, uuid::Uuid>(
+            "INSERT INTO whatsapp_flows (whatsapp_flow_id, name, \"flowJson\", endpoint_uri) \
+             VALUES ($1, $1, $2, $3) RETURNING id",
+        )
+        .bind(meta_id)
+        .bind(json!({"version": "7.0", "screens": [{"id": "WELCOME"}, {"id": "DONE", "terminal": true}],
+                     "routing_model": {"WELCOME": ["DONE"], "DONE": []}}))
+        .bind(endpoint)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let with_endpoint = insert_flow(
+        "META_FLOW_ENDPOINT",
+        Some("https://bot.example.com/flows/endpoint"),
+    )
+    .await;
+    let static_flow = insert_flow("META_FLOW_STATIC", None).await;
+
+    let bot = json!({"name": "Two flows", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "Start"}},
+        {"id": "f1", "type": "whatsapp_flow", "data": {"label": "Dynamic", "whatsappFlowId": with_endpoint.to_string(),
+            "flowCta": "Open", "flowBodyText": "Dynamic form"}},
+        {"id": "f2", "type": "whatsapp_flow", "data": {"label": "Static", "whatsappFlowId": static_flow.to_string(),
+            "flowCta": "Open", "flowBodyText": "Static form"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "f1"},
+        {"id": "e2", "source": "f1", "target": "f2"}
+    ]});
+    install_chatbot(pool, &bot).await;
+
+    engine.say(text("wamid.FL1", "hi")).await;
+    let r = engine.replies(0, 1).await;
+    let params = &r[0].body["interactive"]["action"]["parameters"];
+    assert_eq!(
+        params["flow_id"], "META_FLOW_ENDPOINT",
+        "Meta's id, not our uuid"
+    );
+    assert_eq!(params["flow_action"], "data_exchange");
+    assert!(params.get("flow_action_payload").is_none(), "{params}");
+
+    let token = params["flow_token"].as_str().unwrap().to_owned();
+    engine
+        .say(nfm_reply(
+            "wamid.FL2",
+            &json!({"flow_token": token, "ok": true}),
+        ))
+        .await;
+    let r = engine.replies(1, 1).await;
+    let params = &r[0].body["interactive"]["action"]["parameters"];
+    assert_eq!(params["flow_id"], "META_FLOW_STATIC");
+    assert_eq!(params["flow_action"], "navigate");
+    assert_eq!(params["flow_action_payload"]["screen"], "WELCOME");
+}
