@@ -17,4 +17,5 @@ mod serve;
 mod support_graph;
 mod webhook;
 mod webhook_outage;
+mod webhook_samples;
 mod webhook_statuses;

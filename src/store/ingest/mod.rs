@@ -27,6 +27,10 @@ use crate::whatsapp::webhook::{Envelope, Message, MessageKind, MessagesValue, St
 
 /// users."phoneNumber" is a varchar(20); a longer sender id cannot be a wa_id.
 const PHONE_MAX_CHARS: usize = 20;
+/// Meta's wamids are under a hundred characters; a far longer one could not be
+/// indexed (btree entries are limited to about 2.7 kB) and would fail the whole POST
+/// on every retry.
+pub const WAMID_MAX_CHARS: usize = 512;
 /// users.name is a varchar(100).
 const NAME_MAX_CHARS: usize = 100;
 /// How often a transaction that lost a deadlock or serialization race is re-run.
@@ -227,10 +231,12 @@ async fn store_message(
         );
         return Ok(Stored::Skipped);
     };
-    if from.chars().count() > PHONE_MAX_CHARS || business.chars().count() > PHONE_MAX_CHARS {
+    if from.chars().count() > PHONE_MAX_CHARS
+        || business.chars().count() > PHONE_MAX_CHARS
+        || wamid.chars().count() > WAMID_MAX_CHARS
+    {
         tracing::warn!(
-            wamid,
-            "a webhook message's sender or business number is too long for a phone number; kept in the raw event only"
+            "a webhook message's sender, business number or id is too long; kept in the raw event only"
         );
         return Ok(Stored::Skipped);
     }
@@ -464,6 +470,33 @@ async fn update_conversation(
     .execute(&mut *conn)
     .await
     .map(|_| ())
+}
+
+/// Replaces NUL characters in every string of `value` with U+FFFD. PostgreSQL's
+/// jsonb and text cannot hold U+0000, and one such character would otherwise fail
+/// the whole POST on every one of Meta's retries. Call it before parsing the
+/// envelope, so the typed values are scrubbed too. Returns whether it changed
+/// anything.
+pub fn make_storable(value: &mut Value) -> bool {
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            *s = s.replace('\0', "\u{FFFD}");
+            true
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |c, v| make_storable(v) | c),
+        Value::Object(map) => {
+            let keys_with_nul: Vec<String> =
+                map.keys().filter(|k| k.contains('\0')).cloned().collect();
+            let changed = !keys_with_nul.is_empty();
+            for key in keys_with_nul {
+                if let Some(v) = map.remove(&key) {
+                    map.insert(key.replace('\0', "\u{FFFD}"), v);
+                }
+            }
+            map.values_mut().fold(changed, |c, v| make_storable(v) | c)
+        }
+        _ => false,
+    }
 }
 
 /// Errors that mean "the database is not there right now" rather than "the
