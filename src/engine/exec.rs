@@ -9,7 +9,7 @@ use super::compile::{CompiledChatbot, Node};
 use super::condition;
 use super::context::{reason, Context, ContextStatus, EngineState};
 use super::event::Event;
-use super::http::{HttpClient, HttpError};
+use super::http::{HttpClient, HttpError, HttpRequest, CONNECTION_SCHEME};
 use super::limits::{
     cut, EngineLimits, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX, TEXT_BODY_MAX,
 };
@@ -299,7 +299,11 @@ impl<H: HttpClient> Turn<'_, H> {
             }
             NodeKind::Question(q) => {
                 self.state.retries = 0;
-                let ask = question::ask(q, vars);
+                if let (Some(connection), Some(source)) = (&q.connection, &q.dynamic) {
+                    self.fetch_connection_rows(index, connection, &source.source)
+                        .await;
+                }
+                let ask = question::ask(q, &self.ctx.variables);
                 self.sends.push(ask);
                 self.wait(ContextStatus::WaitingInput, q.timeout_secs);
                 Step::Wait
@@ -325,6 +329,36 @@ impl<H: HttpClient> Turn<'_, H> {
             flow_action: f.action,
             screen: f.initial_screen.clone(),
             data: f.initial_data.as_ref().map(|d| render_value(d, vars)),
+        }
+    }
+
+    /// Stores the items of a data source connection under `source` (an empty list,
+    /// and the error in the node's output, when they cannot be had).
+    async fn fetch_connection_rows(&mut self, index: NodeIndex, connection: &str, source: &str) {
+        let request = HttpRequest {
+            method: http::Method::POST,
+            url: format!("{CONNECTION_SCHEME}{connection}"),
+            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+            body: serde_json::to_vec(&self.ctx.variables).ok(),
+            timeout: self.limits.max_http_timeout,
+        };
+        let items = match self.http.send(request).await {
+            Ok(response) if response.status == 200 => {
+                match serde_json::from_slice::<Value>(&response.body) {
+                    Ok(Value::Array(items)) => Ok(items),
+                    _ => Err("the connection did not answer a list of items".to_owned()),
+                }
+            }
+            Ok(response) => Err(String::from_utf8_lossy(&response.body).into_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        match items {
+            Ok(items) => assign(&mut self.ctx.variables, source, Value::Array(items)),
+            Err(error) => {
+                tracing::warn!(connection, %error, "dynamic question rows unavailable");
+                self.record(index, json!({"success": false, "error": error}));
+                assign(&mut self.ctx.variables, source, Value::Array(Vec::new()));
+            }
         }
     }
 

@@ -5,6 +5,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+/// The URL scheme of a data source connection: a question with `dynamicConnectionId`
+/// asks the caller for `wabot-connection:<id>` with the context's variables as the
+/// JSON body, and expects a JSON array of `{id, title, description?}` back.
+pub const CONNECTION_SCHEME: &str = "wabot-connection:";
+
 /// One request a rest_api node makes, fully built.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpRequest {

@@ -111,6 +111,9 @@ pub struct QuestionNode {
     /// Static list sections as written (cut when sent).
     pub sections: Vec<ListSection>,
     pub dynamic: Option<DynamicSource>,
+    /// wabot: a data source connection (`dynamicConnectionId`) whose items become the
+    /// dynamic choices, fetched each time the question is asked.
+    pub connection: Option<String>,
     /// The older documents' explicit `variable`.
     pub legacy_variable: Option<String>,
     pub validation: Option<Validation>,

@@ -41,6 +41,10 @@ pub(crate) fn parse_kind(
     })
 }
 
+/// Where a question keeps the items of its `dynamicConnectionId` when it names no
+/// `dynamicListSource` / `dynamicButtonsSource` of its own.
+pub const CONNECTION_ROWS: &str = "connection_rows";
+
 fn required(data: Fields<'_>, key: &'static str, problems: &mut Vec<Problem>) -> Option<String> {
     let value = data.string(key);
     if value.is_none() {
@@ -69,8 +73,16 @@ fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
         QuestionType::List => "dynamicListSource",
         _ => "dynamicButtonsSource",
     };
+    let connection = (question_type != QuestionType::Text)
+        .then(|| data.string("dynamicConnectionId"))
+        .flatten()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
     let dynamic = (question_type != QuestionType::Text)
-        .then(|| data.string(source_key))
+        .then(|| {
+            data.string(source_key)
+                .or_else(|| connection.as_ref().map(|_| CONNECTION_ROWS.to_owned()))
+        })
         .flatten()
         .map(|source| DynamicSource {
             source: source
@@ -103,6 +115,7 @@ fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
             .unwrap_or_else(|| "Seçin".to_owned()),
         sections,
         dynamic,
+        connection,
         legacy_variable: data.string("variable").map(|v| v.trim().to_owned()),
         validation: validation(data, problems),
         timeout_secs: data.u64("timeoutSeconds").filter(|s| *s > 0),

@@ -18,7 +18,10 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::engine::cache::ChatbotCache;
-use crate::engine::{self, CompiledChatbot, Context, Customer, EngineLimits, Event, Inbound};
+use crate::engine::{
+    self, CompiledChatbot, Context, Customer, EngineLimits, Event, HttpClient, HttpError,
+    HttpRequest, HttpResponse, Inbound,
+};
 use crate::http::AppState;
 use crate::store;
 use crate::store::turns::{ClaimedTurn, ConversationParties};
@@ -47,7 +50,7 @@ pub struct TurnWorker {
     state: AppState,
     /// This process's lease token.
     token: String,
-    http: ReqwestHttp,
+    http: TurnHttp,
     cache: ChatbotCache,
     limits: EngineLimits,
 }
@@ -57,7 +60,11 @@ impl TurnWorker {
         let config = &state.config;
         Ok(TurnWorker {
             token: format!("turns-{}", Uuid::new_v4()),
-            http: ReqwestHttp::new(config)?,
+            http: TurnHttp {
+                rest: ReqwestHttp::new(config)?,
+                pool: state.pool.clone(),
+                datasources: state.datasources.clone(),
+            },
             cache: ChatbotCache::new(config.engine.chatbot_cache_size),
             limits: EngineLimits::from_config(&config.engine, config.datasource.max_timeout_ms),
             state,
@@ -495,6 +502,43 @@ fn preview(message: &engine::Outgoing) -> &str {
         | engine::Outgoing::Buttons { body, .. }
         | engine::Outgoing::List { body, .. }
         | engine::Outgoing::Flow { body, .. } => body,
+    }
+}
+
+/// The HTTP the engine asks for during a turn: rest_api nodes go out through the
+/// guarded reqwest client; `wabot-connection:<id>` requests of dynamic questions are
+/// answered from the data source connection.
+struct TurnHttp {
+    rest: ReqwestHttp,
+    pool: sqlx::PgPool,
+    datasources: crate::datasource::DataSourceClient,
+}
+
+impl HttpClient for TurnHttp {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let Some(id) = request.url.strip_prefix(engine::http::CONNECTION_SCHEME) else {
+            return self.rest.send(request).await;
+        };
+        let id = Uuid::parse_str(id)
+            .map_err(|_| HttpError::InvalidRequest(format!("`{id}` is not a connection id")))?;
+        let input: Value = request
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
+        let resolve =
+            crate::datasource::resolve_connection_items(&self.pool, &self.datasources, id, &input);
+        match tokio::time::timeout(request.timeout, resolve).await {
+            Err(_) => Err(HttpError::Timeout),
+            Ok(Err(e)) => Ok(HttpResponse {
+                status: 502,
+                body: e.to_string().into_bytes(),
+            }),
+            Ok(Ok(items)) => Ok(HttpResponse {
+                status: 200,
+                body: serde_json::to_vec(&items).unwrap_or_default(),
+            }),
+        }
     }
 }
 

@@ -418,3 +418,71 @@ async fn a_flow_node_opens_its_flow_the_way_the_flow_row_says() {
     assert_eq!(params["flow_action"], "navigate");
     assert_eq!(params["flow_action_payload"]["screen"], "WELCOME");
 }
+
+#[tokio::test]
+async fn a_list_question_takes_its_rows_from_a_data_source_connection() {
+    use axum::{extract::Query, routing::get, Json, Router};
+    async fn brands(Query(q): Query<std::collections::HashMap<String, String>>) -> Json<Value> {
+        let country = q.get("country").cloned().unwrap_or_default();
+        Json(json!({"data": {"items": [
+            {"slug": "bosch", "name": "Bosch", "origin": country},
+            {"slug": "arcelik", "name": "Arçelik", "origin": country}
+        ]}}))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, Router::new().route("/api/brands", get(brands)))
+            .await
+            .unwrap()
+    });
+
+    let engine = Engine::start().await;
+    let pool = &engine.app.pool;
+    let source: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO data_sources (name, type, base_url) VALUES ('shop', 'REST_API', $1) RETURNING id",
+    )
+    .bind(&base)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let connection: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO data_source_connections \
+            (name, data_source_id, endpoint, data_key, transform_config, param_mapping) \
+         VALUES ('brands', $1, '/api/brands', 'data.items', \
+                 '{\"idField\":\"slug\",\"titleField\":\"name\",\"descriptionField\":\"origin\"}', \
+                 '{\"country\":\"$.customer_name\"}') RETURNING id",
+    )
+    .bind(source)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let bot = json!({"name": "Brands", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "Start"}},
+        {"id": "q", "type": "question", "data": {"label": "Brand", "questionType": "list",
+            "content": "Pick a brand", "listButtonText": "Brands",
+            "dynamicConnectionId": connection.to_string()}},
+        {"id": "m", "type": "message", "data": {"label": "Picked", "content": "You picked {{question_1.response}}"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "q"},
+        {"id": "e2", "source": "q", "target": "m"}
+    ]});
+    install_chatbot(pool, &bot).await;
+
+    engine.say(text("wamid.DS1", "hi")).await;
+    let r = engine.replies(0, 1).await;
+    let rows = &r[0].body["interactive"]["action"]["sections"][0]["rows"];
+    assert_eq!(
+        rows,
+        &json!([
+            {"id": "bosch", "title": "Bosch", "description": CUSTOMER_NAME},
+            {"id": "arcelik", "title": "Arçelik", "description": CUSTOMER_NAME}
+        ]),
+        "rows from the connection, param_mapping filled from the variables"
+    );
+    engine
+        .say(list_reply("wamid.DS2", "arcelik", "Arçelik"))
+        .await;
+    let r = engine.replies(1, 1).await;
+    assert_eq!(r[0].text(), Some("You picked arcelik"));
+}
