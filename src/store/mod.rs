@@ -40,6 +40,9 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     PgPoolOptions::new()
         .max_connections(config.database.max_connections)
+        // A dead connection shows as an error on use (a webhook then answers 503 and
+        // Meta retries); pinging on every checkout would cost a round trip each.
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
         .connect_with(options)
         .await

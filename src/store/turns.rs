@@ -244,3 +244,29 @@ pub async fn touch_conversation(
     .await?;
     Ok(())
 }
+
+/// Deletes finished turn and send jobs older than `keep`, then vacuums both queues
+/// so that the claim's index scans stay short even where autovacuum is off or slow.
+pub async fn purge_finished(pool: &PgPool, keep: Duration) -> Result<u64, sqlx::Error> {
+    let keep = keep.as_secs_f64();
+    let turns =
+        sqlx::query("DELETE FROM turn_jobs WHERE done_at < now() - make_interval(secs => $1)")
+            .bind(keep)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    let sends =
+        sqlx::query("DELETE FROM send_jobs WHERE done_at < now() - make_interval(secs => $1)")
+            .bind(keep)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    // VACUUM cannot run inside a transaction; each is its own statement.
+    sqlx::query("VACUUM (ANALYZE) turn_jobs")
+        .execute(pool)
+        .await?;
+    sqlx::query("VACUUM (ANALYZE) send_jobs")
+        .execute(pool)
+        .await?;
+    Ok(turns + sends)
+}

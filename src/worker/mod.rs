@@ -30,5 +30,24 @@ pub fn spawn(state: AppState, shutdown: CancellationToken) -> anyhow::Result<Tas
         sender::SenderOptions::from_config(&state.config),
     ));
     tracker.spawn(sender.run(state.send_notify.clone(), shutdown.clone()));
+    tracker.spawn(maintain_queues(state.pool.clone(), shutdown));
     Ok(tracker)
+}
+
+/// Every minute, drops finished jobs kept for an hour and vacuums the queues. Several
+/// processes may do it at once; the statements are idempotent.
+async fn maintain_queues(pool: sqlx::PgPool, shutdown: CancellationToken) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+    const KEEP: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match crate::store::turns::purge_finished(&pool, KEEP).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(jobs = n, "purged finished jobs"),
+            Err(e) => tracing::warn!(error = %e, "queue maintenance failed"),
+        }
+    }
 }

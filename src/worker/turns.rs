@@ -165,6 +165,11 @@ impl TurnWorker {
             outcome = self.execute(&job) => outcome,
             _ = heartbeat => TurnOutcome::LeaseLost,
         };
+        if matches!(outcome, TurnOutcome::Done { .. } | TurnOutcome::Skipped(_)) {
+            // The conversation's next job (a burst) is claimable now: claim it at
+            // once rather than at the next poll.
+            self.state.work_notify.notify_one();
+        }
         match &outcome {
             TurnOutcome::Done { sends } => {
                 tracing::debug!(job = job.id, sends, "turn done");

@@ -293,3 +293,37 @@ async fn a_daemon_killed_mid_conversation_is_restarted_and_answers_everything() 
     assert_eq!(unanswered, 0);
     second.kill().await.ok();
 }
+
+#[tokio::test]
+async fn finished_jobs_are_purged_after_their_retention_and_open_ones_never() {
+    let engine = Engine::start().await;
+    started(&engine).await;
+    for i in 1..=2 {
+        engine
+            .say(text(&format!("wamid.G{i}"), &format!("g{i}")))
+            .await;
+    }
+    engine.replies(1, 4).await;
+    eventually(&engine.app.pool, UNSENT, 0).await;
+    let pool = &engine.app.pool;
+    // Age one finished turn and one finished send past the retention.
+    sqlx::query("UPDATE turn_jobs SET done_at = now() - interval '2 hours' WHERE id = (SELECT min(id) FROM turn_jobs WHERE done_at IS NOT NULL)")
+        .execute(pool).await.unwrap();
+    sqlx::query("UPDATE send_jobs SET done_at = now() - interval '2 hours' WHERE id = (SELECT min(id) FROM send_jobs)")
+        .execute(pool).await.unwrap();
+    let before: (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM turn_jobs), (SELECT count(*) FROM send_jobs)")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let purged = wabot::store::turns::purge_finished(pool, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+    let after: (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM turn_jobs), (SELECT count(*) FROM send_jobs)")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((after.0, after.1), (before.0 - 1, before.1 - 1));
+}
