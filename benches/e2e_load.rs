@@ -1,0 +1,661 @@
+//! End-to-end load driver: the whole engine in one process, against a real
+//! PostgreSQL and a fake Graph API.
+//!
+//! wabot runs in-process (`Application::with_parts` + `run`) with its turn worker
+//! and sender on, on a fresh database, with a sample chatbot installed as the active
+//! one. Its Graph API base points at a small axum server started here, which answers
+//! like Meta and records, per recipient, when every reply arrived. N simulated
+//! customers each send M signed text webhooks; the figures are turns per second and
+//! the end-to-end latency of a turn (webhook POST sent → first reply of that turn
+//! received by the fake Graph API), plus the webhook ack latency, peak RSS and CPU.
+//!
+//! `cargo bench --bench e2e_load -- [options]`; unknown arguments (cargo's `--bench`)
+//! are ignored. Options, with defaults:
+//!
+//! - `--users 200`, `--messages 10`: customers and messages per customer.
+//! - `--think-ms 0`: closed loop (default): each customer waits for all replies of a
+//!   turn, then thinks this long, then writes again.
+//! - `--open-rate R`: open loop instead: messages are offered at R per second in all,
+//!   round-robin over the customers, whatever the replies do. Latency is measured
+//!   from the scheduled send time, so a server that falls behind is not flattered.
+//! - `--chatbot echo|sample`: `fixtures/e2e/echo-loop.json` (every message gets
+//!   "echo: <text>" and the question again: 2 Graph API calls a turn, 1 for the
+//!   first) or WhatsApp Builder's `sample-chatbot.json` (welcome + button menu, a
+//!   button reply, an answer + goodbye that ends the context; 2 calls a turn).
+//! - `--poll-ms 20`, `--turn-concurrency 32`, `--db-connections 20`: daemon config.
+//! - `--max-secs 45`: the load phase stops by itself after this long.
+//!
+//! `DATABASE_URL` names the PostgreSQL server; a `wabot_e2e_*` database is created on
+//! it and dropped afterwards.
+
+use std::future::IntoFuture;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wabot::config::Config;
+use wabot::engine::ChatbotDoc;
+use wabot::startup::Application;
+use wabot::store::chatbots::{self, NewChatbot};
+use wabot::whatsapp::signature;
+
+const SECRET: &str = "e2e-app-secret";
+const BUSINESS: &str = "106540352242922";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bot {
+    Echo,
+    Sample,
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    users: usize,
+    messages: usize,
+    think: Duration,
+    open_rate: Option<f64>,
+    bot: Bot,
+    poll_ms: u64,
+    turn_concurrency: usize,
+    db_connections: u32,
+    max_time: Duration,
+}
+
+impl Options {
+    fn parse() -> Options {
+        let mut o = Options {
+            users: 200,
+            messages: 10,
+            think: Duration::ZERO,
+            open_rate: None,
+            bot: Bot::Echo,
+            poll_ms: 20,
+            turn_concurrency: 32,
+            db_connections: 20,
+            max_time: Duration::from_secs(45),
+        };
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut i = 0;
+        while i < args.len() {
+            let (key, inline) = match args[i].split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (args[i].clone(), None),
+            };
+            let takes_value = matches!(
+                key.as_str(),
+                "--users"
+                    | "--messages"
+                    | "--think-ms"
+                    | "--open-rate"
+                    | "--chatbot"
+                    | "--poll-ms"
+                    | "--turn-concurrency"
+                    | "--db-connections"
+                    | "--max-secs"
+            );
+            if !takes_value {
+                i += 1;
+                continue;
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => {
+                    i += 1;
+                    args.get(i).cloned().unwrap_or_default()
+                }
+            };
+            i += 1;
+            let num = |v: &str| v.parse::<f64>().ok().filter(|n| *n >= 0.0);
+            match (key.as_str(), num(&value)) {
+                ("--chatbot", _) => {
+                    o.bot = if value == "sample" { Bot::Sample } else { Bot::Echo }
+                }
+                ("--users", Some(n)) if n >= 1.0 => o.users = n as usize,
+                ("--messages", Some(n)) if n >= 1.0 => o.messages = n as usize,
+                ("--think-ms", Some(n)) => o.think = Duration::from_millis(n as u64),
+                ("--open-rate", Some(n)) if n > 0.0 => o.open_rate = Some(n),
+                ("--poll-ms", Some(n)) if n >= 1.0 => o.poll_ms = n as u64,
+                ("--turn-concurrency", Some(n)) if n >= 1.0 => o.turn_concurrency = n as usize,
+                ("--db-connections", Some(n)) if n >= 2.0 => o.db_connections = n as u32,
+                ("--max-secs", Some(n)) if n >= 1.0 => o.max_time = Duration::from_secs(n as u64),
+                _ => eprintln!("e2e_load: ignoring {key} {value}"),
+            }
+        }
+        o
+    }
+}
+
+/// One reply as the fake Graph API received it.
+struct Reply {
+    at: Instant,
+    text: String,
+}
+
+/// The fake Graph API's state: one inbox per customer (the recipient's wa_id encodes
+/// its index, so no lookup is shared between requests).
+struct FakeGraph {
+    inboxes: Vec<mpsc::UnboundedSender<Reply>>,
+    accepted: AtomicU64,
+}
+
+async fn graph_messages(State(fake): State<Arc<FakeGraph>>, body: Bytes) -> Json<Value> {
+    let at = Instant::now();
+    let n = fake.accepted.fetch_add(1, Ordering::Relaxed);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let to = body["to"].as_str().unwrap_or_default().to_owned();
+    let text = body["text"]["body"]
+        .as_str()
+        .or_else(|| body["interactive"]["body"]["text"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(inbox) = user_index(&to).and_then(|u| fake.inboxes.get(u)) {
+        let _ = inbox.send(Reply { at, text });
+    }
+    Json(json!({"messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to}],
+                "messages": [{"id": format!("wamid.E2E{n}")}]}))
+}
+
+fn wa_id(user: usize) -> String {
+    format!("1999{user:08}")
+}
+
+fn user_index(wa_id: &str) -> Option<usize> {
+    wa_id.strip_prefix("1999")?.parse().ok()
+}
+
+/// The scenario a chatbot implies: what customer `u` writes as message `s`, how many
+/// replies that turn gets, and what the first of them says (when it is predictable).
+fn message(bot: Bot, u: usize, s: usize) -> Value {
+    let id = format!("wamid.IN.{u}.{s}");
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .to_string();
+    let from = wa_id(u);
+    if bot == Bot::Sample && s % 2 == 1 {
+        return json!({"from": from, "id": id, "timestamp": ts, "type": "interactive",
+                      "interactive": {"type": "button_reply",
+                                      "button_reply": {"id": "btn_tech", "title": "Teknik Destek"}}});
+    }
+    json!({"from": from, "id": id, "timestamp": ts, "type": "text",
+           "text": {"body": format!("message {s} of customer {u}")}})
+}
+
+fn replies(bot: Bot, s: usize) -> usize {
+    match (bot, s) {
+        (Bot::Echo, 0) => 1,
+        _ => 2,
+    }
+}
+
+fn first_reply_ok(bot: Bot, u: usize, s: usize, text: &str) -> bool {
+    match (bot, s) {
+        (Bot::Echo, 0) => text == "Say something",
+        (Bot::Echo, _) => text == format!("echo: message {s} of customer {u}"),
+        (Bot::Sample, s) if s % 2 == 0 => text.starts_with("Merhaba!"),
+        (Bot::Sample, _) => text.starts_with("Teknik Destek"),
+    }
+}
+
+fn webhook(bot: Bot, u: usize, s: usize) -> Vec<u8> {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": BUSINESS},
+            "contacts": [{"profile": {"name": format!("Customer {u}")}, "wa_id": wa_id(u)}],
+            "messages": [message(bot, u, s)]}}]}]})
+    .to_string()
+    .into_bytes()
+}
+
+/// One turn as a customer saw it.
+#[derive(Default)]
+struct Turn {
+    sent: Option<Instant>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    wrong: bool,
+}
+
+/// What one customer measured.
+#[derive(Default)]
+struct Seen {
+    turns: Vec<Turn>,
+    acks: Vec<Duration>,
+    ack_failures: u64,
+}
+
+struct Driver {
+    client: reqwest::Client,
+    address: String,
+    opts: Options,
+    start: Instant,
+    deadline: Instant,
+}
+
+impl Driver {
+    async fn post(&self, body: Vec<u8>, seen: &mut Seen) {
+        let header = signature::sign(SECRET.as_bytes(), &body);
+        let sent = Instant::now();
+        let response = self
+            .client
+            .post(&self.address)
+            .header(signature::HEADER, header)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => seen.acks.push(sent.elapsed()),
+            _ => seen.ack_failures += 1,
+        }
+    }
+
+    /// Receives the replies of turn `s` into `turn`; false when the deadline came first.
+    async fn receive(
+        &self,
+        inbox: &mut mpsc::UnboundedReceiver<Reply>,
+        u: usize,
+        s: usize,
+        turn: &mut Turn,
+    ) -> bool {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        for k in 0..replies(self.opts.bot, s) {
+            let Ok(Some(reply)) = tokio::time::timeout_at(deadline, inbox.recv()).await else {
+                return false;
+            };
+            if k == 0 {
+                turn.first = Some(reply.at);
+                turn.wrong = !first_reply_ok(self.opts.bot, u, s, &reply.text);
+            }
+            turn.last = Some(reply.at);
+        }
+        true
+    }
+
+    /// A human: writes, waits for the whole answer, thinks, writes again.
+    async fn closed(self: Arc<Self>, u: usize, mut inbox: mpsc::UnboundedReceiver<Reply>) -> Seen {
+        let mut seen = Seen::default();
+        for s in 0..self.opts.messages {
+            if Instant::now() >= self.deadline {
+                break;
+            }
+            let mut turn = Turn {
+                sent: Some(Instant::now()),
+                ..Turn::default()
+            };
+            self.post(webhook(self.opts.bot, u, s), &mut seen).await;
+            let complete = self.receive(&mut inbox, u, s, &mut turn).await;
+            seen.turns.push(turn);
+            if !complete {
+                break;
+            }
+            if !self.opts.think.is_zero() {
+                tokio::time::sleep(self.opts.think).await;
+            }
+        }
+        seen
+    }
+
+    /// A fixed offered rate: message `s` of customer `u` is due at
+    /// `(s · users + u) / rate`, whatever happened to the earlier ones.
+    async fn open(
+        self: Arc<Self>,
+        u: usize,
+        rate: f64,
+        mut inbox: mpsc::UnboundedReceiver<Reply>,
+    ) -> Seen {
+        let mut seen = Seen::default();
+        for s in 0..self.opts.messages {
+            let due = self.start
+                + Duration::from_secs_f64((s * self.opts.users + u) as f64 / rate);
+            if due >= self.deadline {
+                break;
+            }
+            tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+            seen.turns.push(Turn {
+                sent: Some(due),
+                ..Turn::default()
+            });
+            self.post(webhook(self.opts.bot, u, s), &mut seen).await;
+        }
+        let mut turns = std::mem::take(&mut seen.turns);
+        for (s, turn) in turns.iter_mut().enumerate() {
+            if !self.receive(&mut inbox, u, s, turn).await {
+                break;
+            }
+        }
+        seen.turns = turns;
+        seen
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let opts = Options::parse();
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let options = PgConnectOptions::from_str(&server)?.disable_statement_logging();
+    let name = format!("wabot_e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await?;
+    let url = options.clone().database(&name).to_url_lossy().to_string();
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut admin)
+        .await?;
+
+    let result = run(&url, &opts, &version).await;
+
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    result
+}
+
+async fn run(url: &str, opts: &Options, pg_version: &str) -> anyhow::Result<()> {
+    let setup = Instant::now();
+    // The fake Graph API.
+    let (senders, mut receivers): (Vec<_>, Vec<_>) =
+        (0..opts.users).map(|_| mpsc::unbounded_channel()).unzip();
+    let fake = Arc::new(FakeGraph {
+        inboxes: senders,
+        accepted: AtomicU64::new(0),
+    });
+    let graph_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let graph_url = format!("http://{}", graph_listener.local_addr()?);
+    let graph_app = Router::new()
+        .route("/{version}/{phone}/messages", post(graph_messages))
+        .with_state(fake.clone());
+    let graph_stop = CancellationToken::new();
+    let graph_server = tokio::spawn(
+        axum::serve(graph_listener, graph_app)
+            .with_graceful_shutdown(graph_stop.clone().cancelled_owned())
+            .into_future(),
+    );
+
+    // The daemon.
+    let mut config = Config {
+        database_url: url.to_owned(),
+        listen: "127.0.0.1:0".parse()?,
+        ..Config::default()
+    };
+    config.whatsapp.app_secret = Some(SecretString::from(SECRET));
+    config.whatsapp.verify_token = Some(SecretString::from("e2e-verify"));
+    config.whatsapp.access_token = Some(SecretString::from("e2e-access-token"));
+    config.whatsapp.phone_number_id = Some(BUSINESS.to_owned());
+    config.whatsapp.graph_api_base = graph_url;
+    config.worker.enabled = true;
+    config.worker.send_rate_per_sec = 100_000;
+    config.worker.poll_interval_ms = opts.poll_ms;
+    config.worker.turn_concurrency = opts.turn_concurrency;
+    config.database.max_connections = opts.db_connections;
+    config.server.shutdown_timeout_secs = 5;
+    let pool = PgPoolOptions::new()
+        .max_connections(config.database.max_connections)
+        .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
+        .connect(url)
+        .await?;
+    wabot::store::migrate(&pool).await?;
+    install_chatbot(&pool, opts.bot).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let app = Application::with_parts(config, pool.clone(), listener)?;
+    let address = format!("http://{}/webhook", app.local_addr());
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(app.run(shutdown.clone()));
+    let setup = setup.elapsed();
+
+    // The customers.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(opts.users)
+        .build()?;
+    let start = Instant::now();
+    let cpu_before = (self_cpu(), postgres_cpu());
+    let driver = Arc::new(Driver {
+        client,
+        address,
+        opts: opts.clone(),
+        start,
+        deadline: start + opts.max_time,
+    });
+    let mut customers = tokio::task::JoinSet::new();
+    for (u, inbox) in receivers.drain(..).enumerate() {
+        let driver = driver.clone();
+        match opts.open_rate {
+            Some(rate) => customers.spawn(async move { (u, driver.open(u, rate, inbox).await) }),
+            None => customers.spawn(async move { (u, driver.closed(u, inbox).await) }),
+        };
+    }
+    let mut all: Vec<(usize, Seen)> = Vec::with_capacity(opts.users);
+    while let Some(done) = customers.join_next().await {
+        all.push(done?);
+    }
+    let cpu_after = (self_cpu(), postgres_cpu());
+
+    let counts: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM turn_jobs WHERE done_at IS NOT NULL), \
+                (SELECT count(*) FROM turn_jobs WHERE done_at IS NULL), \
+                (SELECT count(*) FROM messages WHERE status = 'sent')",
+    )
+    .fetch_one(&pool)
+    .await?;
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), daemon).await;
+    graph_stop.cancel();
+    let _ = graph_server.await;
+    pool.close().await;
+    if !matches!(stopped, Ok(Ok(Ok(())))) {
+        eprintln!("e2e_load: the daemon did not stop cleanly: {stopped:?}");
+    }
+
+    report(
+        opts,
+        &all,
+        Report {
+            setup,
+            cpu: (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1),
+            counts,
+            accepted: fake.accepted.load(Ordering::Relaxed),
+            pg_version,
+        },
+    );
+    Ok(())
+}
+
+async fn install_chatbot(pool: &PgPool, bot: Bot) -> anyhow::Result<()> {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let path = match bot {
+        Bot::Echo => root.join("fixtures/e2e/echo-loop.json"),
+        Bot::Sample => root.join("../shared/whatsapp-builder/chatbots/sample-chatbot.json"),
+    };
+    let value: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let doc = ChatbotDoc::from_json(&value).map_err(|e| anyhow::anyhow!("{path:?}: {e}"))?;
+    chatbots::insert(pool, &NewChatbot::from_doc(&doc, true)).await?;
+    Ok(())
+}
+
+struct Report<'a> {
+    setup: Duration,
+    /// CPU seconds of this process and of all PostgreSQL processes during the load.
+    cpu: (f64, f64),
+    /// Turn jobs done, turn jobs open, messages sent, at the end of the load.
+    counts: (i64, i64, i64),
+    accepted: u64,
+    pg_version: &'a str,
+}
+
+fn report(opts: &Options, all: &[(usize, Seen)], r: Report<'_>) {
+    let mut first = Vec::new();
+    let mut whole = Vec::new();
+    let mut acks = Vec::new();
+    let (mut sent, mut unanswered, mut wrong, mut ack_failures) = (0, 0, 0, 0);
+    let mut begin: Option<Instant> = None;
+    let mut end: Option<Instant> = None;
+    for (_, seen) in all {
+        acks.extend(seen.acks.iter().copied());
+        ack_failures += seen.ack_failures;
+        for turn in &seen.turns {
+            let Some(at) = turn.sent else { continue };
+            sent += 1;
+            begin = Some(begin.map_or(at, |b| b.min(at)));
+            match (turn.first, turn.last) {
+                (Some(f), Some(l)) => {
+                    first.push(f.saturating_duration_since(at));
+                    whole.push(l.saturating_duration_since(at));
+                    end = Some(end.map_or(l, |e| e.max(l)));
+                    wrong += usize::from(turn.wrong);
+                }
+                _ => unanswered += 1,
+            }
+        }
+    }
+    let answered = first.len();
+    let span = match (begin, end) {
+        (Some(b), Some(e)) => e.saturating_duration_since(b),
+        _ => Duration::ZERO,
+    };
+    let mode = match opts.open_rate {
+        Some(rate) => format!("open loop, {rate} messages/s offered"),
+        None if opts.think.is_zero() => "closed loop, no think time".to_owned(),
+        None => format!("closed loop, think {} ms", opts.think.as_millis()),
+    };
+    let bot = match opts.bot {
+        Bot::Echo => "echo-loop",
+        Bot::Sample => "sample-chatbot",
+    };
+    println!(
+        "e2e_load: {} customers x {} messages, {mode}, chatbot {bot}",
+        opts.users, opts.messages
+    );
+    println!(
+        "  daemon: poll {} ms, turn concurrency {}, {} DB connections; setup {:.2} s",
+        opts.poll_ms,
+        opts.turn_concurrency,
+        opts.db_connections,
+        r.setup.as_secs_f64()
+    );
+    println!(
+        "  turns: {answered} answered of {sent} sent in {:.2} s = {:.0} turns/s \
+         ({} Graph API calls = {:.0}/s); unanswered {unanswered}, wrong first reply {wrong}",
+        span.as_secs_f64(),
+        answered as f64 / span.as_secs_f64().max(1e-9),
+        r.accepted,
+        r.accepted as f64 / span.as_secs_f64().max(1e-9),
+    );
+    println!("  end to end, webhook sent -> first reply: {}", summary(&mut first));
+    println!("  end to end, webhook sent -> last reply:  {}", summary(&mut whole));
+    println!(
+        "  webhook ack: {}; failures {ack_failures}",
+        summary(&mut acks)
+    );
+    println!(
+        "  database: {} turn jobs done, {} open; {} messages sent",
+        r.counts.0, r.counts.1, r.counts.2
+    );
+    println!(
+        "  cpu during load: this process {:.2} s ({:.0}% of one core), postgres {:.2} s \
+         ({:.0}%; all its processes, other users included); {:.0} us of cpu per turn",
+        r.cpu.0,
+        100.0 * r.cpu.0 / span.as_secs_f64().max(1e-9),
+        r.cpu.1,
+        100.0 * r.cpu.1 / span.as_secs_f64().max(1e-9),
+        1e6 * (r.cpu.0 + r.cpu.1) / (answered.max(1) as f64),
+    );
+    println!(
+        "  memory: peak RSS {} (VmHWM; driver, fake Graph API and daemon in one process)",
+        proc_status("VmHWM").unwrap_or_else(|| "?".into())
+    );
+    println!(
+        "  machine: {} x {}; load average before {}; PostgreSQL {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model(),
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
+        r.pg_version
+    );
+}
+
+/// `p50 / p90 / p99 / max` in milliseconds.
+fn summary(values: &mut [Duration]) -> String {
+    if values.is_empty() {
+        return "no samples".to_owned();
+    }
+    values.sort();
+    let pct = |p: f64| {
+        let i = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len()) - 1;
+        values[i].as_secs_f64() * 1e3
+    };
+    format!(
+        "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n = {})",
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(1.0),
+        values.len()
+    )
+}
+
+fn proc_status(key: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    Some(line[key.len() + 1..].trim().to_owned())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+/// utime + stime of a process, in seconds (Linux clock ticks are 1/100 s).
+fn cpu_of(stat: &str) -> f64 {
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+fn self_cpu() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .map(|s| cpu_of(&s))
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds of every running `postgres` process (the server is shared, so this is
+/// an upper bound of what this run cost it; backends that exited are not counted).
+fn postgres_cpu() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .map(|s| cpu_of(&s))
+        .sum()
+}
