@@ -24,6 +24,12 @@
 //!   button reply, an answer + goodbye that ends the context; 2 calls a turn).
 //! - `--poll-ms 20`, `--turn-concurrency 32`, `--db-connections 20`: daemon config.
 //! - `--max-secs 45`: the load phase stops by itself after this long.
+//! - `--sql-stats`: also count every SQL statement the process ran (sqlx's own
+//!   statement events, seen by a tracing layer installed here) with its mean
+//!   client-side time, and read PostgreSQL's per-table statistics afterwards. Costs
+//!   some CPU; off by default.
+//! - `--pg-log`: PostgreSQL logs every statement of the daemon with its server-side
+//!   duration (`log_min_duration_statement = 0` on its connections; superuser only).
 //!
 //! `DATABASE_URL` names the PostgreSQL server; a `wabot_e2e_*` database is created on
 //! it and dropped afterwards.
@@ -50,6 +56,11 @@ use wabot::startup::Application;
 use wabot::store::chatbots::{self, NewChatbot};
 use wabot::whatsapp::signature;
 
+#[path = "e2e_load/sql_stats.rs"]
+mod sql_stats;
+
+use sql_stats::SqlStats;
+
 const SECRET: &str = "e2e-app-secret";
 const BUSINESS: &str = "106540352242922";
 
@@ -70,6 +81,8 @@ struct Options {
     turn_concurrency: usize,
     db_connections: u32,
     max_time: Duration,
+    sql_stats: bool,
+    pg_log: bool,
 }
 
 impl Options {
@@ -84,6 +97,8 @@ impl Options {
             turn_concurrency: 32,
             db_connections: 20,
             max_time: Duration::from_secs(45),
+            sql_stats: false,
+            pg_log: false,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut i = 0;
@@ -104,6 +119,12 @@ impl Options {
                     | "--db-connections"
                     | "--max-secs"
             );
+            if key == "--sql-stats" {
+                o.sql_stats = true;
+            }
+            if key == "--pg-log" {
+                o.pg_log = true;
+            }
             if !takes_value {
                 i += 1;
                 continue;
@@ -119,7 +140,11 @@ impl Options {
             let num = |v: &str| v.parse::<f64>().ok().filter(|n| *n >= 0.0);
             match (key.as_str(), num(&value)) {
                 ("--chatbot", _) => {
-                    o.bot = if value == "sample" { Bot::Sample } else { Bot::Echo }
+                    o.bot = if value == "sample" {
+                        Bot::Sample
+                    } else {
+                        Bot::Echo
+                    }
                 }
                 ("--users", Some(n)) if n >= 1.0 => o.users = n as usize,
                 ("--messages", Some(n)) if n >= 1.0 => o.messages = n as usize,
@@ -319,8 +344,7 @@ impl Driver {
     ) -> Seen {
         let mut seen = Seen::default();
         for s in 0..self.opts.messages {
-            let due = self.start
-                + Duration::from_secs_f64((s * self.opts.users + u) as f64 / rate);
+            let due = self.start + Duration::from_secs_f64((s * self.opts.users + u) as f64 / rate);
             if due >= self.deadline {
                 break;
             }
@@ -345,6 +369,7 @@ impl Driver {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let opts = Options::parse();
+    let stats = opts.sql_stats.then(SqlStats::install);
     let server = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let options = PgConnectOptions::from_str(&server)?.disable_statement_logging();
@@ -358,7 +383,7 @@ async fn main() -> anyhow::Result<()> {
         .fetch_one(&mut admin)
         .await?;
 
-    let result = run(&url, &opts, &version).await;
+    let result = run(&url, &opts, &version, stats.as_ref()).await;
 
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .execute(&mut admin)
@@ -366,7 +391,12 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn run(url: &str, opts: &Options, pg_version: &str) -> anyhow::Result<()> {
+async fn run(
+    url: &str,
+    opts: &Options,
+    pg_version: &str,
+    stats: Option<&SqlStats>,
+) -> anyhow::Result<()> {
     let setup = Instant::now();
     // The fake Graph API.
     let (senders, mut receivers): (Vec<_>, Vec<_>) =
@@ -407,7 +437,7 @@ async fn run(url: &str, opts: &Options, pg_version: &str) -> anyhow::Result<()> 
     let pool = PgPoolOptions::new()
         .max_connections(config.database.max_connections)
         .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
-        .connect(url)
+        .connect_with(server_side_log(url, opts.pg_log)?)
         .await?;
     wabot::store::migrate(&pool).await?;
     install_chatbot(&pool, opts.bot).await?;
@@ -423,8 +453,17 @@ async fn run(url: &str, opts: &Options, pg_version: &str) -> anyhow::Result<()> 
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(opts.users)
         .build()?;
+    if let Some(stats) = stats {
+        stats.reset();
+    }
+    let db = url
+        .rsplit('/')
+        .next()
+        .and_then(|t| t.split('?').next())
+        .unwrap_or_default()
+        .to_owned();
     let start = Instant::now();
-    let cpu_before = (self_cpu(), postgres_cpu());
+    let cpu_before = (self_cpu(), postgres_cpu(&db));
     let driver = Arc::new(Driver {
         client,
         address,
@@ -444,7 +483,7 @@ async fn run(url: &str, opts: &Options, pg_version: &str) -> anyhow::Result<()> 
     while let Some(done) = customers.join_next().await {
         all.push(done?);
     }
-    let cpu_after = (self_cpu(), postgres_cpu());
+    let cpu_after = (self_cpu(), postgres_cpu(&db));
 
     let counts: (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM turn_jobs WHERE done_at IS NOT NULL), \
@@ -462,7 +501,7 @@ async fn run(url: &str, opts: &Options, pg_version: &str) -> anyhow::Result<()> 
         eprintln!("e2e_load: the daemon did not stop cleanly: {stopped:?}");
     }
 
-    report(
+    let answered = report(
         opts,
         &all,
         Report {
@@ -473,7 +512,27 @@ async fn run(url: &str, opts: &Options, pg_version: &str) -> anyhow::Result<()> 
             pg_version,
         },
     );
+    if let Some(stats) = stats {
+        stats.print(answered);
+        let mut conn = PgConnection::connect(url).await?;
+        // Backends flush their statistics as they exit; give them a moment.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sql_stats::print_database_stats(&mut conn, answered).await?;
+        conn.close().await?;
+    }
     Ok(())
+}
+
+/// The daemon's connection options; with `--pg-log`, PostgreSQL logs every statement
+/// of these connections with its server-side duration (`log_min_duration_statement =
+/// 0`, which needs a superuser) to the server log, for a look at where its time goes.
+fn server_side_log(url: &str, on: bool) -> anyhow::Result<PgConnectOptions> {
+    let options = PgConnectOptions::from_str(url)?;
+    Ok(if on {
+        options.options([("log_min_duration_statement", "0")])
+    } else {
+        options
+    })
 }
 
 async fn install_chatbot(pool: &PgPool, bot: Bot) -> anyhow::Result<()> {
@@ -498,7 +557,8 @@ struct Report<'a> {
     pg_version: &'a str,
 }
 
-fn report(opts: &Options, all: &[(usize, Seen)], r: Report<'_>) {
+/// Prints the figures; returns the number of answered turns.
+fn report(opts: &Options, all: &[(usize, Seen)], r: Report<'_>) -> usize {
     let mut first = Vec::new();
     let mut whole = Vec::new();
     let mut acks = Vec::new();
@@ -556,8 +616,14 @@ fn report(opts: &Options, all: &[(usize, Seen)], r: Report<'_>) {
         r.accepted,
         r.accepted as f64 / span.as_secs_f64().max(1e-9),
     );
-    println!("  end to end, webhook sent -> first reply: {}", summary(&mut first));
-    println!("  end to end, webhook sent -> last reply:  {}", summary(&mut whole));
+    println!(
+        "  end to end, webhook sent -> first reply: {}",
+        summary(&mut first)
+    );
+    println!(
+        "  end to end, webhook sent -> last reply:  {}",
+        summary(&mut whole)
+    );
     println!(
         "  webhook ack: {}; failures {ack_failures}",
         summary(&mut acks)
@@ -568,7 +634,8 @@ fn report(opts: &Options, all: &[(usize, Seen)], r: Report<'_>) {
     );
     println!(
         "  cpu during load: this process {:.2} s ({:.0}% of one core), postgres {:.2} s \
-         ({:.0}%; all its processes, other users included); {:.0} us of cpu per turn",
+         ({:.0}%; this database's backends and the server's WAL writer etc.); \
+         {:.0} us of cpu per turn",
         r.cpu.0,
         100.0 * r.cpu.0 / span.as_secs_f64().max(1e-9),
         r.cpu.1,
@@ -588,6 +655,7 @@ fn report(opts: &Options, all: &[(usize, Seen)], r: Report<'_>) {
             .unwrap_or_default(),
         r.pg_version
     );
+    answered
 }
 
 /// `p50 / p90 / p99 / max` in milliseconds.
@@ -634,7 +702,12 @@ fn cpu_of(stat: &str) -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (tick(11) + tick(12)) / 100.0
 }
 
@@ -644,16 +717,34 @@ fn self_cpu() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// CPU seconds of every running `postgres` process (the server is shared, so this is
-/// an upper bound of what this run cost it; backends that exited are not counted).
-fn postgres_cpu() -> f64 {
+/// CPU seconds of the PostgreSQL backends serving database `db`, plus those of the
+/// server's shared background processes (WAL writer, checkpointer, ...), which also
+/// work for other databases on a shared server. Backends that exited are not counted.
+fn postgres_cpu(db: &str) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
+    let background = [
+        "walwriter",
+        "checkpointer",
+        "background writer",
+        "autovacuum",
+    ];
     dir.flatten()
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter(|e| {
             std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains(db) || background.iter().any(|b| c.contains(b))
+            })
         })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .map(|s| cpu_of(&s))
