@@ -30,9 +30,15 @@
 //!   some CPU; off by default.
 //! - `--pg-log`: PostgreSQL logs every statement of the daemon with its server-side
 //!   duration (`log_min_duration_statement = 0` on its connections; superuser only).
+//! - `--no-ping`: the pool does not ping a connection before handing it out
+//!   (`test_before_acquire(false)`; sqlx's default, which `store::connect` keeps,
+//!   costs a round trip per acquire).
+//! - `--async-commit`: the daemon's connections commit without waiting for the WAL
+//!   flush (`synchronous_commit = off`). Not durable: only to measure the flushes.
 //!
 //! `DATABASE_URL` names the PostgreSQL server; a `wabot_e2e_*` database is created on
-//! it and dropped afterwards.
+//! it and dropped afterwards (kept, for a look with psql, when `WABOT_E2E_KEEP_DB` is
+//! set).
 
 use std::future::IntoFuture;
 use std::str::FromStr;
@@ -83,6 +89,8 @@ struct Options {
     max_time: Duration,
     sql_stats: bool,
     pg_log: bool,
+    async_commit: bool,
+    no_ping: bool,
 }
 
 impl Options {
@@ -99,6 +107,8 @@ impl Options {
             max_time: Duration::from_secs(45),
             sql_stats: false,
             pg_log: false,
+            async_commit: false,
+            no_ping: false,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut i = 0;
@@ -124,6 +134,12 @@ impl Options {
             }
             if key == "--pg-log" {
                 o.pg_log = true;
+            }
+            if key == "--async-commit" {
+                o.async_commit = true;
+            }
+            if key == "--no-ping" {
+                o.no_ping = true;
             }
             if !takes_value {
                 i += 1;
@@ -385,9 +401,13 @@ async fn main() -> anyhow::Result<()> {
 
     let result = run(&url, &opts, &version, stats.as_ref()).await;
 
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
+    if std::env::var_os("WABOT_E2E_KEEP_DB").is_some() {
+        println!("  kept database {name} (WABOT_E2E_KEEP_DB)");
+    } else {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+    }
     result
 }
 
@@ -437,7 +457,8 @@ async fn run(
     let pool = PgPoolOptions::new()
         .max_connections(config.database.max_connections)
         .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
-        .connect_with(server_side_log(url, opts.pg_log)?)
+        .test_before_acquire(!opts.no_ping)
+        .connect_with(session_options(url, opts)?)
         .await?;
     wabot::store::migrate(&pool).await?;
     install_chatbot(&pool, opts.bot).await?;
@@ -523,16 +544,20 @@ async fn run(
     Ok(())
 }
 
-/// The daemon's connection options; with `--pg-log`, PostgreSQL logs every statement
-/// of these connections with its server-side duration (`log_min_duration_statement =
-/// 0`, which needs a superuser) to the server log, for a look at where its time goes.
-fn server_side_log(url: &str, on: bool) -> anyhow::Result<PgConnectOptions> {
-    let options = PgConnectOptions::from_str(url)?;
-    Ok(if on {
-        options.options([("log_min_duration_statement", "0")])
-    } else {
-        options
-    })
+/// The daemon's connection options. Diagnostics only: with `--pg-log`, PostgreSQL
+/// logs every statement of these connections with its server-side duration
+/// (`log_min_duration_statement = 0`, which needs a superuser) to the server log;
+/// with `--async-commit`, commits do not wait for the WAL flush
+/// (`synchronous_commit = off`: NOT durable, to measure what the flushes cost).
+fn session_options(url: &str, opts: &Options) -> anyhow::Result<PgConnectOptions> {
+    let mut settings = Vec::new();
+    if opts.pg_log {
+        settings.push(("log_min_duration_statement", "0"));
+    }
+    if opts.async_commit {
+        settings.push(("synchronous_commit", "off"));
+    }
+    Ok(PgConnectOptions::from_str(url)?.options(settings))
 }
 
 async fn install_chatbot(pool: &PgPool, bot: Bot) -> anyhow::Result<()> {
@@ -602,10 +627,16 @@ fn report(opts: &Options, all: &[(usize, Seen)], r: Report<'_>) -> usize {
         opts.users, opts.messages
     );
     println!(
-        "  daemon: poll {} ms, turn concurrency {}, {} DB connections; setup {:.2} s",
+        "  daemon: poll {} ms, turn concurrency {}, {} DB connections{}; setup {:.2} s",
         opts.poll_ms,
         opts.turn_concurrency,
         opts.db_connections,
+        match (opts.async_commit, opts.no_ping) {
+            (false, false) => "",
+            (false, true) => ", no ping before acquire",
+            (true, false) => ", synchronous_commit OFF",
+            (true, true) => ", no ping before acquire, synchronous_commit OFF",
+        },
         r.setup.as_secs_f64()
     );
     println!(
