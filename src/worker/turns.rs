@@ -86,7 +86,8 @@ impl TurnWorker {
                 continue;
             }
             let claimed =
-                store::turns::claim(&self.state.pool, &self.token, self.lease(), free as i64).await;
+                store::turns::claim(&self.state.pool, &self.token, self.lease(), free as i64)
+                    .await;
             let jobs = match claimed {
                 Ok(jobs) => jobs,
                 Err(e) => {
@@ -118,9 +119,7 @@ impl TurnWorker {
         match store::turns::release_all(&self.state.pool, &self.token).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "handed back turn jobs"),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot hand back turn jobs; their leases will expire")
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot hand back turn jobs; their leases will expire"),
         }
         tracing::info!("turn worker stopped");
     }
@@ -177,12 +176,7 @@ impl TurnWorker {
 
     async fn retry(&self, job: &ClaimedTurn, error: &str) {
         if job.attempts >= MAX_TURN_ATTEMPTS {
-            tracing::error!(
-                job = job.id,
-                attempts = job.attempts,
-                error,
-                "turn given up"
-            );
+            tracing::error!(job = job.id, attempts = job.attempts, error, "turn given up");
             let note = format!("given up after {} attempts: {error}", job.attempts);
             let result = async {
                 let mut tx = self.state.pool.begin().await?;
@@ -259,10 +253,7 @@ impl TurnWorker {
                     let Event::InboundMessage { text, .. } = &event else {
                         return self.skip(job, "no active context").await;
                     };
-                    match self
-                        .start(job.conversation_id, text.as_deref(), &customer)
-                        .await?
-                    {
+                    match self.start(job.conversation_id, text.as_deref(), &customer).await? {
                         Some((context, bot)) => (context, bot, Event::ConversationStarted),
                         None => return self.skip(job, "no active chatbot answers").await,
                     }
@@ -293,23 +284,11 @@ impl TurnWorker {
                     context = again.context;
                     deadline = again.wait_deadline;
                 }
-                None => {
-                    return self
-                        .commit(job, &parties, &finished, None, &sends, None, now)
-                        .await
-                }
+                None => return self.commit(job, &parties, &finished, None, &sends, None, now).await,
             }
         }
-        self.commit(
-            job,
-            &parties,
-            &finished,
-            Some(&context),
-            &sends,
-            deadline,
-            now,
-        )
-        .await
+        self.commit(job, &parties, &finished, Some(&context), &sends, deadline, now)
+            .await
     }
 
     /// Stores the turn's effects and finishes the job, all or nothing.
@@ -336,7 +315,8 @@ impl TurnWorker {
                     "nodeId": context.current_node_id,
                     "deadline": at,
                 });
-                store::turns::schedule_timeout(&mut tx, job.conversation_id, at, &payload).await?;
+                store::turns::schedule_timeout(&mut tx, job.conversation_id, at, &payload)
+                    .await?;
             }
         }
         for outgoing in sends {
@@ -432,9 +412,7 @@ pub fn inbound_from_meta(raw: &Value) -> Inbound {
     };
     let text = |s: &Option<String>| s.clone().unwrap_or_default();
     match message.kind {
-        MessageKind::Text(t) => Inbound::Text {
-            body: text(&t.body),
-        },
+        MessageKind::Text(t) => Inbound::Text { body: text(&t.body) },
         MessageKind::Interactive(Interactive::ButtonReply(b)) => Inbound::ButtonReply {
             id: text(&b.id),
             title: text(&b.title),
@@ -447,11 +425,7 @@ pub fn inbound_from_meta(raw: &Value) -> Inbound {
             response_json: n.response_json.unwrap_or_else(|| "{}".to_owned()),
         },
         MessageKind::Button(b) => Inbound::QuickReply {
-            payload: b
-                .payload
-                .clone()
-                .or_else(|| b.text.clone())
-                .unwrap_or_default(),
+            payload: b.payload.clone().or_else(|| b.text.clone()).unwrap_or_default(),
             text: text(&b.text),
         },
         MessageKind::Image(m)
