@@ -29,5 +29,6 @@ pub mod http;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod whatsapp;
 pub mod worker;

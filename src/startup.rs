@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::credentials::CredentialStore;
+use crate::datasource::DataSourceClient;
 use crate::http::{self, AppState};
 use crate::store;
+use crate::whatsapp::flows_crypto::FlowsKey;
 
 /// How `build` prepares the database.
 #[derive(Debug, Clone, Copy)]
@@ -53,15 +55,18 @@ impl Application {
     }
 
     /// Assembles an application from parts the caller prepared (tests bind port 0 and
-    /// bring their own database).
+    /// bring their own database). A configured Flows private key that cannot be
+    /// loaded fails here, naming WABOT_FLOWS_PRIVATE_KEY.
     pub fn with_parts(
         config: Config,
         pool: PgPool,
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
+        let flows_key = load_flows_key(&config)?;
         let config = Arc::new(config);
         let graph = crate::whatsapp::graph::GraphClient::new(&config.whatsapp)
             .context("cannot build the Graph API client")?;
+        let datasources = DataSourceClient::new(&config.datasource);
         let state = AppState {
             credentials: CredentialStore::new(pool.clone(), config.whatsapp.clone()),
             config,
@@ -69,6 +74,8 @@ impl Application {
             work_notify: Arc::new(tokio::sync::Notify::new()),
             send_notify: Arc::new(tokio::sync::Notify::new()),
             graph,
+            flows_key,
+            datasources,
         };
         Ok(Application { listener, state })
     }
@@ -114,6 +121,21 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Loads the Flows private key named by `WABOT_FLOWS_PRIVATE_KEY`, if any.
+pub fn load_flows_key(config: &Config) -> anyhow::Result<Option<Arc<FlowsKey>>> {
+    let Some(path) = config.flows.private_key.as_deref() else {
+        return Ok(None);
+    };
+    let key =
+        FlowsKey::load(path, config.flows.private_key_passphrase.as_ref()).with_context(|| {
+            format!(
+                "cannot load the Flows private key {} (WABOT_FLOWS_PRIVATE_KEY)",
+                path.display()
+            )
+        })?;
+    Ok(Some(Arc::new(key)))
 }
 
 /// A token cancelled on SIGTERM or Ctrl-C.

@@ -1,7 +1,11 @@
 //! The `wabot` command line: parse, load the configuration, dispatch.
 
+mod chatbot;
+mod datasource;
+mod flows;
 mod migrate;
 mod serve;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +42,21 @@ pub enum Command {
     /// Manage the database schema (the embedded migrations).
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
+    /// Check, store and draw chatbot documents.
+    #[command(subcommand)]
+    Chatbot(chatbot::ChatbotCommand),
+    /// Chat with a chatbot file in the terminal through the real executor (stdin
+    /// line by line, so it is scriptable); rest_api calls are made for real.
+    Simulate(simulate::SimulateArgs),
+    /// WhatsApp Flows endpoint tools (key generation).
+    #[command(subcommand)]
+    Flows(flows::FlowsCommand),
+    /// Data sources: `test ID` requests one and prints its items.
+    #[command(subcommand)]
+    Datasource(datasource::DataSourceCommand),
+    /// Data source connections: `test ID [--input JSON]` resolves one and prints its items.
+    #[command(subcommand)]
+    Connection(datasource::ConnectionCommand),
 }
 
 /// Parses the command line and runs it; the process's exit code.
@@ -65,6 +84,11 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(config, args).await,
             Command::Migrate(cmd) => migrate::run(config, cmd).await,
+            Command::Chatbot(cmd) => chatbot::run(config, cmd).await,
+            Command::Simulate(args) => simulate::run(config, args).await,
+            Command::Flows(cmd) => flows::run(&config, cmd),
+            Command::Datasource(cmd) => datasource::run_source(config, cmd).await,
+            Command::Connection(cmd) => datasource::run_connection(config, cmd).await,
         }
     });
     match result {

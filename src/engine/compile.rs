@@ -9,7 +9,8 @@ use petgraph::visit::{Dfs, EdgeRef};
 use serde_json::Value;
 
 use super::doc::{ChatbotDoc, Fields};
-use super::node::{parse_kind, NodeKind};
+use super::node::NodeKind;
+use super::parse::parse_kind;
 use super::validate::{NodeRef, Problem, ValidationError, Warning, WarningKind};
 
 /// A chatbot ready to run: immutable, `Send + Sync`, shared through an `Arc`.
@@ -304,8 +305,16 @@ fn warnings(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Vec<Warning> {
         }
         // A flow's `error` and a calendar node's `error` are optional exits.
         let optional = matches!(node.kind, NodeKind::Flow(_) | NodeKind::Calendar);
+        // A choice without its own edge falls back to the default edge, a common
+        // design (a list feeding a condition), so only choices with nowhere to go warn.
+        let has_default = node.out.iter().any(OutEdge::is_default);
+        let is_question = matches!(node.kind, NodeKind::Question(_));
         for handle in handles {
             if optional && handle == "error" {
+                continue;
+            }
+            let is_choice = is_question && handle != "exhausted" && handle != "timeout";
+            if is_choice && has_default {
                 continue;
             }
             if !node

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::node::{Condition, ConditionNode, Operator};
-use super::vars::{as_text, lookup, render};
+use super::vars::{as_text, fold_case, lookup, render};
 
 /// Whether the node's conditions hold; an empty group is false (as in the original).
 pub fn evaluate(node: &ConditionNode, vars: &Map<String, Value>) -> bool {
@@ -35,8 +35,8 @@ pub fn holds(condition: &Condition, vars: &Map<String, Value>) -> bool {
             Some((a, b)) => a != b,
             None => left != right.as_str(),
         },
-        Operator::Contains => left.to_lowercase().contains(&right.to_lowercase()),
-        Operator::NotContains => !left.to_lowercase().contains(&right.to_lowercase()),
+        Operator::Contains => fold_case(&left).contains(&fold_case(&right)),
+        Operator::NotContains => !fold_case(&left).contains(&fold_case(&right)),
         Operator::Gt | Operator::Lt | Operator::Ge | Operator::Le => {
             let ordering = match numbers() {
                 Some((a, b)) => a.partial_cmp(&b),
@@ -91,7 +91,7 @@ mod tests {
 
     fn vars() -> Map<String, Value> {
         json!({"rest_api_1": {"status": 200, "data": [{"city": "Ankara"}]},
-               "age": "42", "name": "Ayşe Yılmaz", "empty": "", "list": []})
+               "age": "42", "name": "Ayşe Yılmaz", "city": "İzmir", "empty": "", "list": []})
         .as_object()
         .cloned()
         .unwrap_or_default()
@@ -108,6 +108,8 @@ mod tests {
             ("age", "neq", "42", false),
             ("age", "not_equals", "x", true),
             ("name", "contains", "ayşe", true),
+            ("city", "contains", "izm", true),
+            ("city", "contains", "İZMİR", true),
             ("name", "not_contains", "mehmet", true),
             ("age", ">", "9", true),
             ("age", "gt", "42", false),

@@ -60,6 +60,7 @@ impl ContextStatus {
 pub mod reason {
     pub const FLOW_COMPLETED: &str = "flow_completed";
     pub const API_ERROR: &str = "api_error";
+    pub const FLOW_ERROR: &str = "flow_error";
     pub const STEP_LIMIT: &str = "step_limit_exceeded";
     pub const VALIDATION_FAILED: &str = "validation_failed";
     pub const TIMEOUT: &str = "timeout";

@@ -28,6 +28,9 @@ pub enum Event {
     },
     /// The wait deadline the last turn returned has passed.
     WaitTimedOut,
+    /// The Flow message of the waiting node could not be sent (a permanent Graph
+    /// API error): the node leaves by its `error` edge, else its default edge.
+    FlowSendFailed { error: String },
 }
 
 /// A stored inbound message reduced to what the engine reads; the worker builds it

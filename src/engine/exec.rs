@@ -149,6 +149,19 @@ impl<H: HttpClient> Turn<'_, H> {
                     tracing::debug!("Flow reply for another node or context ignored");
                 }
             }
+            Event::FlowSendFailed { error } => {
+                if status != ContextStatus::WaitingFlow {
+                    return;
+                }
+                tracing::info!(node = %self.ctx.current_node_id, %error, "the Flow message was not sent");
+                self.record(current, json!({"success": false, "error": error}));
+                assign(&mut self.ctx.variables, "api_error", Value::String(error));
+                if self.bot.next(current, Some("error")).is_none() {
+                    self.end(ContextStatus::Completed, reason::FLOW_ERROR);
+                    return;
+                }
+                self.leave(current, Some("error")).await;
+            }
             Event::WaitTimedOut => {
                 let waiting = matches!(
                     status,
@@ -317,15 +330,15 @@ impl<H: HttpClient> Turn<'_, H> {
 
     /// Puts the context to wait with the node's own timeout or the context's TTL.
     fn wait(&mut self, status: ContextStatus, timeout_secs: Option<u64>) {
-        let ttl = chrono::Duration::from_std(self.limits.context_ttl)
-            .unwrap_or(chrono::Duration::days(1));
-        let (deadline, node_timeout) = match timeout_secs {
-            Some(secs) => (
-                self.now + chrono::Duration::seconds(secs.min(i64::MAX as u64 / 2000) as i64),
-                true,
-            ),
-            None => (self.now + ttl, false),
+        // Both spans are capped (a year at most) so that no document or setting can
+        // push the deadline past what a timestamp holds.
+        const YEAR_SECS: u64 = 366 * 24 * 60 * 60;
+        let ttl_secs = self.limits.context_ttl.as_secs().clamp(1, YEAR_SECS);
+        let (secs, node_timeout) = match timeout_secs {
+            Some(secs) => (secs.clamp(1, YEAR_SECS), true),
+            None => (ttl_secs, false),
         };
+        let deadline = self.now + chrono::Duration::seconds(secs as i64);
         self.state.deadline = Some(deadline);
         self.state.node_timeout = node_timeout;
         self.ctx.status = status;
@@ -529,10 +542,7 @@ pub fn is_skip_word(text: &str) -> bool {
 /// Trimmed and lower-cased for keyword matching; Turkish `İ` folds to `i` (plain
 /// `to_lowercase` would leave a combining dot behind).
 pub fn fold(text: &str) -> String {
-    text.trim()
-        .replace('İ', "i")
-        .to_lowercase()
-        .replace('\u{307}', "")
+    super::vars::fold_case(text.trim())
 }
 
 /// A reply without a readable token is taken for the waiting node; one with a

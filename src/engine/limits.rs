@@ -20,10 +20,7 @@ pub const TEXT_BODY_MAX: usize = 4096;
 
 /// The first `max` characters of `text` (characters, not bytes, as Meta counts).
 pub fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => text[..end].to_owned(),
-        None => text.to_owned(),
-    }
+    crate::text::truncate_chars(text, max)
 }
 
 /// Bounds on one turn and one context, from `[engine]` in the configuration.

@@ -24,6 +24,7 @@ pub mod http;
 pub mod limits;
 pub mod node;
 pub mod outgoing;
+mod parse;
 pub mod question;
 pub mod rest;
 pub mod validate;

@@ -291,3 +291,54 @@ pub fn check(validation: &Validation, answer: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(rule: Rule) -> Validation {
+        Validation {
+            rule,
+            min_length: None,
+            max_length: None,
+            min: None,
+            max: None,
+            error_message: None,
+            max_retries: 2,
+        }
+    }
+
+    #[test]
+    fn each_validation_rule_accepts_and_rejects() {
+        assert!(check(&rule(Rule::Email), "a.b@example.com").is_ok());
+        assert!(check(&rule(Rule::Email), "a.b@example").is_err());
+        assert!(check(&rule(Rule::Phone), "+90 (555) 123-4567").is_ok());
+        assert!(check(&rule(Rule::Phone), "12ab").is_err());
+        assert!(check(&rule(Rule::Number), "3,5").is_ok());
+        assert!(check(&rule(Rule::Number), "three").is_err());
+        let regex = Regex::new(r"^\d{4}-\d{2}-\d{2}$").expect("regex");
+        assert!(check(&rule(Rule::Regex(regex.clone())), "2026-12-01").is_ok());
+        assert!(check(&rule(Rule::Regex(regex)), "01.12.2026").is_err());
+        let bounded = Validation {
+            min: Some(1.0),
+            max: Some(10.0),
+            ..rule(Rule::Number)
+        };
+        assert!(check(&bounded, "11").is_err());
+        let length = Validation {
+            min_length: Some(2),
+            max_length: Some(3),
+            error_message: Some("2 or 3 letters".into()),
+            ..rule(Rule::Any)
+        };
+        assert_eq!(check(&length, "çok uzun"), Err("2 or 3 letters".to_owned()));
+        assert!(check(&length, "öz").is_ok());
+    }
+
+    #[test]
+    fn navigation_rows_name_their_page() {
+        assert_eq!(navigation_page("__PAGE_NEXT__3"), Some(3));
+        assert_eq!(navigation_page("__PAGE_PREV__1"), Some(1));
+        assert_eq!(navigation_page("ord-3"), None);
+    }
+}

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::http::{HttpError, HttpRequest, HttpResponse};
 use super::node::{Auth, ContentType, RestApiNode};
-use super::vars::{as_text, interpolate, lookup_in, render, Escape};
+use super::vars::{as_text, fold_case, interpolate, lookup_in, render, Escape};
 
 /// What a rest_api node produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,11 +204,14 @@ pub fn read_response(
         None => body,
     };
     if let (Some(field), Value::Array(items)) = (&node.filter_field, &data) {
-        let wanted = render(node.filter_value.as_deref().unwrap_or_default(), vars).to_lowercase();
+        let wanted = fold_case(&render(
+            node.filter_value.as_deref().unwrap_or_default(),
+            vars,
+        ));
         data = Value::Array(
             items
                 .iter()
-                .filter(|item| as_text(lookup_in(item, field)).to_lowercase() == wanted)
+                .filter(|item| fold_case(&as_text(lookup_in(item, field))) == wanted)
                 .cloned()
                 .collect(),
         );
@@ -218,5 +221,145 @@ pub fn read_response(
         status: Some(response.status),
         data,
         error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::doc::Fields;
+    use crate::engine::node::NodeKind;
+    use crate::engine::parse::parse_kind;
+
+    fn node(data: Value) -> RestApiNode {
+        let mut problems = Vec::new();
+        let map = data.as_object().cloned().unwrap_or_default();
+        match parse_kind("rest_api", Fields(&map), &mut problems) {
+            Some(NodeKind::RestApi(node)) if problems.is_empty() => *node,
+            other => panic!("not a rest_api node: {other:?} {problems:?}"),
+        }
+    }
+
+    fn vars() -> Map<String, Value> {
+        json!({"q": {"response": "a b&c"}, "token": "s3cret", "name": "Ali \"A\""})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn header<'r>(request: &'r HttpRequest, name: &str) -> Option<&'r str> {
+        request
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn query_parameters_and_api_keys_are_encoded_into_the_url() {
+        let n = node(json!({"apiUrl": "https://api.example.com/items?fixed=1",
+            "apiQueryParams": {"search": "{{q.response}}"},
+            "apiAuthType": "api_key", "apiAuthKeyName": "key", "apiAuthKeyValue": "{{token}}",
+            "apiAuthKeyLocation": "query"}));
+        let request = build_request(&n, &vars(), Duration::from_secs(5)).expect("request");
+        assert_eq!(
+            request.url,
+            "https://api.example.com/items?fixed=1&search=a+b%26c&key=s3cret"
+        );
+        assert_eq!(request.method, http::Method::GET);
+        assert!(request.body.is_none());
+        assert_eq!(
+            request.timeout,
+            Duration::from_secs(5),
+            "capped by the limit"
+        );
+    }
+
+    #[test]
+    fn json_bodies_stay_valid_and_auth_headers_are_added() {
+        let n = node(json!({"apiUrl": "https://x.test/", "apiMethod": "post",
+            "apiBody": "{\"name\": \"{{name}}\"}", "apiAuthType": "bearer", "apiAuthToken": "{{token}}",
+            "apiHeaders": [{"key": "X-Trace", "value": "{{q.response}}"}], "apiTimeout": "1500"}));
+        let request = build_request(&n, &vars(), Duration::from_secs(30)).expect("request");
+        let body: Value =
+            serde_json::from_slice(request.body.as_deref().unwrap_or_default()).expect("JSON body");
+        assert_eq!(body, json!({"name": "Ali \"A\""}));
+        assert_eq!(header(&request, "authorization"), Some("Bearer s3cret"));
+        assert_eq!(header(&request, "content-type"), Some("application/json"));
+        assert_eq!(header(&request, "x-trace"), Some("a b&c"));
+        assert_eq!(request.timeout, Duration::from_millis(1500));
+
+        let basic = node(json!({"apiUrl": "https://x.test/", "apiAuthType": "basic",
+            "apiAuthUsername": "u", "apiAuthPassword": "p"}));
+        let request = build_request(&basic, &vars(), Duration::from_secs(30)).expect("request");
+        assert_eq!(header(&request, "authorization"), Some("Basic dTpw"));
+    }
+
+    #[test]
+    fn form_and_multipart_bodies_encode_fields() {
+        let form = node(json!({"apiUrl": "https://x.test/", "apiMethod": "PUT",
+            "apiContentType": "form-urlencoded", "apiBody": "{\"q\": \"{{q.response}}\", \"n\": 2}"}));
+        let request = build_request(&form, &vars(), Duration::from_secs(30)).expect("request");
+        assert_eq!(request.body.as_deref(), Some("q=a+b%26c&n=2".as_bytes()));
+        assert_eq!(
+            header(&request, "content-type"),
+            Some("application/x-www-form-urlencoded")
+        );
+
+        let multipart = node(json!({"apiUrl": "https://x.test/", "apiMethod": "POST",
+            "apiContentType": "multipart", "apiBody": "a=1\nb={{token}}",
+            "apiHeaders": {"Content-Type": "text/plain"}}));
+        let request = build_request(&multipart, &vars(), Duration::from_secs(30)).expect("request");
+        let body = String::from_utf8(request.body.clone().unwrap_or_default()).expect("text");
+        assert!(body.contains("name=\"b\"\r\n\r\ns3cret\r\n"), "{body}");
+        assert!(header(&request, "content-type")
+            .is_some_and(|c| c.starts_with("multipart/form-data; boundary=")));
+    }
+
+    #[test]
+    fn responses_are_narrowed_by_path_and_filter() {
+        let n = node(
+            json!({"apiUrl": "https://x.test/", "apiResponsePath": "data.items",
+            "apiFilterField": "type", "apiFilterValue": "{{q.response}}"}),
+        );
+        let body =
+            json!({"data": {"items": [{"type": "A B&C", "id": 1}, {"type": "other", "id": 2}]}});
+        let ok = read_response(
+            &n,
+            &vars(),
+            Ok(HttpResponse {
+                status: 200,
+                body: body.to_string().into_bytes(),
+            }),
+        );
+        assert!(ok.success);
+        assert_eq!(ok.data, json!([{"type": "A B&C", "id": 1}]));
+        let failed = read_response(
+            &n,
+            &vars(),
+            Ok(HttpResponse {
+                status: 404,
+                body: b"not here".to_vec(),
+            }),
+        );
+        assert_eq!(
+            (failed.success, failed.status, failed.error.as_deref()),
+            (false, Some(404), Some("HTTP 404"))
+        );
+        let down = read_response(&n, &vars(), Err(HttpError::Timeout));
+        assert_eq!(
+            (down.status, down.error.as_deref()),
+            (None, Some("the request timed out"))
+        );
+    }
+
+    #[test]
+    fn urls_that_are_not_http_are_refused() {
+        let n = node(json!({"apiUrl": "file:///etc/passwd"}));
+        assert!(build_request(&n, &vars(), Duration::from_secs(1)).is_err());
+        let n = node(json!({"apiUrl": "{{missing}}/x"}));
+        assert!(build_request(&n, &vars(), Duration::from_secs(1)).is_err());
     }
 }

@@ -161,6 +161,13 @@ fn item_text(value: &Value) -> String {
     }
 }
 
+/// Lower case for comparisons that ignore case. Turkish `İ` folds to `i`: plain
+/// `to_lowercase` turns it into `i` plus a combining dot, and `İzmir` would then
+/// not contain `izm`.
+pub fn fold_case(text: &str) -> String {
+    text.replace('İ', "i").to_lowercase().replace('\u{307}', "")
+}
+
 /// The text a value compares as in conditions and filters.
 pub fn as_text(value: Option<&Value>) -> Cow<'_, str> {
     match value {

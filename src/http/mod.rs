@@ -2,6 +2,7 @@
 //! (signatures, sizes), call into `whatsapp`, `store` or `worker`, and map errors to
 //! status codes in one place.
 
+mod flows;
 mod health;
 pub mod webhook;
 
@@ -16,6 +17,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::credentials::CredentialStore;
+use crate::datasource::DataSourceClient;
+use crate::whatsapp::flows_crypto::FlowsKey;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -29,6 +32,10 @@ pub struct AppState {
     pub send_notify: Arc<tokio::sync::Notify>,
     /// The one Graph API client (sends, read receipts, typing indicator).
     pub graph: crate::whatsapp::graph::GraphClient,
+    /// The Flows endpoint's private key; `None` when WABOT_FLOWS_PRIVATE_KEY is unset.
+    pub flows_key: Option<Arc<FlowsKey>>,
+    /// The guarded HTTP client of data sources (Flows endpoint, executor).
+    pub datasources: DataSourceClient,
 }
 
 /// The whole router, with request ids, tracing and a request timeout.
@@ -37,6 +44,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(webhook::routes())
+        .merge(flows::routes(&state.config.flows.endpoint_path))
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, request_timeout))

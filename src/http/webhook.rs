@@ -135,8 +135,12 @@ async fn receive(
         .ok_or(WebhookError::NoAppSecret)?;
     signature::verify(secret.expose_secret().as_bytes(), &body, header)?;
 
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| WebhookError::BadBody(e.into()))?;
+    // Only a body that spells a NUL escape can hold one; skip the walk otherwise.
+    if has_nul_escape(&body) && ingest::make_storable(&mut value) {
+        tracing::warn!("webhook strings contained NUL characters; stored as U+FFFD");
+    }
     let envelope = Envelope::from_value(&value)?;
 
     // The pool's acquire timeout bounds the wait for a connection; this bounds a
@@ -162,6 +166,10 @@ async fn receive(
         "webhook stored"
     );
     Ok(StatusCode::OK)
+}
+
+fn has_nul_escape(body: &[u8]) -> bool {
+    body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
 }
 
 /// Compares secrets without an early exit on the first differing byte.

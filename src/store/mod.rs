@@ -10,6 +10,8 @@
 
 pub mod chatbots;
 pub mod contexts;
+pub mod datasources;
+pub mod flows;
 pub mod ingest;
 pub mod outbox;
 pub mod statuses;

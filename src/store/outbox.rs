@@ -310,6 +310,19 @@ pub async fn fail(
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    // A Flow message that cannot be sent leaves its chatbot waiting for a reply
+    // that will never come: queue a turn that takes the node's `error` edge.
+    sqlx::query(
+        "INSERT INTO turn_jobs (conversation_id, kind, payload) \
+         SELECT m.\"conversationId\", 'flow_failed', \
+                jsonb_build_object('flowToken', m.content #>> '{action,parameters,flow_token}', \
+                                   'error', $2::jsonb) \
+         FROM messages m WHERE m.id = $1 AND m.content ->> 'type' = 'flow'",
+    )
+    .bind(job.message_id)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -34,7 +34,11 @@ pub async fn record(
     conn: &mut PgConnection,
     status: &Status,
 ) -> Result<StatusOutcome, sqlx::Error> {
-    let Some(wamid) = status.id.as_deref().filter(|id| !id.is_empty()) else {
+    let Some(wamid) = status
+        .id
+        .as_deref()
+        .filter(|id| !id.is_empty() && id.chars().count() <= super::ingest::WAMID_MAX_CHARS)
+    else {
         return Ok(StatusOutcome::Skipped);
     };
     lock_wamid(conn, wamid).await?;
@@ -42,12 +46,18 @@ pub async fn record(
         .timestamp
         .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0));
     let errors = errors_json(&status.errors);
+    // Statuses of other kinds (a payment's) are kept apart from delivery statuses,
+    // so they neither dedupe against them nor get applied to the message later.
+    let key = match status.type_name.as_deref() {
+        Some(kind) if !status.is_delivery() => format!("{kind}:{}", status.status.as_str()),
+        _ => status.status.as_str().to_owned(),
+    };
     let inserted = sqlx::query(
         "INSERT INTO message_statuses (wamid, status, meta_timestamp, recipient_id, errors, raw) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
     )
     .bind(wamid)
-    .bind(status.status.as_str())
+    .bind(&key)
     .bind(meta_timestamp)
     .bind(status.recipient_id.as_deref())
     .bind(&errors)
@@ -67,7 +77,8 @@ pub async fn record(
     let Some(message_id) = message_id else {
         return Ok(StatusOutcome::Pending);
     };
-    if let Some(db_status) = status.status.db_status() {
+    // A payment's `failed` is not the message's: only delivery statuses move it.
+    if let (Some(db_status), true) = (status.status.db_status(), status.is_delivery()) {
         apply_status(conn, message_id, db_status, &errors).await?;
     }
     sqlx::query(
@@ -75,7 +86,7 @@ pub async fn record(
          WHERE wamid = $1 AND status = $2",
     )
     .bind(wamid)
-    .bind(status.status.as_str())
+    .bind(&key)
     .bind(message_id)
     .execute(&mut *conn)
     .await?;

@@ -135,6 +135,24 @@ pub async fn release_all(pool: &PgPool, token: &str) -> Result<u64, sqlx::Error>
     Ok(done.rows_affected())
 }
 
+/// Drops the conversation's pending timers (but the job `running`), inside the
+/// turn's transaction: every turn replaces the wait it was for.
+pub async fn cancel_timeouts(
+    conn: &mut PgConnection,
+    conversation_id: Uuid,
+    running: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM turn_jobs WHERE conversation_id = $1 AND kind = 'timeout' \
+           AND done_at IS NULL AND id <> $2",
+    )
+    .bind(conversation_id)
+    .bind(running)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Schedules a `timeout` job for the conversation, inside the turn's transaction.
 pub async fn schedule_timeout(
     conn: &mut PgConnection,
@@ -203,4 +221,26 @@ pub async fn inbound_message(
         .fetch_optional(pool)
         .await
         .map(Option::flatten)
+}
+
+/// Records the turn's last reply as the conversation's latest message (the preview
+/// WhatsApp Builder's inbox shows), inside the turn's transaction.
+pub async fn touch_conversation(
+    conn: &mut PgConnection,
+    conversation_id: Uuid,
+    preview: &str,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    // "lastMessage" is a varchar(1000).
+    let preview = crate::text::truncate_chars(preview, 1000);
+    sqlx::query(
+        "UPDATE conversations SET \"lastMessage\" = $2, \"lastMessageAt\" = $3, \"updatedAt\" = now() \
+         WHERE id = $1",
+    )
+    .bind(conversation_id)
+    .bind(preview)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

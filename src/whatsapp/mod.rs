@@ -1,6 +1,7 @@
 //! Meta's WhatsApp Cloud API protocol, and only that: webhook payloads, the
 //! signature check, the Graph API client, the Flows endpoint crypto.
 
+pub mod flows_crypto;
 pub mod graph;
 pub mod outbound;
 pub mod signature;

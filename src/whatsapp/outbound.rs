@@ -139,10 +139,7 @@ pub fn interactive(msg: &Outgoing) -> Value {
 
 /// Cuts `text` to at most `max` characters, at a character boundary.
 pub fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((byte, _)) => text[..byte].to_owned(),
-        None => text.to_owned(),
-    }
+    crate::text::truncate_chars(text, max)
 }
 
 /// The parts every interactive type shares: `type`, `header`, `body`, `footer`.

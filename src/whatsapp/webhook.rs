@@ -12,6 +12,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+pub(crate) mod lenient;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -349,6 +350,9 @@ pub struct Status {
     /// The wamid of our message.
     pub id: Option<String>,
     pub status: StatusKind,
+    /// `payment` for the transaction statuses of order-details messages; absent
+    /// (or `message`) for delivery statuses.
+    pub type_name: Option<String>,
     pub timestamp: Option<i64>,
     pub recipient_id: Option<String>,
     pub conversation: Option<StatusConversation>,
@@ -359,11 +363,17 @@ pub struct Status {
 }
 
 impl Status {
+    /// Whether this reports the delivery of a message (rather than, say, a payment).
+    pub fn is_delivery(&self) -> bool {
+        self.type_name.as_deref().map_or(true, |t| t == "message")
+    }
+
     fn from_value(value: &Value) -> Option<Status> {
         let map = value.as_object()?;
         Some(Status {
             id: str_field(map, "id"),
             status: StatusKind::parse(str_field(map, "status").as_deref().unwrap_or("")),
+            type_name: str_field(map, "type"),
             timestamp: map.get("timestamp").and_then(lenient::as_i64),
             recipient_id: str_field(map, "recipient_id"),
             conversation: map
@@ -440,56 +450,4 @@ fn api_errors(map: &Map<String, Value>) -> Vec<ApiError> {
     array(map, "errors")
         .filter_map(|e| ApiError::deserialize(e).ok())
         .collect()
-}
-
-/// Deserializers that take what Meta's examples actually contain: numbers as
-/// strings, strings as numbers, placeholders where numbers belong.
-pub(crate) mod lenient {
-    use serde::{Deserialize, Deserializer};
-    use serde_json::Value;
-
-    pub fn as_string(v: &Value) -> Option<String> {
-        match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }
-    }
-
-    pub fn as_i64(v: &Value) -> Option<i64> {
-        match v {
-            Value::Number(n) => n.as_i64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    pub fn as_f64(v: &Value) -> Option<f64> {
-        match v {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse().ok().filter(|f: &f64| f.is_finite()),
-            _ => None,
-        }
-    }
-
-    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        Ok(as_string(&Value::deserialize(d)?))
-    }
-
-    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        Ok(as_i64(&Value::deserialize(d)?))
-    }
-
-    pub fn f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-        Ok(as_f64(&Value::deserialize(d)?))
-    }
-
-    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-        Ok(match Value::deserialize(d)? {
-            Value::Bool(b) => Some(b),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
-        })
-    }
 }

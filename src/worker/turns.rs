@@ -86,8 +86,7 @@ impl TurnWorker {
                 continue;
             }
             let claimed =
-                store::turns::claim(&self.state.pool, &self.token, self.lease(), free as i64)
-                    .await;
+                store::turns::claim(&self.state.pool, &self.token, self.lease(), free as i64).await;
             let jobs = match claimed {
                 Ok(jobs) => jobs,
                 Err(e) => {
@@ -119,7 +118,9 @@ impl TurnWorker {
         match store::turns::release_all(&self.state.pool, &self.token).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "handed back turn jobs"),
-            Err(e) => tracing::warn!(error = %e, "cannot hand back turn jobs; their leases will expire"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand back turn jobs; their leases will expire")
+            }
         }
         tracing::info!("turn worker stopped");
     }
@@ -176,7 +177,12 @@ impl TurnWorker {
 
     async fn retry(&self, job: &ClaimedTurn, error: &str) {
         if job.attempts >= MAX_TURN_ATTEMPTS {
-            tracing::error!(job = job.id, attempts = job.attempts, error, "turn given up");
+            tracing::error!(
+                job = job.id,
+                attempts = job.attempts,
+                error,
+                "turn given up"
+            );
             let note = format!("given up after {} attempts: {error}", job.attempts);
             let result = async {
                 let mut tx = self.state.pool.begin().await?;
@@ -219,6 +225,13 @@ impl TurnWorker {
 
         let event = match job.kind.as_str() {
             "timeout" => Event::WaitTimedOut,
+            "flow_failed" => Event::FlowSendFailed {
+                error: job.payload["error"]["message"]
+                    .as_str()
+                    .or(job.payload["error"]["title"].as_str())
+                    .unwrap_or("the Flow message could not be sent")
+                    .to_owned(),
+            },
             _ => {
                 let Some(message_id) = job.message_id else {
                     return self.skip(job, "an inbound job without a message").await;
@@ -235,10 +248,16 @@ impl TurnWorker {
         let (context, chatbot, event) =
             match store::contexts::load_active(pool, job.conversation_id).await? {
                 Some(context) => {
-                    if let Event::WaitTimedOut = event {
-                        if !timer_matches(&job.payload, &context) {
-                            return self.skip(job, "the wait this timer was for is over").await;
+                    let current = match &event {
+                        Event::WaitTimedOut => timer_matches(&job.payload, &context),
+                        Event::FlowSendFailed { .. } => {
+                            job.payload["flowToken"].as_str()
+                                == Some(context.flow_token(&context.current_node_id).as_str())
                         }
+                        _ => true,
+                    };
+                    if !current {
+                        return self.skip(job, "the wait this job was for is over").await;
                     }
                     match self.compiled(context.chatbot_id).await? {
                         Some(bot) => (context, bot, event),
@@ -253,7 +272,10 @@ impl TurnWorker {
                     let Event::InboundMessage { text, .. } = &event else {
                         return self.skip(job, "no active context").await;
                     };
-                    match self.start(job.conversation_id, text.as_deref(), &customer).await? {
+                    match self
+                        .start(job.conversation_id, text.as_deref(), &customer)
+                        .await?
+                    {
                         Some((context, bot)) => (context, bot, Event::ConversationStarted),
                         None => return self.skip(job, "no active chatbot answers").await,
                     }
@@ -263,6 +285,7 @@ impl TurnWorker {
         let mut result =
             engine::run_turn(&chatbot, context, event, now, &self.http, &self.limits).await;
         let mut sends = std::mem::take(&mut result.sends);
+        self.launch_flows(&chatbot, &mut sends).await?;
         let mut context = result.context;
         let mut deadline = result.wait_deadline;
         if result.restart {
@@ -280,15 +303,79 @@ impl TurnWorker {
                         &self.limits,
                     )
                     .await;
+                    self.launch_flows(&bot, &mut again.sends).await?;
                     sends.append(&mut again.sends);
                     context = again.context;
                     deadline = again.wait_deadline;
                 }
-                None => return self.commit(job, &parties, &finished, None, &sends, None, now).await,
+                None => {
+                    return self
+                        .commit(job, &parties, &finished, None, &sends, None, now)
+                        .await
+                }
             }
         }
-        self.commit(job, &parties, &finished, Some(&context), &sends, deadline, now)
-            .await
+        self.commit(
+            job,
+            &parties,
+            &finished,
+            Some(&context),
+            &sends,
+            deadline,
+            now,
+        )
+        .await
+    }
+
+    /// Completes the Flow messages of a turn from their `whatsapp_flows` rows: Meta's
+    /// flow id when the node names our row's uuid, and `data_exchange` for a Flow
+    /// served by an endpoint unless the node's `flowMode` chose otherwise.
+    async fn launch_flows(
+        &self,
+        bot: &CompiledChatbot,
+        sends: &mut [engine::Outgoing],
+    ) -> anyhow::Result<()> {
+        for send in sends.iter_mut() {
+            let engine::Outgoing::Flow {
+                flow_id,
+                flow_token,
+                flow_action,
+                screen,
+                data,
+                ..
+            } = send
+            else {
+                continue;
+            };
+            let Some(row) = store::flows::load_flow(&self.state.pool, flow_id).await? else {
+                continue;
+            };
+            if let Some(meta_id) = row.whatsapp_flow_id.as_ref().filter(|id| !id.is_empty()) {
+                flow_id.clone_from(meta_id);
+            }
+            let mode_set = engine::context::parse_flow_token(flow_token)
+                .and_then(|(_, node_id)| bot.find(node_id))
+                .map(|index| match &bot.node(index).kind {
+                    engine::node::NodeKind::Flow(f) => f.mode_set,
+                    _ => true,
+                })
+                .unwrap_or(true);
+            if mode_set {
+                continue;
+            }
+            let node_data = json!({ "flowInitialScreen": screen.clone() });
+            let launch = crate::datasource::flow::flow_launch(Some(&row), &node_data);
+            *flow_action = launch.flow_action;
+            match launch.flow_action {
+                engine::FlowAction::DataExchange => {
+                    // The endpoint's INIT answer brings the first screen and its data.
+                    *screen = None;
+                    *data = None;
+                }
+                engine::FlowAction::Navigate => *screen = launch.screen,
+            }
+        }
+        Ok(())
     }
 
     /// Stores the turn's effects and finishes the job, all or nothing.
@@ -307,6 +394,7 @@ impl TurnWorker {
         for old in finished {
             store::contexts::save(&mut tx, old).await?;
         }
+        store::turns::cancel_timeouts(&mut tx, job.conversation_id, job.id).await?;
         if let Some(context) = context {
             store::contexts::save(&mut tx, context).await?;
             if let Some(at) = deadline.filter(|_| context.is_active) {
@@ -315,8 +403,7 @@ impl TurnWorker {
                     "nodeId": context.current_node_id,
                     "deadline": at,
                 });
-                store::turns::schedule_timeout(&mut tx, job.conversation_id, at, &payload)
-                    .await?;
+                store::turns::schedule_timeout(&mut tx, job.conversation_id, at, &payload).await?;
             }
         }
         for outgoing in sends {
@@ -329,6 +416,10 @@ impl TurnWorker {
                 now,
             )
             .await?;
+        }
+        if let Some(last) = sends.last() {
+            store::turns::touch_conversation(&mut tx, job.conversation_id, preview(last), now)
+                .await?;
         }
         if !store::turns::finish(&mut tx, job.id, &self.token, None).await? {
             tx.rollback().await?;
@@ -397,6 +488,16 @@ impl TurnWorker {
     }
 }
 
+/// The text an inbox shows for an outgoing message.
+fn preview(message: &engine::Outgoing) -> &str {
+    match message {
+        engine::Outgoing::Text { body }
+        | engine::Outgoing::Buttons { body, .. }
+        | engine::Outgoing::List { body, .. }
+        | engine::Outgoing::Flow { body, .. } => body,
+    }
+}
+
 /// Whether a timer job still concerns the context's current wait.
 fn timer_matches(payload: &Value, context: &Context) -> bool {
     let context_id = payload.get("contextId").and_then(Value::as_str);
@@ -412,7 +513,9 @@ pub fn inbound_from_meta(raw: &Value) -> Inbound {
     };
     let text = |s: &Option<String>| s.clone().unwrap_or_default();
     match message.kind {
-        MessageKind::Text(t) => Inbound::Text { body: text(&t.body) },
+        MessageKind::Text(t) => Inbound::Text {
+            body: text(&t.body),
+        },
         MessageKind::Interactive(Interactive::ButtonReply(b)) => Inbound::ButtonReply {
             id: text(&b.id),
             title: text(&b.title),
@@ -425,7 +528,11 @@ pub fn inbound_from_meta(raw: &Value) -> Inbound {
             response_json: n.response_json.unwrap_or_else(|| "{}".to_owned()),
         },
         MessageKind::Button(b) => Inbound::QuickReply {
-            payload: b.payload.clone().or_else(|| b.text.clone()).unwrap_or_default(),
+            payload: b
+                .payload
+                .clone()
+                .or_else(|| b.text.clone())
+                .unwrap_or_default(),
             text: text(&b.text),
         },
         MessageKind::Image(m)

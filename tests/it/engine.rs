@@ -734,3 +734,35 @@ fn inbound_messages_become_events() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_flow_that_cannot_be_sent_leaves_by_its_default_edge_or_ends() {
+    let mut chat = Chat::new(&sample("strapi-management-chatbot.json"));
+    chat.start().await;
+    chat.click("btn_stock").await;
+    let sends = chat
+        .event(Event::FlowSendFailed {
+            error: "(#131009) flow not published".into(),
+        })
+        .await;
+    assert_eq!(
+        bodies(&sends)[0],
+        "✅ İşlem başarıyla tamamlandı!\n\nGüncelleme detayları kaydedildi."
+    );
+    assert_eq!(
+        chat.ctx.node_outputs["stock-flow"]["error"],
+        "(#131009) flow not published"
+    );
+
+    let mut chat = Chat::new(&sample("00-ana-demo-bot.json"));
+    chat.start().await;
+    chat.click("btn_demo").await;
+    chat.pick("demo_berber").await;
+    // The berber flow's only edge is its default one, so the failure goes there.
+    let sends = chat
+        .event(Event::FlowSendFailed {
+            error: "bad".into(),
+        })
+        .await;
+    assert!(bodies(&sends)[0].starts_with("Randevunuz başarıyla"));
+}

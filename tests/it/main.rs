@@ -3,12 +3,19 @@
 
 mod helpers;
 
+mod datasource;
+mod datasource_support;
+mod e2e;
 mod engine;
+mod engine_cli;
 mod engine_store;
+mod flows;
+mod flows_support;
 mod schema;
 mod sender;
 mod serve;
 mod support_graph;
 mod webhook;
 mod webhook_outage;
+mod webhook_samples;
 mod webhook_statuses;

@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::server_url;
 
-fn wabot() -> Command {
+pub fn wabot() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wabot"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -23,7 +23,7 @@ fn wabot() -> Command {
 }
 
 /// A URL for a database that does not exist yet.
-fn new_database_url() -> String {
+pub fn new_database_url() -> String {
     let base = url::Url::parse(&server_url()).unwrap();
     let mut url = base.clone();
     url.set_path(&format!("wabot_serve_{}", uuid::Uuid::new_v4().simple()));
@@ -31,7 +31,7 @@ fn new_database_url() -> String {
 }
 
 /// Reads the JSON log lines until the "listening" one; returns the bound address.
-async fn wait_until_listening(child: &mut Child) -> String {
+pub async fn wait_until_listening(child: &mut Child) -> String {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let found = tokio::time::timeout(Duration::from_secs(60), async {

@@ -73,6 +73,14 @@ pub struct GraphRequest {
 }
 
 impl GraphRequest {
+    /// The wamid the fake returned, when it accepted the message.
+    pub fn wamid(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Accepted { wamid } => Some(wamid),
+            _ => None,
+        }
+    }
+
     /// The recipient of a message request.
     pub fn to(&self) -> Option<&str> {
         self.body.get("to").and_then(Value::as_str)

@@ -103,6 +103,23 @@ async fn statuses_move_forward_only_whatever_order_they_arrive_in() {
             .await
             .unwrap();
     assert_eq!(rows, 2);
+
+    // A payment's `failed` (order-details transactions) is kept, not applied.
+    let payment = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA",
+        "changes": [{"field": "messages", "value": {
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": BUSINESS},
+            "statuses": [{"id": "wamid.A", "type": "payment", "status": "failed",
+                          "payment": {"reference_id": "ref-1"}, "timestamp": "1750000000"}]}}]}]});
+    let body = payment.to_string().into_bytes();
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    assert_eq!(status_of(&app.pool, a).await.0, "read");
+    let kept: Vec<String> = sqlx::query_scalar(
+        "SELECT status FROM message_statuses WHERE wamid = 'wamid.A' ORDER BY status",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, ["delivered", "payment:failed", "read"]);
 }
 
 #[tokio::test]

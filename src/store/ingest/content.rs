@@ -6,6 +6,8 @@
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use crate::text::truncate_chars;
+
 use crate::whatsapp::webhook::{ApiError, Interactive, Media, Message, MessageKind};
 
 /// `conversations."lastMessage"` is a varchar(1000).
@@ -208,9 +210,76 @@ fn interactive(content: &mut Map<String, Value>, i: &Interactive) -> String {
     }
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((cut, _)) => s[..cut].to_owned(),
-        None => s.to_owned(),
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::whatsapp::webhook::Envelope;
+
+    fn built(message: serde_json::Value, reacted: Option<Uuid>) -> StoredContent {
+        let body = json!({"entry": [{"changes": [{"field": "messages", "value": {
+            "metadata": {"phone_number_id": "1"}, "messages": [message]}}]}]});
+        let envelope = Envelope::from_value(&body).unwrap();
+        let value = envelope.messages_values().next().unwrap();
+        build(&value.messages[0], "wamid.T", reacted)
+    }
+
+    #[test]
+    fn a_flow_reply_keeps_meta_s_object_and_adds_the_parsed_answers() {
+        let s = built(
+            json!({"from": "1", "id": "wamid.T", "type": "interactive", "context": {"id": "wamid.FLOW"},
+                   "interactive": {"type": "nfm_reply", "nfm_reply": {"name": "flow", "body": "Sent",
+                       "response_json": "{\"flow_token\":\"tok\",\"size\":\"M\"}"}}}),
+            None,
+        );
+        assert_eq!(s.db_type, "interactive");
+        assert_eq!(s.content["type"], "nfm_reply");
+        assert_eq!(s.content["nfm_reply"]["name"], "flow");
+        assert_eq!(s.content["flowToken"], "tok");
+        assert_eq!(s.content["flowResponse"]["size"], "M");
+        assert_eq!(s.content["contextMessageId"], "wamid.FLOW");
+        assert_eq!(s.content["whatsappMessageId"], "wamid.T");
+        assert_eq!(s.content["raw"]["interactive"]["type"], "nfm_reply");
+        assert_eq!(s.preview, "Sent");
+    }
+
+    #[test]
+    fn a_removed_reaction_is_recorded_as_removed_with_the_reacted_row() {
+        let row = Uuid::new_v4();
+        let s = built(
+            json!({"from": "1", "id": "wamid.T", "type": "reaction",
+                   "reaction": {"message_id": "wamid.M", "emoji": ""}}),
+            Some(row),
+        );
+        assert_eq!(s.content["removed"], true);
+        assert_eq!(s.content["emoji"], "");
+        assert_eq!(s.content["messageId"], "wamid.M");
+        assert_eq!(s.content["reactedMessageId"], json!(row));
+        assert_eq!(s.preview, "Reaction removed");
+    }
+
+    #[test]
+    fn previews_fit_the_column_and_an_interactive_without_its_object_is_kept() {
+        let long = "é".repeat(1500);
+        let s = built(
+            json!({"from": "1", "id": "w", "type": "text", "text": {"body": long}}),
+            None,
+        );
+        assert_eq!(s.preview.chars().count(), 1000);
+        assert_eq!(s.content["text"].as_str().unwrap().chars().count(), 1500);
+        let s = built(json!({"from": "1", "id": "w", "type": "interactive"}), None);
+        assert_eq!(
+            (s.db_type, s.preview.as_str()),
+            ("interactive", "Interactive response")
+        );
+        let s = built(
+            json!({"from": "1", "id": "w", "type": "edit", "edit": {}}),
+            None,
+        );
+        assert_eq!(
+            (s.db_type, &s.content["originalType"]),
+            ("unknown", &json!("edit"))
+        );
     }
 }

@@ -22,10 +22,15 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::store::statuses::{self, StatusOutcome};
+use crate::text::truncate_chars;
 use crate::whatsapp::webhook::{Envelope, Message, MessageKind, MessagesValue, Status};
 
 /// users."phoneNumber" is a varchar(20); a longer sender id cannot be a wa_id.
 const PHONE_MAX_CHARS: usize = 20;
+/// Meta's wamids are under a hundred characters; a far longer one could not be
+/// indexed (btree entries are limited to about 2.7 kB) and would fail the whole POST
+/// on every retry.
+pub const WAMID_MAX_CHARS: usize = 512;
 /// users.name is a varchar(100).
 const NAME_MAX_CHARS: usize = 100;
 /// How often a transaction that lost a deadlock or serialization race is re-run.
@@ -226,10 +231,12 @@ async fn store_message(
         );
         return Ok(Stored::Skipped);
     };
-    if from.chars().count() > PHONE_MAX_CHARS || business.chars().count() > PHONE_MAX_CHARS {
+    if from.chars().count() > PHONE_MAX_CHARS
+        || business.chars().count() > PHONE_MAX_CHARS
+        || wamid.chars().count() > WAMID_MAX_CHARS
+    {
         tracing::warn!(
-            wamid,
-            "a webhook message's sender or business number is too long for a phone number; kept in the raw event only"
+            "a webhook message's sender, business number or id is too long; kept in the raw event only"
         );
         return Ok(Stored::Skipped);
     }
@@ -257,6 +264,13 @@ async fn store_message(
         Some(id) => *id,
         None => {
             let id = find_or_create_conversation(conn, &business, &from, business_user, customer)
+                .await?;
+            // Concurrent webhooks of one conversation queue here until this
+            // transaction ends, so turn job ids (which order the conversation's turns)
+            // follow commit order: a job committed later never gets a smaller id.
+            sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .execute(&mut *conn)
                 .await?;
             cache.conversations.insert(key, id);
             id
@@ -458,6 +472,33 @@ async fn update_conversation(
     .map(|_| ())
 }
 
+/// Replaces NUL characters in every string of `value` with U+FFFD. PostgreSQL's
+/// jsonb and text cannot hold U+0000, and one such character would otherwise fail
+/// the whole POST on every one of Meta's retries. Call it before parsing the
+/// envelope, so the typed values are scrubbed too. Returns whether it changed
+/// anything.
+pub fn make_storable(value: &mut Value) -> bool {
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            *s = s.replace('\0', "\u{FFFD}");
+            true
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |c, v| make_storable(v) | c),
+        Value::Object(map) => {
+            let keys_with_nul: Vec<String> =
+                map.keys().filter(|k| k.contains('\0')).cloned().collect();
+            let changed = !keys_with_nul.is_empty();
+            for key in keys_with_nul {
+                if let Some(v) = map.remove(&key) {
+                    map.insert(key.replace('\0', "\u{FFFD}"), v);
+                }
+            }
+            map.values_mut().fold(changed, |c, v| make_storable(v) | c)
+        }
+        _ => false,
+    }
+}
+
 /// Errors that mean "the database is not there right now" rather than "the
 /// database says no".
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
@@ -484,11 +525,4 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 fn is_lost_race(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db)
         if matches!(db.code().as_deref(), Some("40001") | Some("40P01")))
-}
-
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((cut, _)) => s[..cut].to_owned(),
-        None => s.to_owned(),
-    }
 }

@@ -1,0 +1,200 @@
+//! `wabot chatbot validate | import | render`: chatbot documents from files.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use petgraph::visit::EdgeRef;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::engine::node::NodeKind;
+use crate::engine::{compile, ChatbotDoc, CompiledChatbot};
+use crate::store;
+use crate::store::chatbots::NewChatbot;
+
+#[derive(Debug, Subcommand)]
+pub enum ChatbotCommand {
+    /// Compile chatbot files and report every error and warning; exits 1 when any
+    /// file has errors.
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Store a chatbot (a bare `{name, nodes, edges}` document or WhatsApp Builder's
+    /// export) in the database and print its id. Refuses a chatbot with errors.
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Make it active (`isActive = true`), so that it answers new conversations.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Print the graph in Graphviz DOT, labelled with node labels and edge handles
+    /// (`wabot chatbot render bot.json | dot -Tsvg > bot.svg`).
+    Render {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+pub async fn run(config: Config, cmd: ChatbotCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ChatbotCommand::Validate { files } => {
+            let mut failed = false;
+            for file in files {
+                failed |= !validate(&file);
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        ChatbotCommand::Import { file, activate } => {
+            let doc = read_doc(&file)?;
+            if let Err(errors) = compile(&doc) {
+                for e in &errors {
+                    eprintln!("{}: error: {e}", file.display());
+                }
+                anyhow::bail!(
+                    "{} has {} errors; not imported",
+                    file.display(),
+                    errors.len()
+                );
+            }
+            let pool = store::connect(&config).await?;
+            let id = store::chatbots::insert(&pool, &NewChatbot::from_doc(&doc, activate)).await?;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ChatbotCommand::Render { file } => {
+            let doc = read_doc(&file)?;
+            match compile(&doc) {
+                Ok((bot, _)) => {
+                    print!("{}", render_dot(&bot));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{}: error: {e}", file.display());
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+/// Reads and parses a chatbot file.
+pub fn read_doc(file: &Path) -> anyhow::Result<ChatbotDoc> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    ChatbotDoc::from_json(&value).with_context(|| format!("{} is not a chatbot", file.display()))
+}
+
+/// Prints the file's report; whether it compiled.
+fn validate(file: &Path) -> bool {
+    let doc = match read_doc(file) {
+        Ok(doc) => doc,
+        Err(e) => {
+            println!("{}: error: {e:#}", file.display());
+            return false;
+        }
+    };
+    match compile(&doc) {
+        Ok((bot, warnings)) => {
+            for w in &warnings {
+                println!("{}: warning: {w}", file.display());
+            }
+            println!(
+                "{}: ok: \"{}\", {} nodes, {} warnings",
+                file.display(),
+                bot.name(),
+                bot.node_count(),
+                warnings.len()
+            );
+            true
+        }
+        Err(errors) => {
+            for e in &errors {
+                println!("{}: error: {e}", file.display());
+            }
+            println!("{}: {} errors", file.display(), errors.len());
+            false
+        }
+    }
+}
+
+/// The graph in DOT: one box per node (label, type, output variable), one arrow per
+/// edge labelled with its handle.
+pub fn render_dot(bot: &CompiledChatbot) -> String {
+    let quote = |s: &str| {
+        format!(
+            "\"{}\"",
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        )
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph chatbot {{");
+    let _ = writeln!(out, "  label={};", quote(bot.name()));
+    let _ = writeln!(out, "  rankdir=TB;");
+    let _ = writeln!(
+        out,
+        "  node [shape=box, style=rounded, fontname=\"Helvetica\"];"
+    );
+    let _ = writeln!(out, "  edge [fontname=\"Helvetica\", fontsize=10];");
+    let graph = bot.graph();
+    for index in graph.node_indices() {
+        let node = &graph[index];
+        let shape = match node.kind {
+            NodeKind::Start => "oval",
+            NodeKind::Condition(_) => "diamond",
+            NodeKind::Question(_) => "box",
+            NodeKind::RestApi(_) => "component",
+            NodeKind::Flow(_) => "parallelogram",
+            NodeKind::Message(_) | NodeKind::Calendar => "note",
+        };
+        let mut label = if node.label.is_empty() {
+            node.id.clone()
+        } else {
+            node.label.clone()
+        };
+        label.push('\n');
+        label.push_str(node.kind.type_name());
+        if let Some(var) = &node.var_name {
+            label.push_str(&format!(" · {var}"));
+        }
+        let _ = writeln!(
+            out,
+            "  {} [label={}, shape={shape}];",
+            quote(&node.id),
+            quote(&label)
+        );
+    }
+    for edge in graph.edge_references() {
+        let (from, to) = (&graph[edge.source()].id, &graph[edge.target()].id);
+        match edge.weight().handle.as_deref() {
+            Some(handle) => {
+                let _ = writeln!(
+                    out,
+                    "  {} -> {} [label={}];",
+                    quote(from),
+                    quote(to),
+                    quote(handle)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  {} -> {};", quote(from), quote(to));
+            }
+        }
+    }
+    out.push_str("}\n");
+    out
+}

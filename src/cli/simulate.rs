@@ -1,0 +1,321 @@
+//! `wabot simulate FILE`: chat with a chatbot in the terminal through the same
+//! executor the daemon runs. Reads stdin line by line, so it is scriptable.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::engine::{
+    compile, run_turn, CompiledChatbot, Context, Customer, EngineLimits, Event, Outgoing,
+};
+use crate::worker::rest_api::{HttpOptions, ReqwestHttp};
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The chatbot file (a bare document or WhatsApp Builder's export).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Set a variable before the conversation starts (repeatable); the value is read
+    /// as JSON when it parses, else as text: `--var api_base=http://127.0.0.1:8080`.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// The customer's phone number (`customer_phone`).
+    #[arg(long, default_value = "905551234567")]
+    pub phone: String,
+    /// The customer's profile name (`customer_name`).
+    #[arg(long, default_value = "Simulator")]
+    pub name: String,
+    /// Let rest_api nodes reach private and loopback addresses (otherwise only the
+    /// networks in WABOT_DATASOURCE_ALLOWED_NETWORKS are).
+    #[arg(long)]
+    pub allow_private: bool,
+}
+
+const HELP: &str = "Type an answer; a number picks a button or list row. Commands: /flow {json} \
+                    answers a Flow, /timeout lets the wait run out, /vars shows the variables, \
+                    /restart starts over, /quit ends.";
+
+pub async fn run(config: Config, args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let doc = super::chatbot::read_doc(&args.file)?;
+    let bot = match compile(&doc) {
+        Ok((bot, warnings)) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            bot
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let http = ReqwestHttp::with_options(HttpOptions {
+        allowed_networks: config.datasource.allowed_networks.clone(),
+        allow_all: args.allow_private,
+        max_response_bytes: config.datasource.max_response_bytes,
+    })?;
+    let mut sim = Simulator {
+        limits: EngineLimits::from_config(&config.engine, config.datasource.max_timeout_ms),
+        customer: Customer {
+            phone: args.phone.clone(),
+            name: Some(args.name.clone()),
+        },
+        preset: parse_vars(&args.vars)?,
+        context: None,
+        deadline: None,
+        choices: Vec::new(),
+        bot,
+        http,
+    };
+    let interactive = std::io::stdin().is_terminal();
+    println!("Chatting with \"{}\". {HELP}", sim.bot.name());
+    sim.begin().await;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        if interactive {
+            use std::io::Write as _;
+            print!("you> ");
+            let _ = std::io::stdout().flush();
+        }
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
+        if !interactive {
+            println!("you> {line}");
+        }
+        if !sim.input(line.trim()).await {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_vars(pairs: &[String]) -> anyhow::Result<Vec<(String, Value)>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--var {pair}: expected NAME=VALUE"))?;
+            let value =
+                serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+            Ok((name.trim().to_owned(), value))
+        })
+        .collect()
+}
+
+struct Simulator {
+    bot: CompiledChatbot,
+    http: ReqwestHttp,
+    limits: EngineLimits,
+    customer: Customer,
+    preset: Vec<(String, Value)>,
+    context: Option<Context>,
+    deadline: Option<DateTime<Utc>>,
+    /// The ids of the buttons or rows the last prompt offered, in display order.
+    choices: Vec<(String, bool)>,
+}
+
+impl Simulator {
+    /// Starts a new conversation, as the worker does for a first message.
+    async fn begin(&mut self) {
+        let mut context = Context::start(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            &self.bot,
+            &self.customer,
+        );
+        for (name, value) in &self.preset {
+            context.variables.insert(name.clone(), value.clone());
+        }
+        self.context = Some(context);
+        // A fresh context never asks to restart.
+        self.turn(Event::ConversationStarted, Utc::now()).await;
+    }
+
+    /// Handles one line; false to stop.
+    async fn input(&mut self, line: &str) -> bool {
+        let active = self.context.as_ref().is_some_and(|c| c.is_active);
+        match line {
+            "/quit" | "/exit" => return false,
+            "/restart" => {
+                self.begin().await;
+                return true;
+            }
+            "/vars" => {
+                let vars = self
+                    .context
+                    .as_ref()
+                    .map(|c| Value::Object(c.variables.clone()));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&vars).unwrap_or_default()
+                );
+                return true;
+            }
+            "" => return true,
+            _ => {}
+        }
+        if !active {
+            // As in the daemon: a message after the end starts the chatbot again.
+            self.begin().await;
+            return true;
+        }
+        if line == "/timeout" {
+            let at = self.deadline.unwrap_or_else(Utc::now);
+            if self.turn(Event::WaitTimedOut, at).await {
+                self.begin().await;
+            }
+            return true;
+        }
+        if let Some(json) = line.strip_prefix("/flow") {
+            let response = serde_json::from_str(json.trim())
+                .unwrap_or_else(|_| Value::Object(Default::default()));
+            self.turn(
+                Event::FlowReply {
+                    flow_token: None,
+                    response,
+                },
+                Utc::now(),
+            )
+            .await;
+            return true;
+        }
+        let picked = line
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| self.choices.get(i).cloned());
+        let event = match picked {
+            Some((id, true)) => Event::InboundMessage {
+                text: None,
+                button_id: None,
+                list_row_id: Some(id),
+            },
+            Some((id, false)) => Event::InboundMessage {
+                text: None,
+                button_id: Some(id),
+                list_row_id: None,
+            },
+            None => Event::InboundMessage {
+                text: Some(line.to_owned()),
+                button_id: None,
+                list_row_id: None,
+            },
+        };
+        if self.turn(event, Utc::now()).await {
+            self.begin().await;
+        }
+        true
+    }
+
+    /// Runs one turn and shows its messages; whether the chatbot asks to start over.
+    async fn turn(&mut self, event: Event, now: DateTime<Utc>) -> bool {
+        let Some(context) = self.context.take() else {
+            return false;
+        };
+        let result = run_turn(&self.bot, context, event, now, &self.http, &self.limits).await;
+        self.choices.clear();
+        for send in &result.sends {
+            self.show(send);
+        }
+        self.deadline = result.wait_deadline;
+        let context = result.context;
+        if !context.is_active {
+            println!(
+                "[conversation {}: {}]",
+                context.status.as_str(),
+                context.completion_reason.as_deref().unwrap_or("-")
+            );
+        }
+        self.context = Some(context);
+        result.restart
+    }
+
+    fn show(&mut self, send: &Outgoing) {
+        let framed = |header: &Option<String>, body: &str, footer: &Option<String>| {
+            if let Some(h) = header {
+                println!("bot> *{h}*");
+            }
+            println!("bot> {}", body.replace('\n', "\n     "));
+            if let Some(f) = footer {
+                println!("     _{f}_");
+            }
+        };
+        match send {
+            Outgoing::Text { body } => {
+                println!("bot> {}", body.replace('\n', "\n     "));
+            }
+            Outgoing::Buttons {
+                header,
+                body,
+                footer,
+                buttons,
+            } => {
+                framed(header, body, footer);
+                self.choices = buttons.iter().map(|b| (b.id.clone(), false)).collect();
+                for (i, b) in buttons.iter().enumerate() {
+                    println!("     [{}] {} ({})", i + 1, b.title, b.id);
+                }
+            }
+            Outgoing::List {
+                header,
+                body,
+                footer,
+                button,
+                sections,
+            } => {
+                framed(header, body, footer);
+                println!("     ≡ {button}");
+                self.choices.clear();
+                for section in sections {
+                    if !section.title.is_empty() {
+                        println!("     {}", section.title);
+                    }
+                    for row in &section.rows {
+                        self.choices.push((row.id.clone(), true));
+                        let description = row
+                            .description
+                            .as_deref()
+                            .map(|d| format!(" — {d}"))
+                            .unwrap_or_default();
+                        println!(
+                            "     [{}] {}{description} ({})",
+                            self.choices.len(),
+                            row.title,
+                            row.id
+                        );
+                    }
+                }
+            }
+            Outgoing::Flow {
+                header,
+                body,
+                footer,
+                flow_id,
+                flow_cta,
+                flow_action,
+                screen,
+                data,
+                ..
+            } => {
+                framed(header, body, footer);
+                println!(
+                    "     [Flow {flow_id}: \"{flow_cta}\", {flow_action:?}, screen {}, data {}] answer with /flow {{...}}",
+                    screen.as_deref().unwrap_or("-"),
+                    data.as_ref().map(Value::to_string).unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! Reading each node's kind from its `data`, with every problem reported.
+
+use std::collections::HashSet;
+
+use regex::Regex;
+use serde_json::Value;
+
+use super::doc::{pairs, Fields};
+use super::limits::{cut, BUTTON_ID_MAX, MAX_BUTTONS, MAX_LIST_ROWS, ROW_ID_MAX};
+use super::node::{
+    Auth, Condition, ConditionNode, ContentType, DynamicSource, FlowNode, MessageNode, NodeKind,
+    Operator, QuestionNode, QuestionType, RestApiNode, Rule, Validation,
+};
+use super::outgoing::{Choice, FlowAction, ListSection};
+use super::validate::Problem;
+
+/// The default `apiTimeout` (ms).
+pub const DEFAULT_API_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_MAX_RETRIES: u32 = 2;
+
+/// Reads a node's kind from its type name and `data`; every problem found is pushed.
+pub(crate) fn parse_kind(
+    type_name: &str,
+    data: Fields<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<NodeKind> {
+    Some(match type_name {
+        "start" => NodeKind::Start,
+        "message" => NodeKind::Message(MessageNode {
+            content: required(data, "content", problems).unwrap_or_default(),
+        }),
+        "question" => NodeKind::Question(Box::new(question(data, problems))),
+        "condition" => NodeKind::Condition(condition(data, problems)),
+        "rest_api" => NodeKind::RestApi(Box::new(rest_api(data, problems))),
+        "whatsapp_flow" => NodeKind::Flow(Box::new(flow(data, problems))),
+        "google_calendar" => NodeKind::Calendar,
+        other => {
+            problems.push(Problem::UnknownNodeType(other.to_owned()));
+            return None;
+        }
+    })
+}
+
+fn required(data: Fields<'_>, key: &'static str, problems: &mut Vec<Problem>) -> Option<String> {
+    let value = data.string(key);
+    if value.is_none() {
+        problems.push(Problem::MissingField(key));
+    }
+    value
+}
+
+fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
+    let question_type = match data.string("questionType").as_deref().map(str::trim) {
+        Some("text") => QuestionType::Text,
+        Some("buttons") | Some("button") => QuestionType::Buttons,
+        Some("list") => QuestionType::List,
+        Some(other) => {
+            problems.push(Problem::InvalidField {
+                field: "questionType",
+                reason: format!("`{other}` is not text, buttons or list"),
+            });
+            QuestionType::Text
+        }
+        None if data.array("buttons").is_some_and(|b| !b.is_empty()) => QuestionType::Buttons,
+        None if data.array("listSections").is_some_and(|s| !s.is_empty()) => QuestionType::List,
+        None => QuestionType::Text,
+    };
+    let source_key = match question_type {
+        QuestionType::List => "dynamicListSource",
+        _ => "dynamicButtonsSource",
+    };
+    let dynamic = (question_type != QuestionType::Text)
+        .then(|| data.string(source_key))
+        .flatten()
+        .map(|source| DynamicSource {
+            source: source
+                .trim()
+                .trim_start_matches("{{")
+                .trim_end_matches("}}")
+                .trim()
+                .to_owned(),
+            label_field: data.string("dynamicLabelField"),
+            desc_field: data.string("dynamicDescField"),
+        });
+    let buttons = if question_type == QuestionType::Buttons && dynamic.is_none() {
+        buttons(data, problems)
+    } else {
+        Vec::new()
+    };
+    let sections = if question_type == QuestionType::List && dynamic.is_none() {
+        sections(data, problems)
+    } else {
+        Vec::new()
+    };
+    QuestionNode {
+        question_type,
+        content: required(data, "content", problems).unwrap_or_default(),
+        header: data.string("headerText"),
+        footer: data.string("footerText"),
+        buttons,
+        list_button: data
+            .string("listButtonText")
+            .unwrap_or_else(|| "Seçin".to_owned()),
+        sections,
+        dynamic,
+        legacy_variable: data.string("variable").map(|v| v.trim().to_owned()),
+        validation: validation(data, problems),
+        timeout_secs: data.u64("timeoutSeconds").filter(|s| *s > 0),
+        timeout_message: data.string("timeoutMessage"),
+    }
+}
+
+fn buttons(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<Choice> {
+    let raw = data.array("buttons").map(Vec::as_slice).unwrap_or_default();
+    if raw.is_empty() {
+        problems.push(Problem::MissingField("buttons"));
+    }
+    if raw.len() > MAX_BUTTONS {
+        problems.push(Problem::TooManyButtons(raw.len()));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (index, button) in raw.iter().enumerate() {
+        // The oldest editor saved buttons as bare titles with positional ids.
+        let (id, title) = match button {
+            Value::String(title) => (format!("btn-{index}"), title.clone()),
+            other => {
+                let f = other.as_object().map(Fields);
+                let title = f.and_then(|f| f.string("title")).unwrap_or_default();
+                let id = f
+                    .and_then(|f| f.string("id"))
+                    .unwrap_or_else(|| format!("btn-{index}"));
+                (id, title)
+            }
+        };
+        if title.trim().is_empty() {
+            problems.push(Problem::InvalidField {
+                field: "buttons",
+                reason: format!("button `{id}` has no title"),
+            });
+        }
+        if !seen.insert(id.clone()) {
+            problems.push(Problem::DuplicateChoiceId(id.clone()));
+        }
+        out.push(Choice {
+            id: cut(&id, BUTTON_ID_MAX),
+            title,
+            description: None,
+        });
+    }
+    out
+}
+
+fn sections(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<ListSection> {
+    let raw = data
+        .array("listSections")
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut out = Vec::new();
+    for section in raw {
+        let f = section.as_object().map(Fields);
+        let rows = f
+            .and_then(|f| f.array("rows"))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut section_rows = Vec::new();
+        for row in rows {
+            total += 1;
+            let rf = row.as_object().map(Fields);
+            let title = rf.and_then(|f| f.string("title")).unwrap_or_default();
+            let Some(id) = rf.and_then(|f| f.string("id")) else {
+                problems.push(Problem::InvalidField {
+                    field: "listSections",
+                    reason: format!("row `{title}` has no id"),
+                });
+                continue;
+            };
+            if title.trim().is_empty() {
+                problems.push(Problem::InvalidField {
+                    field: "listSections",
+                    reason: format!("row `{id}` has no title"),
+                });
+            }
+            if !seen.insert(id.clone()) {
+                problems.push(Problem::DuplicateChoiceId(id.clone()));
+            }
+            section_rows.push(Choice {
+                id: cut(&id, ROW_ID_MAX),
+                title,
+                description: rf.and_then(|f| f.string("description")),
+            });
+        }
+        out.push(ListSection {
+            title: f.and_then(|f| f.string("title")).unwrap_or_default(),
+            rows: section_rows,
+        });
+    }
+    if total == 0 {
+        problems.push(Problem::MissingField("listSections"));
+    }
+    if total > MAX_LIST_ROWS {
+        problems.push(Problem::TooManyListRows(total));
+    }
+    out
+}
+
+fn validation(data: Fields<'_>, problems: &mut Vec<Problem>) -> Option<Validation> {
+    let v = Fields(data.object("validation")?);
+    let rule = match v
+        .string("type")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("text") | Some("any") => Rule::Any,
+        Some("email") => Rule::Email,
+        Some("number") => Rule::Number,
+        Some("phone") => Rule::Phone,
+        Some("regex") => match v.string("pattern").map(|p| Regex::new(&p)) {
+            Some(Ok(re)) => Rule::Regex(re),
+            Some(Err(e)) => {
+                problems.push(Problem::InvalidField {
+                    field: "validation.pattern",
+                    reason: e.to_string(),
+                });
+                Rule::Any
+            }
+            None => {
+                problems.push(Problem::MissingField("validation.pattern"));
+                Rule::Any
+            }
+        },
+        Some(other) => {
+            problems.push(Problem::InvalidField {
+                field: "validation.type",
+                reason: format!("`{other}` is not email, number, phone, regex or text"),
+            });
+            Rule::Any
+        }
+    };
+    Some(Validation {
+        rule,
+        min_length: v.u64("minLength").map(|n| n as usize),
+        max_length: v.u64("maxLength").map(|n| n as usize),
+        min: v.f64("min"),
+        max: v.f64("max"),
+        error_message: v.string("errorMessage"),
+        max_retries: v
+            .u64("maxRetries")
+            .map_or(DEFAULT_MAX_RETRIES, |n| n.min(100) as u32),
+    })
+}
+
+fn condition(data: Fields<'_>, problems: &mut Vec<Problem>) -> ConditionNode {
+    let mut conditions = Vec::new();
+    let group = data.object("conditionGroup").map(Fields);
+    let rows = group
+        .and_then(|g| g.array("conditions"))
+        .filter(|c| !c.is_empty());
+    if let Some(rows) = rows {
+        for row in rows {
+            let f = row.as_object().map(Fields);
+            let variable = f.and_then(|f| f.string("variable"));
+            let op = f.and_then(|f| f.string("operator"));
+            match parse_condition(variable, op, f.and_then(|f| f.string("value"))) {
+                Ok(c) => conditions.push(c),
+                Err(p) => problems.push(p),
+            }
+        }
+        let any = group
+            .and_then(|g| g.string("logicalOperator"))
+            .is_some_and(|op| op.eq_ignore_ascii_case("or"));
+        return ConditionNode { conditions, any };
+    }
+    match parse_condition(
+        data.string("conditionVar"),
+        data.string("conditionOp"),
+        data.string("conditionVal"),
+    ) {
+        Ok(c) => conditions.push(c),
+        Err(p) => problems.push(p),
+    }
+    ConditionNode {
+        conditions,
+        any: false,
+    }
+}
+
+fn parse_condition(
+    variable: Option<String>,
+    op: Option<String>,
+    value: Option<String>,
+) -> Result<Condition, Problem> {
+    let variable = variable.ok_or(Problem::MissingField("conditionVar"))?;
+    let op_text = op.ok_or(Problem::MissingField("conditionOp"))?;
+    let op = Operator::parse(&op_text).ok_or_else(|| Problem::InvalidField {
+        field: "conditionOp",
+        reason: format!("`{op_text}` is not a known operator"),
+    })?;
+    Ok(Condition {
+        variable: variable
+            .trim()
+            .trim_start_matches("{{")
+            .trim_end_matches("}}")
+            .trim()
+            .to_owned(),
+        op,
+        value: value.unwrap_or_default(),
+    })
+}
+
+fn rest_api(data: Fields<'_>, problems: &mut Vec<Problem>) -> RestApiNode {
+    let method_text = data
+        .string("apiMethod")
+        .unwrap_or_else(|| "GET".to_owned())
+        .trim()
+        .to_ascii_uppercase();
+    let method = match method_text.as_str() {
+        "GET" => http::Method::GET,
+        "POST" => http::Method::POST,
+        "PUT" => http::Method::PUT,
+        "PATCH" => http::Method::PATCH,
+        "DELETE" => http::Method::DELETE,
+        "HEAD" => http::Method::HEAD,
+        other => {
+            problems.push(Problem::InvalidField {
+                field: "apiMethod",
+                reason: format!("`{other}` is not GET, POST, PUT, PATCH, DELETE or HEAD"),
+            });
+            http::Method::GET
+        }
+    };
+    let content_type = match data
+        .string("apiContentType")
+        .map(|c| c.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some(c) if c.contains("form-urlencoded") || c == "form" => ContentType::Form,
+        Some(c) if c.contains("multipart") || c == "form-data" => ContentType::Multipart,
+        _ => ContentType::Json,
+    };
+    let s = |k| data.string(k).unwrap_or_default();
+    let auth = match data
+        .string("apiAuthType")
+        .map(|a| a.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("bearer") => Auth::Bearer(s("apiAuthToken")),
+        Some("basic") => Auth::Basic {
+            username: s("apiAuthUsername"),
+            password: s("apiAuthPassword"),
+        },
+        Some("api_key") | Some("apikey") => Auth::ApiKey {
+            name: data
+                .string("apiAuthKeyName")
+                .unwrap_or_else(|| "X-API-Key".to_owned()),
+            value: s("apiAuthKeyValue"),
+            in_query: data
+                .string("apiAuthKeyLocation")
+                .is_some_and(|l| l.eq_ignore_ascii_case("query")),
+        },
+        _ => Auth::None,
+    };
+    let body = match data.get("apiBody") {
+        Some(Value::String(b)) if !b.trim().is_empty() => Some(b.clone()),
+        Some(v @ (Value::Object(_) | Value::Array(_))) => Some(v.to_string()),
+        _ => None,
+    };
+    let url = required(data, "apiUrl", problems).unwrap_or_default();
+    RestApiNode {
+        url: url.trim().to_owned(),
+        method,
+        headers: pairs(data.get("apiHeaders")),
+        body,
+        content_type,
+        query: pairs(data.get("apiQueryParams")),
+        response_path: data.string("apiResponsePath"),
+        filter_field: data.string("apiFilterField"),
+        filter_value: data.string("apiFilterValue"),
+        timeout_ms: data
+            .u64("apiTimeout")
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_API_TIMEOUT_MS),
+        auth,
+        output_variable: data
+            .string("apiOutputVariable")
+            .map(|v| v.trim().to_owned()),
+        error_variable: data.string("apiErrorVariable").map(|v| v.trim().to_owned()),
+    }
+}
+
+fn flow(data: Fields<'_>, problems: &mut Vec<Problem>) -> FlowNode {
+    let mode = data.string("flowMode").map(|m| m.to_ascii_lowercase());
+    let action = match mode.as_deref() {
+        Some("data_exchange") => FlowAction::DataExchange,
+        _ => FlowAction::Navigate,
+    };
+    FlowNode {
+        mode_set: matches!(mode.as_deref(), Some("data_exchange" | "navigate")),
+        flow_id: required(data, "whatsappFlowId", problems).unwrap_or_default(),
+        cta: cut(
+            &data.string("flowCta").unwrap_or_else(|| "Start".to_owned()),
+            20,
+        ),
+        body: data
+            .string("flowBodyText")
+            .or_else(|| data.string("content"))
+            .unwrap_or_else(|| "Please complete this form".to_owned()),
+        header: data
+            .string("flowHeaderText")
+            .or_else(|| data.string("headerText")),
+        footer: data
+            .string("flowFooterText")
+            .or_else(|| data.string("footerText")),
+        action,
+        initial_screen: data.string("flowInitialScreen"),
+        initial_data: data
+            .get("flowInitialData")
+            .filter(|d| d.as_object().is_some_and(|o| !o.is_empty()))
+            .cloned(),
+        output_variable: data
+            .string("flowOutputVariable")
+            .map(|v| v.trim().to_owned()),
+        timeout_secs: data.u64("timeoutSeconds").filter(|s| *s > 0),
+        data_source_id: data.string("dataSourceId"),
+        data_source_endpoint: data.string("dataSourceEndpoint"),
+        data_source_data_key: data.string("dataSourceDataKey"),
+    }
+}

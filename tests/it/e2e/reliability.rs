@@ -1,0 +1,295 @@
+//! Bursts, duplicates, Meta's failures, crashes and several processes: every inbound
+//! message answered once, in order.
+
+use std::time::Duration;
+
+use super::*;
+use crate::helpers::{spawn_on_pool, test_config};
+use crate::support_graph::Failure;
+
+fn echo_bot() -> Value {
+    load_json(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/e2e/echo-loop.json"
+    )))
+}
+
+/// The echo texts the fake Graph API accepted, in order.
+fn echoes(graph: &FakeGraph) -> Vec<String> {
+    graph
+        .accepted()
+        .iter()
+        .filter_map(|r| r.text())
+        .filter(|t| t.starts_with("echo: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The inbound texts in the order their turns were queued.
+async fn queued_texts(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT m.content->>'text' FROM turn_jobs j JOIN messages m ON m.id = j.message_id \
+         ORDER BY j.id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Starts the echo conversation and waits for its first prompt.
+async fn started(engine: &Engine) {
+    install_chatbot(&engine.app.pool, &echo_bot()).await;
+    engine.say(text("wamid.START", "start")).await;
+    assert_eq!(engine.replies(0, 1).await[0].text(), Some("Say something"));
+}
+
+#[tokio::test]
+async fn five_messages_posted_at_once_are_all_answered_in_order() {
+    let engine = Engine::start().await;
+    started(&engine).await;
+
+    let posts = (1..=5).map(|i| engine.say(text(&format!("wamid.B{i}"), &format!("m{i}"))));
+    futures::future::join_all(posts).await;
+
+    // Each answer: its echo, then the prompt again.
+    engine.replies(1, 10).await;
+    let queued = queued_texts(&engine.app.pool).await;
+    let expected: Vec<String> = queued[1..].iter().map(|t| format!("echo: {t}")).collect();
+    assert_eq!(echoes(&engine.graph), expected, "answered in arrival order");
+    let texts: Vec<String> = engine.graph.accepted()[1..]
+        .iter()
+        .map(|r| r.text().unwrap().to_owned())
+        .collect();
+    for pair in texts.chunks(2) {
+        assert!(
+            pair[0].starts_with("echo: ") && pair[1] == "Say something",
+            "never interleaved: {texts:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_concurrently_gets_one_reply() {
+    let engine = Engine::start().await;
+    started(&engine).await;
+    for i in 1..=3 {
+        let message = text(&format!("wamid.D{i}"), &format!("d{i}"));
+        tokio::join!(engine.say(message.clone()), engine.say(message));
+    }
+    engine.replies(1, 6).await;
+    // Give a wrongly doubled turn the time to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(echoes(&engine.graph), ["echo: d1", "echo: d2", "echo: d3"]);
+    assert_eq!(engine.graph.accepted().len(), 7);
+}
+
+#[tokio::test]
+async fn throttling_server_errors_and_timeouts_delay_replies_but_never_lose_or_double_them() {
+    let engine = Engine::start().await;
+    started(&engine).await;
+    engine.graph.fail_next(2, Failure::Throttled);
+    engine.graph.fail_next(1, Failure::ServerError);
+    engine.graph.fail_next(1, Failure::Hang);
+    for i in 1..=3 {
+        engine
+            .say(text(&format!("wamid.F{i}"), &format!("f{i}")))
+            .await;
+    }
+    engine.replies(1, 6).await;
+    assert_eq!(echoes(&engine.graph), ["echo: f1", "echo: f2", "echo: f3"]);
+    let failures = engine
+        .graph
+        .requests()
+        .iter()
+        .filter(|r| r.wamid().is_none())
+        .count();
+    assert_eq!(failures, 4, "every injected failure was met and retried");
+    eventually(&engine.app.pool, UNSENT, 0).await;
+}
+
+#[tokio::test]
+async fn undeliverable_and_window_closed_fail_once_and_the_conversation_goes_on() {
+    let engine = Engine::start().await;
+    started(&engine).await;
+    engine.graph.fail_next(1, Failure::WindowClosed);
+    engine.say(text("wamid.W1", "w1")).await;
+    // "echo: w1" failed with 131047; the prompt after it still goes.
+    engine.replies(1, 1).await;
+    engine.graph.fail_next(1, Failure::Undeliverable);
+    engine.say(text("wamid.W2", "w2")).await;
+    engine.replies(2, 1).await;
+    engine.say(text("wamid.W3", "w3")).await;
+    engine.replies(3, 2).await;
+    assert_eq!(echoes(&engine.graph), ["echo: w3"]);
+
+    let failed: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT content->>'text', (content->'error'->>'code')::bigint FROM messages \
+         WHERE status = 'failed' ORDER BY \"timestamp\"",
+    )
+    .fetch_all(&engine.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        failed,
+        [
+            ("echo: w1".to_owned(), 131047),
+            ("echo: w2".to_owned(), 131026)
+        ]
+    );
+    // Not retried: one request each.
+    let tried = |t: &str| {
+        engine
+            .graph
+            .requests()
+            .iter()
+            .filter(|r| r.text() == Some(t))
+            .count()
+    };
+    assert_eq!((tried("echo: w1"), tried("echo: w2")), (1, 1));
+}
+
+#[tokio::test]
+async fn two_processes_on_one_database_run_each_turn_once_and_send_each_reply_once() {
+    let engine = Engine::start().await;
+    let mut second_config = test_config(&engine.app.config.database_url);
+    second_config.worker = engine.app.config.worker.clone();
+    second_config.whatsapp = engine.app.config.whatsapp.clone();
+    let second_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect(&engine.app.config.database_url)
+        .await
+        .unwrap();
+    let second = spawn_on_pool(second_config, second_pool).await;
+    install_chatbot(&engine.app.pool, &echo_bot()).await;
+
+    // Ten customers, each a start and three answers, posted to both processes.
+    let customers: Vec<String> = (0..10).map(|i| format!("9055500000{i:02}")).collect();
+    let mut posts = Vec::new();
+    for (i, wa_id) in customers.iter().enumerate() {
+        for (j, body) in ["start", "a", "b", "c"].iter().enumerate() {
+            let target = if (i + j) % 2 == 0 {
+                &engine.app
+            } else {
+                &second
+            };
+            let msg = crate::webhook::text(wa_id, &format!("wamid.P{i}.{j}"), body, now_secs());
+            posts.push((target, messages_webhook(wa_id, "P", vec![msg])));
+        }
+    }
+    for chunk in posts.chunks(10) {
+        let sent = chunk.iter().map(|(app, body)| app.post_webhook(body));
+        for response in futures::future::join_all(sent).await {
+            assert_eq!(response.status(), 200);
+        }
+    }
+    // Per customer: 1 prompt + 3 × (echo + prompt) = 7 replies.
+    let all = engine
+        .graph
+        .wait_for_accepted(70, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(engine.graph.accepted().len(), 70, "no reply sent twice");
+    for wa_id in &customers {
+        let mine: Vec<&str> = all
+            .iter()
+            .filter(|r| r.to() == Some(wa_id.as_str()))
+            .filter_map(|r| r.text())
+            .collect();
+        assert_eq!(mine.len(), 7, "{wa_id}: {mine:?}");
+    }
+    let (jobs, done): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE done_at IS NOT NULL AND last_error IS NULL) \
+         FROM turn_jobs WHERE kind = 'inbound'",
+    )
+    .fetch_one(&engine.app.pool)
+    .await
+    .unwrap();
+    assert_eq!((jobs, done), (40, 40));
+}
+
+/// `wabot serve` as a real process against `database_url` and the fake Graph API.
+async fn serve_process(database_url: &str, graph: &FakeGraph) -> (tokio::process::Child, String) {
+    let mut child = crate::serve::wabot()
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("WABOT_LISTEN", "127.0.0.1:0")
+        .env("WABOT_GRAPH_API_BASE", graph.url())
+        .env("WABOT_GRAPH_TIMEOUT_MS", "500")
+        .env("WABOT_ACCESS_TOKEN", crate::helpers::ACCESS_TOKEN)
+        .env("WABOT_PHONE_NUMBER_ID", crate::helpers::PHONE_NUMBER_ID)
+        .env("WABOT_APP_SECRET", crate::helpers::APP_SECRET)
+        .env("WABOT_POLL_INTERVAL_MS", "50")
+        .env("WABOT_LEASE_SECS", "2")
+        .env("WABOT_SEND_RETRY_BASE_MS", "20")
+        .spawn()
+        .unwrap();
+    let addr = crate::serve::wait_until_listening(&mut child).await;
+    (child, format!("http://{addr}"))
+}
+
+async fn post_signed(base: &str, body: &[u8]) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}/webhook"))
+        .header(
+            "x-hub-signature-256",
+            crate::helpers::sign(body, crate::helpers::APP_SECRET),
+        )
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_daemon_killed_mid_conversation_is_restarted_and_answers_everything() {
+    let graph = FakeGraph::start().await;
+    let database_url = crate::serve::new_database_url();
+    let (mut first, base) = serve_process(&database_url, &graph).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&database_url)
+        .await
+        .unwrap();
+    install_chatbot(&pool, &echo_bot()).await;
+
+    let say = |wamid: &str, body: &str| {
+        messages_webhook(CUSTOMER, CUSTOMER_NAME, vec![text(wamid, body)])
+    };
+    assert_eq!(post_signed(&base, &say("wamid.K0", "start")).await, 200);
+    graph.wait_for_accepted(1, Duration::from_secs(20)).await;
+
+    // Meta stops answering: the replies are in flight when the process dies.
+    graph.fail_next(3, Failure::Hang);
+    for (i, body) in ["k1", "k2", "k3"].iter().enumerate() {
+        assert_eq!(
+            post_signed(&base, &say(&format!("wamid.K{}", i + 1), body)).await,
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = first.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    first.wait().await.unwrap();
+
+    let (mut second, _) = serve_process(&database_url, &graph).await;
+    let all = graph.wait_for_accepted(7, Duration::from_secs(40)).await;
+    assert_eq!(
+        all.len(),
+        7,
+        "a prompt, then echo + prompt for each of three"
+    );
+    assert_eq!(echoes(&graph), ["echo: k1", "echo: k2", "echo: k3"]);
+    let unanswered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM turn_jobs WHERE done_at IS NULL AND kind = 'inbound'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(unanswered, 0);
+    second.kill().await.ok();
+}
