@@ -275,13 +275,19 @@ impl Sender {
                 return Ok(SendOutcome::Idle);
             }
         }
-        // The lease is renewed right before the call, which is bounded by the Graph
-        // timeout: a job whose lease ran out while it waited is not sent by us.
-        let lease_until = Utc::now().max(now) + self.options.lease;
-        if !outbox::renew(&self.pool, job.id, &self.worker_id, lease_until).await? {
-            return Ok(SendOutcome::LeaseLost {
-                message_id: job.message_id,
-            });
+        // The call is bounded by the Graph timeout; the lease the claim granted at
+        // `now` must outlast it. When waiting for the rate limiter ate into it, the
+        // lease is renewed first (a durable write saved on the common path), and a
+        // job whose lease ran out meanwhile is not sent by us.
+        let lease = chrono::Duration::from_std(self.options.lease).unwrap_or_default();
+        let call = chrono::Duration::from_std(self.graph.timeout() * 2).unwrap_or_default();
+        if now + lease - Utc::now() < call {
+            let lease_until = Utc::now().max(now) + self.options.lease;
+            if !outbox::renew(&self.pool, job.id, &self.worker_id, lease_until).await? {
+                return Ok(SendOutcome::LeaseLost {
+                    message_id: job.message_id,
+                });
+            }
         }
 
         let result = self.graph.send_message(&credentials, &job.body).await;
