@@ -21,10 +21,10 @@ type Gcm16 = AesGcm<Aes128, U16>;
 
 pub const PASSPHRASE: &str = "wabot-test";
 
-/// A fixture file under tests/fixtures/flows.
+/// A fixture file under fixtures/flows.
 pub fn fixture(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/flows")
+        .join("fixtures/flows")
         .join(name)
 }
 
