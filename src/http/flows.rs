@@ -100,9 +100,15 @@ async fn endpoint(State(state): State<AppState>, headers: HeaderMap, body: Bytes
         return status(SIGNATURE_FAILED).into_response();
     }
 
-    let decrypted = serde_json::from_slice::<EncryptedRequest>(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|r| key.decrypt_request(&r).map_err(|e| e.to_string()));
+    // The RSA private-key operation takes milliseconds of CPU: it runs on the
+    // blocking pool so that it never stalls the tasks sharing this worker thread.
+    let decrypted = tokio::task::spawn_blocking(move || {
+        serde_json::from_slice::<EncryptedRequest>(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|r| key.decrypt_request(&r).map_err(|e| e.to_string()))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the decryption task failed: {e}")));
     let (plain, sealer) = match decrypted {
         Ok(pair) => pair,
         Err(reason) => {
