@@ -102,20 +102,29 @@ impl Application {
             .into_future();
         tokio::pin!(server);
 
-        tokio::select! {
+        // One deadline bounds the whole drain: requests and background work drain
+        // together (both watch the same token), so shutdown never takes longer than
+        // the configured time.
+        let deadline = tokio::select! {
             result = &mut server => {
                 result.context("HTTP server failed")?;
+                tokio::time::Instant::now() + drain
             }
             _ = shutdown.cancelled() => {
                 tracing::info!(drain_secs = drain.as_secs(), "shutting down: draining");
-                match tokio::time::timeout(drain, &mut server).await {
+                let deadline = tokio::time::Instant::now() + drain;
+                match tokio::time::timeout_at(deadline, &mut server).await {
                     Ok(result) => result.context("HTTP server failed")?,
                     Err(_) => tracing::warn!("in-flight requests did not finish within the drain time"),
                 }
+                deadline
             }
-        }
+        };
         workers.close();
-        if tokio::time::timeout(drain, workers.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, workers.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("background work did not finish within the drain time");
         }
         tracing::info!("stopped");

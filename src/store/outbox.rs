@@ -311,7 +311,13 @@ pub async fn fail(
     .execute(&mut *tx)
     .await?;
     // A Flow message that cannot be sent leaves its chatbot waiting for a reply
-    // that will never come: queue a turn that takes the node's `error` edge.
+    // that will never come: queue a turn that takes the node's `error` edge. The
+    // conversation row is locked first, as ingest does, so that turn job ids follow
+    // commit order within the conversation.
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+        .bind(job.conversation_id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO turn_jobs (conversation_id, kind, payload) \
          SELECT m.\"conversationId\", 'flow_failed', \

@@ -23,11 +23,16 @@ pub struct ClaimedTurn {
     pub kind: String,
     pub payload: Value,
     pub attempts: i32,
+    /// The error of the previous attempt, if it recorded one.
+    pub last_error: Option<String>,
 }
 
 /// Claims up to `limit` jobs, at most one per conversation, each the oldest
 /// unfinished job of its conversation (a timer not yet due does not hold the
-/// conversation up; an inbound job waiting for its retry does). One statement: selecting and marking happen
+/// conversation up; an inbound job waiting for its retry does). A conversation with a
+/// job in flight (leased) is not claimed again, whatever the ids, and a timer waits
+/// behind every unfinished message of its conversation: a reply that came in while
+/// the timer was due ends the wait it was for. One statement: selecting and marking happen
 /// together, so no two workers get the same job.
 #[tracing::instrument(skip(pool))]
 pub async fn claim(
@@ -44,7 +49,11 @@ pub async fn claim(
                AND NOT EXISTS ( \
                    SELECT 1 FROM turn_jobs e \
                    WHERE e.conversation_id = j.conversation_id AND e.done_at IS NULL \
-                     AND e.id < j.id AND (e.kind <> 'timeout' OR e.run_at <= now())) \
+                     AND e.id <> j.id \
+                     AND (e.locked_until >= now() \
+                          OR (e.kind <> 'timeout' AND (e.id < j.id OR j.kind = 'timeout')) \
+                          OR (e.kind = 'timeout' AND j.kind = 'timeout' AND e.id < j.id \
+                              AND e.run_at <= now()))) \
              ORDER BY j.id \
              LIMIT $3 \
              FOR UPDATE SKIP LOCKED) \
@@ -53,7 +62,8 @@ pub async fn claim(
                 locked_until = now() + make_interval(secs => $2), \
                 attempts = t.attempts + 1 \
            FROM candidates c WHERE t.id = c.id \
-         RETURNING t.id, t.conversation_id, t.message_id, t.kind, t.payload, t.attempts",
+         RETURNING t.id, t.conversation_id, t.message_id, t.kind, t.payload, t.attempts, \
+                   t.last_error",
     )
     .bind(token)
     .bind(lease.as_secs_f64())
@@ -235,7 +245,7 @@ pub async fn touch_conversation(
     let preview = crate::text::truncate_chars(preview, 1000);
     sqlx::query(
         "UPDATE conversations SET \"lastMessage\" = $2, \"lastMessageAt\" = $3, \"updatedAt\" = now() \
-         WHERE id = $1",
+         WHERE id = $1 AND (\"lastMessageAt\" IS NULL OR \"lastMessageAt\" <= $3)",
     )
     .bind(conversation_id)
     .bind(preview)
@@ -269,4 +279,17 @@ pub async fn purge_finished(pool: &PgPool, keep: Duration) -> Result<u64, sqlx::
         .execute(pool)
         .await?;
     Ok(turns + sends)
+}
+
+/// The `updatedAt` of a context row, locking it when `conn` is inside a transaction
+/// (`FOR UPDATE`): a turn commits only if no other turn changed the context since it
+/// was loaded.
+pub async fn context_version(
+    conn: &mut PgConnection,
+    context_id: Uuid,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT \"updatedAt\" FROM conversation_contexts WHERE id = $1 FOR UPDATE")
+        .bind(context_id)
+        .fetch_optional(conn)
+        .await
 }

@@ -145,6 +145,16 @@ impl TurnWorker {
     /// Runs one claimed job with a heartbeat that keeps its lease, and records the
     /// outcome.
     async fn process(&self, job: ClaimedTurn) -> TurnOutcome {
+        if job.attempts > MAX_TURN_ATTEMPTS {
+            // It kept failing without returning (a crash or a panic each time): give
+            // it up so that the conversation's later messages are answered.
+            let error = job
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "no outcome recorded".into());
+            self.retry(&job, &error).await;
+            return TurnOutcome::Skipped("given up after repeated attempts");
+        }
         let span = tracing::info_span!("turn", job = job.id, conversation = %job.conversation_id, kind = %job.kind);
         let _enter = span.enter();
         drop(_enter);
@@ -257,9 +267,14 @@ impl TurnWorker {
 
         let now = Utc::now();
         let mut finished: Vec<Context> = Vec::new();
+        let mut guard: Option<(Uuid, DateTime<Utc>)> = None;
         let (context, chatbot, event) =
             match store::contexts::load_active(pool, job.conversation_id).await? {
                 Some(context) => {
+                    let version =
+                        store::turns::context_version(&mut *pool.acquire().await?, context.id)
+                            .await?;
+                    guard = version.map(|v| (context.id, v));
                     let current = match &event {
                         Event::WaitTimedOut => timer_matches(&job.payload, &context),
                         Event::FlowSendFailed { .. } => {
@@ -322,7 +337,7 @@ impl TurnWorker {
                 }
                 None => {
                     return self
-                        .commit(job, &parties, &finished, None, &sends, None, now)
+                        .commit(job, &parties, guard, &finished, None, &sends, None, now)
                         .await
                 }
             }
@@ -330,6 +345,7 @@ impl TurnWorker {
         self.commit(
             job,
             &parties,
+            guard,
             &finished,
             Some(&context),
             &sends,
@@ -396,6 +412,7 @@ impl TurnWorker {
         &self,
         job: &ClaimedTurn,
         parties: &ConversationParties,
+        guard: Option<(Uuid, DateTime<Utc>)>,
         finished: &[Context],
         context: Option<&Context>,
         sends: &[engine::Outgoing],
@@ -403,6 +420,17 @@ impl TurnWorker {
         now: DateTime<Utc>,
     ) -> anyhow::Result<TurnOutcome> {
         let mut tx = self.state.pool.begin().await?;
+        // The queue keeps a conversation's turns apart; this is the safety net for a
+        // claim that raced another: a context changed since this turn loaded it means
+        // another turn ran, and this one runs again on the new state.
+        if let Some((id, version)) = guard {
+            if store::turns::context_version(&mut tx, id).await? != Some(version) {
+                tx.rollback().await?;
+                return Ok(TurnOutcome::Retry(
+                    "the conversation's context changed under this turn".to_owned(),
+                ));
+            }
+        }
         for old in finished {
             store::contexts::save(&mut tx, old).await?;
         }

@@ -327,3 +327,45 @@ async fn finished_jobs_are_purged_after_their_retention_and_open_ones_never() {
             .unwrap();
     assert_eq!((after.0, after.1), (before.0 - 1, before.1 - 1));
 }
+
+#[tokio::test]
+async fn a_conversation_with_a_turn_in_flight_is_not_claimed_again_and_timers_wait_behind_messages()
+{
+    use wabot::store::turns::{claim, schedule_timeout};
+    let pool = crate::helpers::fresh_pool().await;
+    let conversation: Uuid =
+        sqlx::query_scalar("INSERT INTO conversations DEFAULT VALUES RETURNING id")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let lease = Duration::from_secs(30);
+    // A timer (older id, due now) and a customer message that arrived after it.
+    let mut tx = pool.begin().await.unwrap();
+    schedule_timeout(&mut tx, conversation, chrono::Utc::now(), &json!({}))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let inbound: i64 = sqlx::query_scalar(
+        "INSERT INTO turn_jobs (conversation_id, kind) VALUES ($1, 'inbound') RETURNING id",
+    )
+    .bind(conversation)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    // The message goes first: the timer waits behind it.
+    let first = claim(&pool, "w1", lease, 10).await.unwrap();
+    assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), [inbound]);
+    // While it runs, nothing else of the conversation is claimable, by anyone.
+    assert!(claim(&pool, "w2", lease, 10).await.unwrap().is_empty());
+    assert!(claim(&pool, "w1", lease, 10).await.unwrap().is_empty());
+
+    sqlx::query("UPDATE turn_jobs SET done_at = now() WHERE id = $1")
+        .bind(inbound)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let next = claim(&pool, "w2", lease, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].kind, "timeout");
+}
