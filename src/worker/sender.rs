@@ -294,7 +294,21 @@ impl Sender {
         let done_at = Utc::now().max(now);
         let error = match result {
             Ok(accepted) => {
-                outbox::complete(&self.pool, &job, &accepted.wamid, done_at).await?;
+                // Meta has the message now: recording that must not fail on a passing
+                // database error, or the job would be sent again when its lease runs
+                // out. `complete` is idempotent, so it is simply tried again.
+                let mut tries = 0;
+                loop {
+                    match outbox::complete(&self.pool, &job, &accepted.wamid, done_at).await {
+                        Ok(_) => break,
+                        Err(e) if tries < 5 => {
+                            tries += 1;
+                            tracing::warn!(error = %e, tries, "cannot record an accepted send yet");
+                            tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 return Ok(SendOutcome::Sent {
                     message_id: job.message_id,
                     wamid: accepted.wamid,
