@@ -237,17 +237,30 @@ async fn back(
     deadline: Instant,
 ) -> Result<Value, FlowError> {
     let flow_json = flow_json(target);
-    let initial = screens::initial_screen(&flow_json, &target.node_data);
     let screen = request
         .screen
         .clone()
-        .or_else(|| initial.clone())
+        .or_else(|| screens::initial_screen(&flow_json, &target.node_data))
         .ok_or(FlowError::NoScreen)?;
     let gathered =
         store::flows::session_merge(&state.pool, token, target.context_id, &json!({})).await?;
-    let is_initial = initial.as_deref() == Some(screen.as_str());
-    let data = fill(state, target, &screen, is_initial, &gathered, deadline).await;
-    Ok(json!({"screen": screen, "data": carried(&flow_json, &screen, &gathered, data)}))
+    Ok(serve_screen(state, target, &flow_json, &screen, &gathered, deadline).await)
+}
+
+/// The answer that shows `screen`: its data sources filled, what the user picked
+/// earlier carried over.
+async fn serve_screen(
+    state: &AppState,
+    target: &TokenTarget,
+    flow_json: &Value,
+    screen: &str,
+    gathered: &Value,
+    deadline: Instant,
+) -> Value {
+    let initial = screens::initial_screen(flow_json, &target.node_data);
+    let is_initial = initial.as_deref() == Some(screen);
+    let data = fill(state, target, screen, is_initial, gathered, deadline).await;
+    json!({"screen": screen, "data": carried(flow_json, screen, gathered, data)})
 }
 
 async fn exchange(
@@ -276,10 +289,7 @@ async fn exchange(
             )
         }
         Next::Screen(next) => {
-            let initial = screens::initial_screen(&flow_json, &target.node_data);
-            let is_initial = initial.as_deref() == Some(next.as_str());
-            let data = fill(state, target, &next, is_initial, &gathered, deadline).await;
-            Ok(json!({"screen": next, "data": carried(&flow_json, &next, &gathered, data)}))
+            Ok(serve_screen(state, target, &flow_json, &next, &gathered, deadline).await)
         }
     }
 }
