@@ -224,12 +224,8 @@ impl GraphClient {
         credentials: &Credentials,
         message_id: &str,
     ) -> Result<(), GraphError> {
-        let body = json!({
-            "messaging_product": "whatsapp",
-            "status": "read",
-            "message_id": message_id,
-        });
-        self.post_success(credentials, &body).await
+        self.post_success(credentials, &read_receipt(message_id))
+            .await
     }
 
     /// Marks an inbound message read and shows the typing indicator, which Meta
@@ -239,12 +235,8 @@ impl GraphClient {
         credentials: &Credentials,
         message_id: &str,
     ) -> Result<(), GraphError> {
-        let body = json!({
-            "messaging_product": "whatsapp",
-            "status": "read",
-            "message_id": message_id,
-            "typing_indicator": { "type": "text" },
-        });
+        let mut body = read_receipt(message_id);
+        body["typing_indicator"] = json!({ "type": "text" });
         self.post_success(credentials, &body).await
     }
 
@@ -419,4 +411,13 @@ mod tests {
         assert_eq!(html(401).class(), TokenInvalid);
         assert_eq!(html(404).class(), Permanent);
     }
+}
+
+/// The body that marks an inbound message read.
+fn read_receipt(message_id: &str) -> Value {
+    json!({
+        "messaging_product": "whatsapp",
+        "status": "read",
+        "message_id": message_id,
+    })
 }
