@@ -336,6 +336,15 @@ struct ErrorEnvelope {
     error: MetaError,
 }
 
+/// The body that marks an inbound message read.
+fn read_receipt(message_id: &str) -> Value {
+    json!({
+        "messaging_product": "whatsapp",
+        "status": "read",
+        "message_id": message_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,13 +420,4 @@ mod tests {
         assert_eq!(html(401).class(), TokenInvalid);
         assert_eq!(html(404).class(), Permanent);
     }
-}
-
-/// The body that marks an inbound message read.
-fn read_receipt(message_id: &str) -> Value {
-    json!({
-        "messaging_product": "whatsapp",
-        "status": "read",
-        "message_id": message_id,
-    })
 }
