@@ -369,3 +369,71 @@ async fn a_conversation_with_a_turn_in_flight_is_not_claimed_again_and_timers_wa
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].kind, "timeout");
 }
+
+#[tokio::test]
+async fn a_wait_timeout_fires_after_the_daemon_restarts() {
+    let bot = json!({"name": "Patient", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "Start"}},
+        {"id": "q", "type": "question", "data": {"label": "Q", "questionType": "text",
+            "content": "Still there?", "timeoutSeconds": 2}},
+        {"id": "late", "type": "message", "data": {"label": "Late", "content": "Timed out."}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "q"},
+        {"id": "e2", "source": "q", "target": "late", "sourceHandle": "timeout"}
+    ]});
+    let mut engine = Engine::start().await;
+    install_chatbot(&engine.app.pool, &bot).await;
+    engine.say(text("wamid.RT1", "hi")).await;
+    assert_eq!(engine.replies(0, 1).await[0].text(), Some("Still there?"));
+
+    // The daemon stops before the wait runs out; another one starts on the database.
+    let config = engine.app.config.clone();
+    engine.app.stop().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(5)
+        .connect(&config.database_url)
+        .await
+        .unwrap();
+    let _restarted = spawn_on_pool(config, pool).await;
+    let r = engine.replies(1, 1).await;
+    assert_eq!(r[0].text(), Some("Timed out."));
+}
+
+#[tokio::test]
+async fn an_expired_token_holds_every_reply_until_the_token_changes() {
+    use wabot::store::whatsapp_config::{insert, NewConfig};
+    let engine = Engine::start().await;
+    install_chatbot(&engine.app.pool, &echo_bot()).await;
+    // Meta now wants another token than the one wabot has: 190 on every send.
+    engine.graph.set_token("rotated-token");
+    engine.say(text("wamid.TK1", "start")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(engine.graph.accepted().is_empty());
+    let tried = engine.graph.requests().len();
+    assert!(
+        tried <= 2,
+        "sending holds instead of hammering Meta: {tried} calls"
+    );
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'pending'")
+        .fetch_one(&engine.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, 1, "the reply waits, neither failed nor lost");
+
+    // The operator stores the new token (WhatsApp Builder's settings page does this).
+    insert(
+        &engine.app.pool,
+        &NewConfig {
+            phone_number_id: crate::helpers::PHONE_NUMBER_ID,
+            business_account_id: crate::helpers::BUSINESS_ACCOUNT_ID,
+            access_token: "rotated-token",
+            webhook_verify_token: crate::helpers::VERIFY_TOKEN,
+            app_secret: Some(crate::helpers::APP_SECRET),
+            is_active: true,
+        },
+    )
+    .await
+    .unwrap();
+    let r = engine.replies(0, 1).await;
+    assert_eq!(r[0].text(), Some("Say something"));
+}
