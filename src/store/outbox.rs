@@ -71,34 +71,30 @@ pub async fn enqueue(
 ) -> Result<Uuid, sqlx::Error> {
     let (kind, content) = message_content(msg);
     let body = outbound::graph_body(recipient, msg);
+    // The message and its send job in one statement: one round trip a reply.
     let message_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO messages \
-            (\"conversationId\", \"senderId\", type, content, status, \"timestamp\", \
-             \"createdAt\", \"updatedAt\") \
-         VALUES ($1, $2, $3::messages_type_enum, $4, 'pending', \
-            GREATEST($5, (SELECT max(m.\"timestamp\") + interval '1 microsecond' \
-                          FROM messages m WHERE m.\"conversationId\" = $1)), \
-            $5, $5) \
-         RETURNING id",
+        "WITH m AS ( \
+            INSERT INTO messages \
+                (\"conversationId\", \"senderId\", type, content, status, \"timestamp\", \
+                 \"createdAt\", \"updatedAt\") \
+            VALUES ($1, $2, $3::messages_type_enum, $4, 'pending', \
+                GREATEST($5, (SELECT max(x.\"timestamp\") + interval '1 microsecond' \
+                              FROM messages x WHERE x.\"conversationId\" = $1)), \
+                $5, $5) \
+            RETURNING id) \
+         INSERT INTO send_jobs \
+            (message_id, conversation_id, recipient, body, next_attempt_at, created_at) \
+         SELECT m.id, $1, $6, $7, $5, $5 FROM m \
+         RETURNING message_id",
     )
     .bind(conversation_id)
     .bind(sender_user_id)
     .bind(kind)
     .bind(&content)
     .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO send_jobs \
-            (message_id, conversation_id, recipient, body, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $5)",
-    )
-    .bind(message_id)
-    .bind(conversation_id)
     .bind(recipient)
     .bind(&body)
-    .bind(now)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(message_id)
 }
@@ -194,32 +190,29 @@ pub async fn complete(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // The job is finished and its message moves to `sent` in one statement; only
+    // `pending` moves, so a status applied meanwhile is never undone.
     let done = sqlx::query(
-        "UPDATE send_jobs \
-         SET done_at = $2, attempts = attempts + 1, locked_by = NULL, locked_until = NULL \
-         WHERE id = $1 AND done_at IS NULL",
+        "WITH j AS ( \
+            UPDATE send_jobs \
+            SET done_at = $2, attempts = attempts + 1, locked_by = NULL, locked_until = NULL \
+            WHERE id = $1 AND done_at IS NULL \
+            RETURNING message_id) \
+         UPDATE messages \
+         SET content = content || jsonb_build_object('whatsappMessageId', $3::text), \
+             status = CASE WHEN status = 'pending' THEN 'sent'::messages_status_enum \
+                           ELSE status END, \
+             \"updatedAt\" = $2 \
+         FROM j WHERE messages.id = j.message_id",
     )
     .bind(job.id)
     .bind(now)
+    .bind(wamid)
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    // Only `pending` moves to `sent`: a status applied meanwhile is never undone.
-    sqlx::query(
-        "UPDATE messages \
-         SET content = content || jsonb_build_object('whatsappMessageId', $2::text), \
-             status = CASE WHEN status = 'pending' THEN 'sent'::messages_status_enum \
-                           ELSE status END, \
-             \"updatedAt\" = $3 \
-         WHERE id = $1",
-    )
-    .bind(job.message_id)
-    .bind(wamid)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
     // A status Meta reported before this wamid was stored is applied now, after
     // `sent`, so that an early `delivered` or `read` is not lost nor overwritten.
     crate::store::statuses::apply_early_statuses(&mut tx, job.message_id, wamid).await?;
