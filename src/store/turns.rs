@@ -182,16 +182,6 @@ pub async fn schedule_timeout(
     Ok(())
 }
 
-/// Whether any turn job is due now (lets an idle worker skip sleeping).
-pub async fn any_due(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM turn_jobs WHERE done_at IS NULL AND run_at <= now() \
-           AND (locked_until IS NULL OR locked_until < now()))",
-    )
-    .fetch_one(pool)
-    .await
-}
-
 /// Who a conversation is between.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ConversationParties {

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::engine::cache::ChatbotCache;
@@ -156,8 +157,6 @@ impl TurnWorker {
             return TurnOutcome::Skipped("given up after repeated attempts");
         }
         let span = tracing::info_span!("turn", job = job.id, conversation = %job.conversation_id, kind = %job.kind);
-        let _enter = span.enter();
-        drop(_enter);
         let heartbeat = async {
             let every = self.lease() / 3;
             loop {
@@ -171,9 +170,11 @@ impl TurnWorker {
                 }
             }
         };
+        // Everything the turn logs (the engine, rest_api calls, the store) carries
+        // the job and conversation.
         let outcome = tokio::select! {
-            outcome = self.execute(&job) => outcome,
-            _ = heartbeat => TurnOutcome::LeaseLost,
+            outcome = self.execute(&job).instrument(span.clone()) => outcome,
+            _ = heartbeat.instrument(span) => TurnOutcome::LeaseLost,
         };
         if matches!(outcome, TurnOutcome::Done { .. } | TurnOutcome::Skipped(_)) {
             // The conversation's next job (a burst) is claimable now: claim it at
@@ -184,7 +185,6 @@ impl TurnWorker {
             TurnOutcome::Done { sends } => {
                 tracing::debug!(job = job.id, sends, "turn done");
                 if *sends > 0 {
-                    self.state.send_notify.notify_waiters();
                     self.state.send_notify.notify_one();
                 }
             }
