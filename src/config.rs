@@ -30,6 +30,7 @@ pub struct Config {
     pub whatsapp: WhatsAppConfig,
     pub server: ServerConfig,
     pub worker: WorkerConfig,
+    pub pipeline: PipelineConfig,
     pub engine: EngineConfig,
     pub flows: FlowsConfig,
     pub datasource: DataSourceConfig,
@@ -98,6 +99,27 @@ pub struct WorkerConfig {
     /// `WABOT_POLL_INTERVAL_MS`: how often idle workers look for work they were not
     /// notified of (jobs of other processes, expired leases, due timers).
     pub poll_interval_ms: u64,
+}
+
+/// The bounds of the pipeline's batches and in-memory queues.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// `WABOT_INGEST_QUEUE`: webhooks waiting for the ingest stage; past it they
+    /// are answered 503 at once (Meta delivers them again).
+    pub ingest_queue: usize,
+    /// `WABOT_INGEST_BATCH`: the most webhooks stored in one transaction.
+    pub ingest_batch: usize,
+    /// `WABOT_INGEST_WRITERS`: ingest transactions in flight at once.
+    pub ingest_writers: usize,
+    /// `WABOT_TURN_QUEUE`: leased turn jobs waiting for the turn stage.
+    pub turn_queue: usize,
+    /// `WABOT_TURN_BATCH`: the most turns read, and committed, together.
+    pub turn_batch: usize,
+    /// `WABOT_SEND_QUEUE`: committed replies held in memory by the sender.
+    pub send_queue: usize,
+    /// `WABOT_SEND_BATCH`: the most send outcomes recorded in one transaction.
+    pub send_batch: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +212,7 @@ impl Default for Config {
             whatsapp: WhatsAppConfig::default(),
             server: ServerConfig::default(),
             worker: WorkerConfig::default(),
+            pipeline: PipelineConfig::default(),
             engine: EngineConfig::default(),
             flows: FlowsConfig::default(),
             datasource: DataSourceConfig::default(),
@@ -241,6 +264,20 @@ impl Default for WorkerConfig {
             send_max_attempts: 12,
             send_retry_base_ms: 1_000,
             poll_interval_ms: 500,
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            ingest_queue: 2048,
+            ingest_batch: 256,
+            ingest_writers: 2,
+            turn_queue: 4096,
+            turn_batch: 128,
+            send_queue: 8192,
+            send_batch: 256,
         }
     }
 }
@@ -387,6 +424,15 @@ impl Config {
         set_parsed(env, "WABOT_SEND_RETRY_BASE_MS", &mut w.send_retry_base_ms)?;
         set_parsed(env, "WABOT_POLL_INTERVAL_MS", &mut w.poll_interval_ms)?;
 
+        let p = &mut self.pipeline;
+        set_parsed(env, "WABOT_INGEST_QUEUE", &mut p.ingest_queue)?;
+        set_parsed(env, "WABOT_INGEST_BATCH", &mut p.ingest_batch)?;
+        set_parsed(env, "WABOT_INGEST_WRITERS", &mut p.ingest_writers)?;
+        set_parsed(env, "WABOT_TURN_QUEUE", &mut p.turn_queue)?;
+        set_parsed(env, "WABOT_TURN_BATCH", &mut p.turn_batch)?;
+        set_parsed(env, "WABOT_SEND_QUEUE", &mut p.send_queue)?;
+        set_parsed(env, "WABOT_SEND_BATCH", &mut p.send_batch)?;
+
         let e = &mut self.engine;
         set_parsed(env, "WABOT_MAX_STEPS_PER_TURN", &mut e.max_steps_per_turn)?;
         set_parsed(env, "WABOT_CONTEXT_TTL_SECS", &mut e.context_ttl_secs)?;
@@ -474,6 +520,18 @@ impl Config {
             ));
         }
         positive("WABOT_DB_MAX_CONNECTIONS", self.database.max_connections)?;
+        let p = &self.pipeline;
+        for (key, value) in [
+            ("WABOT_INGEST_QUEUE", p.ingest_queue),
+            ("WABOT_INGEST_BATCH", p.ingest_batch),
+            ("WABOT_INGEST_WRITERS", p.ingest_writers),
+            ("WABOT_TURN_QUEUE", p.turn_queue),
+            ("WABOT_TURN_BATCH", p.turn_batch),
+            ("WABOT_SEND_QUEUE", p.send_queue),
+            ("WABOT_SEND_BATCH", p.send_batch),
+        ] {
+            positive(key, value as u64)?;
+        }
         positive(
             "WABOT_DB_ACQUIRE_TIMEOUT_MS",
             self.database.acquire_timeout_ms,

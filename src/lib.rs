@@ -20,6 +20,7 @@
 //! [`startup`] wires them into a server that starts on any listener and stops on a
 //! cancellation token; `src/main.rs` is only the command line.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod credentials;

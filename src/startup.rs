@@ -10,12 +10,13 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::AppContext;
 use crate::config::Config;
-use crate::credentials::CredentialStore;
 use crate::datasource::DataSourceClient;
 use crate::http::{self, AppState};
 use crate::store;
 use crate::whatsapp::flows_crypto::FlowsKey;
+use crate::worker::Pipeline;
 
 /// How `build` prepares the database.
 #[derive(Debug, Clone, Copy)]
@@ -30,10 +31,13 @@ impl Default for StartOptions {
     }
 }
 
-/// A built, not yet running, wabot server.
+/// A built, not yet running, wabot server. Its pipeline runs from here on; dropping
+/// the application (or the future of `run`) stops every stage at once, like a
+/// killed process.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    pipeline: Pipeline,
 }
 
 impl Application {
@@ -67,17 +71,13 @@ impl Application {
         let graph = crate::whatsapp::graph::GraphClient::new(&config.whatsapp)
             .context("cannot build the Graph API client")?;
         let datasources = DataSourceClient::new(&config.datasource);
-        let state = AppState {
-            credentials: CredentialStore::new(pool.clone(), config.whatsapp.clone()),
-            config,
-            pool,
-            work_notify: Arc::new(tokio::sync::Notify::new()),
-            send_notify: Arc::new(tokio::sync::Notify::new()),
-            graph,
-            flows_key,
-            datasources,
-        };
-        Ok(Application { listener, state })
+        let ctx = Arc::new(AppContext::new(config, pool, graph, flows_key, datasources));
+        let (pipeline, ingest) = Pipeline::start(ctx.clone())?;
+        Ok(Application {
+            listener,
+            state: AppState { ctx, ingest },
+            pipeline,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -91,11 +91,14 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, drains in-flight
-    /// requests and background work for at most the configured shutdown timeout.
+    /// requests and the pipeline for at most the configured shutdown timeout.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state } = self;
+        let Application {
+            listener,
+            state,
+            pipeline,
+        } = self;
         let drain = state.config.shutdown_timeout();
-        let workers = crate::worker::spawn(state.clone(), shutdown.clone())?;
         let app = http::router(state);
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -120,13 +123,7 @@ impl Application {
                 deadline
             }
         };
-        workers.close();
-        if tokio::time::timeout_at(deadline, workers.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("background work did not finish within the drain time");
-        }
+        pipeline.drain(deadline).await;
         tracing::info!("stopped");
         Ok(())
     }

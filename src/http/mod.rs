@@ -10,32 +10,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use sqlx::PgPool;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::config::Config;
-use crate::credentials::CredentialStore;
-use crate::datasource::DataSourceClient;
-use crate::whatsapp::flows_crypto::FlowsKey;
+use crate::app::AppContext;
+use crate::worker::ingest::IngestHandle;
 
-/// What every handler can reach.
+/// What every handler can reach: the application context (through `Deref`) and
+/// the way into the ingest stage.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub pool: PgPool,
-    pub credentials: CredentialStore,
-    /// Wakes the turn worker when ingest has recorded new work.
-    pub work_notify: Arc<tokio::sync::Notify>,
-    /// Wakes the sender when a committed turn has queued messages to send.
-    pub send_notify: Arc<tokio::sync::Notify>,
-    /// The one Graph API client (sends, read receipts, typing indicator).
-    pub graph: crate::whatsapp::graph::GraphClient,
-    /// The Flows endpoint's private key; `None` when WABOT_FLOWS_PRIVATE_KEY is unset.
-    pub flows_key: Option<Arc<FlowsKey>>,
-    /// The guarded HTTP client of data sources (Flows endpoint, executor).
-    pub datasources: DataSourceClient,
+    pub ctx: Arc<AppContext>,
+    pub ingest: IngestHandle,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+    fn deref(&self) -> &AppContext {
+        &self.ctx
+    }
 }
 
 /// The whole router, with request ids, tracing and a request timeout.

@@ -2,9 +2,11 @@
 //! Meta delivers).
 //!
 //! The POST handler reads the raw body (at most 3 MiB), checks its signature over
-//! those exact bytes, parses it, and hands it to `store::ingest`, answering 200 only
-//! once that transaction has committed. Every other answer makes Meta deliver again,
-//! which is what we want whenever something was not stored.
+//! those exact bytes, parses it, reads it into rows and hands them to the ingest
+//! stage, answering 200 only once the batch holding it has committed. Every other
+//! answer makes Meta deliver again, which is what we want whenever something was
+//! not stored. When the ingest stage's queue is full the answer is 503 at once:
+//! shedding early keeps memory and sockets flat under overload.
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::store::ingest::{self, IngestError};
+use crate::worker::ingest::SubmitError;
 use crate::whatsapp::signature::{self, SignatureError};
 use crate::whatsapp::webhook::{Envelope, ParseError};
 
@@ -49,6 +52,10 @@ pub enum WebhookError {
     Credentials(#[source] sqlx::Error),
     #[error("could not store the webhook")]
     Store(#[from] IngestError),
+    #[error("the ingest queue is full; Meta will deliver again")]
+    Overloaded,
+    #[error("wabot is stopping")]
+    Stopping,
     #[error("storing the webhook took longer than {0:?}")]
     Timeout(Duration),
 }
@@ -66,9 +73,15 @@ impl IntoResponse for WebhookError {
             }
             WebhookError::Credentials(_)
             | WebhookError::Store(IngestError::Unavailable(_))
-            | WebhookError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | WebhookError::Timeout(_)
+            | WebhookError::Overloaded
+            | WebhookError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         };
-        if status.is_server_error() {
+        if matches!(self, WebhookError::Overloaded | WebhookError::Stopping) {
+            // Expected under overload, and counted by Meta's redelivery: one line
+            // per shed webhook would flood the log.
+            tracing::debug!(error = %self, "webhook shed");
+        } else if status.is_server_error() {
             tracing::error!(error.cause_chain = ?anyhow::Error::from(self), "webhook not stored");
         } else {
             tracing::warn!(error = %self, "webhook refused");
@@ -120,6 +133,10 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, WebhookError> {
+    if !state.ingest.has_room() {
+        return Err(WebhookError::Overloaded);
+    }
+    let received_at = chrono::Utc::now();
     let header = headers
         .get(signature::HEADER)
         .map(|v| v.to_str().map_err(|_| SignatureError::Malformed))
@@ -142,19 +159,26 @@ async fn receive(
         tracing::warn!("webhook strings contained NUL characters; stored as U+FFFD");
     }
     let envelope = Envelope::from_value(&value)?;
+    let rows = crate::worker::ingest::rows(
+        &envelope,
+        value,
+        received_at,
+        credentials.phone_number_id.as_deref(),
+    );
 
     // The pool's acquire timeout bounds the wait for a connection; this bounds a
-    // connection that hangs mid-transaction, well inside Meta's patience.
+    // batch whose connection hangs mid-transaction, well inside Meta's patience.
     let limit = Duration::from_millis(state.config.database.acquire_timeout_ms)
         .saturating_mul(3)
         .max(Duration::from_secs(10));
-    let outcome = tokio::time::timeout(limit, ingest::ingest(&state.pool, &value, &envelope))
-        .await
-        .map_err(|_| WebhookError::Timeout(limit))??;
-    if outcome.messages_new > 0 {
-        state.work_notify.notify_one();
-    }
-    tracing::info!(
+    let outcome = match tokio::time::timeout(limit, state.ingest.submit(rows)).await {
+        Err(_) => return Err(WebhookError::Timeout(limit)),
+        Ok(Err(SubmitError::Overloaded)) => return Err(WebhookError::Overloaded),
+        Ok(Err(SubmitError::Stopped)) => return Err(WebhookError::Stopping),
+        Ok(Err(SubmitError::Store(e))) => return Err(e.into()),
+        Ok(Ok(outcome)) => outcome,
+    };
+    tracing::debug!(
         event_id = outcome.event_id,
         messages = outcome.messages_total,
         new = outcome.messages_new,

@@ -3,20 +3,21 @@
 //! A reply is stored twice over in one transaction with the turn that made it: as a
 //! `messages` row sent by the business user (status `pending`, content in WhatsApp
 //! Builder's shape, so its UI shows it) and as a send job holding the exact Graph API
-//! body. The sender claims jobs with a lease, one per conversation at a time and in
-//! `id` order: a conversation's next message is sent only after the previous one was
-//! accepted or failed. Different conversations are sent in parallel.
+//! body, both rendered by the caller. A conversation's jobs are sent one at a time
+//! and in `id` order: a job is leased to the process that made it when every older
+//! unfinished job of its conversation is that process's too (its sender keeps them
+//! in order in memory); otherwise it waits for `claim`, which hands out only the
+//! oldest unfinished job of a conversation nobody holds.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::engine::Outgoing;
-use crate::whatsapp::outbound;
-
-/// A claimed send job, with what the sender needs to decide and send.
-#[derive(Debug, Clone)]
+/// A send job this process holds, with what the sender needs to decide and send.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SendJob {
     pub id: i64,
     pub message_id: Uuid,
@@ -28,266 +29,320 @@ pub struct SendJob {
     pub attempts: i32,
     /// When the customer last wrote: the 24-hour window is measured from here.
     pub last_customer_message_at: Option<DateTime<Utc>>,
+    /// The lease token of this claim (`send_jobs.locked_by`); `None` for a job
+    /// inserted unleased.
+    pub token: Option<String>,
 }
 
-/// The `messages.type` and `messages.content` WhatsApp Builder stores for an outbound
-/// message. Its backend stores text as `{body}` (its database design says `{text}`:
-/// both keys are written, as ingest does for inbound text) and interactive messages
-/// as Meta's `interactive` object (`{type, header?, body:{text}, footer?, action}`),
-/// which is what its chat UI reads; a Flow also carries `whatsappFlowId`, as the
-/// database design describes.
-pub fn message_content(msg: &Outgoing) -> (&'static str, Value) {
-    match msg {
-        Outgoing::Text { body } => {
-            let text = outbound::truncate(body, outbound::limits::TEXT_BODY);
-            ("text", json!({ "body": text, "text": text }))
-        }
-        Outgoing::Flow { flow_id, .. } => {
-            let mut content = outbound::interactive(msg);
-            content["whatsappFlowId"] = json!(flow_id);
-            ("interactive", content)
-        }
-        Outgoing::Buttons { .. } | Outgoing::List { .. } => {
-            ("interactive", outbound::interactive(msg))
-        }
-    }
+/// An outbound message to store with its send job.
+#[derive(Debug, Clone)]
+pub struct OutboundRow {
+    /// The `messages.id`, chosen by the caller.
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub sender_user_id: Uuid,
+    pub recipient: String,
+    /// `messages.type`.
+    pub kind: &'static str,
+    /// `messages.content`.
+    pub content: Value,
+    /// The Graph API request body.
+    pub body: Value,
 }
 
-/// Stores an outbound message and its send job; returns the message id. Runs inside
-/// the caller's transaction (the turn's), so the reply exists exactly when the turn
-/// committed.
-///
-/// The message's timestamp is `now`, nudged past the newest message of the
-/// conversation so that replies made in one turn keep their order in any view that
-/// sorts by timestamp.
-#[tracing::instrument(skip(conn, msg))]
-pub async fn enqueue(
+const JOB_COLUMNS: &str = "j.id, j.message_id, j.conversation_id, j.recipient, j.body, j.attempts, \
+     (SELECT c.\"lastCustomerMessageAt\" FROM conversations c WHERE c.id = j.conversation_id) \
+        AS last_customer_message_at, j.locked_by AS token";
+
+/// Stores outbound messages and their send jobs inside the caller's transaction (the
+/// turn's), in order; returns the jobs, leased to `holder` for `lease` (when given)
+/// where the conversation has no older unfinished job held by anyone else. Each message's timestamp is the
+/// transaction's time nudged past the newest message of the conversation, so
+/// replies keep their order in any view that sorts by timestamp.
+pub async fn enqueue_batch(
     conn: &mut PgConnection,
-    conversation_id: Uuid,
-    sender_user_id: Uuid,
-    recipient: &str,
-    msg: &Outgoing,
-    now: DateTime<Utc>,
-) -> Result<Uuid, sqlx::Error> {
-    let (kind, content) = message_content(msg);
-    let body = outbound::graph_body(recipient, msg);
-    // The message and its send job in one statement: one round trip a reply.
-    let message_id: Uuid = sqlx::query_scalar(
-        "WITH m AS ( \
-            INSERT INTO messages \
-                (\"conversationId\", \"senderId\", type, content, status, \"timestamp\", \
-                 \"createdAt\", \"updatedAt\") \
-            VALUES ($1, $2, $3::messages_type_enum, $4, 'pending', \
-                GREATEST($5, (SELECT max(x.\"timestamp\") + interval '1 microsecond' \
-                              FROM messages x WHERE x.\"conversationId\" = $1)), \
-                $5, $5) \
-            RETURNING id) \
-         INSERT INTO send_jobs \
-            (message_id, conversation_id, recipient, body, next_attempt_at, created_at) \
-         SELECT m.id, $1, $6, $7, $5, $5 FROM m \
-         RETURNING message_id",
-    )
-    .bind(conversation_id)
-    .bind(sender_user_id)
-    .bind(kind)
-    .bind(&content)
-    .bind(now)
-    .bind(recipient)
-    .bind(&body)
-    .fetch_one(&mut *conn)
+    rows: &[OutboundRow],
+    holder: &str,
+    lease: Option<Duration>,
+) -> Result<Vec<SendJob>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.message_id).collect();
+    let convs: Vec<Uuid> = rows.iter().map(|r| r.conversation_id).collect();
+    let senders: Vec<Uuid> = rows.iter().map(|r| r.sender_user_id).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind).collect();
+    let contents: Vec<&Value> = rows.iter().map(|r| &r.content).collect();
+    let recipients: Vec<&str> = rows.iter().map(|r| r.recipient.as_str()).collect();
+    let bodies: Vec<&Value> = rows.iter().map(|r| &r.body).collect();
+    let tokens: Vec<String> = rows.iter().map(|_| claim_token(holder)).collect();
+    let mut jobs: Vec<SendJob> = sqlx::query_as(&format!(
+        "WITH input AS ( \
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], \
+                                 $6::text[], $7::jsonb[], $8::text[]) WITH ORDINALITY \
+                AS i(id, conv, sender, kind, content, recipient, body, token, n)), \
+         m AS ( \
+            INSERT INTO messages (id, \"conversationId\", \"senderId\", type, content, status, \
+                                  \"timestamp\", \"createdAt\", \"updatedAt\") \
+            SELECT i.id, i.conv, i.sender, i.kind::messages_type_enum, i.content, 'pending', \
+                   GREATEST(now(), (SELECT max(x.\"timestamp\") FROM messages x \
+                                    WHERE x.\"conversationId\" = i.conv)) \
+                     + i.n * interval '1 microsecond', \
+                   now(), now() \
+            FROM input i ORDER BY i.n RETURNING id), \
+         free AS ( \
+            SELECT c.conv, NOT EXISTS ( \
+                SELECT 1 FROM send_jobs e \
+                WHERE e.conversation_id = c.conv AND e.done_at IS NULL \
+                  AND NOT (e.locked_by LIKE $9 || ':%' AND e.locked_until > now())) AS free \
+            FROM (SELECT DISTINCT conv FROM input) c), \
+         j AS ( \
+            INSERT INTO send_jobs (message_id, conversation_id, recipient, body, locked_by, \
+                                   locked_until, next_attempt_at, created_at) \
+            SELECT i.id, i.conv, i.recipient, i.body, \
+                   CASE WHEN f.free AND $10 IS NOT NULL THEN i.token END, \
+                   CASE WHEN f.free AND $10 IS NOT NULL \
+                        THEN now() + make_interval(secs => $10) END, now(), now() \
+            FROM input i JOIN free f ON f.conv = i.conv JOIN m ON m.id = i.id \
+            ORDER BY i.n \
+            RETURNING *) \
+         SELECT {JOB_COLUMNS} FROM j ORDER BY j.id"
+    ))
+    .bind(&ids)
+    .bind(&convs)
+    .bind(&senders)
+    .bind(&kinds)
+    .bind(&contents)
+    .bind(&recipients)
+    .bind(&bodies)
+    .bind(&tokens)
+    .bind(holder)
+    .bind(lease.map(|l| l.as_secs_f64()))
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(message_id)
+    jobs.sort_by_key(|j| j.id);
+    Ok(jobs)
 }
 
-/// Claims up to `limit` due jobs for `worker` until `lease_until`: of each
-/// conversation only the oldest unfinished job, and only when no one holds it. One
-/// statement selects, locks (`FOR UPDATE SKIP LOCKED`) and leases, so two senders
-/// never claim the same job, nor two jobs of one conversation.
-#[tracing::instrument(skip(pool))]
+/// Stores one outbound message and its send job, unleased; returns the message id.
+pub async fn enqueue(conn: &mut PgConnection, row: &OutboundRow) -> Result<Uuid, sqlx::Error> {
+    enqueue_batch(conn, std::slice::from_ref(row), "", None).await?;
+    Ok(row.message_id)
+}
+
+/// A lease token unique to one claim: `holder:<uuid>`.
+pub fn claim_token(holder: &str) -> String {
+    format!("{holder}:{}", Uuid::new_v4().simple())
+}
+
+/// Claims up to `limit` due jobs for `holder` (each under a token of its own) until
+/// `lease_until`: of each conversation only the oldest unfinished job, and only when
+/// no one holds it. One statement selects, locks (`FOR UPDATE SKIP LOCKED`) and
+/// leases, so two senders never claim the same job, nor two jobs of one
+/// conversation. `now` is the database's clock unless given (tests move time).
 pub async fn claim(
     pool: &PgPool,
-    worker: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
+    holder: &str,
+    now: Option<DateTime<Utc>>,
+    lease: Duration,
     limit: i64,
 ) -> Result<Vec<SendJob>, sqlx::Error> {
-    type Row = (i64, Uuid, Uuid, String, Value, i32, Option<DateTime<Utc>>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "UPDATE send_jobs j \
-         SET locked_by = $1, locked_until = $3 \
-         FROM conversations c \
-         WHERE c.id = j.conversation_id \
-           AND j.id IN ( \
-             SELECT s.id FROM send_jobs s \
+    let mut jobs: Vec<SendJob> = sqlx::query_as(&format!(
+        "WITH t AS (SELECT coalesce($2::timestamptz, now()) AS now), \
+         picked AS ( \
+             SELECT s.id FROM send_jobs s, t \
              WHERE s.done_at IS NULL \
-               AND s.next_attempt_at <= $2 \
-               AND (s.locked_until IS NULL OR s.locked_until < $2) \
+               AND s.next_attempt_at <= t.now \
+               AND (s.locked_until IS NULL OR s.locked_until < t.now) \
                AND NOT EXISTS ( \
                  SELECT 1 FROM send_jobs e \
                  WHERE e.conversation_id = s.conversation_id \
                    AND e.done_at IS NULL AND e.id < s.id) \
              ORDER BY s.next_attempt_at, s.id \
              LIMIT $4 \
-             FOR UPDATE OF s SKIP LOCKED) \
-         RETURNING j.id, j.message_id, j.conversation_id, j.recipient, j.body, j.attempts, \
-                   c.\"lastCustomerMessageAt\"",
-    )
-    .bind(worker)
+             FOR UPDATE OF s SKIP LOCKED), \
+         j AS ( \
+             UPDATE send_jobs u \
+             SET locked_by = $1 || ':' || replace(gen_random_uuid()::text, '-', ''), \
+                 locked_until = t.now + make_interval(secs => $3) \
+             FROM picked, t WHERE u.id = picked.id \
+             RETURNING u.*) \
+         SELECT {JOB_COLUMNS} FROM j ORDER BY j.id"
+    ))
+    .bind(holder)
     .bind(now)
-    .bind(lease_until)
+    .bind(lease.as_secs_f64())
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    let mut jobs: Vec<SendJob> = rows
-        .into_iter()
-        .map(
-            |(id, message_id, conversation_id, recipient, body, attempts, last)| SendJob {
-                id,
-                message_id,
-                conversation_id,
-                recipient,
-                body,
-                attempts,
-                last_customer_message_at: last,
-            },
-        )
-        .collect();
     jobs.sort_by_key(|j| j.id);
     Ok(jobs)
 }
 
-/// Extends `worker`'s lease on a job; `false` when the lease is no longer ours (it
-/// expired and another sender took the job, or the job is finished), in which case
-/// the job must not be sent.
-#[tracing::instrument(skip(pool))]
+/// Extends the lease of a job still held under `token`; `false` when the lease is no
+/// longer ours (it expired and another sender took the job, or the job is finished),
+/// in which case the job must not be sent.
 pub async fn renew(
     pool: &PgPool,
     job_id: i64,
-    worker: &str,
-    lease_until: DateTime<Utc>,
+    token: &str,
+    lease: Duration,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
-        "UPDATE send_jobs SET locked_until = $3 \
+        "UPDATE send_jobs SET locked_until = now() + make_interval(secs => $3) \
          WHERE id = $1 AND locked_by = $2 AND done_at IS NULL",
     )
     .bind(job_id)
-    .bind(worker)
-    .bind(lease_until)
+    .bind(token)
+    .bind(lease.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(updated.rows_affected() == 1)
 }
 
-/// Records Meta's acceptance: the wamid goes into `content.whatsappMessageId`, the
-/// message moves from `pending` to `sent`, and the job is done. Returns `false` when
-/// the job was already finished (another sender completed it after our lease
-/// expired), in which case nothing is changed.
-#[tracing::instrument(skip(pool))]
-pub async fn complete(
-    pool: &PgPool,
-    job: &SendJob,
-    wamid: &str,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // The job is finished and its message moves to `sent` in one statement; only
-    // `pending` moves, so a status applied meanwhile is never undone.
-    let done = sqlx::query(
-        "WITH j AS ( \
-            UPDATE send_jobs \
-            SET done_at = $2, attempts = attempts + 1, locked_by = NULL, locked_until = NULL \
-            WHERE id = $1 AND done_at IS NULL \
-            RETURNING message_id) \
-         UPDATE messages \
-         SET content = content || jsonb_build_object('whatsappMessageId', $3::text), \
-             status = CASE WHEN status = 'pending' THEN 'sent'::messages_status_enum \
-                           ELSE status END, \
-             \"updatedAt\" = $2 \
-         FROM j WHERE messages.id = j.message_id",
-    )
-    .bind(job.id)
-    .bind(now)
-    .bind(wamid)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
+/// What became of one send, to record.
+#[derive(Debug, Clone)]
+pub enum SendRecord {
+    /// Meta accepted the message: the wamid goes into `content.whatsappMessageId`,
+    /// the message moves from `pending` to `sent`, the job is done, and statuses
+    /// Meta reported before the wamid was known are applied.
+    Sent {
+        job_id: i64,
+        message_id: Uuid,
+        wamid: String,
+    },
+    /// A retryable failure: the job is due again at `next_attempt_at`, with the
+    /// error kept; the conversation's later jobs wait behind it.
+    Retry {
+        job_id: i64,
+        token: String,
+        next_attempt_at: DateTime<Utc>,
+        error: Value,
+    },
+    /// A permanent failure: the message is `failed` with the error kept in
+    /// `content.error`, the job is done with `attempts` calls in all, and a Flow
+    /// message that cannot be sent queues a `flow_failed` turn.
+    Failed {
+        job_id: i64,
+        message_id: Uuid,
+        conversation_id: Uuid,
+        attempts: i32,
+        error: Value,
+    },
+    /// The job goes back without counting an attempt (sending is on hold, or this
+    /// process stops): due again at once, for whoever sends next.
+    Release {
+        job_id: i64,
+        token: String,
+        error: Value,
+    },
+}
+
+/// Records a batch of send outcomes in one transaction. Every record is idempotent
+/// (a job already finished is left alone), so a batch that failed can simply be
+/// recorded again.
+pub async fn record_batch(pool: &PgPool, records: &[SendRecord]) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
     }
-    // A status Meta reported before this wamid was stored is applied now, after
-    // `sent`, so that an early `delivered` or `read` is not lost nor overwritten.
-    crate::store::statuses::apply_early_statuses(&mut tx, job.message_id, wamid).await?;
-    tx.commit().await?;
-    Ok(true)
+    let mut tx = pool.begin().await?;
+    let mut sent_jobs = Vec::new();
+    let mut wamids = Vec::new();
+    for record in records {
+        match record {
+            SendRecord::Sent { job_id, wamid, .. } => {
+                sent_jobs.push(*job_id);
+                wamids.push(wamid.clone());
+            }
+            SendRecord::Retry {
+                job_id,
+                token,
+                next_attempt_at,
+                error,
+            } => {
+                sqlx::query(
+                    "UPDATE send_jobs \
+                     SET attempts = attempts + 1, next_attempt_at = $3, last_error = $4 \
+                     WHERE id = $1 AND locked_by = $2 AND done_at IS NULL",
+                )
+                .bind(job_id)
+                .bind(token)
+                .bind(next_attempt_at)
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+            }
+            SendRecord::Release {
+                job_id,
+                token,
+                error,
+            } => {
+                sqlx::query(
+                    "UPDATE send_jobs SET last_error = $3, locked_by = NULL, locked_until = NULL \
+                     WHERE id = $1 AND locked_by = $2 AND done_at IS NULL",
+                )
+                .bind(job_id)
+                .bind(token)
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+            }
+            SendRecord::Failed {
+                job_id,
+                message_id,
+                conversation_id,
+                attempts,
+                error,
+            } => fail(&mut tx, *job_id, *message_id, *conversation_id, *attempts, error).await?,
+        }
+    }
+    if !sent_jobs.is_empty() {
+        // The job is finished and its message moves to `sent` in one statement; only
+        // `pending` moves, so a status applied meanwhile is never undone.
+        let done: Vec<(Uuid, String)> = sqlx::query_as(
+            "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::text[]) AS u(job, wamid)), \
+             j AS ( \
+                UPDATE send_jobs s \
+                SET done_at = now(), attempts = attempts + 1, locked_by = NULL, locked_until = NULL \
+                FROM u WHERE s.id = u.job AND s.done_at IS NULL \
+                RETURNING s.message_id, u.wamid) \
+             UPDATE messages m \
+             SET content = m.content || jsonb_build_object('whatsappMessageId', j.wamid), \
+                 status = CASE WHEN m.status = 'pending' THEN 'sent'::messages_status_enum \
+                               ELSE m.status END, \
+                 \"updatedAt\" = now() \
+             FROM j WHERE m.id = j.message_id \
+             RETURNING m.id, j.wamid",
+        )
+        .bind(&sent_jobs)
+        .bind(&wamids)
+        .fetch_all(&mut *tx)
+        .await?;
+        // A status Meta reported before this wamid was stored is applied now, after
+        // `sent`, so that an early `delivered` or `read` is neither lost nor
+        // overwritten.
+        crate::store::statuses::apply_early(&mut tx, &done).await?;
+    }
+    tx.commit().await
 }
 
-/// A retryable failure: the job goes back to the queue, due at `next_attempt_at`,
-/// with the error kept. The conversation's later jobs wait behind it.
-#[tracing::instrument(skip(pool, error))]
-pub async fn retry_later(
-    pool: &PgPool,
+async fn fail(
+    conn: &mut PgConnection,
     job_id: i64,
-    worker: &str,
-    next_attempt_at: DateTime<Utc>,
-    error: &Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE send_jobs \
-         SET attempts = attempts + 1, next_attempt_at = $3, last_error = $4, \
-             locked_by = NULL, locked_until = NULL \
-         WHERE id = $1 AND locked_by = $2 AND done_at IS NULL",
-    )
-    .bind(job_id)
-    .bind(worker)
-    .bind(next_attempt_at)
-    .bind(error)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Hands a job back without counting an attempt (sending is on hold because the
-/// token is invalid): it is due again at once, for whoever sends next.
-#[tracing::instrument(skip(pool, error))]
-pub async fn release(
-    pool: &PgPool,
-    job_id: i64,
-    worker: &str,
-    error: &Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE send_jobs SET last_error = $3, locked_by = NULL, locked_until = NULL \
-         WHERE id = $1 AND locked_by = $2 AND done_at IS NULL",
-    )
-    .bind(job_id)
-    .bind(worker)
-    .bind(error)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// A permanent failure: the message is `failed` with the error kept in
-/// `content.error`, and the job is done with `attempts` calls made in all. The
-/// conversation's next job becomes claimable.
-#[tracing::instrument(skip(pool, error))]
-pub async fn fail(
-    pool: &PgPool,
-    job: &SendJob,
+    message_id: Uuid,
+    conversation_id: Uuid,
     attempts: i32,
     error: &Value,
-    now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let done = sqlx::query(
         "UPDATE send_jobs \
-         SET done_at = $2, attempts = $3, last_error = $4, locked_by = NULL, locked_until = NULL \
+         SET done_at = now(), attempts = $2, last_error = $3, locked_by = NULL, locked_until = NULL \
          WHERE id = $1 AND done_at IS NULL",
     )
-    .bind(job.id)
-    .bind(now)
+    .bind(job_id)
     .bind(attempts)
     .bind(error)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
         return Ok(());
@@ -295,21 +350,20 @@ pub async fn fail(
     sqlx::query(
         "UPDATE messages \
          SET status = 'failed', content = content || jsonb_build_object('error', $2::jsonb), \
-             \"updatedAt\" = $3 \
+             \"updatedAt\" = now() \
          WHERE id = $1",
     )
-    .bind(job.message_id)
+    .bind(message_id)
     .bind(error)
-    .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     // A Flow message that cannot be sent leaves its chatbot waiting for a reply
     // that will never come: queue a turn that takes the node's `error` edge. The
     // conversation row is locked first, as ingest does, so that turn job ids follow
     // commit order within the conversation.
     sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
-        .bind(job.conversation_id)
-        .execute(&mut *tx)
+        .bind(conversation_id)
+        .execute(&mut *conn)
         .await?;
     sqlx::query(
         "INSERT INTO turn_jobs (conversation_id, kind, payload) \
@@ -318,12 +372,45 @@ pub async fn fail(
                                    'error', $2::jsonb) \
          FROM messages m WHERE m.id = $1 AND m.content ->> 'type' = 'flow'",
     )
-    .bind(job.message_id)
+    .bind(message_id)
     .bind(error)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(())
+}
+
+/// Extends every lease in `tokens` that is still held (the jobs this process keeps
+/// in memory, waiting their turn or being retried); returns how many it extended.
+pub async fn keep_leases(
+    pool: &PgPool,
+    tokens: &[String],
+    lease: Duration,
+) -> Result<u64, sqlx::Error> {
+    if tokens.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "UPDATE send_jobs SET locked_until = now() + make_interval(secs => $2) \
+         WHERE locked_by = ANY($1) AND done_at IS NULL",
+    )
+    .bind(tokens)
+    .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Hands back every job `holder` still holds (graceful shutdown): due again at once,
+/// for whoever sends next.
+pub async fn release_all(pool: &PgPool, holder: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE send_jobs SET locked_by = NULL, locked_until = NULL \
+         WHERE locked_by LIKE $1 || ':%' AND done_at IS NULL",
+    )
+    .bind(holder)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Whether any job is waiting, due or not, for tests and the shutdown log.
@@ -331,54 +418,4 @@ pub async fn open_jobs(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM send_jobs WHERE done_at IS NULL")
         .fetch_one(pool)
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::{Choice, FlowAction};
-
-    #[test]
-    fn contents_have_whatsapp_builders_shapes() {
-        let (kind, content) = message_content(&Outgoing::Text {
-            body: "Merhaba".into(),
-        });
-        assert_eq!(kind, "text");
-        assert_eq!(content, json!({"body": "Merhaba", "text": "Merhaba"}));
-
-        let (kind, content) = message_content(&Outgoing::Buttons {
-            header: None,
-            body: "Seçin".into(),
-            footer: Some("alt".into()),
-            buttons: vec![Choice {
-                id: "btn-0".into(),
-                title: "Evet".into(),
-                description: None,
-            }],
-        });
-        assert_eq!(kind, "interactive");
-        assert_eq!(
-            content,
-            json!({"type": "button", "body": {"text": "Seçin"}, "footer": {"text": "alt"},
-                   "action": {"buttons": [{"type": "reply", "reply": {"id": "btn-0", "title": "Evet"}}]}})
-        );
-
-        let (kind, content) = message_content(&Outgoing::Flow {
-            header: None,
-            body: "Form".into(),
-            footer: None,
-            flow_id: "1234".into(),
-            flow_cta: "Aç".into(),
-            flow_token: "ctx:node".into(),
-            flow_action: FlowAction::Navigate,
-            screen: None,
-            data: None,
-        });
-        assert_eq!(kind, "interactive");
-        assert_eq!(content["type"], "flow");
-        assert_eq!(content["whatsappFlowId"], "1234");
-        assert_eq!(content["body"]["text"], "Form");
-        assert_eq!(content["action"]["parameters"]["flow_id"], "1234");
-        assert_eq!(content["action"]["parameters"]["flow_cta"], "Aç");
-    }
 }

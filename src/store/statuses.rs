@@ -3,173 +3,282 @@
 //!
 //! A status can race wabot's own record of the send: Meta may report `sent` or even
 //! `delivered` before the sender has stored the wamid Meta returned. Both sides take
-//! a transaction-scoped advisory lock on the wamid before looking at the other's
-//! rows, so whichever commits second sees what the first wrote: either the webhook
-//! finds the message, or the sender finds the waiting status.
+//! a transaction-scoped advisory lock on each wamid (in sorted order, so two batches
+//! never wait on each other in a cycle) before looking at the other's rows, so
+//! whichever commits second sees what the first wrote: either the webhook finds the
+//! message, or the sender finds the waiting status.
+//!
+//! Everything here is set-based: a batch of statuses costs the same handful of
+//! statements whether it holds one status or five hundred.
+
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::store::ingest::content::errors_json;
-use crate::whatsapp::webhook::Status;
+/// One status Meta reported, as a row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    pub wamid: String,
+    /// The `message_statuses.status` key: `sent`, `delivered`, ... or, for statuses
+    /// of other kinds (a payment's), `kind:status`, kept apart from delivery ones.
+    pub key: String,
+    /// The `messages.status` this status moves its message to, when it is a
+    /// delivery status that does (`None` for payments and unknown statuses).
+    pub message_status: Option<String>,
+    pub meta_timestamp: Option<DateTime<Utc>>,
+    pub recipient_id: Option<String>,
+    /// Meta's errors, `[{code, title, message, details}]`.
+    pub errors: Value,
+    pub raw: Value,
+}
 
 /// What became of one reported status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusOutcome {
     /// Weighed against its message (which moved forward, or was already further).
     Applied,
-    /// Its message is not known yet; kept until `apply_early_statuses`.
+    /// Its message is not known yet; kept until `apply_early`.
     Pending,
     /// The same (wamid, status) was recorded before.
     Duplicate,
-    /// No wamid: nothing to record it against (it stays in the raw event).
-    Skipped,
 }
 
-/// Records one status from a webhook inside the caller's transaction.
-#[tracing::instrument(skip_all, fields(status = %status.status.as_str()))]
-pub async fn record(
+/// The order of `messages_status_enum`: a status applies only when it is further.
+fn rank(status: &str) -> u8 {
+    match status {
+        "pending" => 0,
+        "sent" => 1,
+        "delivered" => 2,
+        "read" => 3,
+        "played" => 4,
+        "failed" => 5,
+        _ => 0,
+    }
+}
+
+/// Records a batch of statuses inside the caller's transaction; one outcome per row,
+/// in order.
+pub async fn record_batch(
     conn: &mut PgConnection,
-    status: &Status,
-) -> Result<StatusOutcome, sqlx::Error> {
-    let Some(wamid) = status
-        .id
-        .as_deref()
-        .filter(|id| !id.is_empty() && id.chars().count() <= super::ingest::WAMID_MAX_CHARS)
-    else {
-        return Ok(StatusOutcome::Skipped);
-    };
-    lock_wamid(conn, wamid).await?;
-    let meta_timestamp = status
-        .timestamp
-        .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0));
-    let errors = errors_json(&status.errors);
-    // Statuses of other kinds (a payment's) are kept apart from delivery statuses,
-    // so they neither dedupe against them nor get applied to the message later.
-    let key = match status.type_name.as_deref() {
-        Some(kind) if !status.is_delivery() => format!("{kind}:{}", status.status.as_str()),
-        _ => status.status.as_str().to_owned(),
-    };
-    let inserted = sqlx::query(
+    rows: &[StatusRow],
+) -> Result<Vec<StatusOutcome>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    lock_wamids(conn, rows.iter().map(|r| r.wamid.as_str())).await?;
+
+    let wamids: Vec<&str> = rows.iter().map(|r| r.wamid.as_str()).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    let times: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.meta_timestamp).collect();
+    let recipients: Vec<Option<&str>> = rows.iter().map(|r| r.recipient_id.as_deref()).collect();
+    let errors: Vec<&Value> = rows.iter().map(|r| &r.errors).collect();
+    let raws: Vec<&Value> = rows.iter().map(|r| &r.raw).collect();
+    let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO message_statuses (wamid, status, meta_timestamp, recipient_id, errors, raw) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+         SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], \
+                              $5::jsonb[], $6::jsonb[]) \
+         ON CONFLICT DO NOTHING RETURNING wamid, status",
     )
-    .bind(wamid)
-    .bind(&key)
-    .bind(meta_timestamp)
-    .bind(status.recipient_id.as_deref())
+    .bind(&wamids)
+    .bind(&keys)
+    .bind(&times)
+    .bind(&recipients)
     .bind(&errors)
-    .bind(&status.raw)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(StatusOutcome::Duplicate);
-    }
-    let message_id: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM messages WHERE content ->> 'whatsappMessageId' = $1 FOR UPDATE",
-    )
-    .bind(wamid)
-    .fetch_optional(&mut *conn)
+    .bind(&raws)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some(message_id) = message_id else {
-        return Ok(StatusOutcome::Pending);
+    let inserted: BTreeSet<(String, String)> = inserted.into_iter().collect();
+
+    // Of the statuses recorded now, the ones whose message is known.
+    let new_wamids: Vec<&str> = inserted
+        .iter()
+        .map(|(w, _)| w.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let messages: HashMap<String, Uuid> = if new_wamids.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (Uuid, String)>(
+            "SELECT id, content ->> 'whatsappMessageId' FROM messages \
+             WHERE content ->> 'whatsappMessageId' = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&new_wamids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|(id, w)| (w, id))
+        .collect()
     };
-    // A payment's `failed` is not the message's: only delivery statuses move it.
-    if let (Some(db_status), true) = (status.status.db_status(), status.is_delivery()) {
-        apply_status(conn, message_id, db_status, &errors).await?;
+
+    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut moves: Vec<(Uuid, &str, &Value)> = Vec::new();
+    let mut applied: Vec<(&str, &str, Uuid)> = Vec::new();
+    for row in rows {
+        let key = (row.wamid.as_str(), row.key.as_str());
+        // A (wamid, status) that appears twice in one batch is inserted once.
+        if !inserted.contains(&(row.wamid.clone(), row.key.clone())) || !seen.insert(key) {
+            outcomes.push(StatusOutcome::Duplicate);
+            continue;
+        }
+        match messages.get(&row.wamid) {
+            None => outcomes.push(StatusOutcome::Pending),
+            Some(&id) => {
+                if let Some(status) = row.message_status.as_deref() {
+                    moves.push((id, status, &row.errors));
+                }
+                applied.push((key.0, key.1, id));
+                outcomes.push(StatusOutcome::Applied);
+            }
+        }
     }
-    sqlx::query(
-        "UPDATE message_statuses SET applied_at = now(), message_id = $3 \
-         WHERE wamid = $1 AND status = $2",
-    )
-    .bind(wamid)
-    .bind(&key)
-    .bind(message_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(StatusOutcome::Applied)
+    move_forward(conn, &moves).await?;
+    mark_applied(conn, &applied).await?;
+    Ok(outcomes)
 }
 
-/// Applies the statuses that arrived for `wamid` before its message was known. The
-/// sender calls this in the transaction that records the wamid Meta returned for
-/// `message_id`, after setting the message's own `sent` status, so that a
-/// `delivered` or `read` that came first is not overwritten. Returns how many
-/// waiting statuses it weighed.
-#[tracing::instrument(skip(conn))]
+/// Applies the statuses that arrived before their message was known, for each
+/// `(message id, wamid)` the sender has just recorded (after setting the message's
+/// own `sent`), so that an early `delivered` or `read` is neither lost nor
+/// overwritten. Returns how many waiting statuses it weighed.
+pub async fn apply_early(
+    conn: &mut PgConnection,
+    sent: &[(Uuid, String)],
+) -> Result<u64, sqlx::Error> {
+    if sent.is_empty() {
+        return Ok(0);
+    }
+    lock_wamids(conn, sent.iter().map(|(_, w)| w.as_str())).await?;
+    let wamids: Vec<&str> = sent.iter().map(|(_, w)| w.as_str()).collect();
+    let waiting: Vec<(String, String, Value)> = sqlx::query_as(
+        "SELECT wamid, status, errors FROM message_statuses \
+         WHERE wamid = ANY($1) AND applied_at IS NULL ORDER BY received_at",
+    )
+    .bind(&wamids)
+    .fetch_all(&mut *conn)
+    .await?;
+    if waiting.is_empty() {
+        return Ok(0);
+    }
+    let by_wamid: HashMap<&str, Uuid> = sent.iter().map(|(id, w)| (w.as_str(), *id)).collect();
+    let mut moves: Vec<(Uuid, &str, &Value)> = Vec::new();
+    let mut applied: Vec<(&str, &str, Uuid)> = Vec::new();
+    for (wamid, status, errors) in &waiting {
+        let Some(&id) = by_wamid.get(wamid.as_str()) else {
+            continue;
+        };
+        if is_message_status(status) {
+            moves.push((id, status, errors));
+        }
+        applied.push((wamid, status, id));
+    }
+    move_forward(conn, &moves).await?;
+    mark_applied(conn, &applied).await?;
+    Ok(waiting.len() as u64)
+}
+
+/// [`apply_early`] for one message.
 pub async fn apply_early_statuses(
     conn: &mut PgConnection,
     message_id: Uuid,
     wamid: &str,
 ) -> Result<u64, sqlx::Error> {
-    lock_wamid(conn, wamid).await?;
-    let waiting: Vec<(String, Value)> = sqlx::query_as(
-        "SELECT status, errors FROM message_statuses \
-         WHERE wamid = $1 AND applied_at IS NULL ORDER BY received_at",
-    )
-    .bind(wamid)
-    .fetch_all(&mut *conn)
-    .await?;
-    for (status, errors) in &waiting {
-        if is_message_status(status) {
-            apply_status(conn, message_id, status, errors).await?;
-        }
-    }
-    if !waiting.is_empty() {
-        sqlx::query(
-            "UPDATE message_statuses SET applied_at = now(), message_id = $2 \
-             WHERE wamid = $1 AND applied_at IS NULL",
-        )
-        .bind(wamid)
-        .bind(message_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(waiting.len() as u64)
+    apply_early(conn, &[(message_id, wamid.to_owned())]).await
 }
 
-/// Moves `message_id` to `status` when that is forward (pending < sent < delivered <
-/// read < played, the order of `messages_status_enum`); `failed` is final and keeps
-/// Meta's errors in `content.error` (the first, as WhatsApp Builder does) and
-/// `content.statusErrors` (all). Returns whether the message changed.
-pub async fn apply_status(
+/// Moves each message to the furthest of its statuses when that is forward (pending <
+/// sent < delivered < read < played, the order of `messages_status_enum`); `failed`
+/// is final and keeps Meta's errors in `content.error` (the first, as WhatsApp
+/// Builder does) and `content.statusErrors` (all). Applying the furthest status is
+/// what applying them one by one would come to, since each only moves forward.
+async fn move_forward(
     conn: &mut PgConnection,
-    message_id: Uuid,
-    status: &str,
-    errors: &Value,
-) -> Result<bool, sqlx::Error> {
-    let failure = if status == "failed" {
-        let first = errors.get(0).cloned().unwrap_or(Value::Null);
-        json!({"failed": true, "error": first, "statusErrors": errors})
-    } else {
-        json!({})
-    };
-    let changed = sqlx::query(
-        "UPDATE messages SET status = $2::messages_status_enum, content = content || $3, \
-                \"updatedAt\" = now() \
-         WHERE id = $1 AND status <> 'failed' AND status < $2::messages_status_enum",
+    moves: &[(Uuid, &str, &Value)],
+) -> Result<(), sqlx::Error> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let mut furthest: HashMap<Uuid, (&str, &Value)> = HashMap::new();
+    for &(id, status, errors) in moves {
+        let entry = furthest.entry(id).or_insert((status, errors));
+        if rank(status) > rank(entry.0) {
+            *entry = (status, errors);
+        }
+    }
+    let mut ids = Vec::with_capacity(furthest.len());
+    let mut statuses = Vec::with_capacity(furthest.len());
+    let mut failures = Vec::with_capacity(furthest.len());
+    let mut sorted: Vec<_> = furthest.into_iter().collect();
+    sorted.sort_by_key(|(id, _)| *id);
+    for (id, (status, errors)) in sorted {
+        ids.push(id);
+        statuses.push(status);
+        failures.push(if status == "failed" {
+            let first = errors.get(0).cloned().unwrap_or(Value::Null);
+            json!({"failed": true, "error": first, "statusErrors": errors})
+        } else {
+            json!({})
+        });
+    }
+    sqlx::query(
+        "UPDATE messages m SET status = u.status::messages_status_enum, \
+                content = m.content || u.failure, \"updatedAt\" = now() \
+         FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS u(id, status, failure) \
+         WHERE m.id = u.id AND m.status <> 'failed' \
+           AND m.status < u.status::messages_status_enum",
     )
-    .bind(message_id)
-    .bind(status)
-    .bind(failure)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&failures)
     .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(changed > 0)
+    .await?;
+    Ok(())
+}
+
+async fn mark_applied(
+    conn: &mut PgConnection,
+    applied: &[(&str, &str, Uuid)],
+) -> Result<(), sqlx::Error> {
+    if applied.is_empty() {
+        return Ok(());
+    }
+    let wamids: Vec<&str> = applied.iter().map(|a| a.0).collect();
+    let keys: Vec<&str> = applied.iter().map(|a| a.1).collect();
+    let ids: Vec<Uuid> = applied.iter().map(|a| a.2).collect();
+    sqlx::query(
+        "UPDATE message_statuses s SET applied_at = now(), message_id = u.id \
+         FROM unnest($1::text[], $2::text[], $3::uuid[]) AS u(wamid, status, id) \
+         WHERE s.wamid = u.wamid AND s.status = u.status AND s.applied_at IS NULL",
+    )
+    .bind(&wamids)
+    .bind(&keys)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn is_message_status(status: &str) -> bool {
     matches!(status, "sent" | "delivered" | "read" | "played" | "failed")
 }
 
-/// Serialises everyone who looks at or writes the statuses of one wamid, until the
-/// transaction ends.
-async fn lock_wamid(conn: &mut PgConnection, wamid: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
-        .bind(wamid)
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
+/// Serialises everyone who looks at or writes the statuses of these wamids, until
+/// the transaction ends. Taken in sorted order, so batches never deadlock on them.
+async fn lock_wamids<'a>(
+    conn: &mut PgConnection,
+    wamids: impl Iterator<Item = &'a str>,
+) -> Result<(), sqlx::Error> {
+    let sorted: Vec<&str> = wamids.collect::<BTreeSet<_>>().into_iter().collect();
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(w, 7))) \
+         FROM unnest($1::text[]) WITH ORDINALITY AS t(w, n)",
+    )
+    .bind(&sorted)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
 }

@@ -1,12 +1,16 @@
-//! The turn queue (`turn_jobs`): claiming with leases, finishing inside the turn's
-//! own transaction, timers, and the conversation facts a turn needs.
+//! The turn queue (`turn_jobs`) and the batched reads and writes of the turn stage.
 //!
-//! A conversation's jobs run one at a time and in arrival order: a job is claimable
-//! only when no older due job of its conversation is unfinished, and claiming sets a
-//! lease (`locked_until`) under a token unique to that claim. A crashed worker's
-//! lease runs out and the job is claimed again; a worker whose lease was taken over
-//! finds its token gone when it tries to finish, and its transaction rolls back.
+//! A conversation's jobs run one at a time and in arrival order. Ingest creates a
+//! message's job already leased to its process when the conversation has nothing
+//! older unfinished; a turn's commit finishes its job and, in the same transaction,
+//! leases the conversation's next job to the same process. `claim` is the slow path
+//! (expired leases, due timers, jobs another process left): it hands out only the
+//! oldest unfinished job of a conversation nobody holds. Every lease is a token of
+//! its own claim (`holder:<uuid>`) with an expiry on the database's clock; a worker
+//! whose lease was taken over finds its token gone when it commits, and its effects
+//! are not written.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,34 +18,92 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// A job this worker holds.
+use crate::store::outbox::{self, OutboundRow, SendJob};
+
+/// What a turn job is for; each kind is handled in its own place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// A customer's message (`message_id` names it).
+    Inbound,
+    /// A question's or a Flow's wait ran out (scheduled by a turn).
+    Timeout,
+    /// Meta refused a Flow message for good: the node follows its `error` edge.
+    FlowFailed,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Inbound => "inbound",
+            JobKind::Timeout => "timeout",
+            JobKind::FlowFailed => "flow_failed",
+        }
+    }
+}
+
+impl std::str::FromStr for JobKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<JobKind, String> {
+        match s {
+            "inbound" => Ok(JobKind::Inbound),
+            "timeout" => Ok(JobKind::Timeout),
+            "flow_failed" => Ok(JobKind::FlowFailed),
+            other => Err(format!("unknown turn job kind `{other}`")),
+        }
+    }
+}
+
+impl sqlx::Type<sqlx::Postgres> for JobKind {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for JobKind {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let s = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(s.parse()?)
+    }
+}
+
+/// A job this process holds.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ClaimedTurn {
     pub id: i64,
     pub conversation_id: Uuid,
     pub message_id: Option<Uuid>,
-    pub kind: String,
+    pub kind: JobKind,
     pub payload: Value,
     pub attempts: i32,
     /// The error of the previous attempt, if it recorded one.
     pub last_error: Option<String>,
+    /// This claim's lease token.
+    pub token: String,
+    /// Meta's message as received, for an inbound job.
+    pub raw: Option<Value>,
 }
 
-/// Claims up to `limit` jobs, at most one per conversation, each the oldest
-/// unfinished job of its conversation (a timer not yet due does not hold the
-/// conversation up; an inbound job waiting for its retry does). A conversation with a
-/// job in flight (leased) is not claimed again, whatever the ids, and a timer waits
-/// behind every unfinished message of its conversation: a reply that came in while
-/// the timer was due ends the wait it was for. One statement: selecting and marking happen
-/// together, so no two workers get the same job.
-#[tracing::instrument(skip(pool))]
+const CLAIMED_COLUMNS: &str = "t.id, t.conversation_id, t.message_id, t.kind, t.payload, \
+     t.attempts, t.last_error, t.locked_by AS token, \
+     (SELECT m.content -> 'raw' FROM messages m WHERE m.id = t.message_id) AS raw";
+
+/// The SQL of a fresh claim token for `holder` ($1).
+const NEW_TOKEN: &str = "$1 || ':' || replace(gen_random_uuid()::text, '-', '')";
+
+/// Claims up to `limit` jobs for `holder`, at most one per conversation, each the
+/// oldest unfinished job of its conversation (a timer not yet due does not hold the
+/// conversation up; an inbound job waiting for its retry does). A conversation with
+/// a job in flight (leased) is not claimed again, whatever the ids, and a timer
+/// waits behind every unfinished message of its conversation: a reply that came in
+/// while the timer was due ends the wait it was for. One statement: selecting and
+/// marking happen together, so no two workers get the same job.
 pub async fn claim(
     pool: &PgPool,
-    token: &str,
+    holder: &str,
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<ClaimedTurn>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "WITH candidates AS ( \
              SELECT j.id FROM turn_jobs j \
              WHERE j.done_at IS NULL AND j.run_at <= now() \
@@ -56,59 +118,42 @@ pub async fn claim(
                               AND e.run_at <= now()))) \
              ORDER BY j.id \
              LIMIT $3 \
-             FOR UPDATE SKIP LOCKED) \
-         UPDATE turn_jobs t \
-            SET locked_by = $1, \
-                locked_until = now() + make_interval(secs => $2), \
-                attempts = t.attempts + 1 \
-           FROM candidates c WHERE t.id = c.id \
-         RETURNING t.id, t.conversation_id, t.message_id, t.kind, t.payload, t.attempts, \
-                   t.last_error",
-    )
-    .bind(token)
+             FOR UPDATE SKIP LOCKED), \
+         t AS ( \
+             UPDATE turn_jobs u \
+                SET locked_by = {NEW_TOKEN}, \
+                    locked_until = now() + make_interval(secs => $2), \
+                    attempts = u.attempts + 1 \
+               FROM candidates c WHERE u.id = c.id \
+             RETURNING u.*) \
+         SELECT {CLAIMED_COLUMNS} FROM t ORDER BY t.id"
+    ))
+    .bind(holder)
     .bind(lease.as_secs_f64())
     .bind(limit)
     .fetch_all(pool)
     .await
 }
 
-/// Extends the lease of a job still held under `token`; false when it was lost.
-pub async fn heartbeat(
+/// Extends every lease in `tokens` that is still held (the turns this process runs
+/// or has queued); returns how many it extended.
+pub async fn keep_leases(
     pool: &PgPool,
-    id: i64,
-    token: &str,
+    tokens: &[String],
     lease: Duration,
-) -> Result<bool, sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
+    if tokens.is_empty() {
+        return Ok(0);
+    }
     let done = sqlx::query(
-        "UPDATE turn_jobs SET locked_until = now() + make_interval(secs => $3) \
-         WHERE id = $1 AND locked_by = $2 AND done_at IS NULL",
+        "UPDATE turn_jobs SET locked_until = now() + make_interval(secs => $2) \
+         WHERE locked_by = ANY($1) AND done_at IS NULL",
     )
-    .bind(id)
-    .bind(token)
+    .bind(tokens)
     .bind(lease.as_secs_f64())
     .execute(pool)
     .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Marks the job done inside the turn's transaction; false when the lease was taken
-/// over by another worker (the caller must then roll back).
-pub async fn finish(
-    conn: &mut PgConnection,
-    id: i64,
-    token: &str,
-    note: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE turn_jobs SET done_at = now(), locked_until = NULL, last_error = $3 \
-         WHERE id = $1 AND locked_by = $2 AND done_at IS NULL",
-    )
-    .bind(id)
-    .bind(token)
-    .bind(note)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done.rows_affected())
 }
 
 /// Hands a job back to run again at `run_at`, keeping the error.
@@ -132,38 +177,35 @@ pub async fn retry_later(
     Ok(())
 }
 
-/// Gives every job held under `token` back at once (graceful shutdown).
-pub async fn release_all(pool: &PgPool, token: &str) -> Result<u64, sqlx::Error> {
+/// Marks a job done with a note, outside a turn (a job given up).
+pub async fn give_up(pool: &PgPool, id: i64, token: &str, note: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE turn_jobs SET done_at = now(), locked_until = NULL, last_error = $3 \
+         WHERE id = $1 AND locked_by = $2 AND done_at IS NULL",
+    )
+    .bind(id)
+    .bind(token)
+    .bind(note)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Gives back every job held by `holder` (graceful shutdown), without counting the
+/// attempt.
+pub async fn release_all(pool: &PgPool, holder: &str) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE turn_jobs SET locked_by = NULL, locked_until = NULL, \
                 attempts = greatest(attempts - 1, 0) \
-         WHERE locked_by = $1 AND done_at IS NULL",
+         WHERE locked_by LIKE $1 || ':%' AND done_at IS NULL",
     )
-    .bind(token)
+    .bind(holder)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
 }
 
-/// Drops the conversation's pending timers (but the job `running`), inside the
-/// turn's transaction: every turn replaces the wait it was for.
-pub async fn cancel_timeouts(
-    conn: &mut PgConnection,
-    conversation_id: Uuid,
-    running: i64,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "DELETE FROM turn_jobs WHERE conversation_id = $1 AND kind = 'timeout' \
-           AND done_at IS NULL AND id <> $2",
-    )
-    .bind(conversation_id)
-    .bind(running)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Schedules a `timeout` job for the conversation, inside the turn's transaction.
+/// Schedules a `timeout` job for the conversation, inside the caller's transaction.
 pub async fn schedule_timeout(
     conn: &mut PgConnection,
     conversation_id: Uuid,
@@ -182,65 +224,434 @@ pub async fn schedule_timeout(
     Ok(())
 }
 
-/// Who a conversation is between.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ConversationParties {
+/// A `conversation_contexts` row, plain.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ContextRow {
+    pub id: Uuid,
+    #[sqlx(rename = "conversationId")]
+    pub conversation_id: Uuid,
+    #[sqlx(rename = "chatbotId")]
+    pub chatbot_id: Uuid,
+    #[sqlx(rename = "currentNodeId")]
+    pub current_node_id: String,
+    pub variables: Value,
+    #[sqlx(rename = "nodeHistory")]
+    pub node_history: Value,
+    #[sqlx(rename = "nodeOutputs")]
+    pub node_outputs: Value,
+    #[sqlx(rename = "isActive")]
+    pub is_active: bool,
+    pub status: String,
+    #[sqlx(rename = "expiresAt")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[sqlx(rename = "completedAt")]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[sqlx(rename = "completionReason")]
+    pub completion_reason: Option<String>,
+    /// The row's version: a turn commits only if it is unchanged.
+    #[sqlx(rename = "updatedAt")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the turns of one conversation need to know, read for a whole batch at once.
+#[derive(Debug, Clone)]
+pub struct TurnFacts {
     pub business_user_id: Uuid,
     pub business_phone_number_id: String,
     pub customer_user_id: Uuid,
     pub customer_wa_id: String,
     pub customer_name: String,
+    /// The active context, if any.
+    pub context: Option<ContextRow>,
+    /// The `updatedAt` of the context's chatbot (the compiled cache's key).
+    pub chatbot_updated_at: Option<DateTime<Utc>>,
 }
 
-/// The business and the customer of a conversation (the customer is who replies
-/// go to: the participant that is not the business).
-pub async fn parties(
+/// One read for a batch of turns: who each conversation is between (the customer
+/// is who replies go to: the participant that is not the business), its active
+/// context and that context's chatbot version. Conversations without a key (no
+/// customer) are absent.
+pub async fn load_batch(
     pool: &PgPool,
-    conversation_id: Uuid,
-) -> Result<Option<ConversationParties>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT b.id AS business_user_id, k.business_phone_number_id::text, \
-                c.id AS customer_user_id, k.customer_wa_id::text, c.name AS customer_name \
+    conversations: &[Uuid],
+) -> Result<HashMap<Uuid, TurnFacts>, sqlx::Error> {
+    type Row = (
+        Uuid,
+        Uuid,
+        String,
+        Uuid,
+        String,
+        String,
+        Option<Value>,
+        Option<DateTime<Utc>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT k.conversation_id, b.id, k.business_phone_number_id::text, \
+                c.id, k.customer_wa_id::text, c.name, \
+                (SELECT to_jsonb(x) FROM conversation_contexts x \
+                 WHERE x.\"conversationId\" = k.conversation_id AND x.\"isActive\" LIMIT 1), \
+                (SELECT ch.\"updatedAt\" FROM conversation_contexts x \
+                 JOIN chatbots ch ON ch.id = x.\"chatbotId\" \
+                 WHERE x.\"conversationId\" = k.conversation_id AND x.\"isActive\" LIMIT 1) \
          FROM conversation_keys k \
          JOIN users b ON b.\"phoneNumber\" = k.business_phone_number_id \
          JOIN users c ON c.\"phoneNumber\" = k.customer_wa_id \
-         WHERE k.conversation_id = $1",
+         WHERE k.conversation_id = ANY($1)",
     )
-    .bind(conversation_id)
-    .fetch_optional(pool)
+    .bind(conversations)
+    .fetch_all(pool)
+    .await?;
+    let mut facts = HashMap::with_capacity(rows.len());
+    for (conversation, business_user_id, business, customer_user_id, wa_id, name, ctx, bot_at) in
+        rows
+    {
+        let context = match ctx {
+            Some(json) => Some(context_from_json(json).map_err(|e| {
+                sqlx::Error::Decode(format!("conversation_contexts row: {e}").into())
+            })?),
+            None => None,
+        };
+        facts.insert(
+            conversation,
+            TurnFacts {
+                business_user_id,
+                business_phone_number_id: business,
+                customer_user_id,
+                customer_wa_id: wa_id,
+                customer_name: name,
+                context,
+                chatbot_updated_at: bot_at,
+            },
+        );
+    }
+    Ok(facts)
+}
+
+fn context_from_json(json: Value) -> Result<ContextRow, String> {
+    let str_of = |k: &str| json.get(k).and_then(Value::as_str).map(str::to_owned);
+    let uuid_of = |k: &str| {
+        str_of(k)
+            .and_then(|s| Uuid::parse_str(&s).ok())
+            .ok_or_else(|| format!("no {k}"))
+    };
+    let time_of = |k: &str| {
+        str_of(k).and_then(|s| {
+            DateTime::parse_from_rfc3339(&s)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        })
+    };
+    Ok(ContextRow {
+        id: uuid_of("id")?,
+        conversation_id: uuid_of("conversationId")?,
+        chatbot_id: uuid_of("chatbotId")?,
+        current_node_id: str_of("currentNodeId").unwrap_or_default(),
+        variables: json.get("variables").cloned().unwrap_or(Value::Null),
+        node_history: json.get("nodeHistory").cloned().unwrap_or(Value::Null),
+        node_outputs: json.get("nodeOutputs").cloned().unwrap_or(Value::Null),
+        is_active: json
+            .get("isActive")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        status: str_of("status").unwrap_or_default(),
+        expires_at: time_of("expiresAt"),
+        completed_at: time_of("completedAt"),
+        completion_reason: str_of("completionReason"),
+        updated_at: time_of("updatedAt").ok_or("no updatedAt")?,
+    })
+}
+
+/// Everything one turn writes, plain.
+#[derive(Debug, Clone)]
+pub struct TurnEffects {
+    pub job_id: i64,
+    pub token: String,
+    pub conversation_id: Uuid,
+    /// The context the turn read and its version: the commit is refused when the
+    /// row changed since (another turn ran).
+    pub guard: Option<(Uuid, DateTime<Utc>)>,
+    /// Contexts to save, in order (an ended context before the one replacing it).
+    pub contexts: Vec<ContextRow>,
+    /// A timer to schedule: when, and its payload.
+    pub timer: Option<(DateTime<Utc>, Value)>,
+    /// The replies, in order.
+    pub sends: Vec<OutboundRow>,
+    /// The conversation's new `lastMessage`, when the turn replied.
+    pub preview: Option<String>,
+    /// Why nothing ran (kept in `last_error` of a done job).
+    pub note: Option<String>,
+}
+
+/// What became of one turn of a committed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    Done,
+    /// Another worker holds the job now; nothing of this turn was written.
+    LeaseLost,
+    /// The context changed since the turn read it; nothing was written.
+    Stale,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default)]
+pub struct BatchCommit {
+    /// One per turn, in order.
+    pub turns: Vec<Committed>,
+    /// The send jobs the batch created, leased to the caller where the
+    /// conversation's older jobs are the caller's too.
+    pub sends: Vec<SendJob>,
+    /// The conversations' next jobs, leased to the caller.
+    pub next: Vec<ClaimedTurn>,
+}
+
+/// Commits a batch of turns in one transaction: every turn whose lease still holds
+/// and whose context is unchanged has its contexts, timer, replies and send jobs,
+/// preview and job completion written; its conversation's next job (a message that
+/// came in meanwhile) is leased to `holder` in the same transaction.
+pub async fn commit_batch(
+    pool: &PgPool,
+    turns: &[TurnEffects],
+    holder: &str,
+    lease: Duration,
+) -> Result<BatchCommit, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let conn: &mut PgConnection = &mut tx;
+
+    // The conversations' rows, in id order (as ingest takes them): a message that
+    // ingest stores meanwhile either sees this job done (and is leased by ingest) or
+    // is seen by the next-job claim below.
+    let mut convs: Vec<Uuid> = turns.iter().map(|t| t.conversation_id).collect();
+    convs.sort();
+    convs.dedup();
+    sqlx::query("SELECT 1 FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&convs)
+        .execute(&mut *conn)
+        .await?;
+
+    let ids: Vec<i64> = turns.iter().map(|t| t.job_id).collect();
+    let tokens: Vec<&str> = turns.iter().map(|t| t.token.as_str()).collect();
+    let held: HashSet<i64> = sqlx::query_scalar::<_, i64>(
+        "SELECT t.id FROM turn_jobs t \
+         JOIN unnest($1::bigint[], $2::text[]) AS u(id, token) \
+           ON t.id = u.id AND t.locked_by = u.token \
+         WHERE t.done_at IS NULL ORDER BY t.id FOR UPDATE OF t",
+    )
+    .bind(&ids)
+    .bind(&tokens)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+
+    let guarded: Vec<Uuid> = turns.iter().filter_map(|t| t.guard.map(|g| g.0)).collect();
+    let versions: HashMap<Uuid, DateTime<Utc>> = if guarded.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(
+            "SELECT id, \"updatedAt\" FROM conversation_contexts WHERE id = ANY($1) \
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(&guarded)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
+
+    let verdicts: Vec<Committed> = turns
+        .iter()
+        .map(|t| {
+            if !held.contains(&t.job_id) {
+                Committed::LeaseLost
+            } else if t.guard.is_some_and(|(id, v)| versions.get(&id) != Some(&v)) {
+                Committed::Stale
+            } else {
+                Committed::Done
+            }
+        })
+        .collect();
+    let done: Vec<&TurnEffects> = turns
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| **v == Committed::Done)
+        .map(|(t, _)| t)
+        .collect();
+    if done.is_empty() {
+        tx.rollback().await?;
+        return Ok(BatchCommit {
+            turns: verdicts,
+            ..BatchCommit::default()
+        });
+    }
+
+    save_contexts(&mut tx, done.iter().flat_map(|t| &t.contexts)).await?;
+
+    // Every turn replaces the wait it was for: the conversation's pending timers go
+    // (but a timer job that is itself the turn), and the new wait's timer comes.
+    let done_convs: Vec<Uuid> = done.iter().map(|t| t.conversation_id).collect();
+    let done_ids: Vec<i64> = done.iter().map(|t| t.job_id).collect();
+    sqlx::query(
+        "DELETE FROM turn_jobs WHERE conversation_id = ANY($1) AND kind = 'timeout' \
+           AND done_at IS NULL AND id <> ALL($2)",
+    )
+    .bind(&done_convs)
+    .bind(&done_ids)
+    .execute(&mut *tx)
+    .await?;
+    let timers: Vec<(Uuid, DateTime<Utc>, &Value)> = done
+        .iter()
+        .filter_map(|t| t.timer.as_ref().map(|(at, p)| (t.conversation_id, *at, p)))
+        .collect();
+    if !timers.is_empty() {
+        let c: Vec<Uuid> = timers.iter().map(|t| t.0).collect();
+        let at: Vec<DateTime<Utc>> = timers.iter().map(|t| t.1).collect();
+        let p: Vec<&Value> = timers.iter().map(|t| t.2).collect();
+        sqlx::query(
+            "INSERT INTO turn_jobs (conversation_id, kind, payload, run_at) \
+             SELECT c, 'timeout', p, at FROM unnest($1::uuid[], $2::timestamptz[], $3::jsonb[]) \
+                 AS u(c, at, p)",
+        )
+        .bind(&c)
+        .bind(&at)
+        .bind(&p)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let outbound: Vec<OutboundRow> = done.iter().flat_map(|t| t.sends.clone()).collect();
+    let sends = outbox::enqueue_batch(&mut tx, &outbound, holder, Some(lease)).await?;
+
+    let previews: Vec<(Uuid, &str)> = done
+        .iter()
+        .filter_map(|t| t.preview.as_deref().map(|p| (t.conversation_id, p)))
+        .collect();
+    if !previews.is_empty() {
+        let c: Vec<Uuid> = previews.iter().map(|p| p.0).collect();
+        // "lastMessage" is a varchar(1000).
+        let p: Vec<String> = previews
+            .iter()
+            .map(|p| crate::text::truncate_chars(p.1, 1000))
+            .collect();
+        sqlx::query(
+            "UPDATE conversations c SET \"lastMessage\" = u.preview, \"lastMessageAt\" = now(), \
+                    \"updatedAt\" = now() \
+             FROM unnest($1::uuid[], $2::text[]) AS u(id, preview) \
+             WHERE c.id = u.id AND (c.\"lastMessageAt\" IS NULL OR c.\"lastMessageAt\" <= now())",
+        )
+        .bind(&c)
+        .bind(&p)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let notes: Vec<Option<&str>> = done.iter().map(|t| t.note.as_deref()).collect();
+    sqlx::query(
+        "UPDATE turn_jobs t SET done_at = now(), locked_until = NULL, last_error = u.note \
+         FROM unnest($1::bigint[], $2::text[]) AS u(id, note) WHERE t.id = u.id",
+    )
+    .bind(&done_ids)
+    .bind(&notes)
+    .execute(&mut *tx)
+    .await?;
+
+    let next = claim_next(&mut tx, &done_convs, holder, lease).await?;
+    tx.commit().await?;
+    Ok(BatchCommit {
+        turns: verdicts,
+        sends,
+        next,
+    })
+}
+
+/// Leases the next job of each conversation, when it is a message (or a failed
+/// Flow) that is due and nobody holds; timers are left to `claim`.
+async fn claim_next(
+    conn: &mut PgConnection,
+    conversations: &[Uuid],
+    holder: &str,
+    lease: Duration,
+) -> Result<Vec<ClaimedTurn>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "WITH head AS ( \
+             SELECT DISTINCT ON (conversation_id) id, run_at, locked_until FROM turn_jobs \
+             WHERE conversation_id = ANY($3) AND done_at IS NULL AND kind <> 'timeout' \
+             ORDER BY conversation_id, id), \
+         t AS ( \
+             UPDATE turn_jobs u \
+                SET locked_by = {NEW_TOKEN}, \
+                    locked_until = now() + make_interval(secs => $2), \
+                    attempts = u.attempts + 1 \
+               FROM head h \
+              WHERE u.id = h.id AND h.run_at <= now() \
+                AND (h.locked_until IS NULL OR h.locked_until < now()) \
+             RETURNING u.*) \
+         SELECT {CLAIMED_COLUMNS} FROM t ORDER BY t.id"
+    ))
+    .bind(holder)
+    .bind(lease.as_secs_f64())
+    .bind(conversations)
+    .fetch_all(&mut *conn)
     .await
 }
 
-/// The stored inbound message a job is about: Meta's message as received.
-pub async fn inbound_message(
-    pool: &PgPool,
-    message_id: Uuid,
-) -> Result<Option<Value>, sqlx::Error> {
-    sqlx::query_scalar("SELECT content -> 'raw' FROM messages WHERE id = $1")
-        .bind(message_id)
-        .fetch_optional(pool)
-        .await
-        .map(Option::flatten)
-}
-
-/// Records the turn's last reply as the conversation's latest message (the preview
-/// WhatsApp Builder's inbox shows), inside the turn's transaction.
-pub async fn touch_conversation(
+/// Inserts or updates context rows, in order (an ended context before the one that
+/// replaces it: a second active context of a conversation violates the unique index).
+async fn save_contexts<'a>(
     conn: &mut PgConnection,
-    conversation_id: Uuid,
-    preview: &str,
-    at: DateTime<Utc>,
+    rows: impl Iterator<Item = &'a ContextRow>,
 ) -> Result<(), sqlx::Error> {
-    // "lastMessage" is a varchar(1000).
-    let preview = crate::text::truncate_chars(preview, 1000);
+    let rows: Vec<&ContextRow> = rows.collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Ended contexts first, then active ones: one statement, rows in that order.
+    let mut ordered: Vec<&ContextRow> = rows.iter().copied().filter(|r| !r.is_active).collect();
+    ordered.extend(rows.iter().copied().filter(|r| r.is_active));
+    let col = |f: fn(&ContextRow) -> Value| -> Vec<Value> { ordered.iter().map(|r| f(r)).collect() };
+    let ids: Vec<Uuid> = ordered.iter().map(|r| r.id).collect();
+    let convs: Vec<Uuid> = ordered.iter().map(|r| r.conversation_id).collect();
+    let bots: Vec<Uuid> = ordered.iter().map(|r| r.chatbot_id).collect();
+    let nodes: Vec<&str> = ordered.iter().map(|r| r.current_node_id.as_str()).collect();
+    let active: Vec<bool> = ordered.iter().map(|r| r.is_active).collect();
+    let status: Vec<&str> = ordered.iter().map(|r| r.status.as_str()).collect();
+    let expires: Vec<Option<DateTime<Utc>>> = ordered.iter().map(|r| r.expires_at).collect();
+    let completed: Vec<Option<DateTime<Utc>>> = ordered.iter().map(|r| r.completed_at).collect();
+    let reasons: Vec<Option<&str>> = ordered
+        .iter()
+        .map(|r| r.completion_reason.as_deref())
+        .collect();
     sqlx::query(
-        "UPDATE conversations SET \"lastMessage\" = $2, \"lastMessageAt\" = $3, \"updatedAt\" = now() \
-         WHERE id = $1 AND (\"lastMessageAt\" IS NULL OR \"lastMessageAt\" <= $3)",
+        "INSERT INTO conversation_contexts \
+            (id, \"conversationId\", \"chatbotId\", \"currentNodeId\", variables, \"nodeHistory\", \
+             \"nodeOutputs\", \"isActive\", status, \"expiresAt\", \"completedAt\", \"completionReason\") \
+         SELECT id, conv, bot, node, vars, hist, outs, active, \
+                status, expires, completed, reason \
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[], \
+                     $7::jsonb[], $8::bool[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
+                     $12::text[]) WITH ORDINALITY \
+              AS u(id, conv, bot, node, vars, hist, outs, active, status, expires, completed, \
+                   reason, n) \
+         ORDER BY n \
+         ON CONFLICT (id) DO UPDATE SET \
+            \"currentNodeId\" = EXCLUDED.\"currentNodeId\", variables = EXCLUDED.variables, \
+            \"nodeHistory\" = EXCLUDED.\"nodeHistory\", \"nodeOutputs\" = EXCLUDED.\"nodeOutputs\", \
+            \"isActive\" = EXCLUDED.\"isActive\", status = EXCLUDED.status, \
+            \"expiresAt\" = EXCLUDED.\"expiresAt\", \"completedAt\" = EXCLUDED.\"completedAt\", \
+            \"completionReason\" = EXCLUDED.\"completionReason\", \"updatedAt\" = now()",
     )
-    .bind(conversation_id)
-    .bind(preview)
-    .bind(at)
-    .execute(conn)
+    .bind(&ids)
+    .bind(&convs)
+    .bind(&bots)
+    .bind(&nodes)
+    .bind(col(|r| r.variables.clone()))
+    .bind(col(|r| r.node_history.clone()))
+    .bind(col(|r| r.node_outputs.clone()))
+    .bind(&active)
+    .bind(&status)
+    .bind(&expires)
+    .bind(&completed)
+    .bind(&reasons)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
@@ -269,17 +680,4 @@ pub async fn purge_finished(pool: &PgPool, keep: Duration) -> Result<u64, sqlx::
         .execute(pool)
         .await?;
     Ok(turns + sends)
-}
-
-/// The `updatedAt` of a context row, locking it when `conn` is inside a transaction
-/// (`FOR UPDATE`): a turn commits only if no other turn changed the context since it
-/// was loaded.
-pub async fn context_version(
-    conn: &mut PgConnection,
-    context_id: Uuid,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT \"updatedAt\" FROM conversation_contexts WHERE id = $1 FOR UPDATE")
-        .bind(context_id)
-        .fetch_optional(conn)
-        .await
 }

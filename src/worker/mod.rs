@@ -1,53 +1,289 @@
-//! Durable background work: the turn worker and the sender.
+//! The pipeline: batched stages with pushed work, PostgreSQL as the durable record
+//! and the recovery path rather than the conveyor belt.
 //!
-//! Both claim rows from work tables in PostgreSQL (`FOR UPDATE SKIP LOCKED`, with
-//! leases), so any number of wabot processes can share one database.
+//! ```text
+//! http ──► ingest (batch tx) ──leased jobs──► turns (batch read, engine, batch tx)
+//!                                               │ leased send jobs
+//!                                               ▼
+//!                         sender (per conversation in order) ──► Graph API
+//!                                               │ outcomes
+//!                                               ▼
+//!                                        recorder (batch tx)
+//! recovery (slow poll): expired leases, due timers, jobs another process left
+//! ```
+//!
+//! [`Pipeline::start`] builds the stages around one [`AppContext`];
+//! [`Pipeline::drain`] stops them in order within a deadline: ingest finishes what
+//! was queued, the turn stage what was queued and started, the sender what was
+//! committed; every lease not finished is handed back.
 
+pub mod ingest;
 pub mod rate_limit;
+pub mod recovery;
 pub mod rest_api;
 pub mod sender;
 pub mod turns;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::http::AppState;
+pub use crate::app::AppContext;
+use crate::store;
+use ingest::IngestHandle;
+use sender::SenderStage;
+use turns::TurnStage;
 
-/// Starts the background workers; the tracker is closed and awaited on shutdown.
-pub fn spawn(state: AppState, shutdown: CancellationToken) -> anyhow::Result<TaskTracker> {
-    let tracker = TaskTracker::new();
-    if !state.config.worker.enabled {
-        return Ok(tracker);
-    }
-    let turns = Arc::new(turns::TurnWorker::new(state.clone())?);
-    tracker.spawn(turns.run(state.work_notify.clone(), shutdown.clone()));
-    let sender = Arc::new(sender::Sender::new(
-        state.pool.clone(),
-        state.credentials.clone(),
-        state.graph.clone(),
-        sender::SenderOptions::from_config(&state.config),
-    ));
-    tracker.spawn(sender.run(state.send_notify.clone(), shutdown.clone()));
-    tracker.spawn(maintain_queues(state.pool.clone(), shutdown));
-    Ok(tracker)
+/// The leases this process holds in memory (turn and send jobs, queued or running):
+/// the lease keeper renews them, so that a job waiting its turn is not taken over.
+#[derive(Default)]
+pub struct Leases {
+    turns: Mutex<HashSet<String>>,
+    sends: Mutex<HashSet<String>>,
+    kept: Mutex<Option<Instant>>,
 }
 
-/// Every minute, drops finished jobs kept for an hour and vacuums the queues. Several
-/// processes may do it at once; the statements are idempotent.
-async fn maintain_queues(pool: sqlx::PgPool, shutdown: CancellationToken) {
-    const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-    const KEEP: std::time::Duration = std::time::Duration::from_secs(60 * 60);
-    loop {
+impl Leases {
+    pub fn hold_turn(&self, token: &str) {
+        if let Ok(mut set) = self.turns.lock() {
+            set.insert(token.to_owned());
+        }
+    }
+    pub fn drop_turn(&self, token: &str) {
+        if let Ok(mut set) = self.turns.lock() {
+            set.remove(token);
+        }
+    }
+    pub fn hold_send(&self, token: &str) {
+        if let Ok(mut set) = self.sends.lock() {
+            set.insert(token.to_owned());
+        }
+    }
+    pub fn drop_send(&self, token: &str) {
+        if let Ok(mut set) = self.sends.lock() {
+            set.remove(token);
+        }
+    }
+    fn snapshot(&self) -> (Vec<String>, Vec<String>) {
+        let turns = self
+            .turns
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let sends = self
+            .sends
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        (turns, sends)
+    }
+    fn mark_kept(&self) {
+        if let Ok(mut kept) = self.kept.lock() {
+            *kept = Some(Instant::now());
+        }
+    }
+    /// Whether the keeper renewed every lease within `within`.
+    pub fn kept_recently(&self, within: Duration) -> bool {
+        self.kept
+            .lock()
+            .map(|k| k.is_some_and(|at| at.elapsed() < within))
+            .unwrap_or(false)
+    }
+}
+
+/// Spawns a task of the pipeline that ends at its next await once `kill` is
+/// cancelled (the application was dropped, or its `run` future aborted: a test's
+/// stand-in for a killed process).
+pub fn spawn_killable<F>(kill: &CancellationToken, task: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let kill = kill.clone();
+    tokio::spawn(async move {
         tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
-            _ = shutdown.cancelled() => return,
+            _ = kill.cancelled() => {}
+            _ = task => {}
         }
-        match crate::store::turns::purge_finished(&pool, KEEP).await {
+    })
+}
+
+/// [`spawn_killable`] on a task tracker, so a drain can wait for the task.
+pub fn spawn_tracked<F>(tracker: &TaskTracker, kill: &CancellationToken, task: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let kill = kill.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            _ = kill.cancelled() => {}
+            _ = task => {}
+        }
+    });
+}
+
+/// The running stages.
+pub struct Pipeline {
+    ctx: Arc<AppContext>,
+    kill: CancellationToken,
+    ingest_close: CancellationToken,
+    ingest_tasks: TaskTracker,
+    turns: Option<JoinHandle<()>>,
+    turns_idle: CancellationToken,
+    turns_stop: CancellationToken,
+    sender: Option<SenderStage>,
+    sender_stop: CancellationToken,
+    background: TaskTracker,
+    background_stop: CancellationToken,
+}
+
+impl Pipeline {
+    /// Starts the stages; the handle is what webhook handlers submit to. With the
+    /// worker disabled (`WABOT_WORKER_ENABLED=false`) webhooks are still stored, but
+    /// no turn runs here: their jobs wait, unleased, for a process that runs them.
+    pub fn start(ctx: Arc<AppContext>) -> anyhow::Result<(Pipeline, IngestHandle)> {
+        let kill = CancellationToken::new();
+        let leases = Arc::new(Leases::default());
+        let ingest_close = CancellationToken::new();
+        let ingest_tasks = TaskTracker::new();
+        let turns_idle = CancellationToken::new();
+        let turns_stop = CancellationToken::new();
+        let sender_stop = CancellationToken::new();
+        let background = TaskTracker::new();
+        let background_stop = CancellationToken::new();
+
+        let sender = SenderStage::start(
+            ctx.pool.clone(),
+            ctx.credentials.clone(),
+            ctx.graph.clone(),
+            &ctx.config,
+            ctx.holder.clone(),
+            leases.clone(),
+            sender_stop.clone(),
+            kill.clone(),
+        );
+        let (sink, rx) = turns::queue(&ctx, leases.clone());
+        let enabled = ctx.config.worker.enabled;
+        let turns = if enabled {
+            let stage = Arc::new(TurnStage::new(
+                ctx.clone(),
+                leases.clone(),
+                sink.clone(),
+                sender.sink.clone(),
+            )?);
+            Some(spawn_killable(
+                &kill,
+                stage.run(rx, turns_idle.clone(), turns_stop.clone(), kill.clone()),
+            ))
+        } else {
+            drop(rx);
+            None
+        };
+        let ingest = ingest::start(
+            ctx.clone(),
+            if enabled { Some(sink.clone()) } else { None },
+            ingest_close.clone(),
+            &ingest_tasks,
+            &kill,
+        );
+        if enabled {
+            let stop = &background_stop;
+            let tasks: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 3] = [
+                Box::pin(recovery::recover(ctx.clone(), sink, sender.sink.clone(), stop.clone())),
+                Box::pin(recovery::keep_leases(ctx.clone(), leases, stop.clone())),
+                Box::pin(recovery::maintain(ctx.clone(), stop.clone())),
+            ];
+            for task in tasks {
+                spawn_tracked(&background, &kill, task);
+            }
+        }
+        Ok((
+            Pipeline {
+                ctx,
+                kill,
+                ingest_close,
+                ingest_tasks,
+                turns,
+                turns_idle,
+                turns_stop,
+                sender: Some(sender),
+                sender_stop,
+                background,
+                background_stop,
+            },
+            ingest,
+        ))
+    }
+
+    /// Stops the stages in order, within `deadline`: ingest stores what was queued
+    /// (its handlers are waiting), the turn stage runs and commits what it holds, the
+    /// sender sends what was committed. What cannot finish by the deadline is left
+    /// and its leases are handed back, so another process (or the next start) takes
+    /// it at once instead of after `WABOT_LEASE_SECS`.
+    pub async fn drain(mut self, deadline: tokio::time::Instant) {
+        // No new claims; the lease keeper keeps going until the end.
+        self.ingest_close.cancel();
+        self.ingest_tasks.close();
+        if tokio::time::timeout_at(deadline, self.ingest_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("ingest did not finish within the drain time");
+        }
+        if let Some(turns) = self.turns.take() {
+            // The recovery poll holds a sink of the turn queue: stop it first so the
+            // queue can close.
+            self.background_stop.cancel();
+            self.turns_stop_when_idle(turns, deadline).await;
+        }
+        self.background_stop.cancel();
+        if let Some(sender) = self.sender.take() {
+            let stop = self.sender_stop.clone();
+            let finish = sender.finish();
+            tokio::pin!(finish);
+            if tokio::time::timeout_at(deadline, &mut finish).await.is_err() {
+                tracing::warn!("replies still unsent at the drain's deadline; handing them back");
+                stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
+            }
+        }
+        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.background.wait()).await;
+        let pool = &self.ctx.pool;
+        let holder = &self.ctx.holder;
+        match store::turns::release_all(pool, holder).await {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(jobs = n, "purged finished jobs"),
-            Err(e) => tracing::warn!(error = %e, "queue maintenance failed"),
+            Ok(n) => tracing::info!(jobs = n, "handed back turn jobs"),
+            Err(e) => tracing::warn!(error = %e, "cannot hand back turn jobs; their leases will expire"),
         }
+        match store::outbox::release_all(pool, holder).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "handed back send jobs"),
+            Err(e) => tracing::warn!(error = %e, "cannot hand back send jobs; their leases will expire"),
+        }
+    }
+
+    #[allow(clippy::needless_pass_by_ref_mut)]
+    async fn turns_stop_when_idle(&self, turns: JoinHandle<()>, deadline: tokio::time::Instant) {
+        // The stage ends by itself once its queue is empty and its turns are
+        // committed; `turns_stop` cuts it short at the deadline.
+        self.turns_idle.cancel();
+        tokio::pin!(turns);
+        if tokio::time::timeout_at(deadline, &mut turns).await.is_err() {
+            tracing::warn!("turns still running at the drain's deadline; handing them back");
+            self.turns_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), turns).await;
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // After a drain this ends nothing that still runs; without one (the
+        // application dropped, `run` aborted) it stops every stage at once.
+        self.kill.cancel();
     }
 }

@@ -1,16 +1,27 @@
-//! The sender: claims due send jobs and delivers them through the Graph API.
+//! The sender: committed replies in, Graph API calls out, outcomes recorded in
+//! batches.
 //!
-//! Per conversation one message is in flight at a time, in queue order (the claim
-//! query guarantees it, also across processes); different conversations are sent in
-//! parallel, up to `max_in_flight`, within the per-number rate limit. What happens
-//! after a failed call depends on Meta's error code: retry with backoff and jitter,
-//! fail for good with the error kept, or, when the token is rejected (190), hold all
-//! sending until the credentials change.
+//! Replies reach the sender in memory, straight from the turn commit that made them
+//! ([`SendSink::push_all`]), leased to this process. Per conversation one message
+//! is in flight at a time, in job order (a conversation's jobs wait in an ordered
+//! map; one task per conversation sends them one after the other); different
+//! conversations are sent in parallel, up to `max_in_flight` calls, within the
+//! per-number rate limit, over the Graph client's keep-alive pool. Meta's answers
+//! go to a recorder that writes whatever has queued in one transaction: the next
+//! message of a conversation goes as soon as Meta accepted the previous one, and
+//! the record follows (a crash in between re-sends that one message after its
+//! lease runs out: Meta has no idempotency key).
 //!
-//! `send_one` is one step (claim one job, send it, record the outcome) for tests;
-//! `run` is the loop `wabot serve` runs.
+//! What happens after a failed call depends on Meta's error code: retry with
+//! backoff and jitter (the job stays ours, its attempts and due time recorded),
+//! fail for good with the error kept, or, when the token is rejected (190), hold
+//! all sending until the credentials change.
+//!
+//! [`Sender::send_one`] is one step (claim one job, send it, record the outcome at
+//! once) for tests and tools.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,16 +30,17 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::credentials::{CredentialStore, Credentials};
-use crate::store::outbox::{self, SendJob};
+use crate::store::outbox::{self, SendJob, SendRecord};
 use crate::whatsapp::graph::{Backoff, ErrorClass, GraphClient, GraphError};
 use crate::worker::rate_limit::RateLimiter;
+use crate::worker::{spawn_killable, spawn_tracked, Leases};
 
 /// The reason kept on a message that was not sent because the window was closed.
 pub const WINDOW_CLOSED: &str = "24-hour window closed";
@@ -36,7 +48,7 @@ pub const WINDOW_CLOSED: &str = "24-hour window closed";
 /// How the sender behaves; `from_config` reads `worker.*`.
 #[derive(Debug, Clone)]
 pub struct SenderOptions {
-    /// How long a claimed job stays ours; renewed right before each call.
+    /// How long a claimed job stays ours without being kept.
     pub lease: Duration,
     /// Calls to Meta a retryable message gets before it fails.
     pub max_attempts: u32,
@@ -44,7 +56,7 @@ pub struct SenderOptions {
     pub retry_base: Duration,
     /// The longest retry delay.
     pub retry_cap: Duration,
-    /// How often an idle sender looks for jobs it was not woken for.
+    /// How often a held sender looks at the credentials again.
     pub poll_interval: Duration,
     /// Messages per second per business number.
     pub rate_per_sec: u32,
@@ -68,13 +80,13 @@ impl SenderOptions {
     }
 }
 
-/// What one step did.
+/// What one attempt did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendOutcome {
     /// No job was due.
     Idle,
     /// Sending is on hold: the token was rejected (or there is none) and the
-    /// credentials have not changed since. The job, if one was claimed, went back.
+    /// credentials have not changed since.
     Held,
     /// Meta accepted the message.
     Sent { message_id: Uuid, wamid: String },
@@ -94,45 +106,67 @@ pub enum SendOutcome {
 /// A hold on all sending, and the credentials it applies to.
 struct Hold {
     fingerprint: [u8; 32],
+    checked: std::time::Instant,
 }
 
-/// The sender of one process.
+/// Where outcomes go: written at once (steps), or to the batching recorder.
+enum Recording {
+    Direct,
+    Batched(mpsc::Sender<SendRecord>),
+}
+
+/// Sends one job at a time for a caller that drives it: the pipeline's
+/// conversation tasks, or `send_one`.
 pub struct Sender {
     pool: PgPool,
     graph: GraphClient,
     credentials: CredentialStore,
     options: SenderOptions,
-    worker_id: String,
+    holder: String,
     limiter: RateLimiter,
-    hold: std::sync::Mutex<Option<Hold>>,
+    hold: Mutex<Option<Hold>>,
+    recording: Recording,
 }
 
 impl Sender {
+    /// A sender that records every outcome at once (steps, tests).
     pub fn new(
         pool: PgPool,
         credentials: CredentialStore,
         graph: GraphClient,
         options: SenderOptions,
     ) -> Sender {
-        let worker_id = format!(
+        let holder = format!(
             "sender-{}-{}",
             std::process::id(),
             &Uuid::new_v4().simple().to_string()[..8]
         );
+        Sender::with_holder(pool, credentials, graph, options, holder, Recording::Direct)
+    }
+
+    fn with_holder(
+        pool: PgPool,
+        credentials: CredentialStore,
+        graph: GraphClient,
+        options: SenderOptions,
+        holder: String,
+        recording: Recording,
+    ) -> Sender {
         Sender {
             pool,
             graph,
             credentials,
             limiter: RateLimiter::new(options.rate_per_sec),
             options,
-            worker_id,
-            hold: std::sync::Mutex::new(None),
+            holder,
+            hold: Mutex::new(None),
+            recording,
         }
     }
 
-    /// The id this sender leases jobs under (`send_jobs.locked_by`).
+    /// The prefix of the lease tokens this sender claims under (`send_jobs.locked_by`).
     pub fn worker_id(&self) -> &str {
-        &self.worker_id
+        &self.holder
     }
 
     /// One step: claims the oldest due job (of a conversation with nothing in
@@ -142,103 +176,32 @@ impl Sender {
         if self.held().await? {
             return Ok(SendOutcome::Held);
         }
-        let lease_until = now + self.options.lease;
-        let mut jobs = outbox::claim(&self.pool, &self.worker_id, now, lease_until, 1).await?;
+        let mut jobs = outbox::claim(&self.pool, &self.holder, Some(now), self.options.lease, 1).await?;
         let Some(job) = jobs.pop() else {
             return Ok(SendOutcome::Idle);
         };
-        self.process(job, now, &CancellationToken::new()).await
+        let outcome = self.attempt(&job, now, true).await?;
+        if outcome == SendOutcome::Held {
+            // A step does not keep the job: it goes back for whoever sends next.
+            let error = json!({ "reason": "sending is on hold: the access token was rejected" });
+            self.record(SendRecord::Release {
+                job_id: job.id,
+                token: job.token.clone().unwrap_or_default(),
+                error,
+            })
+            .await?;
+        }
+        Ok(outcome)
     }
 
-    /// Sends until `shutdown`, woken by `wake` (a turn committed replies) or every
-    /// poll interval; then finishes the calls in flight and returns.
-    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
-        if self.options.lease <= self.graph.timeout() {
-            tracing::warn!(
-                "WABOT_LEASE_SECS is not longer than WABOT_GRAPH_TIMEOUT_MS: a slow send may \
-                 be claimed by another process and sent twice"
-            );
-        }
-        tracing::info!(worker = %self.worker_id, "sender started");
-        let in_flight = Arc::new(Semaphore::new(self.options.max_in_flight));
-        let tasks = TaskTracker::new();
-        // Signalled when a send finishes, so the conversation's next job goes at once.
-        let finished = Arc::new(Notify::new());
-        let poll = self.options.poll_interval;
-        while !shutdown.is_cancelled() {
-            match self.held().await {
-                Ok(false) => {}
-                Ok(true) => {
-                    pause(&shutdown, None, poll).await;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error.cause_chain = ?e, "sender cannot read the credentials");
-                    pause(&shutdown, None, poll).await;
-                    continue;
-                }
-            }
-            let free = in_flight.available_permits();
-            if free == 0 {
-                pause(&shutdown, Some(&finished), poll).await;
-                continue;
-            }
-            let now = Utc::now();
-            let jobs = match outbox::claim(
-                &self.pool,
-                &self.worker_id,
-                now,
-                now + self.options.lease,
-                free as i64,
-            )
-            .await
-            {
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::error!(error.cause_chain = ?e, "sender cannot claim jobs");
-                    pause(&shutdown, None, poll).await;
-                    continue;
-                }
-            };
-            if jobs.is_empty() {
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = pause(&shutdown, Some(&finished), poll) => {}
-                }
-                continue;
-            }
-            for job in jobs {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break;
-                };
-                let sender = self.clone();
-                let finished = finished.clone();
-                let shutdown = shutdown.clone();
-                tasks.spawn(async move {
-                    let message_id = job.message_id;
-                    match sender.process(job, now, &shutdown).await {
-                        Ok(outcome) => tracing::debug!(%message_id, ?outcome, "send step"),
-                        Err(e) => tracing::error!(
-                            %message_id, error.cause_chain = ?e,
-                            "cannot record a send; the job is retried when its lease expires"
-                        ),
-                    }
-                    drop(permit);
-                    finished.notify_one();
-                });
-            }
-        }
-        tasks.close();
-        tasks.wait().await;
-        tracing::info!(worker = %self.worker_id, "sender stopped");
-    }
-
-    /// Sends one claimed job and records the outcome.
-    async fn process(
+    /// Sends one job once and records the outcome (but a hold, which the caller
+    /// handles). `renew` renews the lease first when less than two call timeouts of
+    /// it may be left by the time of the call, measured from `now`.
+    async fn attempt(
         &self,
-        job: SendJob,
+        job: &SendJob,
         now: DateTime<Utc>,
-        shutdown: &CancellationToken,
+        renew: bool,
     ) -> Result<SendOutcome, sqlx::Error> {
         // Outside the 24-hour window only templates may go; anything else would be
         // refused with 131047, so it fails here without a doomed call. With no
@@ -251,7 +214,7 @@ impl Sender {
                     "message": WINDOW_CLOSED,
                     "lastCustomerMessageAt": last,
                 });
-                outbox::fail(&self.pool, &job, job.attempts, &error, now).await?;
+                self.record(failed(job, job.attempts, &error)).await?;
                 tracing::info!(message_id = %job.message_id, "not sent: {WINDOW_CLOSED}");
                 return Ok(SendOutcome::Failed {
                     message_id: job.message_id,
@@ -262,53 +225,35 @@ impl Sender {
 
         let credentials = self.credentials.current().await?;
         if self.is_held_for(&credentials) {
-            let error = json!({ "reason": "sending is on hold: the access token was rejected" });
-            outbox::release(&self.pool, job.id, &self.worker_id, &error).await?;
             return Ok(SendOutcome::Held);
         }
         let number = credentials.phone_number_id.clone().unwrap_or_default();
-        tokio::select! {
-            _ = self.limiter.acquire(&number) => {}
-            _ = shutdown.cancelled() => {
-                // Stopping: hand the job back rather than wait for a token.
-                outbox::release(&self.pool, job.id, &self.worker_id, &Value::Null).await?;
-                return Ok(SendOutcome::Idle);
-            }
-        }
-        // The call is bounded by the Graph timeout; the lease the claim granted at
-        // `now` must outlast it. When waiting for the rate limiter ate into it, the
-        // lease is renewed first (a durable write saved on the common path), and a
-        // job whose lease ran out meanwhile is not sent by us.
-        let lease = chrono::Duration::from_std(self.options.lease).unwrap_or_default();
-        let call = chrono::Duration::from_std(self.graph.timeout() * 2).unwrap_or_default();
-        if now + lease - Utc::now() < call {
-            let lease_until = Utc::now().max(now) + self.options.lease;
-            if !outbox::renew(&self.pool, job.id, &self.worker_id, lease_until).await? {
+        self.limiter.acquire(&number).await;
+        let token = job.token.as_deref().unwrap_or_default();
+        if renew {
+            // The call is bounded by the Graph timeout; the lease granted at `now`
+            // must outlast it. When waiting for the rate limiter ate into it, the
+            // lease is renewed first, and a job whose lease ran out meanwhile is not
+            // sent by us.
+            let lease = chrono::Duration::from_std(self.options.lease).unwrap_or_default();
+            let call = chrono::Duration::from_std(self.graph.timeout() * 2).unwrap_or_default();
+            if now + lease - Utc::now() < call
+                && !outbox::renew(&self.pool, job.id, token, self.options.lease).await?
+            {
                 return Ok(SendOutcome::LeaseLost {
                     message_id: job.message_id,
                 });
             }
         }
 
-        let result = self.graph.send_message(&credentials, &job.body).await;
-        let done_at = Utc::now().max(now);
-        let error = match result {
+        let error = match self.graph.send_message(&credentials, &job.body).await {
             Ok(accepted) => {
-                // Meta has the message now: recording that must not fail on a passing
-                // database error, or the job would be sent again when its lease runs
-                // out. `complete` is idempotent, so it is simply tried again.
-                let mut tries = 0;
-                loop {
-                    match outbox::complete(&self.pool, &job, &accepted.wamid, done_at).await {
-                        Ok(_) => break,
-                        Err(e) if tries < 5 => {
-                            tries += 1;
-                            tracing::warn!(error = %e, tries, "cannot record an accepted send yet");
-                            tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                self.record(SendRecord::Sent {
+                    job_id: job.id,
+                    message_id: job.message_id,
+                    wamid: accepted.wamid.clone(),
+                })
+                .await?;
                 return Ok(SendOutcome::Sent {
                     message_id: job.message_id,
                     wamid: accepted.wamid,
@@ -321,7 +266,6 @@ impl Sender {
         match error.class() {
             ErrorClass::TokenInvalid => {
                 self.hold_for(&credentials, &error);
-                outbox::release(&self.pool, job.id, &self.worker_id, &kept).await?;
                 Ok(SendOutcome::Held)
             }
             ErrorClass::Retryable(schedule) if attempts < self.options.max_attempts as i32 => {
@@ -331,8 +275,13 @@ impl Sender {
                     message_id = %job.message_id, attempts, code = ?error.code(),
                     retry_in_ms = delay.as_millis() as u64, "send failed; retrying: {error}"
                 );
-                outbox::retry_later(&self.pool, job.id, &self.worker_id, next_attempt_at, &kept)
-                    .await?;
+                self.record(SendRecord::Retry {
+                    job_id: job.id,
+                    token: token.to_owned(),
+                    next_attempt_at,
+                    error: kept,
+                })
+                .await?;
                 Ok(SendOutcome::Retrying {
                     message_id: job.message_id,
                     attempts,
@@ -344,7 +293,7 @@ impl Sender {
                     message_id = %job.message_id, attempts, code = ?error.code(),
                     "send failed for good: {error}"
                 );
-                outbox::fail(&self.pool, &job, attempts, &kept, done_at).await?;
+                self.record(failed(job, attempts, &kept)).await?;
                 Ok(SendOutcome::Failed {
                     message_id: job.message_id,
                     error: kept,
@@ -353,14 +302,37 @@ impl Sender {
         }
     }
 
-    /// Whether sending is on hold; lifts the hold when the credentials changed. While
-    /// held, each call reads the credentials afresh, so a rotated token is seen at
-    /// the next poll.
-    async fn held(&self) -> Result<bool, sqlx::Error> {
-        if !self.hold_is_set() {
-            return Ok(false);
+    async fn record(&self, record: SendRecord) -> Result<(), sqlx::Error> {
+        match &self.recording {
+            Recording::Batched(tx) => {
+                if let Err(mpsc::error::SendError(record)) = tx.send(record).await {
+                    // The recorder has stopped (the end of a drain): write it here.
+                    return record_durably(&self.pool, std::slice::from_ref(&record)).await;
+                }
+                Ok(())
+            }
+            Recording::Direct => record_durably(&self.pool, std::slice::from_ref(&record)).await,
         }
-        self.credentials.invalidate().await;
+    }
+
+    /// Whether sending is on hold; lifts the hold when the credentials changed. While
+    /// held, the credentials are read afresh at most once per poll interval, so a
+    /// rotated token is seen soon without a query per waiting conversation.
+    async fn held(&self) -> Result<bool, sqlx::Error> {
+        let due = match self.hold.lock() {
+            Ok(mut hold) => match hold.as_mut() {
+                None => return Ok(false),
+                Some(h) if h.checked.elapsed() < self.options.poll_interval => return Ok(true),
+                Some(h) => {
+                    h.checked = std::time::Instant::now();
+                    true
+                }
+            },
+            Err(_) => return Ok(false),
+        };
+        if due {
+            self.credentials.invalidate().await;
+        }
         let credentials = self.credentials.current().await?;
         if self.is_held_for(&credentials) {
             return Ok(true);
@@ -371,10 +343,6 @@ impl Sender {
             }
         }
         Ok(false)
-    }
-
-    fn hold_is_set(&self) -> bool {
-        self.hold.lock().map(|h| h.is_some()).unwrap_or(false)
     }
 
     fn is_held_for(&self, credentials: &Credentials) -> bool {
@@ -393,7 +361,10 @@ impl Sender {
         if hold.as_ref().is_some_and(|h| h.fingerprint == fingerprint) {
             return;
         }
-        *hold = Some(Hold { fingerprint });
+        *hold = Some(Hold {
+            fingerprint,
+            checked: std::time::Instant::now(),
+        });
         // Loud, and once per rejected token: an operator has to act.
         tracing::error!(
             code = ?error.code(),
@@ -401,6 +372,282 @@ impl Sender {
              ({error}). No message is sent until the token changes (whatsapp_config or \
              WABOT_ACCESS_TOKEN); queued messages wait."
         );
+    }
+}
+
+fn failed(job: &SendJob, attempts: i32, error: &Value) -> SendRecord {
+    SendRecord::Failed {
+        job_id: job.id,
+        message_id: job.message_id,
+        conversation_id: job.conversation_id,
+        attempts,
+        error: error.clone(),
+    }
+}
+
+/// Writes records, retrying a passing database error: Meta has the message, and a
+/// record that is not written means a re-send when the lease runs out. Every record
+/// is idempotent, so writing one twice is harmless.
+async fn record_durably(pool: &PgPool, records: &[SendRecord]) -> Result<(), sqlx::Error> {
+    let mut tries = 0u64;
+    loop {
+        match outbox::record_batch(pool, records).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < 5 => {
+                tries += 1;
+                tracing::warn!(error = %e, tries, records = records.len(), "cannot record sends yet");
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One queued job and the queue slot it takes.
+struct Queued {
+    job: SendJob,
+    _slot: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct Conversation {
+    /// Waiting jobs, in job order.
+    waiting: BTreeMap<i64, Queued>,
+    /// Whether a task is sending this conversation's jobs.
+    running: bool,
+}
+
+struct Shared {
+    sender: Sender,
+    leases: Arc<Leases>,
+    conversations: Mutex<HashMap<Uuid, Conversation>>,
+    /// Bounds the jobs held in memory.
+    queue: Arc<Semaphore>,
+    /// Bounds the calls in flight.
+    in_flight: Semaphore,
+    tasks: TaskTracker,
+    /// Cancelled at the drain's deadline: waits (backoff, hold) end, jobs stay
+    /// leased until the pipeline hands them back.
+    stop: CancellationToken,
+    kill: CancellationToken,
+}
+
+/// Where committed replies go: the sender of this process.
+#[derive(Clone)]
+pub struct SendSink {
+    shared: Arc<Shared>,
+}
+
+/// The sender stage: the sink, and the recorder to await when it is closed.
+pub struct SenderStage {
+    pub sink: SendSink,
+    recorder: tokio::task::JoinHandle<()>,
+}
+
+impl SenderStage {
+    pub fn start(
+        pool: PgPool,
+        credentials: CredentialStore,
+        graph: GraphClient,
+        config: &Config,
+        holder: String,
+        leases: Arc<Leases>,
+        stop: CancellationToken,
+        kill: CancellationToken,
+    ) -> SenderStage {
+        let options = SenderOptions::from_config(config);
+        if options.lease <= graph.timeout() {
+            tracing::warn!(
+                "WABOT_LEASE_SECS is not longer than WABOT_GRAPH_TIMEOUT_MS: a slow send may \
+                 be claimed by another process and sent twice"
+            );
+        }
+        let (tx, rx) = mpsc::channel(config.pipeline.send_queue.max(1));
+        let recorder = spawn_killable(&kill, record_loop(pool.clone(), rx, config.pipeline.send_batch));
+        let in_flight = Semaphore::new(options.max_in_flight);
+        let sender = Sender::with_holder(
+            pool,
+            credentials,
+            graph,
+            options,
+            holder,
+            Recording::Batched(tx),
+        );
+        SenderStage {
+            sink: SendSink {
+                shared: Arc::new(Shared {
+                    sender,
+                    leases,
+                    conversations: Mutex::new(HashMap::new()),
+                    queue: Arc::new(Semaphore::new(config.pipeline.send_queue.max(1))),
+                    in_flight,
+                    tasks: TaskTracker::new(),
+                    stop,
+                    kill,
+                }),
+            },
+            recorder,
+        }
+    }
+
+    /// Waits until every job in memory was sent (or the stop token ended the
+    /// waits), then until every outcome is recorded.
+    pub async fn finish(self) {
+        let SenderStage { sink, recorder } = self;
+        sink.shared.tasks.close();
+        sink.shared.tasks.wait().await;
+        // The recorder ends when the last sender of records is gone.
+        drop(sink);
+        let _ = recorder.await;
+    }
+}
+
+impl SendSink {
+    /// Queues leased jobs (others wait for the recovery poll), waiting while the
+    /// queue is full.
+    pub async fn push_all(&self, jobs: Vec<SendJob>) {
+        for job in jobs {
+            let Some(token) = job.token.clone() else {
+                continue;
+            };
+            let Ok(slot) = self.shared.queue.clone().acquire_owned().await else {
+                return;
+            };
+            self.shared.leases.hold_send(&token);
+            let conversation = job.conversation_id;
+            let start = {
+                let Ok(mut map) = self.shared.conversations.lock() else {
+                    return;
+                };
+                let entry = map.entry(conversation).or_default();
+                entry.waiting.insert(job.id, Queued { job, _slot: slot });
+                !std::mem::replace(&mut entry.running, true)
+            };
+            if start {
+                let shared = self.shared.clone();
+                let task = async move { shared.run_conversation(conversation).await };
+                spawn_tracked(&self.shared.tasks, &self.shared.kill, task);
+            }
+        }
+    }
+
+    /// Jobs waiting or being sent, for tests and the shutdown log.
+    pub fn queued(&self) -> usize {
+        self.shared
+            .conversations
+            .lock()
+            .map(|m| m.values().map(|c| c.waiting.len()).sum())
+            .unwrap_or(0)
+    }
+}
+
+impl Shared {
+    /// Sends a conversation's jobs one after the other until none is left.
+    async fn run_conversation(self: Arc<Self>, conversation: Uuid) {
+        loop {
+            let next = {
+                let Ok(mut map) = self.conversations.lock() else {
+                    return;
+                };
+                let Some(entry) = map.get_mut(&conversation) else {
+                    return;
+                };
+                match entry.waiting.pop_first() {
+                    Some((_, queued)) => queued,
+                    None => {
+                        map.remove(&conversation);
+                        return;
+                    }
+                }
+            };
+            if self.stop.is_cancelled() {
+                // Past the drain's deadline: the job stays leased and is handed back.
+                continue;
+            }
+            let token = next.job.token.clone().unwrap_or_default();
+            self.send(next.job).await;
+            self.leases.drop_send(&token);
+        }
+    }
+
+    /// Sends one job until Meta accepted it, it failed for good, or the drain's
+    /// deadline came.
+    async fn send(&self, mut job: SendJob) {
+        loop {
+            match self.sender.held().await {
+                Ok(false) => {}
+                Ok(true) => {
+                    if self.pause(self.sender.options.poll_interval).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error.cause_chain = ?e, "sender cannot read the credentials");
+                    if self.pause(self.sender.options.poll_interval).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let outcome = {
+                let Ok(_call) = self.in_flight.acquire().await else {
+                    return;
+                };
+                // The lease keeper renews every lease this process holds, so the
+                // lease is checked only when the keeper has fallen behind.
+                let renew = !self.leases.kept_recently(self.sender.options.lease / 2);
+                self.sender.attempt(&job, Utc::now(), renew).await
+            };
+            match outcome {
+                Ok(SendOutcome::Retrying {
+                    attempts,
+                    next_attempt_at,
+                    ..
+                }) => {
+                    job.attempts = attempts;
+                    let wait = (next_attempt_at - Utc::now()).to_std().unwrap_or_default();
+                    if self.pause(wait).await {
+                        return;
+                    }
+                }
+                Ok(SendOutcome::Held) => {}
+                Ok(outcome) => {
+                    tracing::debug!(message_id = %job.message_id, ?outcome, "send step");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        message_id = %job.message_id, error.cause_chain = ?e,
+                        "cannot record a send; the job is retried when its lease expires"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sleeps `period` unless the drain's deadline comes first; true when it did.
+    async fn pause(&self, period: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => false,
+            _ = self.stop.cancelled() => true,
+        }
+    }
+}
+
+/// Writes queued records, everything that queued while the last write was in
+/// flight in one transaction.
+async fn record_loop(pool: PgPool, mut rx: mpsc::Receiver<SendRecord>, max: usize) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, max.max(1)).await > 0 {
+        let records = std::mem::take(&mut batch);
+        if let Err(e) = record_durably(&pool, &records).await {
+            tracing::error!(
+                error.cause_chain = ?e, records = records.len(),
+                "cannot record sends; their jobs are retried when their leases expire"
+            );
+        }
     }
 }
 
@@ -437,21 +684,6 @@ fn fingerprint(credentials: &Credentials) -> [u8; 32] {
             .as_bytes(),
     );
     hasher.finalize().into()
-}
-
-/// Waits for `period`, for `signal` if given, or for shutdown, whichever is first.
-async fn pause(shutdown: &CancellationToken, signal: Option<&Notify>, period: Duration) {
-    let signalled = async {
-        match signal {
-            Some(signal) => signal.notified().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(period) => {}
-        _ = signalled => {}
-    }
 }
 
 #[cfg(test)]

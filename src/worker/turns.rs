@@ -1,313 +1,451 @@
-//! The turn worker: claims turn jobs, runs the engine, and commits each turn's
-//! effects (context, outbound messages and their send jobs, timers, job done) in one
-//! transaction.
+//! The turn stage: leased turn jobs in, engine turns run, effects committed in
+//! batches.
 //!
-//! Ordering comes from the queue, not from this process: `store::turns::claim` hands
-//! out only the oldest unfinished job of a conversation, so the turns of one
-//! conversation never overlap, across any number of wabot processes. Different
-//! conversations run in parallel, up to `worker.turn_concurrency`.
+//! Work arrives pushed, never polled: from ingest (a message whose conversation had
+//! nothing older unfinished is created leased to us), from this stage's own commits
+//! (a turn's commit leases its conversation's next job), and from recovery (expired
+//! leases, due timers). The stage's reader takes everything waiting (up to
+//! `WABOT_TURN_BATCH` and the free turn slots), reads what those turns need in one
+//! query, and starts each turn on its own task: a turn that waits on a rest_api call
+//! or a data source holds up nobody else. Finished turns queue for the committer,
+//! which writes every turn that is ready in one transaction
+//! (`store::turns::commit_batch`) and hands the committed replies to the sender.
+//!
+//! Ordering comes from the leases, not from this process: a conversation has at most
+//! one leased job at a time, across any number of wabot processes, so its turns
+//! never overlap and run in arrival order. A commit whose lease was taken over, or
+//! whose context changed under it, writes nothing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
-use tokio::sync::{Notify, Semaphore};
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::engine::cache::ChatbotCache;
 use crate::engine::{
-    self, CompiledChatbot, Context, Customer, EngineLimits, Event, HttpClient, HttpError,
-    HttpRequest, HttpResponse, Inbound,
+    self, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event, HttpClient,
+    HttpError, HttpRequest, HttpResponse, Inbound,
 };
-use crate::http::AppState;
 use crate::store;
-use crate::store::turns::{ClaimedTurn, ConversationParties};
+use crate::store::outbox::OutboundRow;
+use crate::store::turns::{
+    ClaimedTurn, Committed, ContextRow, JobKind, TurnEffects, TurnFacts,
+};
+use crate::whatsapp::outbound;
 use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
 use crate::worker::rest_api::ReqwestHttp;
+use crate::worker::sender::SendSink;
+use crate::worker::{spawn_killable, AppContext, Leases};
 
 /// A job that failed this many times is given up (logged and marked done with its
 /// error), so that one poisonous message cannot stall its conversation for ever.
 const MAX_TURN_ATTEMPTS: i32 = 8;
 
-/// What one job came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TurnOutcome {
-    /// The turn's effects are committed.
-    Done { sends: usize },
-    /// Nothing to run (no chatbot answers, a stale timer, ...); the job is done.
-    Skipped(&'static str),
-    /// Another worker took the job over; our effects were rolled back.
-    LeaseLost,
-    /// A transient failure; the job runs again later.
-    Retry(String),
+/// A turn job this process holds, with what the turn needs that the job row has.
+#[derive(Debug, Clone)]
+pub struct TurnWork {
+    pub job_id: i64,
+    pub token: String,
+    pub conversation_id: Uuid,
+    pub kind: JobKind,
+    pub message_id: Option<Uuid>,
+    /// Meta's message, for an inbound job.
+    pub raw: Option<Value>,
+    pub payload: Value,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+impl TurnWork {
+    /// A job ingest has just created, leased to us.
+    pub fn inbound(
+        job_id: i64,
+        token: String,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        raw: Value,
+    ) -> TurnWork {
+        TurnWork {
+            job_id,
+            token,
+            conversation_id,
+            kind: JobKind::Inbound,
+            message_id: Some(message_id),
+            raw: Some(raw),
+            payload: Value::Null,
+            attempts: 1,
+            last_error: None,
+        }
+    }
+}
+
+impl From<ClaimedTurn> for TurnWork {
+    fn from(c: ClaimedTurn) -> TurnWork {
+        TurnWork {
+            job_id: c.id,
+            token: c.token,
+            conversation_id: c.conversation_id,
+            kind: c.kind,
+            message_id: c.message_id,
+            raw: c.raw,
+            payload: c.payload,
+            attempts: c.attempts,
+            last_error: c.last_error,
+        }
+    }
+}
+
+/// Where leased turn jobs go: the turn stage's queue. Bounded: a full queue makes
+/// the pusher (ingest, recovery) wait, which fills the ingest queue, which sheds
+/// webhooks with 503.
+#[derive(Clone)]
+pub struct TurnSink {
+    tx: mpsc::Sender<TurnWork>,
+    leases: Arc<Leases>,
+}
+
+impl TurnSink {
+    pub async fn push(&self, work: TurnWork) {
+        self.leases.hold_turn(&work.token);
+        if let Err(mpsc::error::SendError(work)) = self.tx.send(work).await {
+            // The stage has stopped: the lease is handed back with the others.
+            tracing::debug!(job = work.job_id, "turn stage stopped; job left to its lease");
+        }
+    }
+}
+
+/// The sink and the receiving end of a new turn stage's queue.
+pub fn queue(ctx: &AppContext, leases: Arc<Leases>) -> (TurnSink, mpsc::Receiver<TurnWork>) {
+    let (tx, rx) = mpsc::channel(ctx.config.pipeline.turn_queue.max(1));
+    (TurnSink { tx, leases }, rx)
+}
+
+/// A finished turn on its way to the committer, with the slot it occupies.
+struct Ready {
+    work: TurnWork,
+    effects: TurnEffects,
+    _slot: OwnedSemaphorePermit,
+    _busy: Busy,
+}
+
+/// Counts a turn from its start until its commit's follow-ups were handed on: the
+/// stage is idle when none is counted.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(count: &Arc<AtomicUsize>) -> Busy {
+        count.fetch_add(1, Ordering::SeqCst);
+        Busy(count.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Runs turns for one process.
-pub struct TurnWorker {
-    state: AppState,
-    /// This process's lease token.
-    token: String,
+pub struct TurnStage {
+    ctx: Arc<AppContext>,
     http: TurnHttp,
     cache: ChatbotCache,
     limits: EngineLimits,
+    leases: Arc<Leases>,
+    sink: TurnSink,
+    sends: SendSink,
+    busy: Arc<AtomicUsize>,
 }
 
-impl TurnWorker {
-    pub fn new(state: AppState) -> anyhow::Result<TurnWorker> {
-        let config = &state.config;
-        Ok(TurnWorker {
-            token: format!("turns-{}", Uuid::new_v4()),
+impl TurnStage {
+    pub fn new(
+        ctx: Arc<AppContext>,
+        leases: Arc<Leases>,
+        sink: TurnSink,
+        sends: SendSink,
+    ) -> anyhow::Result<TurnStage> {
+        let config = &ctx.config;
+        Ok(TurnStage {
             http: TurnHttp {
                 rest: ReqwestHttp::new(config)?,
-                pool: state.pool.clone(),
-                datasources: state.datasources.clone(),
+                pool: ctx.pool.clone(),
+                datasources: ctx.datasources.clone(),
             },
             cache: ChatbotCache::new(config.engine.chatbot_cache_size),
             limits: EngineLimits::from_config(&config.engine, config.datasource.max_timeout_ms),
-            state,
+            ctx,
+            leases,
+            sink,
+            sends,
+            busy: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    fn lease(&self) -> Duration {
-        Duration::from_secs(self.state.config.worker.lease_secs)
-    }
-
-    /// Claims and runs jobs until `shutdown`, then finishes the turns in flight (they
-    /// are short and bounded by their HTTP timeouts) and hands back anything else.
-    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
-        let limit = self.state.config.worker.turn_concurrency;
-        let permits = Arc::new(Semaphore::new(limit));
-        let tasks = TaskTracker::new();
-        let poll = Duration::from_millis(self.state.config.worker.poll_interval_ms);
-        tracing::info!(token = %self.token, concurrency = limit, "turn worker started");
-        while !shutdown.is_cancelled() {
-            let free = permits.available_permits();
-            if free == 0 {
-                tokio::select! {
-                    _ = permits.acquire() => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                continue;
+    /// Reads, runs and commits turns. Once `idle` is cancelled (the drain: no more
+    /// work comes from outside) it returns when its queue is empty and every turn
+    /// it started is committed; `stop` cuts it short, leaving what was not started
+    /// to its lease, which the pipeline hands back.
+    pub async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<TurnWork>,
+        idle: CancellationToken,
+        stop: CancellationToken,
+        kill: CancellationToken,
+    ) {
+        let slots = Arc::new(Semaphore::new(self.ctx.config.worker.turn_concurrency.max(1)));
+        let (ready_tx, ready_rx) = mpsc::unbounded_channel::<Ready>();
+        let committer = spawn_killable(&kill, self.clone().commit_loop(ready_rx));
+        let max = self.ctx.config.pipeline.turn_batch.max(1);
+        tracing::info!(holder = %self.ctx.holder, "turn stage started");
+        loop {
+            let mut batch = Vec::new();
+            let want = slots.available_permits().clamp(1, max);
+            let received = tokio::select! {
+                biased;
+                n = rx.recv_many(&mut batch, want) => n,
+                _ = stop.cancelled() => 0,
+                _ = self.idle(&idle) => 0,
+            };
+            if received == 0 {
+                break;
             }
-            let claimed =
-                store::turns::claim(&self.state.pool, &self.token, self.lease(), free as i64).await;
-            let jobs = match claimed {
-                Ok(jobs) => jobs,
+            let mut convs: Vec<Uuid> = batch.iter().map(|w| w.conversation_id).collect();
+            convs.sort();
+            convs.dedup();
+            let facts = match store::turns::load_batch(&self.ctx.pool, &convs).await {
+                Ok(facts) => facts,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim turn jobs");
-                    Vec::new()
+                    tracing::warn!(error = %e, turns = batch.len(), "cannot read the turns' facts; retrying them later");
+                    for work in batch {
+                        self.retry(&work, &format!("cannot read the turn's facts: {e}"))
+                            .await;
+                    }
+                    continue;
                 }
             };
-            if jobs.is_empty() {
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(poll) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                continue;
-            }
-            for job in jobs {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
+            for work in batch {
+                let busy = Busy::new(&self.busy);
+                let slot = tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    _ = stop.cancelled() => break,
                 };
-                let worker = self.clone();
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    worker.process(job).await;
-                });
+                let stage = self.clone();
+                let facts = facts.get(&work.conversation_id).cloned();
+                let ready = ready_tx.clone();
+                let span = tracing::info_span!("turn", job = work.job_id,
+                    conversation = %work.conversation_id, kind = work.kind.as_str());
+                spawn_killable(
+                    &kill,
+                    async move {
+                        match stage.turn(&work, facts.as_ref()).await {
+                            Ok(effects) => {
+                                let _ = ready.send(Ready {
+                                    work,
+                                    effects,
+                                    _slot: slot,
+                                    _busy: busy,
+                                });
+                            }
+                            Err(e) => stage.retry(&work, &format!("{e:#}")).await,
+                        }
+                    }
+                    .instrument(span),
+                );
             }
         }
-        tasks.close();
-        tasks.wait().await;
-        match store::turns::release_all(&self.state.pool, &self.token).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "handed back turn jobs"),
+        drop(ready_tx);
+        // The committer ends once every started turn has been committed.
+        let _ = committer.await;
+        tracing::info!("turn stage stopped");
+    }
+
+    /// Resolves once `idle` is cancelled and no turn is in flight.
+    async fn idle(&self, idle: &CancellationToken) {
+        idle.cancelled().await;
+        while self.busy.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn commit_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Ready>) {
+        let max = self.ctx.config.pipeline.turn_batch.max(1);
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, max).await > 0 {
+            let ready = std::mem::take(&mut batch);
+            self.commit(ready).await;
+        }
+    }
+
+    /// Commits a batch; on a refusal, each turn alone (a turn that cannot commit on
+    /// its own is retried later).
+    async fn commit(&self, ready: Vec<Ready>) {
+        let effects: Vec<TurnEffects> = ready.iter().map(|r| r.effects.clone()).collect();
+        let lease = self.ctx.lease();
+        match store::turns::commit_batch(&self.ctx.pool, &effects, &self.ctx.holder, lease).await {
+            Ok(commit) => {
+                let mut rerun = Vec::new();
+                // Held until the follow-ups below are handed on, so that a draining
+                // stage does not see itself idle in between.
+                let mut busy = Vec::with_capacity(ready.len());
+                for (r, verdict) in ready.into_iter().zip(commit.turns) {
+                    let Ready {
+                        work,
+                        effects,
+                        _slot,
+                        _busy,
+                    } = r;
+                    busy.push(_busy);
+                    match verdict {
+                        Committed::Done => {
+                            tracing::debug!(job = work.job_id, sends = effects.sends.len(), note = effects.note.as_deref().unwrap_or(""), "turn committed");
+                            self.leases.drop_turn(&work.token);
+                        }
+                        Committed::LeaseLost => {
+                            tracing::warn!(job = work.job_id, "turn lease lost; another worker runs it");
+                            self.leases.drop_turn(&work.token);
+                        }
+                        // Another turn changed the context first: run this one again
+                        // on the new state (the lease still holds).
+                        Committed::Stale => rerun.push(work),
+                    }
+                }
+                // The slots of this batch are free now (the `Ready`s are dropped),
+                // before the pushes below can wait on the queue.
+                self.sends.push_all(commit.sends).await;
+                for work in rerun {
+                    self.sink.push(work).await;
+                }
+                for next in commit.next {
+                    self.sink.push(next.into()).await;
+                }
+                drop(busy);
+            }
+            Err(e) if ready.len() > 1 => {
+                tracing::warn!(error = %e, turns = ready.len(), "turn batch refused; committing its turns one by one");
+                for r in ready {
+                    Box::pin(self.commit(vec![r])).await;
+                }
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot hand back turn jobs; their leases will expire")
-            }
-        }
-        tracing::info!("turn worker stopped");
-    }
-
-    /// Claims and runs at most one job now; `None` when there was none. For tests and
-    /// tools that drive the worker step by step.
-    pub async fn run_once(&self) -> Result<Option<TurnOutcome>, sqlx::Error> {
-        let mut jobs = store::turns::claim(&self.state.pool, &self.token, self.lease(), 1).await?;
-        match jobs.pop() {
-            Some(job) => Ok(Some(self.process(job).await)),
-            None => Ok(None),
-        }
-    }
-
-    /// Runs one claimed job with a heartbeat that keeps its lease, and records the
-    /// outcome.
-    async fn process(&self, job: ClaimedTurn) -> TurnOutcome {
-        if job.attempts > MAX_TURN_ATTEMPTS {
-            // It kept failing without returning (a crash or a panic each time): give
-            // it up so that the conversation's later messages are answered.
-            let error = job
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "no outcome recorded".into());
-            self.retry(&job, &error).await;
-            return TurnOutcome::Skipped("given up after repeated attempts");
-        }
-        let span = tracing::info_span!("turn", job = job.id, conversation = %job.conversation_id, kind = %job.kind);
-        let heartbeat = async {
-            let every = self.lease() / 3;
-            loop {
-                tokio::time::sleep(every).await;
-                match store::turns::heartbeat(&self.state.pool, job.id, &self.token, self.lease())
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => tracing::warn!(error = %e, "turn heartbeat failed"),
+                for r in ready {
+                    self.retry(&r.work, &format!("cannot commit the turn: {e}"))
+                        .await;
                 }
             }
-        };
-        // Everything the turn logs (the engine, rest_api calls, the store) carries
-        // the job and conversation.
-        let outcome = tokio::select! {
-            outcome = self.execute(&job).instrument(span.clone()) => outcome,
-            _ = heartbeat.instrument(span) => TurnOutcome::LeaseLost,
-        };
-        if matches!(outcome, TurnOutcome::Done { .. } | TurnOutcome::Skipped(_)) {
-            // The conversation's next job (a burst) is claimable now: claim it at
-            // once rather than at the next poll.
-            self.state.work_notify.notify_one();
         }
-        match &outcome {
-            TurnOutcome::Done { sends } => {
-                tracing::debug!(job = job.id, sends, "turn done");
-                if *sends > 0 {
-                    self.state.send_notify.notify_one();
-                }
-            }
-            TurnOutcome::Skipped(why) => tracing::info!(job = job.id, why, "turn skipped"),
-            TurnOutcome::LeaseLost => {
-                tracing::warn!(job = job.id, "turn lease lost; another worker runs it")
-            }
-            TurnOutcome::Retry(error) => self.retry(&job, error).await,
-        }
-        outcome
     }
 
-    async fn retry(&self, job: &ClaimedTurn, error: &str) {
-        if job.attempts >= MAX_TURN_ATTEMPTS {
-            tracing::error!(
-                job = job.id,
-                attempts = job.attempts,
-                error,
-                "turn given up"
-            );
-            let note = format!("given up after {} attempts: {error}", job.attempts);
-            let result = async {
-                let mut tx = self.state.pool.begin().await?;
-                store::turns::finish(&mut tx, job.id, &self.token, Some(&note)).await?;
-                tx.commit().await
-            }
-            .await;
-            if let Err(e) = result {
+    /// Hands a failed job back to run again later (1 s, 2 s, 4 s ... capped at a
+    /// minute), or gives it up after `MAX_TURN_ATTEMPTS`.
+    async fn retry(&self, work: &TurnWork, error: &str) {
+        self.leases.drop_turn(&work.token);
+        let pool = &self.ctx.pool;
+        if work.attempts >= MAX_TURN_ATTEMPTS {
+            tracing::error!(job = work.job_id, attempts = work.attempts, error, "turn given up");
+            let note = format!("given up after {} attempts: {error}", work.attempts);
+            if let Err(e) = store::turns::give_up(pool, work.job_id, &work.token, &note).await {
                 tracing::warn!(error = %e, "cannot mark the turn given up");
             }
             return;
         }
-        // 1 s, 2 s, 4 s ... capped at a minute.
-        let delay = Duration::from_secs(1u64 << job.attempts.clamp(0, 6) as u32);
-        tracing::warn!(job = job.id, attempts = job.attempts, error, retry_in = ?delay, "turn failed; will retry");
+        let delay = Duration::from_secs(1u64 << work.attempts.clamp(0, 6) as u32);
+        tracing::warn!(job = work.job_id, attempts = work.attempts, error, retry_in = ?delay, "turn failed; will retry");
         let run_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         if let Err(e) =
-            store::turns::retry_later(&self.state.pool, job.id, &self.token, error, run_at).await
+            store::turns::retry_later(pool, work.job_id, &work.token, error, run_at).await
         {
             tracing::warn!(error = %e, "cannot reschedule the turn; its lease will expire");
         }
     }
 
-    async fn execute(&self, job: &ClaimedTurn) -> TurnOutcome {
-        match self.try_execute(job).await {
-            Ok(outcome) => outcome,
-            Err(e) => TurnOutcome::Retry(format!("{e:#}")),
+    /// Runs one turn: what it writes, or an error to retry it for.
+    async fn turn(&self, work: &TurnWork, facts: Option<&TurnFacts>) -> anyhow::Result<TurnEffects> {
+        let mut effects = TurnEffects {
+            job_id: work.job_id,
+            token: work.token.clone(),
+            conversation_id: work.conversation_id,
+            guard: None,
+            contexts: Vec::new(),
+            timer: None,
+            sends: Vec::new(),
+            preview: None,
+            note: None,
+        };
+        let skip = |mut effects: TurnEffects, why: &str| {
+            tracing::info!(job = work.job_id, why, "turn skipped");
+            effects.note = Some(why.to_owned());
+            Ok(effects)
+        };
+        if work.attempts > MAX_TURN_ATTEMPTS {
+            // It kept failing without returning (a crash each time): give it up so
+            // that the conversation's later messages are answered.
+            let error = work.last_error.as_deref().unwrap_or("no outcome recorded");
+            return skip(effects, &format!("given up after repeated attempts: {error}"));
         }
-    }
-
-    async fn try_execute(&self, job: &ClaimedTurn) -> anyhow::Result<TurnOutcome> {
-        let pool = &self.state.pool;
-        let Some(parties) = store::turns::parties(pool, job.conversation_id).await? else {
-            return self.skip(job, "the conversation has no customer").await;
+        let Some(facts) = facts else {
+            return skip(effects, "the conversation has no customer");
         };
         let customer = Customer {
-            phone: parties.customer_wa_id.clone(),
-            name: Some(parties.customer_name.clone()).filter(|n| *n != parties.customer_wa_id),
+            phone: facts.customer_wa_id.clone(),
+            name: Some(facts.customer_name.clone()).filter(|n| *n != facts.customer_wa_id),
         };
-
-        let event = match job.kind.as_str() {
-            "timeout" => Event::WaitTimedOut,
-            "flow_failed" => Event::FlowSendFailed {
-                error: job.payload["error"]["message"]
+        let event = match work.kind {
+            JobKind::Timeout => Event::WaitTimedOut,
+            JobKind::FlowFailed => Event::FlowSendFailed {
+                error: work.payload["error"]["message"]
                     .as_str()
-                    .or(job.payload["error"]["title"].as_str())
+                    .or(work.payload["error"]["title"].as_str())
                     .unwrap_or("the Flow message could not be sent")
                     .to_owned(),
             },
-            _ => {
-                let Some(message_id) = job.message_id else {
-                    return self.skip(job, "an inbound job without a message").await;
-                };
-                let Some(raw) = store::turns::inbound_message(pool, message_id).await? else {
-                    return self.skip(job, "the message is gone").await;
-                };
-                inbound_from_meta(&raw).into_event()
-            }
+            JobKind::Inbound => match &work.raw {
+                Some(raw) => inbound_from_meta(raw).into_event(),
+                None => return skip(effects, "the message is gone"),
+            },
         };
 
         let now = Utc::now();
-        let mut finished: Vec<Context> = Vec::new();
-        let mut guard: Option<(Uuid, DateTime<Utc>)> = None;
-        let (context, chatbot, event) =
-            match store::contexts::load_active(pool, job.conversation_id).await? {
-                Some(context) => {
-                    let version =
-                        store::turns::context_version(&mut *pool.acquire().await?, context.id)
-                            .await?;
-                    guard = version.map(|v| (context.id, v));
-                    let current = match &event {
-                        Event::WaitTimedOut => timer_matches(&job.payload, &context),
-                        Event::FlowSendFailed { .. } => {
-                            job.payload["flowToken"].as_str()
-                                == Some(context.flow_token(&context.current_node_id).as_str())
-                        }
-                        _ => true,
-                    };
-                    if !current {
-                        return self.skip(job, "the wait this job was for is over").await;
+        let (context, chatbot, event) = match &facts.context {
+            Some(row) => {
+                let context = context_from_row(row);
+                effects.guard = Some((row.id, row.updated_at));
+                let current = match &event {
+                    Event::WaitTimedOut => timer_matches(&work.payload, &context),
+                    Event::FlowSendFailed { .. } => {
+                        work.payload["flowToken"].as_str()
+                            == Some(context.flow_token(&context.current_node_id).as_str())
                     }
-                    match self.compiled(context.chatbot_id).await? {
-                        Some(bot) => (context, bot, event),
-                        None => {
-                            // The chatbot was deleted (its contexts cascade) or no
-                            // longer compiles: nothing can answer.
-                            return self.skip(job, "the context's chatbot is unusable").await;
-                        }
-                    }
+                    _ => true,
+                };
+                if !current {
+                    return skip(effects, "the wait this job was for is over");
                 }
-                None => {
-                    let Event::InboundMessage { text, .. } = &event else {
-                        return self.skip(job, "no active context").await;
-                    };
-                    match self
-                        .start(job.conversation_id, text.as_deref(), &customer)
-                        .await?
-                    {
-                        Some((context, bot)) => (context, bot, Event::ConversationStarted),
-                        None => return self.skip(job, "no active chatbot answers").await,
-                    }
+                match self.compiled(context.chatbot_id, facts.chatbot_updated_at).await? {
+                    Some(bot) => (context, bot, event),
+                    // The chatbot was deleted (its contexts cascade) or no longer
+                    // compiles: nothing can answer.
+                    None => return skip(effects, "the context's chatbot is unusable"),
                 }
-            };
+            }
+            None => {
+                let Event::InboundMessage { text, .. } = &event else {
+                    return skip(effects, "no active context");
+                };
+                match self.start(work.conversation_id, text.as_deref(), &customer).await? {
+                    Some((context, bot)) => (context, bot, Event::ConversationStarted),
+                    None => return skip(effects, "no active chatbot answers"),
+                }
+            }
+        };
 
         let mut result =
             engine::run_turn(&chatbot, context, event, now, &self.http, &self.limits).await;
@@ -316,43 +454,70 @@ impl TurnWorker {
         let mut context = result.context;
         let mut deadline = result.wait_deadline;
         if result.restart {
-            // The customer asked to start over, or came back after the context
-            // ended: keep the ended context and start the chatbot afresh.
-            finished.push(context);
-            match self.start(job.conversation_id, None, &customer).await? {
-                Some((fresh, bot)) => {
-                    let mut again = engine::run_turn(
-                        &bot,
-                        fresh,
-                        Event::ConversationStarted,
-                        now,
-                        &self.http,
-                        &self.limits,
-                    )
+            // The customer asked to start over (a restart keyword), or came back
+            // after the context ended: keep the ended context and start the same
+            // chatbot afresh.
+            let bot_id = context.chatbot_id;
+            effects.contexts.push(context_to_row(&context));
+            let fresh = match self.compiled(bot_id, None).await? {
+                Some(bot) => Some((
+                    Context::start(Uuid::new_v4(), work.conversation_id, bot_id, &bot, &customer),
+                    bot,
+                )),
+                None => self.start(work.conversation_id, None, &customer).await?,
+            };
+            let Some((fresh, bot)) = fresh else {
+                self.finish(&mut effects, facts, &sends, None, None);
+                return Ok(effects);
+            };
+            let mut again =
+                engine::run_turn(&bot, fresh, Event::ConversationStarted, now, &self.http, &self.limits)
                     .await;
-                    self.launch_flows(&bot, &mut again.sends).await?;
-                    sends.append(&mut again.sends);
-                    context = again.context;
-                    deadline = again.wait_deadline;
-                }
-                None => {
-                    return self
-                        .commit(job, &parties, guard, &finished, None, &sends, None, now)
-                        .await
-                }
+            self.launch_flows(&bot, &mut again.sends).await?;
+            sends.append(&mut again.sends);
+            context = again.context;
+            deadline = again.wait_deadline;
+        }
+        self.finish(&mut effects, facts, &sends, Some(&context), deadline);
+        Ok(effects)
+    }
+
+    /// Fills in what the turn writes: the context, its timer, the replies.
+    fn finish(
+        &self,
+        effects: &mut TurnEffects,
+        facts: &TurnFacts,
+        sends: &[engine::Outgoing],
+        context: Option<&Context>,
+        deadline: Option<DateTime<Utc>>,
+    ) {
+        if let Some(context) = context {
+            effects.contexts.push(context_to_row(context));
+            if let Some(at) = deadline.filter(|_| context.is_active) {
+                let payload = json!({
+                    "contextId": context.id,
+                    "nodeId": context.current_node_id,
+                    "deadline": at,
+                });
+                effects.timer = Some((at, payload));
             }
         }
-        self.commit(
-            job,
-            &parties,
-            guard,
-            &finished,
-            Some(&context),
-            &sends,
-            deadline,
-            now,
-        )
-        .await
+        effects.sends = sends
+            .iter()
+            .map(|msg| {
+                let (kind, content) = message_content(msg);
+                OutboundRow {
+                    message_id: Uuid::new_v4(),
+                    conversation_id: effects.conversation_id,
+                    sender_user_id: facts.business_user_id,
+                    recipient: facts.customer_wa_id.clone(),
+                    kind,
+                    content,
+                    body: outbound::graph_body(&facts.customer_wa_id, msg),
+                }
+            })
+            .collect();
+        effects.preview = sends.last().map(|m| preview(m).to_owned());
     }
 
     /// Completes the Flow messages of a turn from their `whatsapp_flows` rows: Meta's
@@ -375,7 +540,7 @@ impl TurnWorker {
             else {
                 continue;
             };
-            let Some(row) = store::flows::load_flow(&self.state.pool, flow_id).await? else {
+            let Some(row) = store::flows::load_flow(&self.ctx.pool, flow_id).await? else {
                 continue;
             };
             if let Some(meta_id) = row.whatsapp_flow_id.as_ref().filter(|id| !id.is_empty()) {
@@ -406,79 +571,6 @@ impl TurnWorker {
         Ok(())
     }
 
-    /// Stores the turn's effects and finishes the job, all or nothing.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit(
-        &self,
-        job: &ClaimedTurn,
-        parties: &ConversationParties,
-        guard: Option<(Uuid, DateTime<Utc>)>,
-        finished: &[Context],
-        context: Option<&Context>,
-        sends: &[engine::Outgoing],
-        deadline: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<TurnOutcome> {
-        let mut tx = self.state.pool.begin().await?;
-        // The queue keeps a conversation's turns apart; this is the safety net for a
-        // claim that raced another: a context changed since this turn loaded it means
-        // another turn ran, and this one runs again on the new state.
-        if let Some((id, version)) = guard {
-            if store::turns::context_version(&mut tx, id).await? != Some(version) {
-                tx.rollback().await?;
-                return Ok(TurnOutcome::Retry(
-                    "the conversation's context changed under this turn".to_owned(),
-                ));
-            }
-        }
-        for old in finished {
-            store::contexts::save(&mut tx, old).await?;
-        }
-        store::turns::cancel_timeouts(&mut tx, job.conversation_id, job.id).await?;
-        if let Some(context) = context {
-            store::contexts::save(&mut tx, context).await?;
-            if let Some(at) = deadline.filter(|_| context.is_active) {
-                let payload = json!({
-                    "contextId": context.id,
-                    "nodeId": context.current_node_id,
-                    "deadline": at,
-                });
-                store::turns::schedule_timeout(&mut tx, job.conversation_id, at, &payload).await?;
-            }
-        }
-        for outgoing in sends {
-            store::outbox::enqueue(
-                &mut tx,
-                job.conversation_id,
-                parties.business_user_id,
-                &parties.customer_wa_id,
-                outgoing,
-                now,
-            )
-            .await?;
-        }
-        if let Some(last) = sends.last() {
-            store::turns::touch_conversation(&mut tx, job.conversation_id, preview(last), now)
-                .await?;
-        }
-        if !store::turns::finish(&mut tx, job.id, &self.token, None).await? {
-            tx.rollback().await?;
-            return Ok(TurnOutcome::LeaseLost);
-        }
-        tx.commit().await?;
-        Ok(TurnOutcome::Done { sends: sends.len() })
-    }
-
-    async fn skip(&self, job: &ClaimedTurn, why: &'static str) -> anyhow::Result<TurnOutcome> {
-        let mut tx = self.state.pool.begin().await?;
-        if !store::turns::finish(&mut tx, job.id, &self.token, Some(why)).await? {
-            tx.rollback().await?;
-            return Ok(TurnOutcome::LeaseLost);
-        }
-        tx.commit().await?;
-        Ok(TurnOutcome::Skipped(why))
-    }
-
     /// A new context for the chatbot that answers `text` in this conversation.
     async fn start(
         &self,
@@ -486,7 +578,7 @@ impl TurnWorker {
         text: Option<&str>,
         customer: &Customer,
     ) -> anyhow::Result<Option<(Context, Arc<CompiledChatbot>)>> {
-        let Some(row) = store::chatbots::pick_for_message(&self.state.pool, text).await? else {
+        let Some(row) = store::chatbots::pick_for_message(&self.ctx.pool, text).await? else {
             return Ok(None);
         };
         let Some(bot) = self.compile_row(&row) else {
@@ -496,14 +588,21 @@ impl TurnWorker {
         Ok(Some((context, bot)))
     }
 
-    /// The compiled chatbot `id`, from the cache while its `updatedAt` is unchanged.
-    async fn compiled(&self, id: Uuid) -> anyhow::Result<Option<Arc<CompiledChatbot>>> {
-        if let Some(updated_at) = store::chatbots::updated_at(&self.state.pool, id).await? {
-            if let Some(bot) = self.cache.get(id, updated_at) {
-                return Ok(Some(bot));
-            }
+    /// The compiled chatbot `id`, from the cache while its `updatedAt` (when the
+    /// caller read it) is unchanged.
+    async fn compiled(
+        &self,
+        id: Uuid,
+        updated_at: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<Option<Arc<CompiledChatbot>>> {
+        let updated_at = match updated_at {
+            Some(at) => Some(at),
+            None => store::chatbots::updated_at(&self.ctx.pool, id).await?,
+        };
+        if let Some(bot) = updated_at.and_then(|at| self.cache.get(id, at)) {
+            return Ok(Some(bot));
         }
-        let Some(row) = store::chatbots::load(&self.state.pool, id).await? else {
+        let Some(row) = store::chatbots::load(&self.ctx.pool, id).await? else {
             return Ok(None);
         };
         Ok(self.compile_row(&row))
@@ -525,6 +624,83 @@ impl TurnWorker {
                 None
             }
         }
+    }
+}
+
+/// The `messages.type` and `messages.content` WhatsApp Builder stores for an outbound
+/// message. Its backend stores text as `{body}` (its database design says `{text}`:
+/// both keys are written, as ingest does for inbound text) and interactive messages
+/// as Meta's `interactive` object (`{type, header?, body:{text}, footer?, action}`),
+/// which is what its chat UI reads; a Flow also carries `whatsappFlowId`, as the
+/// database design describes.
+pub fn message_content(msg: &engine::Outgoing) -> (&'static str, Value) {
+    match msg {
+        engine::Outgoing::Text { body } => {
+            let text = outbound::truncate(body, outbound::limits::TEXT_BODY);
+            ("text", json!({ "body": text, "text": text }))
+        }
+        engine::Outgoing::Flow { flow_id, .. } => {
+            let mut content = outbound::interactive(msg);
+            content["whatsappFlowId"] = json!(flow_id);
+            ("interactive", content)
+        }
+        engine::Outgoing::Buttons { .. } | engine::Outgoing::List { .. } => {
+            ("interactive", outbound::interactive(msg))
+        }
+    }
+}
+
+/// The row a context is saved as.
+pub fn context_to_row(context: &Context) -> ContextRow {
+    ContextRow {
+        id: context.id,
+        conversation_id: context.conversation_id,
+        chatbot_id: context.chatbot_id,
+        current_node_id: context.current_node_id.clone(),
+        variables: Value::Object(context.variables.clone()),
+        node_history: Value::Array(
+            context
+                .node_history
+                .iter()
+                .map(|id| Value::String(id.clone()))
+                .collect(),
+        ),
+        node_outputs: Value::Object(context.node_outputs.clone()),
+        is_active: context.is_active,
+        status: context.status.as_str().to_owned(),
+        expires_at: context.expires_at,
+        completed_at: context.completed_at,
+        completion_reason: context.completion_reason.clone(),
+        // Not written: the database sets it on every save.
+        updated_at: Utc::now(),
+    }
+}
+
+/// The context a row holds.
+pub fn context_from_row(row: &ContextRow) -> Context {
+    let object = |v: &Value| match v {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    Context {
+        id: row.id,
+        conversation_id: row.conversation_id,
+        chatbot_id: row.chatbot_id,
+        current_node_id: row.current_node_id.clone(),
+        variables: object(&row.variables),
+        node_history: match &row.node_history {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        },
+        node_outputs: object(&row.node_outputs),
+        is_active: row.is_active,
+        status: ContextStatus::parse(&row.status),
+        completion_reason: row.completion_reason.clone(),
+        completed_at: row.completed_at,
+        expires_at: row.expires_at,
     }
 }
 
@@ -620,3 +796,4 @@ pub fn inbound_from_meta(raw: &Value) -> Inbound {
         _ => Inbound::Other,
     }
 }
+

@@ -1,42 +1,91 @@
-//! Webhook ingest: everything one POST carries, stored in one transaction.
+//! Webhook ingest: a batch of webhooks, stored in one transaction with set-based
+//! statements.
 //!
-//! The raw event, the customer and business users, the 1:1 conversation and its
-//! participants, each new message, its turn job, the conversation's preview and
-//! 24-hour window, and every status commit together or not at all, so a 200 to Meta
-//! always means "stored" and anything else makes Meta deliver again.
+//! For every webhook of the batch, the raw event, the customer and business users,
+//! the 1:1 conversation and its participants, each new message, its turn job, the
+//! conversation's preview and 24-hour window, and every status commit together or
+//! not at all, so a 200 to Meta always means "stored". A batch costs about eight
+//! statements and one commit however many webhooks it holds; the caller (the ingest
+//! stage) retries a failed batch member by member, so one poisonous webhook gets
+//! its own error and the others are stored.
 //!
 //! Duplicates never get past the database: a message is inserted with `ON CONFLICT
-//! DO NOTHING` against the unique wamid index, and its turn job is created only by
-//! the insert that won (one statement), so two deliveries of one wamid, concurrent
-//! or not, make one row and one job. A new customer's conversation is claimed
-//! through the `conversation_keys` primary key, on which a concurrent transaction
-//! waits for the first one and then reads its row.
+//! DO NOTHING` against the unique wamid index, and its turn job is created only from
+//! the rows that insert returned (one statement), so two deliveries of one wamid,
+//! concurrent or not, make one row and one job. A new customer's conversation is
+//! claimed through the `conversation_keys` primary key, on which a concurrent
+//! transaction waits for the first one and then reads its row.
+//!
+//! The rows come in plain: the caller has read Meta's envelope (`whatsapp/`) and
+//! built WhatsApp Builder's message content; this module knows only tables.
 
-pub mod content;
-
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::store::statuses::{self, StatusOutcome};
-use crate::text::truncate_chars;
-use crate::whatsapp::webhook::{Envelope, Message, MessageKind, MessagesValue, Status};
+use crate::store::statuses::{self, StatusOutcome, StatusRow};
 
-/// users."phoneNumber" is a varchar(20); a longer sender id cannot be a wa_id.
-const PHONE_MAX_CHARS: usize = 20;
 /// Meta's wamids are under a hundred characters; a far longer one could not be
 /// indexed (btree entries are limited to about 2.7 kB) and would fail the whole POST
 /// on every retry.
 pub const WAMID_MAX_CHARS: usize = 512;
+/// users."phoneNumber" (and the conversation key's columns) are varchar(20).
+pub const PHONE_MAX_CHARS: usize = 20;
 /// users.name is a varchar(100).
-const NAME_MAX_CHARS: usize = 100;
+pub const NAME_MAX_CHARS: usize = 100;
 /// How often a transaction that lost a deadlock or serialization race is re-run.
 const MAX_ATTEMPTS: u32 = 3;
 
-/// What one POST did.
+/// One signature-verified webhook, as rows.
+#[derive(Debug, Clone)]
+pub struct WebhookRows {
+    pub received_at: DateTime<Utc>,
+    pub object: Option<String>,
+    /// The distinct `field`s of its changes.
+    pub fields: Vec<String>,
+    /// The whole webhook as received (parsed JSON).
+    pub body: Value,
+    pub messages: Vec<InboundRow>,
+    /// Messages that cannot become rows (no wamid, sender or business number, or a
+    /// number wabot does not serve); they stay in the raw event.
+    pub messages_skipped: u32,
+    pub statuses: Vec<StatusRow>,
+    /// Statuses that cannot be recorded (no wamid).
+    pub statuses_skipped: u32,
+    /// `value.errors[]` of every change, with the change's metadata.
+    pub errors: Value,
+    pub errors_count: u32,
+}
+
+/// One inbound message, ready to store.
+#[derive(Debug, Clone)]
+pub struct InboundRow {
+    /// The business number's phone_number_id (the business user's "phoneNumber").
+    pub business: String,
+    /// The customer's wa_id.
+    pub customer: String,
+    /// The customer's profile name, or the wa_id.
+    pub customer_name: String,
+    /// Whether `customer_name` is a profile name that should rename the user.
+    pub rename: bool,
+    pub wamid: String,
+    /// `messages.type`.
+    pub db_type: &'static str,
+    /// `messages.content` (WhatsApp Builder's keys and Meta's message under `raw`).
+    pub content: Value,
+    pub at: DateTime<Utc>,
+    /// The conversation's `lastMessage` for this message.
+    pub preview: String,
+    /// The wamid a reaction refers to: `content.reactedMessageId` is set to that
+    /// message's row id when it is stored.
+    pub reacted_wamid: Option<String>,
+}
+
+/// What one webhook did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
     pub event_id: i64,
@@ -54,7 +103,36 @@ pub struct IngestOutcome {
     pub errors: u32,
 }
 
-/// Why a POST could not be stored. Either way Meta must get a non-200 and retry.
+/// A turn job created by a batch.
+#[derive(Debug, Clone)]
+pub struct NewTurn {
+    pub job_id: i64,
+    pub conversation_id: Uuid,
+    pub message_id: Uuid,
+    /// The lease token when the job was created leased to the caller (its
+    /// conversation had nothing older unfinished); `None` when it waits its turn.
+    pub lease: Option<String>,
+    /// Meta's message as received (`content.raw`).
+    pub raw: Value,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// One per webhook, in order.
+    pub webhooks: Vec<IngestOutcome>,
+    pub turns: Vec<NewTurn>,
+}
+
+/// Who new turn jobs are leased to: `holder` is a prefix (the process); each job
+/// gets `holder:<uuid>`, a token of its own claim.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub holder: &'a str,
+    pub duration: Duration,
+}
+
+/// Why a batch could not be stored. Either way Meta must get a non-200 and retry.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The database cannot be reached (pool timeout, broken connection, server
@@ -76,18 +154,24 @@ impl From<sqlx::Error> for IngestError {
     }
 }
 
-/// Stores a signature-verified webhook: `body` is the parsed JSON, `envelope` its
-/// typed reading. Commits before returning `Ok`.
-#[tracing::instrument(skip_all, fields(entries = envelope.entry.len()))]
-pub async fn ingest(
+/// Stores a batch of webhooks in one transaction and commits. New turn jobs are
+/// leased to `lease`, when given, where their conversation has nothing older
+/// unfinished.
+pub async fn ingest_batch(
     pool: &PgPool,
-    body: &Value,
-    envelope: &Envelope,
-) -> Result<IngestOutcome, IngestError> {
-    let received_at = Utc::now();
+    batch: &[WebhookRows],
+    lease: Option<Lease<'_>>,
+) -> Result<BatchOutcome, IngestError> {
     let mut attempt = 1;
     loop {
-        match ingest_once(pool, body, envelope, received_at).await {
+        let result = async {
+            let mut tx = pool.begin().await?;
+            let outcome = store_batch(&mut tx, batch, lease).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(outcome)
+        }
+        .await;
+        match result {
             Err(e) if attempt < MAX_ATTEMPTS && is_lost_race(&e) => {
                 tracing::info!(attempt, error = %e, "ingest lost a lock race; retrying");
                 attempt += 1;
@@ -97,379 +181,492 @@ pub async fn ingest(
     }
 }
 
-async fn ingest_once(
-    pool: &PgPool,
-    body: &Value,
-    envelope: &Envelope,
-    received_at: DateTime<Utc>,
-) -> Result<IngestOutcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut outcome = IngestOutcome::default();
-    let mut cache = Cache::default();
-
-    // Ordered by business number and customer so concurrent webhooks take their
-    // user, key and conversation locks in one order; the sort is stable, so one
-    // customer's messages keep Meta's order (and their turn jobs that order).
-    let mut inbound: Vec<(&MessagesValue, &Message)> = envelope
-        .messages_values()
-        .flat_map(|v| v.messages.iter().map(move |m| (v, m)))
+async fn store_batch(
+    conn: &mut PgConnection,
+    batch: &[WebhookRows],
+    lease: Option<Lease<'_>>,
+) -> Result<BatchOutcome, sqlx::Error> {
+    let mut outcomes: Vec<IngestOutcome> = batch
+        .iter()
+        .map(|w| IngestOutcome {
+            messages_total: w.messages.len() as u32 + w.messages_skipped,
+            messages_skipped: w.messages_skipped,
+            statuses_total: w.statuses.len() as u32 + w.statuses_skipped,
+            errors: w.errors_count,
+            ..IngestOutcome::default()
+        })
         .collect();
-    inbound.sort_by(|a, b| {
-        (a.0.metadata.phone_number_id.as_deref(), a.1.from.as_deref())
-            .cmp(&(b.0.metadata.phone_number_id.as_deref(), b.1.from.as_deref()))
-    });
-    for (value, message) in inbound {
-        outcome.messages_total += 1;
-        match store_message(&mut tx, &mut cache, value, message, received_at).await? {
-            Stored::New => outcome.messages_new += 1,
-            Stored::Duplicate => {}
-            Stored::Skipped => outcome.messages_skipped += 1,
-        }
-    }
 
-    let mut updates: Vec<(Uuid, LatestMessage)> = cache.latest.into_iter().collect();
-    updates.sort_by_key(|(id, _)| *id);
-    for (conversation_id, latest) in updates {
-        update_conversation(&mut tx, conversation_id, &latest).await?;
-    }
-
-    let mut reported: Vec<&Status> = envelope
-        .messages_values()
-        .flat_map(|v| &v.statuses)
-        .collect();
-    reported.sort_by(|a, b| a.id.cmp(&b.id));
-    for status in reported {
-        outcome.statuses_total += 1;
-        match statuses::record(&mut tx, status).await? {
-            StatusOutcome::Applied => outcome.statuses_new += 1,
-            StatusOutcome::Pending => {
-                outcome.statuses_new += 1;
-                outcome.statuses_pending += 1;
+    // The messages of the batch, a wamid once (the first delivery wins; a repeat in
+    // the same batch is a duplicate like any other), in Meta's order per webhook.
+    let mut seen = HashSet::new();
+    let mut inbound: Vec<(usize, &InboundRow)> = Vec::new();
+    for (i, webhook) in batch.iter().enumerate() {
+        for m in &webhook.messages {
+            if seen.insert(m.wamid.as_str()) {
+                inbound.push((i, m));
             }
-            StatusOutcome::Duplicate | StatusOutcome::Skipped => {}
         }
     }
-
-    let mut errors = Vec::new();
-    for value in envelope.messages_values().filter(|v| !v.errors.is_empty()) {
-        for e in &value.errors {
-            tracing::warn!(
-                code = e.code,
-                title = e.title.as_deref().unwrap_or(""),
-                details = e.details().unwrap_or(""),
-                phone_number_id = value.metadata.phone_number_id.as_deref().unwrap_or(""),
-                "Meta reported an error in a webhook"
-            );
-        }
-        outcome.errors += value.errors.len() as u32;
-        errors.push(json!({
-            "phone_number_id": value.metadata.phone_number_id,
-            "display_phone_number": value.metadata.display_phone_number,
-            "errors": content::errors_json(&value.errors),
-        }));
-    }
-
-    outcome.event_id = sqlx::query_scalar(
-        "INSERT INTO webhook_events \
-            (received_at, object, fields, body, messages_total, messages_new, \
-             messages_skipped, statuses_total, statuses_new, errors) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-    )
-    .bind(received_at)
-    .bind(envelope.object.as_deref())
-    .bind(envelope.fields())
-    .bind(body)
-    .bind(outcome.messages_total as i32)
-    .bind(outcome.messages_new as i32)
-    .bind(outcome.messages_skipped as i32)
-    .bind(outcome.statuses_total as i32)
-    .bind(outcome.statuses_new as i32)
-    .bind(Value::Array(errors))
-    .fetch_one(&mut *tx)
-    .await?;
-
-    tx.commit().await?;
-    Ok(outcome)
-}
-
-enum Stored {
-    New,
-    Duplicate,
-    Skipped,
-}
-
-/// The newest new message of a conversation in this POST.
-struct LatestMessage {
-    at: DateTime<Utc>,
-    preview: String,
-}
-
-/// Ids already resolved in this transaction.
-#[derive(Default)]
-struct Cache {
-    business: HashMap<String, Uuid>,
-    customers: HashMap<String, Uuid>,
-    conversations: HashMap<(String, String), Uuid>,
-    latest: HashMap<Uuid, LatestMessage>,
-}
-
-async fn store_message(
-    conn: &mut PgConnection,
-    cache: &mut Cache,
-    value: &MessagesValue,
-    message: &Message,
-    received_at: DateTime<Utc>,
-) -> Result<Stored, sqlx::Error> {
-    let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
-    let (Some(wamid), Some(from), Some(business)) = (
-        non_empty(&message.id),
-        non_empty(&message.from),
-        non_empty(&value.metadata.phone_number_id),
-    ) else {
-        tracing::warn!(
-            "a webhook message lacks its id, sender or business number; kept in the raw event only"
-        );
-        return Ok(Stored::Skipped);
-    };
-    if from.chars().count() > PHONE_MAX_CHARS
-        || business.chars().count() > PHONE_MAX_CHARS
-        || wamid.chars().count() > WAMID_MAX_CHARS
-    {
-        tracing::warn!(
-            "a webhook message's sender, business number or id is too long; kept in the raw event only"
-        );
-        return Ok(Stored::Skipped);
-    }
-
-    let business_user = match cache.business.get(&business) {
-        Some(id) => *id,
-        None => {
-            let id = upsert_user(conn, &business, "Business", "business", false).await?;
-            cache.business.insert(business.clone(), id);
-            id
-        }
-    };
-    let customer = match cache.customers.get(&from) {
-        Some(id) => *id,
-        None => {
-            let profile_name = value.profile_name(&from);
-            let name = truncate_chars(profile_name.unwrap_or(&from), NAME_MAX_CHARS);
-            let id = upsert_user(conn, &from, &name, "user", profile_name.is_some()).await?;
-            cache.customers.insert(from.clone(), id);
-            id
-        }
-    };
-    let key = (business.clone(), from.clone());
-    let conversation = match cache.conversations.get(&key) {
-        Some(id) => *id,
-        None => {
-            let id = find_or_create_conversation(conn, &business, &from, business_user, customer)
-                .await?;
-            // Concurrent webhooks of one conversation queue here until this
-            // transaction ends, so turn job ids (which order the conversation's turns)
-            // follow commit order: a job committed later never gets a smaller id.
-            sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            cache.conversations.insert(key, id);
-            id
-        }
-    };
-
-    let reacted_row = match &message.kind {
-        MessageKind::Reaction(r) => match r.message_id.as_deref() {
-            Some(reacted) => {
-                sqlx::query_scalar(
-                    "SELECT id FROM messages WHERE content ->> 'whatsappMessageId' = $1",
-                )
-                .bind(reacted)
-                .fetch_optional(&mut *conn)
-                .await?
-            }
-            None => None,
-        },
-        _ => None,
-    };
-    let stored = content::build(message, &wamid, reacted_row);
-    let at = message
-        .timestamp
-        .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
-        .unwrap_or(received_at);
-
-    // The turn job is created by the same statement that inserts the message, and
-    // only when the insert happened.
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "WITH m AS ( \
-            INSERT INTO messages (\"conversationId\", \"senderId\", type, content, status, \"timestamp\") \
-            VALUES ($1, $2, $3::messages_type_enum, $4, 'delivered', $5) \
-            ON CONFLICT DO NOTHING RETURNING id) \
-         INSERT INTO turn_jobs (conversation_id, message_id, kind) \
-         SELECT $1, id, 'inbound' FROM m RETURNING message_id",
-    )
-    .bind(conversation)
-    .bind(customer)
-    .bind(stored.db_type)
-    .bind(&stored.content)
-    .bind(at)
-    .fetch_optional(&mut *conn)
-    .await?
-    .flatten();
-    if inserted.is_none() {
-        return Ok(Stored::Duplicate);
-    }
-    let latest = cache.latest.entry(conversation).or_insert(LatestMessage {
-        at,
-        preview: String::new(),
-    });
-    if at >= latest.at {
-        latest.at = at;
-        latest.preview = stored.preview;
-    }
-    Ok(Stored::New)
-}
-
-/// The user with this phone number, created when missing. `update_name` renames an
-/// existing user (a customer's new profile name); the business user's name is left
-/// as whoever created it chose. The read comes first so the common case takes no
-/// row lock: a locked user row would serialise every webhook of that number.
-async fn upsert_user(
-    conn: &mut PgConnection,
-    phone: &str,
-    name: &str,
-    role: &str,
-    update_name: bool,
-) -> Result<Uuid, sqlx::Error> {
-    let existing: Option<(Uuid, String)> =
-        sqlx::query_as("SELECT id, name FROM users WHERE \"phoneNumber\" = $1")
-            .bind(phone)
-            .fetch_optional(&mut *conn)
-            .await?;
-    match existing {
-        Some((id, current)) if !update_name || current == name => return Ok(id),
-        Some((id, _)) => {
-            sqlx::query("UPDATE users SET name = $2, \"updatedAt\" = now() WHERE id = $1")
-                .bind(id)
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
-            return Ok(id);
-        }
-        None => {}
-    }
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO users (\"phoneNumber\", name, role) VALUES ($1, $2, $3) \
-         ON CONFLICT (\"phoneNumber\") DO NOTHING RETURNING id",
-    )
-    .bind(phone)
-    .bind(name)
-    .bind(role)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match inserted {
-        Some(id) => Ok(id),
-        // A concurrent transaction created the user first; its insert has committed
-        // (ours waited for it), so this read sees the row.
-        None => {
-            sqlx::query_scalar("SELECT id FROM users WHERE \"phoneNumber\" = $1")
-                .bind(phone)
-                .fetch_one(&mut *conn)
-                .await
-        }
-    }
-}
-
-/// The 1:1 conversation of a business number and a customer. The key row is the
-/// claim: of two transactions inserting it, the second waits for the first and then
-/// reads the first one's conversation. A conversation WhatsApp Builder created
-/// before wabot (both users as participants, no key yet) is adopted.
-async fn find_or_create_conversation(
-    conn: &mut PgConnection,
-    business: &str,
-    customer_wa_id: &str,
-    business_user: Uuid,
-    customer: Uuid,
-) -> Result<Uuid, sqlx::Error> {
-    const SELECT_KEY: &str = "SELECT conversation_id FROM conversation_keys \
-         WHERE business_phone_number_id = $1 AND customer_wa_id = $2";
-    let keyed: Option<Uuid> = sqlx::query_scalar(SELECT_KEY)
-        .bind(business)
-        .bind(customer_wa_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some(id) = keyed {
-        return Ok(id);
-    }
-    let adopted: Option<Uuid> = sqlx::query_scalar(
-        "SELECT c.id FROM conversations c \
-         JOIN conversation_participants a ON a.\"conversationId\" = c.id AND a.\"userId\" = $1 \
-         JOIN conversation_participants b ON b.\"conversationId\" = c.id AND b.\"userId\" = $2 \
-         WHERE $1 <> $2 \
-           AND NOT EXISTS (SELECT 1 FROM conversation_keys k WHERE k.conversation_id = c.id) \
-         ORDER BY c.\"createdAt\" LIMIT 1",
-    )
-    .bind(customer)
-    .bind(business_user)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let candidate = adopted.unwrap_or_else(Uuid::new_v4);
-    let claimed: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO conversation_keys (business_phone_number_id, customer_wa_id, conversation_id) \
-         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING conversation_id",
-    )
-    .bind(business)
-    .bind(customer_wa_id)
-    .bind(candidate)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if claimed.is_none() {
-        return sqlx::query_scalar(SELECT_KEY)
-            .bind(business)
-            .bind(customer_wa_id)
-            .fetch_one(&mut *conn)
-            .await;
-    }
-    if adopted.is_none() {
-        sqlx::query("INSERT INTO conversations (id) VALUES ($1)")
-            .bind(candidate)
+    let mut turns = Vec::new();
+    if !inbound.is_empty() {
+        let users = resolve_users(conn, &inbound).await?;
+        let conversations = resolve_conversations(conn, &inbound, &users).await?;
+        // Concurrent batches of one conversation queue here until this transaction
+        // ends (in id order, so batches never deadlock on them): turn job ids, which
+        // order a conversation's turns, follow commit order, and whether a job can be
+        // leased at once is decided on committed facts.
+        let mut ids: Vec<Uuid> = conversations.values().copied().collect();
+        ids.sort();
+        ids.dedup();
+        sqlx::query("SELECT 1 FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
             .execute(&mut *conn)
             .await?;
-        sqlx::query(
-            "INSERT INTO conversation_participants (\"conversationId\", \"userId\") \
-             VALUES ($1, $2), ($1, $3) ON CONFLICT DO NOTHING",
+        turns = insert_messages(conn, &inbound, &users, &conversations, lease).await?;
+        let new: HashSet<Uuid> = turns.iter().map(|t| t.message_id).collect();
+        let mut by_message: HashMap<&str, Uuid> = HashMap::new();
+        for t in &turns {
+            if let Some(w) = t.raw.get("id").and_then(Value::as_str) {
+                by_message.insert(w, t.message_id);
+            }
+        }
+        // The newest new message of each conversation moves its preview.
+        let mut latest: BTreeMap<Uuid, (DateTime<Utc>, &str)> = BTreeMap::new();
+        for (i, m) in &inbound {
+            let is_new = by_message
+                .get(m.wamid.as_str())
+                .is_some_and(|id| new.contains(id));
+            if !is_new {
+                continue;
+            }
+            outcomes[*i].messages_new += 1;
+            let conversation = conversations[&(m.business.as_str(), m.customer.as_str())];
+            let entry = latest.entry(conversation).or_insert((m.at, &m.preview));
+            if m.at >= entry.0 {
+                *entry = (m.at, &m.preview);
+            }
+        }
+        update_conversations(conn, &latest).await?;
+    }
+
+    let statuses: Vec<(usize, &StatusRow)> = batch
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| w.statuses.iter().map(move |s| (i, s)))
+        .collect();
+    if !statuses.is_empty() {
+        let rows: Vec<StatusRow> = statuses.iter().map(|(_, s)| (*s).clone()).collect();
+        let recorded = statuses::record_batch(conn, &rows).await?;
+        for ((i, _), outcome) in statuses.iter().zip(recorded) {
+            match outcome {
+                StatusOutcome::Applied => outcomes[*i].statuses_new += 1,
+                StatusOutcome::Pending => {
+                    outcomes[*i].statuses_new += 1;
+                    outcomes[*i].statuses_pending += 1;
+                }
+                StatusOutcome::Duplicate => {}
+            }
+        }
+    }
+
+    let ids = insert_events(conn, batch, &outcomes).await?;
+    for (outcome, id) in outcomes.iter_mut().zip(ids) {
+        outcome.event_id = id;
+    }
+    Ok(BatchOutcome {
+        webhooks: outcomes,
+        turns,
+    })
+}
+
+/// The ids of every business and customer user of the batch, creating the missing
+/// ones and renaming customers whose profile name changed. The common case, where
+/// all exist and nobody was renamed, is one read that locks nothing (a locked user
+/// row would serialise every webhook of that business number).
+async fn resolve_users(
+    conn: &mut PgConnection,
+    inbound: &[(usize, &InboundRow)],
+) -> Result<HashMap<String, Uuid>, sqlx::Error> {
+    // phone → (name, role, rename); the business users first, named "Business".
+    let mut wanted: BTreeMap<&str, (&str, &str, bool)> = BTreeMap::new();
+    for (_, m) in inbound {
+        wanted
+            .entry(m.business.as_str())
+            .or_insert(("Business", "business", false));
+    }
+    for (_, m) in inbound {
+        let entry = wanted
+            .entry(m.customer.as_str())
+            .or_insert((m.customer_name.as_str(), "user", m.rename));
+        // The newest profile name in the batch wins.
+        if m.rename && entry.1 == "user" {
+            *entry = (m.customer_name.as_str(), "user", true);
+        }
+    }
+    let phones: Vec<&str> = wanted.keys().copied().collect();
+    let existing: Vec<(Uuid, String, String)> =
+        sqlx::query_as("SELECT id, \"phoneNumber\", name FROM users WHERE \"phoneNumber\" = ANY($1)")
+            .bind(&phones)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut ids: HashMap<String, Uuid> = HashMap::new();
+    let mut renames: Vec<(Uuid, &str)> = Vec::new();
+    for (id, phone, name) in existing {
+        if let Some(&(wanted_name, _, rename)) = wanted.get(phone.as_str()) {
+            if rename && name != wanted_name {
+                renames.push((id, wanted_name));
+            }
+        }
+        ids.insert(phone, id);
+    }
+    let missing: Vec<(&str, &str, &str)> = wanted
+        .iter()
+        .filter(|(phone, _)| !ids.contains_key(**phone))
+        .map(|(phone, (name, role, _))| (*phone, *name, *role))
+        .collect();
+    if !missing.is_empty() {
+        let phones: Vec<&str> = missing.iter().map(|m| m.0).collect();
+        let names: Vec<&str> = missing.iter().map(|m| m.1).collect();
+        let roles: Vec<&str> = missing.iter().map(|m| m.2).collect();
+        let created: Vec<(Uuid, String)> = sqlx::query_as(
+            "INSERT INTO users (\"phoneNumber\", name, role) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) \
+             ON CONFLICT (\"phoneNumber\") DO NOTHING RETURNING id, \"phoneNumber\"",
         )
-        .bind(candidate)
-        .bind(customer)
-        .bind(business_user)
+        .bind(&phones)
+        .bind(&names)
+        .bind(&roles)
+        .fetch_all(&mut *conn)
+        .await?;
+        ids.extend(created.into_iter().map(|(id, phone)| (phone, id)));
+        // Users a concurrent transaction created first; its insert has committed
+        // (ours waited for it), so this read sees them.
+        let raced: Vec<&str> = phones
+            .iter()
+            .copied()
+            .filter(|p| !ids.contains_key(*p))
+            .collect();
+        if !raced.is_empty() {
+            let found: Vec<(Uuid, String)> =
+                sqlx::query_as("SELECT id, \"phoneNumber\" FROM users WHERE \"phoneNumber\" = ANY($1)")
+                    .bind(&raced)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            ids.extend(found.into_iter().map(|(id, phone)| (phone, id)));
+        }
+    }
+    if !renames.is_empty() {
+        renames.sort();
+        let (uids, names): (Vec<Uuid>, Vec<&str>) = renames.into_iter().unzip();
+        sqlx::query(
+            "UPDATE users SET name = u.name, \"updatedAt\" = now() \
+             FROM unnest($1::uuid[], $2::text[]) AS u(id, name) WHERE users.id = u.id",
+        )
+        .bind(&uids)
+        .bind(&names)
         .execute(&mut *conn)
         .await?;
     }
-    Ok(candidate)
+    Ok(ids)
 }
 
-/// Moves the conversation's preview and times forward (never back: deliveries come
-/// in any order) and recomputes the 24-hour window from the newest customer message.
-async fn update_conversation(
+type ConversationMap<'a> = HashMap<(&'a str, &'a str), Uuid>;
+
+/// The 1:1 conversation of each (business number, customer) pair of the batch. The
+/// key row is the claim: of two transactions inserting it, the second waits for the
+/// first and then reads the first one's conversation. A conversation WhatsApp
+/// Builder created before wabot (both users as participants, no key yet) is adopted.
+async fn resolve_conversations<'a>(
     conn: &mut PgConnection,
-    conversation_id: Uuid,
-    latest: &LatestMessage,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE conversations SET \
-            \"lastMessage\" = CASE WHEN \"lastMessageAt\" IS NULL OR \"lastMessageAt\" <= $2 \
-                                   THEN $3 ELSE \"lastMessage\" END, \
-            \"lastMessageAt\" = GREATEST(\"lastMessageAt\", $2), \
-            \"lastCustomerMessageAt\" = GREATEST(\"lastCustomerMessageAt\", $2), \
-            \"isWindowOpen\" = GREATEST(\"lastCustomerMessageAt\", $2) > now() - interval '24 hours', \
-            \"updatedAt\" = now() \
-         WHERE id = $1",
+    inbound: &[(usize, &'a InboundRow)],
+    users: &HashMap<String, Uuid>,
+) -> Result<ConversationMap<'a>, sqlx::Error> {
+    let pairs: BTreeSet<(&'a str, &'a str)> = inbound
+        .iter()
+        .map(|(_, m)| (m.business.as_str(), m.customer.as_str()))
+        .collect();
+    let mut found = select_keys(conn, pairs.iter().copied()).await?;
+    let missing: Vec<(&str, &str)> = pairs
+        .iter()
+        .copied()
+        .filter(|p| !found.contains_key(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(found);
+    }
+
+    let user = |phone: &str| users.get(phone).copied().unwrap_or_else(Uuid::nil);
+    let customers: Vec<Uuid> = missing.iter().map(|(_, c)| user(c)).collect();
+    let businesses: Vec<Uuid> = missing.iter().map(|(b, _)| user(b)).collect();
+    let adopted: Vec<(i64, Uuid)> = sqlx::query_as(
+        "SELECT DISTINCT ON (q.n) q.n, c.id \
+         FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS q(customer, business, n) \
+         JOIN conversation_participants a ON a.\"userId\" = q.customer \
+         JOIN conversation_participants b ON b.\"conversationId\" = a.\"conversationId\" \
+                                         AND b.\"userId\" = q.business \
+         JOIN conversations c ON c.id = a.\"conversationId\" \
+         WHERE q.customer <> q.business \
+           AND NOT EXISTS (SELECT 1 FROM conversation_keys k WHERE k.conversation_id = c.id) \
+         ORDER BY q.n, c.\"createdAt\"",
     )
-    .bind(conversation_id)
-    .bind(latest.at)
-    .bind(&latest.preview)
+    .bind(&customers)
+    .bind(&businesses)
+    .fetch_all(&mut *conn)
+    .await?;
+    let adopted: HashMap<usize, Uuid> = adopted
+        .into_iter()
+        .map(|(n, id)| (n as usize - 1, id))
+        .collect();
+    let candidates: Vec<Uuid> = (0..missing.len())
+        .map(|i| adopted.get(&i).copied().unwrap_or_else(Uuid::new_v4))
+        .collect();
+    let keys_b: Vec<&str> = missing.iter().map(|p| p.0).collect();
+    let keys_c: Vec<&str> = missing.iter().map(|p| p.1).collect();
+    let claimed: Vec<(String, String, Uuid)> = sqlx::query_as(
+        "INSERT INTO conversation_keys (business_phone_number_id, customer_wa_id, conversation_id) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[]) \
+         ON CONFLICT DO NOTHING \
+         RETURNING business_phone_number_id::text, customer_wa_id::text, conversation_id",
+    )
+    .bind(&keys_b)
+    .bind(&keys_c)
+    .bind(&candidates)
+    .fetch_all(&mut *conn)
+    .await?;
+    let claimed: HashSet<Uuid> = claimed.into_iter().map(|(_, _, id)| id).collect();
+    let mut fresh: Vec<(Uuid, Uuid, Uuid)> = Vec::new();
+    for (i, pair) in missing.iter().enumerate() {
+        let id = candidates[i];
+        if !claimed.contains(&id) {
+            continue;
+        }
+        found.insert(*pair, id);
+        if !adopted.contains_key(&i) {
+            fresh.push((id, customers[i], businesses[i]));
+        }
+    }
+    if !fresh.is_empty() {
+        let ids: Vec<Uuid> = fresh.iter().map(|f| f.0).collect();
+        sqlx::query("INSERT INTO conversations (id) SELECT unnest($1::uuid[])")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+        let mut conv = Vec::with_capacity(fresh.len() * 2);
+        let mut who = Vec::with_capacity(fresh.len() * 2);
+        for (id, customer, business) in &fresh {
+            conv.extend([*id, *id]);
+            who.extend([*customer, *business]);
+        }
+        sqlx::query(
+            "INSERT INTO conversation_participants (\"conversationId\", \"userId\") \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&conv)
+        .bind(&who)
+        .execute(&mut *conn)
+        .await?;
+    }
+    // Keys a concurrent transaction claimed first (it has committed: ours waited).
+    let raced: Vec<(&str, &str)> = missing
+        .iter()
+        .copied()
+        .filter(|p| !found.contains_key(p))
+        .collect();
+    if !raced.is_empty() {
+        found.extend(select_keys(conn, raced.into_iter()).await?);
+    }
+    Ok(found)
+}
+
+async fn select_keys<'a>(
+    conn: &mut PgConnection,
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<ConversationMap<'a>, sqlx::Error> {
+    let pairs: Vec<(&'a str, &'a str)> = pairs.collect();
+    let b: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+    let c: Vec<&str> = pairs.iter().map(|p| p.1).collect();
+    let rows: Vec<(String, String, Uuid)> = sqlx::query_as(
+        "SELECT k.business_phone_number_id::text, k.customer_wa_id::text, k.conversation_id \
+         FROM conversation_keys k \
+         JOIN unnest($1::text[], $2::text[]) AS q(b, c) \
+           ON k.business_phone_number_id = q.b AND k.customer_wa_id = q.c",
+    )
+    .bind(&b)
+    .bind(&c)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut found = HashMap::new();
+    for (b, c, id) in rows {
+        if let Some(pair) = pairs.iter().find(|p| p.0 == b && p.1 == c) {
+            found.insert(*pair, id);
+        }
+    }
+    Ok(found)
+}
+
+/// Inserts the messages and, in the same statement, a turn job for each message
+/// the insert returned (a duplicate wamid inserts nothing and so gets no job). The
+/// first new job of a conversation is leased to the caller when the conversation
+/// has nothing older unfinished (a timer not yet due, or one nobody runs, does not
+/// count: the turn replaces the wait).
+async fn insert_messages(
+    conn: &mut PgConnection,
+    inbound: &[(usize, &InboundRow)],
+    users: &HashMap<String, Uuid>,
+    conversations: &ConversationMap<'_>,
+    lease: Option<Lease<'_>>,
+) -> Result<Vec<NewTurn>, sqlx::Error> {
+    let n = inbound.len();
+    let mut conv = Vec::with_capacity(n);
+    let mut sender = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut contents = Vec::with_capacity(n);
+    let mut ats = Vec::with_capacity(n);
+    let mut reacted = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    for (_, m) in inbound {
+        conv.push(conversations[&(m.business.as_str(), m.customer.as_str())]);
+        sender.push(users.get(&m.customer).copied().unwrap_or_else(Uuid::nil));
+        kinds.push(m.db_type);
+        contents.push(&m.content);
+        ats.push(m.at);
+        reacted.push(m.reacted_wamid.as_deref());
+        tokens.push(lease.map(|l| format!("{}:{}", l.holder, Uuid::new_v4().simple())));
+    }
+    let rows: Vec<(i64, Uuid, Uuid, Option<String>, Value)> = sqlx::query_as(
+        "WITH input AS ( \
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], \
+                                 $5::timestamptz[], $6::text[], $7::text[]) WITH ORDINALITY \
+                AS i(conv, sender, kind, content, at, reacted, token, n)), \
+         m AS ( \
+            INSERT INTO messages (\"conversationId\", \"senderId\", type, content, status, \"timestamp\") \
+            SELECT i.conv, i.sender, i.kind::messages_type_enum, \
+                   CASE WHEN i.reacted IS NULL THEN i.content \
+                        ELSE i.content || jsonb_build_object('reactedMessageId', \
+                             (SELECT x.id FROM messages x \
+                              WHERE x.content ->> 'whatsappMessageId' = i.reacted)) END, \
+                   'delivered', i.at \
+            FROM input i ORDER BY i.n \
+            ON CONFLICT DO NOTHING \
+            RETURNING id, \"conversationId\" AS conv, content ->> 'whatsappMessageId' AS wamid), \
+         new AS ( \
+            SELECT m.id, m.conv, i.n, i.token, i.content -> 'raw' AS raw, \
+                   row_number() OVER (PARTITION BY m.conv ORDER BY i.n) AS nth, \
+                   NOT EXISTS (SELECT 1 FROM turn_jobs e \
+                               WHERE e.conversation_id = m.conv AND e.done_at IS NULL \
+                                 AND (e.kind <> 'timeout' OR e.locked_until >= now())) AS free \
+            FROM m JOIN input i ON i.content ->> 'whatsappMessageId' = m.wamid), \
+         j AS ( \
+            INSERT INTO turn_jobs (conversation_id, message_id, kind, locked_by, locked_until, attempts) \
+            SELECT conv, id, 'inbound', \
+                   CASE WHEN nth = 1 AND free AND token IS NOT NULL THEN token END, \
+                   CASE WHEN nth = 1 AND free AND token IS NOT NULL \
+                        THEN now() + make_interval(secs => $8) END, \
+                   CASE WHEN nth = 1 AND free AND token IS NOT NULL THEN 1 ELSE 0 END \
+            FROM new ORDER BY n \
+            RETURNING id, conversation_id, message_id, locked_by) \
+         SELECT j.id, j.conversation_id, j.message_id, j.locked_by, new.raw \
+         FROM j JOIN new ON new.id = j.message_id ORDER BY j.id",
+    )
+    .bind(&conv)
+    .bind(&sender)
+    .bind(&kinds)
+    .bind(&contents)
+    .bind(&ats)
+    .bind(&reacted)
+    .bind(&tokens)
+    .bind(lease.map_or(0.0, |l| l.duration.as_secs_f64()))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(job_id, conversation_id, message_id, lease, raw)| NewTurn {
+            job_id,
+            conversation_id,
+            message_id,
+            lease,
+            raw,
+        })
+        .collect())
+}
+
+/// Moves each conversation's preview and times forward (never back: deliveries come
+/// in any order) and recomputes the 24-hour window from the newest customer message.
+async fn update_conversations(
+    conn: &mut PgConnection,
+    latest: &BTreeMap<Uuid, (DateTime<Utc>, &str)>,
+) -> Result<(), sqlx::Error> {
+    if latest.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = latest.keys().copied().collect();
+    let ats: Vec<DateTime<Utc>> = latest.values().map(|v| v.0).collect();
+    let previews: Vec<&str> = latest.values().map(|v| v.1).collect();
+    sqlx::query(
+        "UPDATE conversations c SET \
+            \"lastMessage\" = CASE WHEN c.\"lastMessageAt\" IS NULL OR c.\"lastMessageAt\" <= u.at \
+                                   THEN u.preview ELSE c.\"lastMessage\" END, \
+            \"lastMessageAt\" = GREATEST(c.\"lastMessageAt\", u.at), \
+            \"lastCustomerMessageAt\" = GREATEST(c.\"lastCustomerMessageAt\", u.at), \
+            \"isWindowOpen\" = GREATEST(c.\"lastCustomerMessageAt\", u.at) > now() - interval '24 hours', \
+            \"updatedAt\" = now() \
+         FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(id, at, preview) \
+         WHERE c.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&ats)
+    .bind(&previews)
     .execute(&mut *conn)
-    .await
-    .map(|_| ())
+    .await?;
+    Ok(())
+}
+
+/// One `webhook_events` row per webhook, in order; their ids.
+async fn insert_events(
+    conn: &mut PgConnection,
+    batch: &[WebhookRows],
+    outcomes: &[IngestOutcome],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let received: Vec<DateTime<Utc>> = batch.iter().map(|w| w.received_at).collect();
+    let objects: Vec<Option<&str>> = batch.iter().map(|w| w.object.as_deref()).collect();
+    // Postgres has no arrays of arrays of different lengths: the fields go as JSON.
+    let fields: Vec<Value> = batch
+        .iter()
+        .map(|w| Value::from(w.fields.clone()))
+        .collect();
+    let bodies: Vec<&Value> = batch.iter().map(|w| &w.body).collect();
+    let count = |f: fn(&IngestOutcome) -> u32| -> Vec<i32> {
+        outcomes.iter().map(|o| f(o) as i32).collect()
+    };
+    let errors: Vec<&Value> = batch.iter().map(|w| &w.errors).collect();
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO webhook_events \
+            (received_at, object, fields, body, messages_total, messages_new, \
+             messages_skipped, statuses_total, statuses_new, errors) \
+         SELECT received_at, object, \
+                ARRAY(SELECT jsonb_array_elements_text(fields)), body, \
+                mt, mn, ms, st, sn, errors \
+         FROM unnest($1::timestamptz[], $2::text[], $3::jsonb[], $4::jsonb[], $5::int[], \
+                     $6::int[], $7::int[], $8::int[], $9::int[], $10::jsonb[]) WITH ORDINALITY \
+              AS e(received_at, object, fields, body, mt, mn, ms, st, sn, errors, n) \
+         ORDER BY n RETURNING id",
+    )
+    .bind(&received)
+    .bind(&objects)
+    .bind(&fields)
+    .bind(&bodies)
+    .bind(count(|o| o.messages_total))
+    .bind(count(|o| o.messages_new))
+    .bind(count(|o| o.messages_skipped))
+    .bind(count(|o| o.statuses_total))
+    .bind(count(|o| o.statuses_new))
+    .bind(&errors)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Ids are drawn in insertion order, which is the batch's order.
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// Replaces NUL characters in every string of `value` with U+FFFD. PostgreSQL's

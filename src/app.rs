@@ -1,0 +1,57 @@
+//! The application context: what every stage of the pipeline and every handler
+//! shares. Startup builds it once and owns it; the stages get an `Arc` of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::credentials::CredentialStore;
+use crate::datasource::DataSourceClient;
+use crate::whatsapp::flows_crypto::FlowsKey;
+use crate::whatsapp::graph::GraphClient;
+
+pub struct AppContext {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub credentials: CredentialStore,
+    /// The one Graph API client (sends, read receipts, typing indicator).
+    pub graph: GraphClient,
+    /// The Flows endpoint's private key; `None` when WABOT_FLOWS_PRIVATE_KEY is unset.
+    pub flows_key: Option<Arc<FlowsKey>>,
+    /// The guarded HTTP client of data sources (Flows endpoint, executor).
+    pub datasources: DataSourceClient,
+    /// This process's name in lease tokens (`holder:<claim>`): unique per start.
+    pub holder: String,
+}
+
+impl AppContext {
+    pub fn new(
+        config: Arc<Config>,
+        pool: PgPool,
+        graph: GraphClient,
+        flows_key: Option<Arc<FlowsKey>>,
+        datasources: DataSourceClient,
+    ) -> AppContext {
+        AppContext {
+            credentials: CredentialStore::new(pool.clone(), config.whatsapp.clone()),
+            holder: format!(
+                "p{}-{}",
+                std::process::id(),
+                &Uuid::new_v4().simple().to_string()[..12]
+            ),
+            config,
+            pool,
+            graph,
+            flows_key,
+            datasources,
+        }
+    }
+
+    /// How long a lease lasts without being kept (`WABOT_LEASE_SECS`).
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.config.worker.lease_secs.max(1))
+    }
+}

@@ -1,0 +1,330 @@
+//! The ingest stage: verified webhooks in, one transaction per batch, verdicts out.
+//!
+//! A webhook handler reads Meta's envelope into rows ([`rows`]) and hands them to
+//! the stage with [`IngestHandle::submit`], then awaits the verdict. The stage's
+//! writers each take every webhook waiting (up to `WABOT_INGEST_BATCH`; no fixed
+//! delay, so a lone webhook is not slowed: a batch is whatever queued while the
+//! previous commit was in flight), store them with `store::ingest::ingest_batch`,
+//! and answer each one. A batch the database refuses is retried member by member,
+//! so one poisonous webhook gets its own error and the others are stored. The turn
+//! jobs a batch leased to this process go straight to the turn stage.
+//!
+//! The queue in front of the stage is bounded: when it is full the handler answers
+//! 503 at once (Meta delivers again later) instead of piling up memory and sockets.
+
+pub mod content;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::ingest::{
+    self, BatchOutcome, InboundRow, IngestError, IngestOutcome, Lease, WebhookRows,
+    NAME_MAX_CHARS, PHONE_MAX_CHARS, WAMID_MAX_CHARS,
+};
+use crate::store::statuses::StatusRow;
+use crate::text::truncate_chars;
+use crate::whatsapp::webhook::{Envelope, MessageKind};
+use crate::worker::turns::{TurnSink, TurnWork};
+use crate::worker::AppContext;
+
+/// Why a webhook was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The stage's queue is full: shed the webhook (503), Meta delivers it again.
+    #[error("the ingest queue is full")]
+    Overloaded,
+    /// The stage has stopped (shutdown).
+    #[error("the ingest stage has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] IngestError),
+}
+
+struct Submission {
+    rows: WebhookRows,
+    reply: oneshot::Sender<Result<IngestOutcome, IngestError>>,
+}
+
+/// The handlers' way into the ingest stage.
+#[derive(Clone)]
+pub struct IngestHandle {
+    tx: mpsc::Sender<Submission>,
+}
+
+impl IngestHandle {
+    /// Whether a webhook submitted now would be queued (handlers shed early, before
+    /// doing any work, when it would not).
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() > 0
+    }
+
+    /// Queues a webhook and waits until it is committed (or refused).
+    pub async fn submit(&self, rows: WebhookRows) -> Result<IngestOutcome, SubmitError> {
+        let (reply, verdict) = oneshot::channel();
+        self.tx
+            .try_send(Submission { rows, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+            })?;
+        match verdict.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(SubmitError::Stopped),
+        }
+    }
+}
+
+/// Starts the stage's writers; the handle closes the stage when every clone of it is
+/// dropped (the writers then finish what is queued and return).
+/// Starts the stage's writers. They stop once `close` is cancelled and what was
+/// queued by then is stored; later submissions are refused as `Stopped`. Without a
+/// turn stage (`turns` is `None`) no job is leased: they wait for a process that
+/// runs turns.
+pub fn start(
+    ctx: Arc<AppContext>,
+    turns: Option<TurnSink>,
+    close: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+    kill: &CancellationToken,
+) -> IngestHandle {
+    let options = &ctx.config.pipeline;
+    let (tx, rx) = mpsc::channel(options.ingest_queue.max(1));
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..options.ingest_writers.max(1) {
+        let task = writer(ctx.clone(), rx.clone(), turns.clone(), close.clone());
+        crate::worker::spawn_tracked(tracker, kill, task);
+    }
+    IngestHandle { tx }
+}
+
+async fn writer(
+    ctx: Arc<AppContext>,
+    rx: Arc<Mutex<mpsc::Receiver<Submission>>>,
+    turns: Option<TurnSink>,
+    close: CancellationToken,
+) {
+    let max = ctx.config.pipeline.ingest_batch.max(1);
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            let received = tokio::select! {
+                biased;
+                n = rx.recv_many(&mut batch, max) => n,
+                _ = close.cancelled() => {
+                    // Closing: take what is queued now, and refuse what comes later.
+                    while batch.len() < max {
+                        match rx.try_recv() {
+                            Ok(s) => batch.push(s),
+                            Err(_) => break,
+                        }
+                    }
+                    if batch.is_empty() {
+                        rx.close();
+                    }
+                    batch.len()
+                }
+            };
+            if received == 0 {
+                return;
+            }
+        }
+        store(&ctx, batch, turns.as_ref()).await;
+    }
+}
+
+/// Stores a batch and answers its members; on a refusal, each member alone.
+async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink>) {
+    let lease = turns.map(|_| Lease {
+        holder: &ctx.holder,
+        duration: ctx.lease(),
+    });
+    let rows: Vec<WebhookRows> = batch.iter().map(|s| s.rows.clone()).collect();
+    match ingest::ingest_batch(&ctx.pool, &rows, lease).await {
+        Ok(outcome) => answer(batch, outcome, turns).await,
+        Err(e) if batch.len() == 1 => {
+            if let Some(s) = batch.into_iter().next() {
+                let _ = s.reply.send(Err(e));
+            }
+        }
+        Err(IngestError::Unavailable(e)) => {
+            // The database is not there: every member would fail the same way.
+            tracing::warn!(error = %e, webhooks = batch.len(), "ingest batch: database unavailable");
+            for s in batch {
+                let _ = s.reply.send(Err(IngestError::Unavailable(clone_error(&e))));
+            }
+        }
+        Err(IngestError::Database(e)) => {
+            tracing::warn!(error = %e, webhooks = batch.len(), "ingest batch refused; storing its webhooks one by one");
+            for s in batch {
+                let one = [s.rows.clone()];
+                match ingest::ingest_batch(&ctx.pool, &one, lease).await {
+                    Ok(outcome) => answer(vec![s], outcome, turns).await,
+                    Err(e) => {
+                        let _ = s.reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn answer(batch: Vec<Submission>, outcome: BatchOutcome, turns: Option<&TurnSink>) {
+    for (s, o) in batch.into_iter().zip(outcome.webhooks) {
+        let _ = s.reply.send(Ok(o));
+    }
+    let Some(turns) = turns else {
+        return;
+    };
+    for t in outcome.turns {
+        if let Some(token) = t.lease {
+            turns
+                .push(TurnWork::inbound(t.job_id, token, t.conversation_id, t.message_id, t.raw))
+                .await;
+        }
+    }
+}
+
+/// sqlx errors are not `Clone`; the copy keeps what the logs and the status code need.
+fn clone_error(e: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(e.to_string())
+}
+
+/// Reads a verified webhook into rows. `served` is the business number wabot
+/// answers for (the credentials' phone_number_id): a message addressed to another
+/// number is kept in the raw event only, with a warning naming the number. Business
+/// numbers must be phone_number_ids (digits), which also keeps a numeric oddity such
+/// as `1e30` from becoming a user.
+pub fn rows(
+    envelope: &Envelope,
+    body: Value,
+    received_at: DateTime<Utc>,
+    served: Option<&str>,
+) -> WebhookRows {
+    let mut out = WebhookRows {
+        received_at,
+        object: envelope.object.clone(),
+        fields: envelope.fields(),
+        body,
+        messages: Vec::new(),
+        messages_skipped: 0,
+        statuses: Vec::new(),
+        statuses_skipped: 0,
+        errors: Value::Array(Vec::new()),
+        errors_count: 0,
+    };
+    let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+    let mut errors = Vec::new();
+    for value in envelope.messages_values() {
+        let business = non_empty(&value.metadata.phone_number_id);
+        for message in &value.messages {
+            let (Some(wamid), Some(from), Some(business)) =
+                (non_empty(&message.id), non_empty(&message.from), business.clone())
+            else {
+                tracing::warn!(
+                    "a webhook message lacks its id, sender or business number; kept in the raw event only"
+                );
+                out.messages_skipped += 1;
+                continue;
+            };
+            if from.chars().count() > PHONE_MAX_CHARS
+                || business.chars().count() > PHONE_MAX_CHARS
+                || wamid.chars().count() > WAMID_MAX_CHARS
+                || !business.bytes().all(|b| b.is_ascii_digit())
+            {
+                tracing::warn!(
+                    "a webhook message's sender, business number or id is too long or malformed; kept in the raw event only"
+                );
+                out.messages_skipped += 1;
+                continue;
+            }
+            if let Some(served) = served.filter(|s| !s.is_empty() && *s != business) {
+                tracing::warn!(
+                    phone_number_id = %business, served = %served,
+                    "a webhook message for a business number wabot does not serve; kept in the raw event only"
+                );
+                out.messages_skipped += 1;
+                continue;
+            }
+            let profile_name = value.profile_name(&from);
+            let stored = content::build(message, &wamid, None);
+            let reacted_wamid = match &message.kind {
+                MessageKind::Reaction(r) => r.message_id.clone(),
+                _ => None,
+            };
+            out.messages.push(InboundRow {
+                customer_name: truncate_chars(profile_name.unwrap_or(&from), NAME_MAX_CHARS),
+                rename: profile_name.is_some(),
+                business,
+                customer: from,
+                wamid,
+                db_type: stored.db_type,
+                content: stored.content,
+                at: message
+                    .timestamp
+                    .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
+                    .unwrap_or(received_at),
+                preview: stored.preview,
+                reacted_wamid,
+            });
+        }
+        for status in &value.statuses {
+            let Some(wamid) = status
+                .id
+                .clone()
+                .filter(|id| !id.is_empty() && id.chars().count() <= WAMID_MAX_CHARS)
+            else {
+                out.statuses_skipped += 1;
+                continue;
+            };
+            // Statuses of other kinds (a payment's) are kept apart from delivery
+            // statuses, so they neither dedupe against them nor move the message.
+            let key = match status.type_name.as_deref() {
+                Some(kind) if !status.is_delivery() => format!("{kind}:{}", status.status.as_str()),
+                _ => status.status.as_str().to_owned(),
+            };
+            out.statuses.push(StatusRow {
+                wamid,
+                key,
+                message_status: status
+                    .status
+                    .db_status()
+                    .filter(|_| status.is_delivery())
+                    .map(str::to_owned),
+                meta_timestamp: status
+                    .timestamp
+                    .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
+                recipient_id: status.recipient_id.clone(),
+                errors: content::errors_json(&status.errors),
+                raw: status.raw.clone(),
+            });
+        }
+        if !value.errors.is_empty() {
+            for e in &value.errors {
+                tracing::warn!(
+                    code = e.code,
+                    title = e.title.as_deref().unwrap_or(""),
+                    details = e.details().unwrap_or(""),
+                    phone_number_id = value.metadata.phone_number_id.as_deref().unwrap_or(""),
+                    "Meta reported an error in a webhook"
+                );
+            }
+            out.errors_count += value.errors.len() as u32;
+            errors.push(json!({
+                "phone_number_id": value.metadata.phone_number_id,
+                "display_phone_number": value.metadata.display_phone_number,
+                "errors": content::errors_json(&value.errors),
+            }));
+        }
+    }
+    // One customer's messages keep Meta's order; different customers' order does
+    // not matter, and sorting lets concurrent batches take their locks in one order.
+    out.messages
+        .sort_by(|a, b| (&a.business, &a.customer).cmp(&(&b.business, &b.customer)));
+    out.errors = Value::Array(errors);
+    out
+}

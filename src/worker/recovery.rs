@@ -1,0 +1,103 @@
+//! The slow path: the one place a claim query runs.
+//!
+//! Pushed work covers the common case; what it cannot see is picked up here, at a
+//! low cadence (`WABOT_POLL_INTERVAL_MS`): jobs whose lease expired (a crashed or
+//! killed process), due timers, jobs queued behind another process's work, failed
+//! Flow sends, turns and sends handed back by a drain. The lease keeper renews the
+//! leases of everything this process holds in memory, and maintenance purges
+//! finished jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store;
+use crate::worker::sender::SendSink;
+use crate::worker::turns::TurnSink;
+use crate::worker::{AppContext, Leases};
+
+/// Claims what nobody holds, every poll interval, until `stop`.
+pub async fn recover(
+    ctx: Arc<AppContext>,
+    turns: TurnSink,
+    sends: SendSink,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_millis(ctx.config.worker.poll_interval_ms.max(10));
+    let limit = ctx.config.pipeline.turn_batch.max(1) as i64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        match store::turns::claim(&ctx.pool, &ctx.holder, ctx.lease(), limit).await {
+            Ok(jobs) => {
+                if !jobs.is_empty() {
+                    tracing::debug!(jobs = jobs.len(), "recovered turn jobs");
+                }
+                for job in jobs {
+                    tokio::select! {
+                        _ = turns.push(job.into()) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot claim turn jobs"),
+        }
+        match store::outbox::claim(&ctx.pool, &ctx.holder, None, ctx.lease(), limit).await {
+            Ok(jobs) => {
+                if !jobs.is_empty() {
+                    tracing::debug!(jobs = jobs.len(), "recovered send jobs");
+                }
+                tokio::select! {
+                    _ = sends.push_all(jobs) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot claim send jobs"),
+        }
+    }
+}
+
+/// Renews every lease this process holds in memory, three times per lease, until
+/// `stop`.
+pub async fn keep_leases(ctx: Arc<AppContext>, leases: Arc<Leases>, stop: CancellationToken) {
+    let lease = ctx.lease();
+    let every = lease / 3;
+    leases.mark_kept();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let (turn_tokens, send_tokens) = leases.snapshot();
+        let kept = async {
+            store::turns::keep_leases(&ctx.pool, &turn_tokens, lease).await?;
+            store::outbox::keep_leases(&ctx.pool, &send_tokens, lease).await
+        }
+        .await;
+        match kept {
+            Ok(_) => leases.mark_kept(),
+            Err(e) => tracing::warn!(error = %e, "cannot renew leases"),
+        }
+    }
+}
+
+/// Every minute, drops finished jobs kept for an hour and vacuums the queues.
+/// Several processes may do it at once; the statements are idempotent.
+pub async fn maintain(ctx: Arc<AppContext>, stop: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(60);
+    const KEEP: Duration = Duration::from_secs(60 * 60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        match store::turns::purge_finished(&ctx.pool, KEEP).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(jobs = n, "purged finished jobs"),
+            Err(e) => tracing::warn!(error = %e, "queue maintenance failed"),
+        }
+    }
+}
