@@ -21,9 +21,9 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::store::ingest::{self, IngestError};
-use crate::worker::ingest::SubmitError;
 use crate::whatsapp::signature::{self, SignatureError};
 use crate::whatsapp::webhook::{Envelope, ParseError};
+use crate::worker::ingest::SubmitError;
 
 /// Meta's limit for one webhook POST.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;

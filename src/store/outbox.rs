@@ -50,7 +50,8 @@ pub struct OutboundRow {
     pub body: Value,
 }
 
-const JOB_COLUMNS: &str = "j.id, j.message_id, j.conversation_id, j.recipient, j.body, j.attempts, \
+const JOB_COLUMNS: &str =
+    "j.id, j.message_id, j.conversation_id, j.recipient, j.body, j.attempts, \
      (SELECT c.\"lastCustomerMessageAt\" FROM conversations c WHERE c.id = j.conversation_id) \
         AS last_customer_message_at, j.locked_by AS token";
 
@@ -212,12 +213,15 @@ pub enum SendRecord {
         wamid: String,
     },
     /// A retryable failure: the job is due again at `next_attempt_at`, with the
-    /// error kept; the conversation's later jobs wait behind it.
+    /// error kept; the conversation's later jobs wait behind it. With `release` the
+    /// lease is handed back (whoever claims it then retries); without, the holder
+    /// keeps it and retries itself.
     Retry {
         job_id: i64,
         token: String,
         next_attempt_at: DateTime<Utc>,
         error: Value,
+        release: bool,
     },
     /// A permanent failure: the message is `failed` with the error kept in
     /// `content.error`, the job is done with `attempts` calls in all, and a Flow
@@ -259,16 +263,20 @@ pub async fn record_batch(pool: &PgPool, records: &[SendRecord]) -> Result<(), s
                 token,
                 next_attempt_at,
                 error,
+                release,
             } => {
                 sqlx::query(
                     "UPDATE send_jobs \
-                     SET attempts = attempts + 1, next_attempt_at = $3, last_error = $4 \
+                     SET attempts = attempts + 1, next_attempt_at = $3, last_error = $4, \
+                         locked_by = CASE WHEN $5 THEN NULL ELSE locked_by END, \
+                         locked_until = CASE WHEN $5 THEN NULL ELSE locked_until END \
                      WHERE id = $1 AND locked_by = $2 AND done_at IS NULL",
                 )
                 .bind(job_id)
                 .bind(token)
                 .bind(next_attempt_at)
                 .bind(error)
+                .bind(release)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -293,7 +301,17 @@ pub async fn record_batch(pool: &PgPool, records: &[SendRecord]) -> Result<(), s
                 conversation_id,
                 attempts,
                 error,
-            } => fail(&mut tx, *job_id, *message_id, *conversation_id, *attempts, error).await?,
+            } => {
+                fail(
+                    &mut tx,
+                    *job_id,
+                    *message_id,
+                    *conversation_id,
+                    *attempts,
+                    error,
+                )
+                .await?
+            }
         }
     }
     if !sent_jobs.is_empty() {

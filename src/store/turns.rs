@@ -607,7 +607,8 @@ async fn save_contexts<'a>(
     // Ended contexts first, then active ones: one statement, rows in that order.
     let mut ordered: Vec<&ContextRow> = rows.iter().copied().filter(|r| !r.is_active).collect();
     ordered.extend(rows.iter().copied().filter(|r| r.is_active));
-    let col = |f: fn(&ContextRow) -> Value| -> Vec<Value> { ordered.iter().map(|r| f(r)).collect() };
+    let col =
+        |f: fn(&ContextRow) -> Value| -> Vec<Value> { ordered.iter().map(|r| f(r)).collect() };
     let ids: Vec<Uuid> = ordered.iter().map(|r| r.id).collect();
     let convs: Vec<Uuid> = ordered.iter().map(|r| r.conversation_id).collect();
     let bots: Vec<Uuid> = ordered.iter().map(|r| r.chatbot_id).collect();

@@ -68,7 +68,7 @@ impl Leases {
             set.remove(token);
         }
     }
-    fn snapshot(&self) -> (Vec<String>, Vec<String>) {
+    pub(crate) fn snapshot(&self) -> (Vec<String>, Vec<String>) {
         let turns = self
             .turns
             .lock()
@@ -192,7 +192,12 @@ impl Pipeline {
         if enabled {
             let stop = &background_stop;
             let tasks: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 3] = [
-                Box::pin(recovery::recover(ctx.clone(), sink, sender.sink.clone(), stop.clone())),
+                Box::pin(recovery::recover(
+                    ctx.clone(),
+                    sink,
+                    sender.sink.clone(),
+                    stop.clone(),
+                )),
                 Box::pin(recovery::keep_leases(ctx.clone(), leases, stop.clone())),
                 Box::pin(recovery::maintain(ctx.clone(), stop.clone())),
             ];
@@ -244,7 +249,10 @@ impl Pipeline {
             let stop = self.sender_stop.clone();
             let finish = sender.finish();
             tokio::pin!(finish);
-            if tokio::time::timeout_at(deadline, &mut finish).await.is_err() {
+            if tokio::time::timeout_at(deadline, &mut finish)
+                .await
+                .is_err()
+            {
                 tracing::warn!("replies still unsent at the drain's deadline; handing them back");
                 stop.cancel();
                 let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
@@ -257,12 +265,16 @@ impl Pipeline {
         match store::turns::release_all(pool, holder).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "handed back turn jobs"),
-            Err(e) => tracing::warn!(error = %e, "cannot hand back turn jobs; their leases will expire"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand back turn jobs; their leases will expire")
+            }
         }
         match store::outbox::release_all(pool, holder).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "handed back send jobs"),
-            Err(e) => tracing::warn!(error = %e, "cannot hand back send jobs; their leases will expire"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand back send jobs; their leases will expire")
+            }
         }
     }
 

@@ -176,11 +176,12 @@ impl Sender {
         if self.held().await? {
             return Ok(SendOutcome::Held);
         }
-        let mut jobs = outbox::claim(&self.pool, &self.holder, Some(now), self.options.lease, 1).await?;
+        let mut jobs =
+            outbox::claim(&self.pool, &self.holder, Some(now), self.options.lease, 1).await?;
         let Some(job) = jobs.pop() else {
             return Ok(SendOutcome::Idle);
         };
-        let outcome = self.attempt(&job, now, true).await?;
+        let outcome = self.attempt(&job, now, true, true).await?;
         if outcome == SendOutcome::Held {
             // A step does not keep the job: it goes back for whoever sends next.
             let error = json!({ "reason": "sending is on hold: the access token was rejected" });
@@ -194,14 +195,53 @@ impl Sender {
         Ok(outcome)
     }
 
+    /// A sender on its own, with no turn stage in front of it: claims due jobs when
+    /// woken and every poll interval, and sends them as the pipeline's sender does,
+    /// until `shutdown`; then finishes the calls in flight and hands back the rest.
+    pub async fn run(self: Arc<Self>, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
+        let leases = Arc::new(Leases::default());
+        let stop = CancellationToken::new();
+        let kill = CancellationToken::new();
+        let sink = SendSink::new(self.clone(), leases.clone(), 1024, stop.clone(), kill);
+        let poll = self.options.poll_interval;
+        while !shutdown.is_cancelled() {
+            let free = sink.shared.in_flight.available_permits().max(1) as i64;
+            match outbox::claim(&self.pool, &self.holder, None, self.options.lease, free).await {
+                Ok(jobs) if !jobs.is_empty() => {
+                    sink.push_all(jobs).await;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error.cause_chain = ?e, "sender cannot claim jobs"),
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            let (_, tokens) = leases.snapshot();
+            if let Err(e) = outbox::keep_leases(&self.pool, &tokens, self.options.lease).await {
+                tracing::warn!(error = %e, "cannot renew send leases");
+            }
+        }
+        stop.cancel();
+        sink.shared.tasks.close();
+        sink.shared.tasks.wait().await;
+        if let Err(e) = outbox::release_all(&self.pool, &self.holder).await {
+            tracing::warn!(error = %e, "cannot hand back send jobs; their leases will expire");
+        }
+    }
+
     /// Sends one job once and records the outcome (but a hold, which the caller
     /// handles). `renew` renews the lease first when less than two call timeouts of
-    /// it may be left by the time of the call, measured from `now`.
+    /// it may be left by the time of the call, measured from `now`; a `step` hands a
+    /// job to retry back to the queue.
     async fn attempt(
         &self,
         job: &SendJob,
         now: DateTime<Utc>,
         renew: bool,
+        step: bool,
     ) -> Result<SendOutcome, sqlx::Error> {
         // Outside the 24-hour window only templates may go; anything else would be
         // refused with 131047, so it fails here without a doomed call. With no
@@ -280,6 +320,9 @@ impl Sender {
                     token: token.to_owned(),
                     next_attempt_at,
                     error: kept,
+                    // A step hands the job back; a conversation task keeps it and
+                    // retries it itself.
+                    release: step,
                 })
                 .await?;
                 Ok(SendOutcome::Retrying {
@@ -418,7 +461,7 @@ struct Conversation {
 }
 
 struct Shared {
-    sender: Sender,
+    sender: Arc<Sender>,
     leases: Arc<Leases>,
     conversations: Mutex<HashMap<Uuid, Conversation>>,
     /// Bounds the jobs held in memory.
@@ -445,6 +488,7 @@ pub struct SenderStage {
 }
 
 impl SenderStage {
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         pool: PgPool,
         credentials: CredentialStore,
@@ -463,8 +507,10 @@ impl SenderStage {
             );
         }
         let (tx, rx) = mpsc::channel(config.pipeline.send_queue.max(1));
-        let recorder = spawn_killable(&kill, record_loop(pool.clone(), rx, config.pipeline.send_batch));
-        let in_flight = Semaphore::new(options.max_in_flight);
+        let recorder = spawn_killable(
+            &kill,
+            record_loop(pool.clone(), rx, config.pipeline.send_batch),
+        );
         let sender = Sender::with_holder(
             pool,
             credentials,
@@ -474,18 +520,13 @@ impl SenderStage {
             Recording::Batched(tx),
         );
         SenderStage {
-            sink: SendSink {
-                shared: Arc::new(Shared {
-                    sender,
-                    leases,
-                    conversations: Mutex::new(HashMap::new()),
-                    queue: Arc::new(Semaphore::new(config.pipeline.send_queue.max(1))),
-                    in_flight,
-                    tasks: TaskTracker::new(),
-                    stop,
-                    kill,
-                }),
-            },
+            sink: SendSink::new(
+                Arc::new(sender),
+                leases,
+                config.pipeline.send_queue,
+                stop,
+                kill,
+            ),
             recorder,
         }
     }
@@ -503,6 +544,27 @@ impl SenderStage {
 }
 
 impl SendSink {
+    fn new(
+        sender: Arc<Sender>,
+        leases: Arc<Leases>,
+        queue: usize,
+        stop: CancellationToken,
+        kill: CancellationToken,
+    ) -> SendSink {
+        SendSink {
+            shared: Arc::new(Shared {
+                in_flight: Semaphore::new(sender.options.max_in_flight),
+                sender,
+                leases,
+                conversations: Mutex::new(HashMap::new()),
+                queue: Arc::new(Semaphore::new(queue.max(1))),
+                tasks: TaskTracker::new(),
+                stop,
+                kill,
+            }),
+        }
+    }
+
     /// Queues leased jobs (others wait for the recovery poll), waiting while the
     /// queue is full.
     pub async fn push_all(&self, jobs: Vec<SendJob>) {
@@ -597,7 +659,7 @@ impl Shared {
                 // The lease keeper renews every lease this process holds, so the
                 // lease is checked only when the keeper has fallen behind.
                 let renew = !self.leases.kept_recently(self.sender.options.lease / 2);
-                self.sender.attempt(&job, Utc::now(), renew).await
+                self.sender.attempt(&job, Utc::now(), renew, false).await
             };
             match outcome {
                 Ok(SendOutcome::Retrying {

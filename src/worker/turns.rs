@@ -34,9 +34,7 @@ use crate::engine::{
 };
 use crate::store;
 use crate::store::outbox::OutboundRow;
-use crate::store::turns::{
-    ClaimedTurn, Committed, ContextRow, JobKind, TurnEffects, TurnFacts,
-};
+use crate::store::turns::{ClaimedTurn, Committed, ContextRow, JobKind, TurnEffects, TurnFacts};
 use crate::whatsapp::outbound;
 use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
 use crate::worker::rest_api::ReqwestHttp;
@@ -115,7 +113,10 @@ impl TurnSink {
         self.leases.hold_turn(&work.token);
         if let Err(mpsc::error::SendError(work)) = self.tx.send(work).await {
             // The stage has stopped: the lease is handed back with the others.
-            tracing::debug!(job = work.job_id, "turn stage stopped; job left to its lease");
+            tracing::debug!(
+                job = work.job_id,
+                "turn stage stopped; job left to its lease"
+            );
         }
     }
 }
@@ -198,7 +199,9 @@ impl TurnStage {
         stop: CancellationToken,
         kill: CancellationToken,
     ) {
-        let slots = Arc::new(Semaphore::new(self.ctx.config.worker.turn_concurrency.max(1)));
+        let slots = Arc::new(Semaphore::new(
+            self.ctx.config.worker.turn_concurrency.max(1),
+        ));
         let (ready_tx, ready_rx) = mpsc::unbounded_channel::<Ready>();
         let committer = spawn_killable(&kill, self.clone().commit_loop(ready_rx));
         let max = self.ctx.config.pipeline.turn_batch.max(1);
@@ -306,11 +309,19 @@ impl TurnStage {
                     busy.push(_busy);
                     match verdict {
                         Committed::Done => {
-                            tracing::debug!(job = work.job_id, sends = effects.sends.len(), note = effects.note.as_deref().unwrap_or(""), "turn committed");
+                            tracing::debug!(
+                                job = work.job_id,
+                                sends = effects.sends.len(),
+                                note = effects.note.as_deref().unwrap_or(""),
+                                "turn committed"
+                            );
                             self.leases.drop_turn(&work.token);
                         }
                         Committed::LeaseLost => {
-                            tracing::warn!(job = work.job_id, "turn lease lost; another worker runs it");
+                            tracing::warn!(
+                                job = work.job_id,
+                                "turn lease lost; another worker runs it"
+                            );
                             self.leases.drop_turn(&work.token);
                         }
                         // Another turn changed the context first: run this one again
@@ -350,7 +361,12 @@ impl TurnStage {
         self.leases.drop_turn(&work.token);
         let pool = &self.ctx.pool;
         if work.attempts >= MAX_TURN_ATTEMPTS {
-            tracing::error!(job = work.job_id, attempts = work.attempts, error, "turn given up");
+            tracing::error!(
+                job = work.job_id,
+                attempts = work.attempts,
+                error,
+                "turn given up"
+            );
             let note = format!("given up after {} attempts: {error}", work.attempts);
             if let Err(e) = store::turns::give_up(pool, work.job_id, &work.token, &note).await {
                 tracing::warn!(error = %e, "cannot mark the turn given up");
@@ -368,7 +384,11 @@ impl TurnStage {
     }
 
     /// Runs one turn: what it writes, or an error to retry it for.
-    async fn turn(&self, work: &TurnWork, facts: Option<&TurnFacts>) -> anyhow::Result<TurnEffects> {
+    async fn turn(
+        &self,
+        work: &TurnWork,
+        facts: Option<&TurnFacts>,
+    ) -> anyhow::Result<TurnEffects> {
         let mut effects = TurnEffects {
             job_id: work.job_id,
             token: work.token.clone(),
@@ -389,7 +409,10 @@ impl TurnStage {
             // It kept failing without returning (a crash each time): give it up so
             // that the conversation's later messages are answered.
             let error = work.last_error.as_deref().unwrap_or("no outcome recorded");
-            return skip(effects, &format!("given up after repeated attempts: {error}"));
+            return skip(
+                effects,
+                &format!("given up after repeated attempts: {error}"),
+            );
         }
         let Some(facts) = facts else {
             return skip(effects, "the conversation has no customer");
@@ -429,7 +452,10 @@ impl TurnStage {
                 if !current {
                     return skip(effects, "the wait this job was for is over");
                 }
-                match self.compiled(context.chatbot_id, facts.chatbot_updated_at).await? {
+                match self
+                    .compiled(context.chatbot_id, facts.chatbot_updated_at)
+                    .await?
+                {
                     Some(bot) => (context, bot, event),
                     // The chatbot was deleted (its contexts cascade) or no longer
                     // compiles: nothing can answer.
@@ -440,7 +466,10 @@ impl TurnStage {
                 let Event::InboundMessage { text, .. } = &event else {
                     return skip(effects, "no active context");
                 };
-                match self.start(work.conversation_id, text.as_deref(), &customer).await? {
+                match self
+                    .start(work.conversation_id, text.as_deref(), &customer)
+                    .await?
+                {
                     Some((context, bot)) => (context, bot, Event::ConversationStarted),
                     None => return skip(effects, "no active chatbot answers"),
                 }
@@ -461,7 +490,13 @@ impl TurnStage {
             effects.contexts.push(context_to_row(&context));
             let fresh = match self.compiled(bot_id, None).await? {
                 Some(bot) => Some((
-                    Context::start(Uuid::new_v4(), work.conversation_id, bot_id, &bot, &customer),
+                    Context::start(
+                        Uuid::new_v4(),
+                        work.conversation_id,
+                        bot_id,
+                        &bot,
+                        &customer,
+                    ),
                     bot,
                 )),
                 None => self.start(work.conversation_id, None, &customer).await?,
@@ -470,9 +505,15 @@ impl TurnStage {
                 self.finish(&mut effects, facts, &sends, None, None);
                 return Ok(effects);
             };
-            let mut again =
-                engine::run_turn(&bot, fresh, Event::ConversationStarted, now, &self.http, &self.limits)
-                    .await;
+            let mut again = engine::run_turn(
+                &bot,
+                fresh,
+                Event::ConversationStarted,
+                now,
+                &self.http,
+                &self.limits,
+            )
+            .await;
             self.launch_flows(&bot, &mut again.sends).await?;
             sends.append(&mut again.sends);
             context = again.context;
@@ -505,16 +546,12 @@ impl TurnStage {
         effects.sends = sends
             .iter()
             .map(|msg| {
-                let (kind, content) = message_content(msg);
-                OutboundRow {
-                    message_id: Uuid::new_v4(),
-                    conversation_id: effects.conversation_id,
-                    sender_user_id: facts.business_user_id,
-                    recipient: facts.customer_wa_id.clone(),
-                    kind,
-                    content,
-                    body: outbound::graph_body(&facts.customer_wa_id, msg),
-                }
+                outbound_row(
+                    effects.conversation_id,
+                    facts.business_user_id,
+                    &facts.customer_wa_id,
+                    msg,
+                )
             })
             .collect();
         effects.preview = sends.last().map(|m| preview(m).to_owned());
@@ -647,6 +684,26 @@ pub fn message_content(msg: &engine::Outgoing) -> (&'static str, Value) {
         engine::Outgoing::Buttons { .. } | engine::Outgoing::List { .. } => {
             ("interactive", outbound::interactive(msg))
         }
+    }
+}
+
+/// An engine message as the outbound row and send job that carry it: WhatsApp
+/// Builder's content for the inbox, Meta's request body for the Graph API.
+pub fn outbound_row(
+    conversation_id: Uuid,
+    business_user_id: Uuid,
+    recipient: &str,
+    msg: &engine::Outgoing,
+) -> OutboundRow {
+    let (kind, content) = message_content(msg);
+    OutboundRow {
+        message_id: Uuid::new_v4(),
+        conversation_id,
+        sender_user_id: business_user_id,
+        recipient: recipient.to_owned(),
+        kind,
+        content,
+        body: outbound::graph_body(recipient, msg),
     }
 }
 
@@ -796,4 +853,3 @@ pub fn inbound_from_meta(raw: &Value) -> Inbound {
         _ => Inbound::Other,
     }
 }
-

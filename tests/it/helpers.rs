@@ -18,7 +18,8 @@ use wabot::startup::Application;
 pub const APP_SECRET: &str = "test-app-secret";
 pub const VERIFY_TOKEN: &str = "test-verify-token";
 pub const ACCESS_TOKEN: &str = "test-access-token";
-pub const PHONE_NUMBER_ID: &str = "123456789";
+/// The business number the test daemon serves: the one its sample webhooks are for.
+pub const PHONE_NUMBER_ID: &str = "106540352242922";
 pub const BUSINESS_ACCOUNT_ID: &str = "987654321";
 
 /// The server's URL of the PostgreSQL the tests use (without a database name).

@@ -334,13 +334,14 @@ async fn a_batch_of_entries_changes_messages_and_statuses_is_stored_whole() {
     .to_string()
     .into_bytes();
     assert_eq!(app.post_webhook(&body).await.status(), 200);
-    // New turn jobs wake the worker (the permit waits, as the worker is off here).
-    tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        app.state.work_notify.notified(),
-    )
-    .await
-    .expect("ingest notifies the worker after committing new turn jobs");
+    // With the worker off here, the new turn jobs wait unleased for a process that
+    // runs turns.
+    let jobs: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT locked_by FROM turn_jobs ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(jobs, [None, None, None]);
     let (fields, total, new, statuses_total, statuses_new): (Vec<String>, i32, i32, i32, i32) = sqlx::query_as(
         "SELECT fields, messages_total, messages_new, statuses_total, statuses_new FROM webhook_events",
     )

@@ -83,6 +83,9 @@ pub struct InboundRow {
     /// The wamid a reaction refers to: `content.reactedMessageId` is set to that
     /// message's row id when it is stored.
     pub reacted_wamid: Option<String>,
+    /// Whether the message gets a turn job (false for a business number wabot does
+    /// not serve: the message is kept, no chatbot answers it).
+    pub turn: bool,
 }
 
 /// What one webhook did.
@@ -223,21 +226,13 @@ async fn store_batch(
             .bind(&ids)
             .execute(&mut *conn)
             .await?;
-        turns = insert_messages(conn, &inbound, &users, &conversations, lease).await?;
-        let new: HashSet<Uuid> = turns.iter().map(|t| t.message_id).collect();
-        let mut by_message: HashMap<&str, Uuid> = HashMap::new();
-        for t in &turns {
-            if let Some(w) = t.raw.get("id").and_then(Value::as_str) {
-                by_message.insert(w, t.message_id);
-            }
-        }
+        let (inserted, new_turns) =
+            insert_messages(conn, &inbound, &users, &conversations, lease).await?;
+        turns = new_turns;
         // The newest new message of each conversation moves its preview.
         let mut latest: BTreeMap<Uuid, (DateTime<Utc>, &str)> = BTreeMap::new();
         for (i, m) in &inbound {
-            let is_new = by_message
-                .get(m.wamid.as_str())
-                .is_some_and(|id| new.contains(id));
-            if !is_new {
+            if !inserted.contains(&m.wamid) {
                 continue;
             }
             outcomes[*i].messages_new += 1;
@@ -296,20 +291,23 @@ async fn resolve_users(
             .or_insert(("Business", "business", false));
     }
     for (_, m) in inbound {
-        let entry = wanted
-            .entry(m.customer.as_str())
-            .or_insert((m.customer_name.as_str(), "user", m.rename));
+        let entry = wanted.entry(m.customer.as_str()).or_insert((
+            m.customer_name.as_str(),
+            "user",
+            m.rename,
+        ));
         // The newest profile name in the batch wins.
         if m.rename && entry.1 == "user" {
             *entry = (m.customer_name.as_str(), "user", true);
         }
     }
     let phones: Vec<&str> = wanted.keys().copied().collect();
-    let existing: Vec<(Uuid, String, String)> =
-        sqlx::query_as("SELECT id, \"phoneNumber\", name FROM users WHERE \"phoneNumber\" = ANY($1)")
-            .bind(&phones)
-            .fetch_all(&mut *conn)
-            .await?;
+    let existing: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT id, \"phoneNumber\", name FROM users WHERE \"phoneNumber\" = ANY($1)",
+    )
+    .bind(&phones)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut ids: HashMap<String, Uuid> = HashMap::new();
     let mut renames: Vec<(Uuid, &str)> = Vec::new();
     for (id, phone, name) in existing {
@@ -348,11 +346,12 @@ async fn resolve_users(
             .filter(|p| !ids.contains_key(*p))
             .collect();
         if !raced.is_empty() {
-            let found: Vec<(Uuid, String)> =
-                sqlx::query_as("SELECT id, \"phoneNumber\" FROM users WHERE \"phoneNumber\" = ANY($1)")
-                    .bind(&raced)
-                    .fetch_all(&mut *conn)
-                    .await?;
+            let found: Vec<(Uuid, String)> = sqlx::query_as(
+                "SELECT id, \"phoneNumber\" FROM users WHERE \"phoneNumber\" = ANY($1)",
+            )
+            .bind(&raced)
+            .fetch_all(&mut *conn)
+            .await?;
             ids.extend(found.into_iter().map(|(id, phone)| (phone, id)));
         }
     }
@@ -506,7 +505,7 @@ async fn select_keys<'a>(
 }
 
 /// Inserts the messages and, in the same statement, a turn job for each message
-/// the insert returned (a duplicate wamid inserts nothing and so gets no job). The
+/// the insert returned that wants one; returns the wamids inserted and the jobs (a duplicate wamid inserts nothing and so gets no job). The
 /// first new job of a conversation is leased to the caller when the conversation
 /// has nothing older unfinished (a timer not yet due, or one nobody runs, does not
 /// count: the turn replaces the wait).
@@ -516,7 +515,7 @@ async fn insert_messages(
     users: &HashMap<String, Uuid>,
     conversations: &ConversationMap<'_>,
     lease: Option<Lease<'_>>,
-) -> Result<Vec<NewTurn>, sqlx::Error> {
+) -> Result<(HashSet<String>, Vec<NewTurn>), sqlx::Error> {
     let n = inbound.len();
     let mut conv = Vec::with_capacity(n);
     let mut sender = Vec::with_capacity(n);
@@ -525,7 +524,9 @@ async fn insert_messages(
     let mut ats = Vec::with_capacity(n);
     let mut reacted = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
+    let mut turn = Vec::with_capacity(n);
     for (_, m) in inbound {
+        turn.push(m.turn);
         conv.push(conversations[&(m.business.as_str(), m.customer.as_str())]);
         sender.push(users.get(&m.customer).copied().unwrap_or_else(Uuid::nil));
         kinds.push(m.db_type);
@@ -534,11 +535,12 @@ async fn insert_messages(
         reacted.push(m.reacted_wamid.as_deref());
         tokens.push(lease.map(|l| format!("{}:{}", l.holder, Uuid::new_v4().simple())));
     }
-    let rows: Vec<(i64, Uuid, Uuid, Option<String>, Value)> = sqlx::query_as(
+    type Row = (String, Option<i64>, Uuid, Uuid, Option<String>, Value);
+    let rows: Vec<Row> = sqlx::query_as(
         "WITH input AS ( \
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], \
-                                 $5::timestamptz[], $6::text[], $7::text[]) WITH ORDINALITY \
-                AS i(conv, sender, kind, content, at, reacted, token, n)), \
+                                 $5::timestamptz[], $6::text[], $7::text[], $9::bool[]) \
+                WITH ORDINALITY AS i(conv, sender, kind, content, at, reacted, token, turn, n)), \
          m AS ( \
             INSERT INTO messages (\"conversationId\", \"senderId\", type, content, status, \"timestamp\") \
             SELECT i.conv, i.sender, i.kind::messages_type_enum, \
@@ -551,7 +553,7 @@ async fn insert_messages(
             ON CONFLICT DO NOTHING \
             RETURNING id, \"conversationId\" AS conv, content ->> 'whatsappMessageId' AS wamid), \
          new AS ( \
-            SELECT m.id, m.conv, i.n, i.token, i.content -> 'raw' AS raw, \
+            SELECT m.id, m.conv, m.wamid, i.n, i.token, i.turn, i.content -> 'raw' AS raw, \
                    row_number() OVER (PARTITION BY m.conv ORDER BY i.n) AS nth, \
                    NOT EXISTS (SELECT 1 FROM turn_jobs e \
                                WHERE e.conversation_id = m.conv AND e.done_at IS NULL \
@@ -564,10 +566,10 @@ async fn insert_messages(
                    CASE WHEN nth = 1 AND free AND token IS NOT NULL \
                         THEN now() + make_interval(secs => $8) END, \
                    CASE WHEN nth = 1 AND free AND token IS NOT NULL THEN 1 ELSE 0 END \
-            FROM new ORDER BY n \
+            FROM new WHERE turn ORDER BY n \
             RETURNING id, conversation_id, message_id, locked_by) \
-         SELECT j.id, j.conversation_id, j.message_id, j.locked_by, new.raw \
-         FROM j JOIN new ON new.id = j.message_id ORDER BY j.id",
+         SELECT new.wamid, j.id, new.conv, new.id, j.locked_by, new.raw \
+         FROM new LEFT JOIN j ON new.id = j.message_id ORDER BY new.n",
     )
     .bind(&conv)
     .bind(&sender)
@@ -577,18 +579,25 @@ async fn insert_messages(
     .bind(&reacted)
     .bind(&tokens)
     .bind(lease.map_or(0.0, |l| l.duration.as_secs_f64()))
+    .bind(&turn)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(job_id, conversation_id, message_id, lease, raw)| NewTurn {
-            job_id,
-            conversation_id,
-            message_id,
-            lease,
-            raw,
-        })
-        .collect())
+    let mut inserted = HashSet::with_capacity(rows.len());
+    let mut turns = Vec::with_capacity(rows.len());
+    for (wamid, job_id, conversation_id, message_id, lease, raw) in rows {
+        inserted.insert(wamid);
+        if let Some(job_id) = job_id {
+            turns.push(NewTurn {
+                job_id,
+                conversation_id,
+                message_id,
+                lease,
+                raw,
+            });
+        }
+    }
+    turns.sort_by_key(|t| t.job_id);
+    Ok((inserted, turns))
 }
 
 /// Moves each conversation's preview and times forward (never back: deliveries come

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::ingest::{
-    self, BatchOutcome, InboundRow, IngestError, IngestOutcome, Lease, WebhookRows,
-    NAME_MAX_CHARS, PHONE_MAX_CHARS, WAMID_MAX_CHARS,
+    self, BatchOutcome, InboundRow, IngestError, IngestOutcome, Lease, WebhookRows, NAME_MAX_CHARS,
+    PHONE_MAX_CHARS, WAMID_MAX_CHARS,
 };
 use crate::store::statuses::StatusRow;
 use crate::text::truncate_chars;
@@ -183,7 +183,13 @@ async fn answer(batch: Vec<Submission>, outcome: BatchOutcome, turns: Option<&Tu
     for t in outcome.turns {
         if let Some(token) = t.lease {
             turns
-                .push(TurnWork::inbound(t.job_id, token, t.conversation_id, t.message_id, t.raw))
+                .push(TurnWork::inbound(
+                    t.job_id,
+                    token,
+                    t.conversation_id,
+                    t.message_id,
+                    t.raw,
+                ))
                 .await;
         }
     }
@@ -194,11 +200,19 @@ fn clone_error(e: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Protocol(e.to_string())
 }
 
+/// Whether `id` can be a business number's phone_number_id: Meta's are digits. A
+/// JSON number Meta never sends (`1e30`, read leniently as "1e+30") is refused;
+/// placeholder ids of sample payloads (`PHONE_NUMBER_ID`) are kept as they are.
+fn is_business_id(id: &str) -> bool {
+    id.bytes().all(|b| b.is_ascii_digit())
+        || (id.parse::<f64>().is_err() && !id.chars().any(|c| c.is_whitespace() || c.is_control()))
+}
+
 /// Reads a verified webhook into rows. `served` is the business number wabot
 /// answers for (the credentials' phone_number_id): a message addressed to another
-/// number is kept in the raw event only, with a warning naming the number. Business
-/// numbers must be phone_number_ids (digits), which also keeps a numeric oddity such
-/// as `1e30` from becoming a user.
+/// number is stored but gets no turn (no chatbot answers it, nothing is sent), with
+/// a warning naming the number. A business number that cannot be a phone_number_id
+/// (see `is_business_id`) stays in the raw event only and never becomes a user.
 pub fn rows(
     envelope: &Envelope,
     body: Value,
@@ -222,9 +236,11 @@ pub fn rows(
     for value in envelope.messages_values() {
         let business = non_empty(&value.metadata.phone_number_id);
         for message in &value.messages {
-            let (Some(wamid), Some(from), Some(business)) =
-                (non_empty(&message.id), non_empty(&message.from), business.clone())
-            else {
+            let (Some(wamid), Some(from), Some(business)) = (
+                non_empty(&message.id),
+                non_empty(&message.from),
+                business.clone(),
+            ) else {
                 tracing::warn!(
                     "a webhook message lacks its id, sender or business number; kept in the raw event only"
                 );
@@ -234,7 +250,7 @@ pub fn rows(
             if from.chars().count() > PHONE_MAX_CHARS
                 || business.chars().count() > PHONE_MAX_CHARS
                 || wamid.chars().count() > WAMID_MAX_CHARS
-                || !business.bytes().all(|b| b.is_ascii_digit())
+                || !is_business_id(&business)
             {
                 tracing::warn!(
                     "a webhook message's sender, business number or id is too long or malformed; kept in the raw event only"
@@ -242,14 +258,16 @@ pub fn rows(
                 out.messages_skipped += 1;
                 continue;
             }
-            if let Some(served) = served.filter(|s| !s.is_empty() && *s != business) {
-                tracing::warn!(
-                    phone_number_id = %business, served = %served,
-                    "a webhook message for a business number wabot does not serve; kept in the raw event only"
-                );
-                out.messages_skipped += 1;
-                continue;
-            }
+            let turn = match served.filter(|s| !s.is_empty()) {
+                Some(served) if served != business => {
+                    tracing::warn!(
+                        phone_number_id = %business, served = %served,
+                        "a message for a business number wabot does not serve: stored, not answered"
+                    );
+                    false
+                }
+                _ => true,
+            };
             let profile_name = value.profile_name(&from);
             let stored = content::build(message, &wamid, None);
             let reacted_wamid = match &message.kind {
@@ -270,6 +288,7 @@ pub fn rows(
                     .unwrap_or(received_at),
                 preview: stored.preview,
                 reacted_wamid,
+                turn,
             });
         }
         for status in &value.statuses {

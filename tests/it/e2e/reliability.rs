@@ -367,7 +367,7 @@ async fn a_conversation_with_a_turn_in_flight_is_not_claimed_again_and_timers_wa
         .unwrap();
     let next = claim(&pool, "w2", lease, 10).await.unwrap();
     assert_eq!(next.len(), 1);
-    assert_eq!(next[0].kind, "timeout");
+    assert_eq!(next[0].kind, wabot::store::turns::JobKind::Timeout);
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ use wabot::store::outbox;
 use wabot::store::whatsapp_config::{self, NewConfig};
 use wabot::whatsapp::graph::GraphClient;
 use wabot::worker::sender::{SendOutcome, Sender, SenderOptions, WINDOW_CLOSED};
+use wabot::worker::turns::outbound_row;
 
 use crate::helpers;
 use crate::support_graph::{Failure, FakeGraph, Outcome};
@@ -98,9 +99,12 @@ impl Setup {
         let mut ids = Vec::new();
         for text in texts {
             let msg = Outgoing::Text { body: text.clone() };
-            let id = outbox::enqueue(&mut tx, conversation, self.business, to, &msg, Utc::now())
-                .await
-                .unwrap();
+            let id = outbox::enqueue(
+                &mut tx,
+                &outbound_row(conversation, self.business, to, &msg),
+            )
+            .await
+            .unwrap();
             ids.push(id);
         }
         tx.commit().await.unwrap();
