@@ -32,6 +32,8 @@ if ! ls "$work/base/var/cache/apt/archives/"postgresql-1*.deb >/dev/null 2>&1; t
         apt-get install -y -qq --download-only postgresql >/dev/null
 fi
 
+# (In the cases below, a negated check ends with `|| exit 1`: `set -e` ignores `!`.)
+
 # Runs a command as root inside a copy of the root, with /proc and /dev, no network
 # but loopback.
 in_root() {
@@ -80,7 +82,7 @@ url=postgres://postgres@127.0.0.1:5432/postgres
 root=$(fresh_copy fresh)
 check "fresh: .ci/postgres installs PostgreSQL and the README's URL logs in" in_root "$root" "
     set -e
-    ! command -v psql
+    ! command -v psql || exit 1
     bash /wabot/.ci/postgres
     psql $url -qAtX -c 'CREATE DATABASE wabot_proof' && psql ${url%/postgres}/wabot_proof -qAtX -c 'SELECT current_user' | grep -qx postgres
     cp /etc/postgresql/*/main/pg_hba.conf /tmp/hba.first
@@ -88,7 +90,7 @@ check "fresh: .ci/postgres installs PostgreSQL and the README's URL logs in" in_
     cmp /etc/postgresql/*/main/pg_hba.conf /tmp/hba.first
     [ \$(grep -c 'wabot .ci/postgres' /etc/postgresql/*/main/pg_hba.conf) = 1 ]
     # Only the postgres role and only the loopback address are trusted.
-    ! grep -v '^#' /etc/postgresql/*/main/pg_hba.conf | grep trust | grep -v -e '^local' | grep -v -E 'postgres +(127.0.0.1/32|::1/128) +trust'
+    ! grep -v '^#' /etc/postgresql/*/main/pg_hba.conf | grep trust | grep -v -E 'postgres +(127.0.0.1/32|::1/128) +trust' || exit 1
     echo '--- pg_hba.conf (non-comment lines) ---'; grep -v -e '^#' -e '^\$' /etc/postgresql/*/main/pg_hba.conf
 "
 
@@ -104,7 +106,7 @@ check "configured before: .ci/postgres refuses to touch it and says so" in_root 
     cat /tmp/err
     grep -q 'is refused' /tmp/err
     cmp /etc/postgresql/\$v/main/pg_hba.conf /tmp/hba.before
-    ! grep -q 'wabot .ci/postgres' /etc/postgresql/\$v/main/pg_hba.conf
+    ! grep -q 'wabot .ci/postgres' /etc/postgresql/\$v/main/pg_hba.conf || exit 1
 "
 
 echo "$pass passed, $fail failed"

@@ -363,9 +363,11 @@ fn only_a_json_object_is_a_webhook() {
     assert_eq!(e.entry[0].changes[0].value, ChangeValue::Other(json!(3)));
 }
 
-/// What each fixture under `fixtures/webhooks` holds once parsed: message types in
-/// order, then status names, then error codes.
-fn summary(envelope: &Envelope) -> (Vec<String>, Vec<String>, Vec<i64>) {
+/// What a webhook holds once parsed: message types in order, status names, error codes.
+type Summary = (Vec<String>, Vec<String>, Vec<i64>);
+
+/// The [`Summary`] of an envelope.
+fn summary(envelope: &Envelope) -> Summary {
     let mut types = Vec::new();
     let mut statuses = Vec::new();
     let mut errors = Vec::new();
@@ -386,7 +388,7 @@ fn every_fixture_payload_parses_to_its_kind() {
     };
     let one = |kind: &str| (vec![kind.to_owned()], vec![], vec![]);
     let status = |s: &str| (vec![], vec![s.to_owned()], vec![]);
-    let expected: Vec<(&str, (Vec<String>, Vec<String>, Vec<i64>))> = vec![
+    let expected: Vec<(&str, Summary)> = vec![
         ("text.json", one("text")),
         ("text_reply_with_context.json", one("text")),
         ("interactive_button_reply.json", one("interactive")),
