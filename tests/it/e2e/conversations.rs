@@ -461,3 +461,38 @@ async fn a_list_question_takes_its_rows_from_a_data_source_connection() {
     let r = engine.replies(1, 1).await;
     assert_eq!(r[0].text(), Some("You picked arcelik"));
 }
+
+/// Inbound turn jobs not finished yet (a waiting context also has a timer job).
+const OPEN_TURNS: &str =
+    "SELECT count(*) FROM turn_jobs WHERE done_at IS NULL AND kind = 'inbound'";
+
+// Needs the worker to call `wabot::engine::is_skip_word` before it starts a chatbot
+// (lead-owned `src/worker/turns.rs`); run with `--ignored` until then.
+#[tokio::test]
+#[ignore = "needs the worker's skip-word check before a chatbot starts"]
+async fn a_skip_word_with_no_conversation_active_starts_nothing() {
+    let engine = Engine::start().await;
+    let pool = &engine.app.pool;
+    install_chatbot(pool, &load_json(&fixture("support-menu.json"))).await;
+    let contexts = "SELECT count(*) FROM conversation_contexts";
+
+    engine.say(text("wamid.SK1", "İptal")).await;
+    eventually(pool, OPEN_TURNS, 0).await;
+    eventually(pool, contexts, 0).await;
+    assert!(engine.graph.accepted().is_empty(), "nothing was sent");
+
+    // Any other text starts the chatbot; after it completes, a skip word again
+    // starts nothing.
+    engine.say(text("wamid.SK2", "hello")).await;
+    let r = engine.replies(0, 2).await;
+    assert!(r[0].text().unwrap().starts_with("Hi! Welcome"));
+    engine
+        .say(button_reply("wamid.SK3", "btn_hours", "Opening hours"))
+        .await;
+    engine.replies(2, 2).await;
+    engine.say(text("wamid.SK4", "skip")).await;
+    eventually(pool, OPEN_TURNS, 0).await;
+    eventually(pool, contexts, 1).await;
+    assert!(active_context(pool).await.is_none());
+    assert_eq!(engine.graph.accepted().len(), 4);
+}
