@@ -1,7 +1,7 @@
 //! The engine's hot paths: compiling chatbots, a whole conversation, interpolation
 //! and condition groups. Pure CPU; no database, no network.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -13,12 +13,15 @@ use wabot::engine::node::{Condition, ConditionNode, Operator};
 use wabot::engine::vars::render;
 use wabot::engine::{compile, run_turn, ChatbotDoc, Context, Customer, EngineLimits, Event};
 
-fn samples() -> Vec<(String, ChatbotDoc)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/whatsapp-builder/chatbots");
-    let mut docs: Vec<(String, ChatbotDoc)> = std::fs::read_dir(&dir)
-        .expect("the sample chatbots")
+/// The chatbot files of `dir` as (name, document); none when `dir` is absent.
+fn chatbots_in(dir: &Path, prefix: &str) -> Vec<(String, ChatbotDoc)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| !p.ends_with("bad-graph.json"))
         .map(|p| {
             let value: Value =
                 serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("JSON");
@@ -26,9 +29,23 @@ fn samples() -> Vec<(String, ChatbotDoc)> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            (name, ChatbotDoc::from_json(&value).expect("a chatbot"))
+            (
+                format!("{prefix}{name}"),
+                ChatbotDoc::from_json(&value).expect("a chatbot"),
+            )
         })
-        .collect();
+        .collect()
+}
+
+/// The fixture chatbots, and WhatsApp Builder's own when `../shared` is beside the
+/// checkout (named `wb/...`).
+fn samples() -> Vec<(String, ChatbotDoc)> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = chatbots_in(&root.join("fixtures/chatbots"), "");
+    docs.extend(chatbots_in(
+        &root.join("../shared/whatsapp-builder/chatbots"),
+        "wb/",
+    ));
     docs.sort_by(|a, b| a.0.cmp(&b.0));
     docs
 }
@@ -47,8 +64,8 @@ fn bench_conversation(c: &mut Criterion) {
     let docs = samples();
     let (_, doc) = docs
         .iter()
-        .max_by_key(|(_, d)| d.nodes.len())
-        .expect("at least one sample");
+        .find(|(name, _)| name == "sector-loop")
+        .expect("fixtures/chatbots/sector-loop.json");
     let (bot, _) = compile(doc).expect("compiles");
     let limits = EngineLimits::default();
     let now = Utc
@@ -68,18 +85,18 @@ fn bench_conversation(c: &mut Criterion) {
         button_id: None,
         list_row_id: Some(id.into()),
     };
-    // The multi-sector bot: intro, demo list, a flow and its reply, then goodbye.
+    // The sector bot: intro, the list, three conditions, a flow and its reply, goodbye.
     let script = [
         Event::ConversationStarted,
-        click("btn_demolar"),
-        pick("demo_eticaret"),
+        click("btn_go"),
+        pick("demo_clinic"),
         Event::FlowReply {
             flow_token: None,
-            response: json!({"product_name": "Kulaklık", "quantity": 2, "order_id": "E1"}),
+            response: json!({"doctor": "Dr. Demir", "day": "2026-12-01", "booking_id": "K1"}),
         },
-        click("btn_hayir"),
+        click("btn_done"),
     ];
-    c.bench_function("conversation/largest_sample", |b| {
+    c.bench_function("conversation/sector_loop", |b| {
         b.iter(|| {
             runtime.block_on(async {
                 let customer = Customer {

@@ -1,6 +1,6 @@
 //! The CPU cost of the webhook front door: the signature check over the raw bytes,
-//! and parsing Meta's and WhatsApp Builder's sample payloads into the typed envelope
-//! (one message, and a 1,000-message batch, Meta's maximum).
+//! and parsing the fixture payloads (and Meta's samples, when `../shared` is there)
+//! into the typed envelope (one message, and a 1,000-message batch, Meta's maximum).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -18,9 +18,20 @@ fn shared(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// The sample payloads by name; a built-in text webhook when `../shared` is absent.
+/// The fixture payloads by name, and Meta's samples too when `../shared` is beside
+/// the checkout.
 fn samples() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/webhooks");
+    for entry in std::fs::read_dir(fixtures)
+        .expect("fixtures/webhooks")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let (true, Ok(bytes)) = (name.ends_with(".json"), std::fs::read(entry.path())) {
+            out.push((format!("fixture_{}", name.trim_end_matches(".json")), bytes));
+        }
+    }
     for dir in [
         "whatsapp/samples/meta-docs",
         "whatsapp/samples/meta-postman/webhooks",
@@ -37,9 +48,6 @@ fn samples() -> Vec<(String, Vec<u8>)> {
                 out.push((name.trim_end_matches(".json").to_owned(), bytes));
             }
         }
-    }
-    if out.is_empty() {
-        out.push(("text".to_owned(), batch(1)));
     }
     out.sort();
     out

@@ -132,6 +132,9 @@ pub struct EngineConfig {
     pub context_ttl_secs: u64,
     /// `WABOT_CHATBOT_CACHE_SIZE`: compiled chatbots kept in memory.
     pub chatbot_cache_size: usize,
+    /// `WABOT_MAX_SENDS_PER_TURN`: messages one turn may send before the loop guard
+    /// ends the context (a message cycle would otherwise flood the customer).
+    pub max_sends_per_turn: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -288,6 +291,7 @@ impl Default for EngineConfig {
             max_steps_per_turn: 100,
             context_ttl_secs: 24 * 60 * 60,
             chatbot_cache_size: 256,
+            max_sends_per_turn: 10,
         }
     }
 }
@@ -437,6 +441,7 @@ impl Config {
         set_parsed(env, "WABOT_MAX_STEPS_PER_TURN", &mut e.max_steps_per_turn)?;
         set_parsed(env, "WABOT_CONTEXT_TTL_SECS", &mut e.context_ttl_secs)?;
         set_parsed(env, "WABOT_CHATBOT_CACHE_SIZE", &mut e.chatbot_cache_size)?;
+        set_parsed(env, "WABOT_MAX_SENDS_PER_TURN", &mut e.max_sends_per_turn)?;
 
         let f = &mut self.flows;
         if let Some(v) = get("WABOT_FLOWS_PRIVATE_KEY") {
@@ -548,6 +553,7 @@ impl Config {
         positive("WABOT_POLL_INTERVAL_MS", self.worker.poll_interval_ms)?;
         positive("WABOT_MAX_STEPS_PER_TURN", self.engine.max_steps_per_turn)?;
         positive("WABOT_CONTEXT_TTL_SECS", self.engine.context_ttl_secs)?;
+        positive("WABOT_MAX_SENDS_PER_TURN", self.engine.max_sends_per_turn)?;
         positive("WABOT_FLOWS_DEADLINE_MS", self.flows.deadline_ms)?;
         positive(
             "WABOT_DATASOURCE_DEFAULT_TIMEOUT_MS",

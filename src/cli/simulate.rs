@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::engine::{
-    compile, run_turn, CompiledChatbot, Context, Customer, EngineLimits, Event, Outgoing,
+    compile, is_skip_word, run_turn, CompiledChatbot, Context, ContextStatus, Customer,
+    EngineLimits, Event, Outgoing,
 };
 use crate::worker::rest_api::{HttpOptions, ReqwestHttp};
 
@@ -167,8 +168,13 @@ impl Simulator {
             _ => {}
         }
         if !active {
-            // As in the daemon: a message after the end starts the chatbot again.
-            self.begin().await;
+            // As in the daemon: a message after the end starts the chatbot again,
+            // unless it is a skip word (WhatsApp Builder ignores those).
+            if is_skip_word(line) {
+                println!("[skip word ignored: no conversation is active]");
+            } else {
+                self.begin().await;
+            }
             return true;
         }
         if line == "/timeout" {
@@ -196,6 +202,7 @@ impl Simulator {
             .ok()
             .and_then(|n| n.checked_sub(1))
             .and_then(|i| self.choices.get(i).cloned());
+        let typed_skip = picked.is_none() && is_skip_word(line);
         let event = match picked {
             Some((id, true)) => Event::InboundMessage {
                 text: None,
@@ -214,7 +221,16 @@ impl Simulator {
             },
         };
         if self.turn(event, Utc::now()).await {
-            self.begin().await;
+            // A skip word that found its conversation expired starts nothing either.
+            let expired = self
+                .context
+                .as_ref()
+                .is_some_and(|c| c.status == ContextStatus::Expired);
+            if typed_skip && expired {
+                println!("[skip word ignored: no conversation is active]");
+            } else {
+                self.begin().await;
+            }
         }
         true
     }

@@ -211,7 +211,12 @@ pub fn compile(doc: &ChatbotDoc) -> Result<(CompiledChatbot, Vec<Warning>), Vec<
     }
     let start = starts[0];
     number_outputs(&mut graph);
-    let warnings = warnings(&graph, start);
+    let mut warnings = warnings(&graph, start);
+    warnings.extend(super::validate::cycles_without_wait(
+        &graph,
+        |n| matches!(n.kind, NodeKind::Question(_) | NodeKind::Flow(_)),
+        node_ref,
+    ));
     let keywords = |key: &str| metadata_keywords(doc.metadata.as_ref(), key);
     Ok((
         CompiledChatbot {

@@ -19,8 +19,9 @@ pub fn evaluate(node: &ConditionNode, vars: &Map<String, Value>) -> bool {
 }
 
 /// One condition: `variable` is a path like in interpolation; the compared value
-/// may itself contain `{{...}}`. Numbers compare as numbers when both sides parse,
-/// else as text; `contains` ignores case.
+/// may itself contain `{{...}}`. Equality compares numbers as numbers when both
+/// sides parse, else as text; `>`/`<`/`>=`/`<=` hold only when both sides are
+/// numbers; `contains` ignores case.
 pub fn holds(condition: &Condition, vars: &Map<String, Value>) -> bool {
     let value = lookup(vars, &condition.variable);
     let left = as_text(value);
@@ -38,11 +39,9 @@ pub fn holds(condition: &Condition, vars: &Map<String, Value>) -> bool {
         Operator::Contains => fold_case(&left).contains(&fold_case(&right)),
         Operator::NotContains => !fold_case(&left).contains(&fold_case(&right)),
         Operator::Gt | Operator::Lt | Operator::Ge | Operator::Le => {
-            let ordering = match numbers() {
-                Some((a, b)) => a.partial_cmp(&b),
-                None => Some(left.as_ref().cmp(right.as_str())),
-            };
-            let Some(ordering) = ordering else {
+            // An order only between numbers: `YES` is neither greater nor less than
+            // `18` (comparing the text would make it greater).
+            let Some(ordering) = numbers().and_then(|(a, b)| a.partial_cmp(&b)) else {
                 return false;
             };
             match condition.op {
@@ -163,9 +162,29 @@ mod tests {
     }
 
     #[test]
-    fn text_compares_when_numbers_do_not_parse() {
+    fn equality_compares_text_when_numbers_do_not_parse() {
         let v = vars();
-        assert!(holds(&cond("name", ">", "A"), &v));
+        assert!(holds(&cond("name", "eq", "Ayşe Yılmaz"), &v));
         assert!(holds(&cond("age", "eq", "{{age}}"), &v));
+        assert!(holds(&cond("name", "!=", "42"), &v));
+    }
+
+    #[test]
+    fn an_order_with_a_non_number_operand_is_false() {
+        let v = json!({"answer": "YES", "age": "42", "blank": ""})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for op in [
+            ">", "gt", "greater", "<", "lt", "less", ">=", "gte", "<=", "lte",
+        ] {
+            assert!(!holds(&cond("answer", op, "18"), &v), "YES {op} 18");
+            assert!(!holds(&cond("age", op, "abc"), &v), "42 {op} abc");
+            assert!(!holds(&cond("blank", op, "0"), &v), "'' {op} 0");
+            assert!(!holds(&cond("missing", op, "0"), &v), "missing {op} 0");
+        }
+        // Both sides numbers: compared as numbers, not as text ("9" > "10" as text).
+        assert!(holds(&cond("age", ">", "9"), &v));
+        assert!(holds(&cond("age", "<", "100"), &v));
     }
 }

@@ -62,6 +62,7 @@ pub mod reason {
     pub const API_ERROR: &str = "api_error";
     pub const FLOW_ERROR: &str = "flow_error";
     pub const STEP_LIMIT: &str = "step_limit_exceeded";
+    pub const SEND_LIMIT: &str = "send_limit_exceeded";
     pub const VALIDATION_FAILED: &str = "validation_failed";
     pub const TIMEOUT: &str = "timeout";
     pub const EXPIRED: &str = "expired";

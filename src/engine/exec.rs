@@ -19,7 +19,8 @@ use super::question::{self, navigation_page, page_variable};
 use super::rest;
 use super::vars::{assign, render, render_value};
 
-/// Words that leave a waiting question or Flow by its default edge.
+/// Words that leave a waiting question or Flow by its default edge. Typed when no
+/// conversation is active they start nothing ([`is_skip_word`]).
 pub const SKIP_WORDS: [&str; 6] = ["skip", "cancel", "iptal", "atla", "vazgec", "vazgeç"];
 
 /// What a turn produced.
@@ -203,9 +204,23 @@ impl<H: HttpClient> Turn<'_, H> {
                 self.end(ContextStatus::Completed, reason::STEP_LIMIT);
                 return;
             }
+            let node = self.bot.node(index);
+            let sends = matches!(
+                node.kind,
+                NodeKind::Message(_) | NodeKind::Question(_) | NodeKind::Flow(_)
+            );
+            if sends && self.sends.len() >= self.limits.max_sends_per_turn as usize {
+                tracing::warn!(
+                    context = %self.ctx.id,
+                    node = %node.id,
+                    sends = self.sends.len(),
+                    "loop guard: message limit of one turn reached, ending the context"
+                );
+                self.end(ContextStatus::Completed, reason::SEND_LIMIT);
+                return;
+            }
             self.steps += 1;
             self.state.steps += 1;
-            let node = self.bot.node(index);
             self.ctx.current_node_id = node.id.clone();
             self.ctx.status = ContextStatus::Running;
             let step = self.execute(index, node, &mut end_reason).await;
@@ -428,6 +443,11 @@ impl<H: HttpClient> Turn<'_, H> {
                     self.sends.push(Outgoing::Text {
                         body: render(&prompt, &self.ctx.variables),
                     });
+                    // The error alone would leave the customer without the buttons or
+                    // the list to answer with: ask again after it.
+                    if matches!(q.question_type, QuestionType::Buttons | QuestionType::List) {
+                        self.sends.push(question::ask(q, &self.ctx.variables));
+                    }
                     self.wait(ContextStatus::WaitingInput, q.timeout_secs);
                     return;
                 }
@@ -568,7 +588,10 @@ impl<H: HttpClient> Turn<'_, H> {
     }
 }
 
-/// Whether a typed answer is one of the skip words.
+/// Whether a typed text is one of the skip words (case, Turkish `İ` and surrounding
+/// spaces aside). While a question or Flow waits it leaves by the default edge; when
+/// no conversation is active it must not start a chatbot (WhatsApp Builder ignores
+/// it), so callers check it before starting one.
 pub fn is_skip_word(text: &str) -> bool {
     SKIP_WORDS.contains(&fold(text).as_str())
 }

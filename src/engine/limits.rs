@@ -37,6 +37,9 @@ pub struct EngineLimits {
     /// Words that end the current context and start the chatbot again, on top of
     /// the chatbot's own `metadata.restartKeywords`.
     pub restart_keywords: Vec<String>,
+    /// Messages one turn may send; a cycle of message nodes ends the context here,
+    /// long before the step limit, so a customer is not flooded.
+    pub max_sends_per_turn: u32,
 }
 
 impl Default for EngineLimits {
@@ -47,6 +50,7 @@ impl Default for EngineLimits {
             context_ttl: Duration::from_secs(24 * 60 * 60),
             max_http_timeout: Duration::from_secs(30),
             restart_keywords: Vec::new(),
+            max_sends_per_turn: 10,
         }
     }
 }
@@ -57,6 +61,7 @@ impl EngineLimits {
             max_steps_per_turn: engine.max_steps_per_turn,
             context_ttl: Duration::from_secs(engine.context_ttl_secs),
             max_http_timeout: Duration::from_millis(max_http_timeout_ms),
+            max_sends_per_turn: engine.max_sends_per_turn,
             ..EngineLimits::default()
         }
     }

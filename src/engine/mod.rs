@@ -34,7 +34,7 @@ pub use compile::{compile, compile_json, CompiledChatbot};
 pub use context::{Context, ContextStatus, Customer};
 pub use doc::ChatbotDoc;
 pub use event::{Event, Inbound};
-pub use exec::{run_turn, TurnResult};
+pub use exec::{is_skip_word, run_turn, TurnResult};
 pub use http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 pub use limits::EngineLimits;
 pub use outgoing::{Choice, FlowAction, ListSection, Outgoing};

@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::NodeFiltered;
+
 use super::limits::{MAX_BUTTONS, MAX_LIST_ROWS};
 
 /// The node a report is about.
@@ -88,6 +92,9 @@ pub enum WarningKind {
     UnusedHandle(String),
     /// An edge starts at a handle the node does not have.
     UnknownHandle { edge: String, handle: String },
+    /// These nodes (ids, in document order) form a cycle with no question or Flow
+    /// in it: one turn would go round it without waiting for the customer.
+    CycleWithoutWait(Vec<String>),
 }
 
 impl fmt::Display for Warning {
@@ -102,6 +109,46 @@ impl fmt::Display for Warning {
                 "{}: edge `{edge}` leaves handle `{handle}`, which the node does not have",
                 self.node
             ),
+            WarningKind::CycleWithoutWait(ids) => {
+                let ids: Vec<String> = ids.iter().map(|id| format!("`{id}`")).collect();
+                write!(
+                    f,
+                    "{}: nodes {} form a cycle with no question or Flow to wait at; \
+                     one message would send messages until the loop guard stops it",
+                    self.node,
+                    ids.join(", ")
+                )
+            }
         }
     }
+}
+
+/// One warning per cycle of nodes that never wait (a strongly connected set of
+/// non-waiting nodes, or one with an edge to itself), naming the cycle's first node
+/// in document order. Generic over the graph so that the compiler can call it
+/// without this module knowing the compiled node type.
+pub fn cycles_without_wait<N, E>(
+    graph: &DiGraph<N, E>,
+    waits: impl Fn(&N) -> bool,
+    node_ref: impl Fn(&N) -> NodeRef,
+) -> Vec<Warning> {
+    let moving = NodeFiltered::from_fn(graph, |n: NodeIndex| !waits(&graph[n]));
+    let mut warnings: Vec<(NodeIndex, Warning)> = tarjan_scc(&moving)
+        .into_iter()
+        .filter(|scc| scc.len() > 1 || graph.contains_edge(scc[0], scc[0]))
+        .map(|mut scc| {
+            scc.sort();
+            let ids = scc.iter().map(|&n| node_ref(&graph[n]).id).collect();
+            let first = scc[0];
+            (
+                first,
+                Warning {
+                    node: node_ref(&graph[first]),
+                    kind: WarningKind::CycleWithoutWait(ids),
+                },
+            )
+        })
+        .collect();
+    warnings.sort_by_key(|(first, _)| *first);
+    warnings.into_iter().map(|(_, w)| w).collect()
 }

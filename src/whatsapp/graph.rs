@@ -359,22 +359,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_documented_throughput_error_is_parsed_and_retried() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/whatsapp/samples/meta-docs/api_error_response_130429.json"
-        );
-        let text = std::fs::read_to_string(path).expect("the sample is readable");
-        let envelope: ErrorEnvelope = serde_json::from_str(&text).expect("the sample parses");
+    /// A throughput error body parses and is retried, and what is kept has its code,
+    /// the HTTP status and Meta's details.
+    fn check_throughput_error(text: &str, subcode: i64, trace: &str, details: &str) {
+        let envelope: ErrorEnvelope = serde_json::from_str(text).expect("the body parses");
         let error = envelope.error;
         assert_eq!(error.code, 130429);
-        assert_eq!(error.error_subcode, Some(2494055));
+        assert_eq!(error.error_subcode, Some(subcode));
         assert_eq!(error.kind.as_deref(), Some("OAuthException"));
-        assert_eq!(error.fbtrace_id.as_deref(), Some("Az8or2yhqkZfEZ-_4Qn_Bam"));
+        assert_eq!(error.fbtrace_id.as_deref(), Some(trace));
         assert_eq!(
             error.error_data.as_ref().and_then(|d| d.details.as_deref()),
-            Some("Cloud API message throughput has been reached.")
+            Some(details)
         );
         // Meta sends this code with a 400: the code decides, not the status.
         let err = GraphError::Meta { status: 400, error };
@@ -382,10 +378,35 @@ mod tests {
         let kept = err.to_json();
         assert_eq!(kept["code"], 130429);
         assert_eq!(kept["httpStatus"], 400);
-        assert_eq!(
-            kept["error_data"]["details"],
-            "Cloud API message throughput has been reached."
+        assert_eq!(kept["error_data"]["details"], details);
+    }
+
+    #[test]
+    fn a_throughput_error_is_parsed_and_retried() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/graph/error_throughput_130429.json"
         );
+        let text = std::fs::read_to_string(path).expect("the fixture is readable");
+        check_throughput_error(
+            &text,
+            2494100,
+            "FIXTURE-trace-0001",
+            "The phone number sent more messages than its throughput allows.",
+        );
+        // Meta's own example, when the reference material is beside the checkout.
+        let meta = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/whatsapp/samples/meta-docs/api_error_response_130429.json"
+        );
+        if let Ok(text) = std::fs::read_to_string(meta) {
+            check_throughput_error(
+                &text,
+                2494055,
+                "Az8or2yhqkZfEZ-_4Qn_Bam",
+                "Cloud API message throughput has been reached.",
+            );
+        }
     }
 
     #[test]

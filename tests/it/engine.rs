@@ -1,5 +1,5 @@
-//! The engine without a database: sample chatbots compile, scripted conversations
-//! walk every branch kind, rest_api nodes call a real loopback server.
+//! The engine without a database: the fixture chatbots compile, scripted
+//! conversations walk every branch kind, rest_api nodes call a real loopback server.
 
 use std::path::{Path, PathBuf};
 
@@ -32,9 +32,7 @@ pub fn read_json(path: &Path) -> Value {
 }
 
 fn sample(name: &str) -> Value {
-    read_json(&helpers::shared(&format!(
-        "whatsapp-builder/chatbots/{name}"
-    )))
+    read_json(&fixture(name))
 }
 
 fn compiled(doc: &Value) -> CompiledChatbot {
@@ -221,39 +219,87 @@ pub async fn spawn_orders_api() -> String {
     format!("http://{address}")
 }
 
+/// The chatbot files in `dir` (none when it does not exist).
+fn chatbot_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+        .collect();
+    files.sort();
+    files
+}
+
 #[tokio::test]
-async fn every_sample_chatbot_compiles_without_errors() {
-    let dir = helpers::shared("whatsapp-builder/chatbots");
-    let mut count = 0;
-    for entry in std::fs::read_dir(&dir).expect("sample directory") {
-        let path = entry.expect("entry").path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let doc = read_json(&path);
-        if let Err(errors) = compile_json(&doc) {
+async fn every_fixture_chatbot_compiles_without_errors() {
+    let fixtures: Vec<PathBuf> = chatbot_files(&fixture(""))
+        .into_iter()
+        .filter(|p| !p.ends_with("bad-graph.json"))
+        .collect();
+    assert!(fixtures.len() >= 8, "only {} fixtures", fixtures.len());
+    // WhatsApp Builder's own chatbots too, when the reference material is beside the
+    // checkout.
+    let shared = chatbot_files(&helpers::shared("whatsapp-builder/chatbots"));
+    for path in fixtures.iter().chain(&shared) {
+        if let Err(errors) = compile_json(&read_json(path)) {
             panic!("{} does not compile: {errors:?}", path.display());
         }
-        count += 1;
     }
-    assert!(count >= 5, "only {count} sample chatbots found");
+}
+
+#[tokio::test]
+async fn the_fixtures_exercise_every_node_kind_and_question_type() {
+    let mut kinds = std::collections::BTreeSet::new();
+    for path in chatbot_files(&fixture("")) {
+        let doc = read_json(&path);
+        let doc = doc.get("chatbot").unwrap_or(&doc);
+        for node in doc["nodes"].as_array().expect("nodes") {
+            let kind = node["type"].as_str().unwrap_or_default().to_owned();
+            if kind == "question" {
+                kinds.insert(format!(
+                    "question/{}",
+                    node["data"]["questionType"].as_str().unwrap_or_default()
+                ));
+            }
+            kinds.insert(kind);
+        }
+    }
+    for kind in [
+        "start",
+        "message",
+        "question",
+        "question/text",
+        "question/buttons",
+        "question/list",
+        "condition",
+        "whatsapp_flow",
+        "rest_api",
+        "google_calendar",
+    ] {
+        assert!(
+            kinds.contains(kind),
+            "no fixture has a `{kind}` node: {kinds:?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_button_reply_follows_its_edge_and_the_conversation_completes() {
-    let mut chat = Chat::new(&sample("sample-chatbot.json"));
+    let mut chat = Chat::new(&sample("support-menu.json"));
     let sends = chat.start().await;
     assert_eq!(sends.len(), 2);
     assert!(
-        matches!(&sends[1], Outgoing::Buttons { buttons, .. } if buttons.len() == 3 && buttons[1].id == "btn_price")
+        matches!(&sends[1], Outgoing::Buttons { buttons, .. } if buttons.len() == 3 && buttons[1].id == "btn_prices")
     );
     assert_eq!(chat.ctx.status, ContextStatus::WaitingInput);
-    assert_eq!(chat.ctx.current_node_id, "main-menu");
+    assert_eq!(chat.ctx.current_node_id, "menu");
 
-    let sends = chat.click("btn_price").await;
+    let sends = chat.click("btn_prices").await;
     let texts = bodies(&sends);
-    assert!(texts[0].starts_with("Fiyat Bilgisi"), "{texts:?}");
-    assert!(texts[1].starts_with("Bizi tercih"), "{texts:?}");
+    assert!(texts[0].starts_with("Prices: bread"), "{texts:?}");
+    assert!(texts[1].starts_with("Thank you for writing"), "{texts:?}");
     assert_eq!(chat.ctx.status, ContextStatus::Completed);
     assert!(!chat.ctx.is_active);
     assert_eq!(
@@ -261,19 +307,13 @@ async fn a_button_reply_follows_its_edge_and_the_conversation_completes() {
         Some(reason::FLOW_COMPLETED)
     );
     assert_eq!(chat.ctx.completed_at, Some(chat.now));
-    assert_eq!(chat.var("menu_selection"), Some(json!("btn_price")));
-    assert_eq!(chat.var("question_1.response"), Some(json!("btn_price")));
+    assert_eq!(chat.var("menu_selection"), Some(json!("btn_prices")));
+    assert_eq!(chat.var("question_1.response"), Some(json!("btn_prices")));
     assert_eq!(
         chat.ctx.node_history,
-        [
-            "start-1",
-            "welcome-msg",
-            "main-menu",
-            "price-response",
-            "goodbye-msg"
-        ]
+        ["start", "welcome", "menu", "answer-prices", "goodbye"]
     );
-    assert_eq!(chat.ctx.node_outputs["main-menu"]["buttonId"], "btn_price");
+    assert_eq!(chat.ctx.node_outputs["menu"]["buttonId"], "btn_prices");
 
     // A finished context takes no more turns; the worker starts a new one.
     assert!(chat.say("hello again").await.is_empty());
@@ -281,28 +321,25 @@ async fn a_button_reply_follows_its_edge_and_the_conversation_completes() {
 
 #[tokio::test]
 async fn typed_text_at_a_buttons_prompt_follows_the_default_edge() {
-    let mut chat = Chat::new(&sample("restaurant-reservation-bot.json"));
+    let mut chat = Chat::new(&sample("table-booking.json"));
     chat.start().await;
     chat.say("Ada Lovelace").await;
-    assert_eq!(chat.ctx.current_node_id, "question-2");
+    assert_eq!(chat.ctx.current_node_id, "ask-size");
     let sends = chat.say("five of us").await;
-    assert_eq!(
-        bodies(&sends),
-        ["What date would you like to reserve? (YYYY-MM-DD format)"]
-    );
+    assert_eq!(bodies(&sends), ["Which day would you like? (YYYY-MM-DD)"]);
     assert_eq!(chat.var("question_2.response"), Some(json!("five of us")));
     assert_eq!(chat.var("question_1.response"), Some(json!("Ada Lovelace")));
 }
 
 #[tokio::test]
 async fn a_list_pick_and_a_true_condition_send_the_flow_and_its_reply_resumes() {
-    let mut chat = Chat::new(&sample("00-ana-demo-bot.json"));
+    let mut chat = Chat::new(&sample("demo-center.json"));
     chat.start().await;
-    let sends = chat.click("btn_demo").await;
+    let sends = chat.click("btn_demos").await;
     assert!(
-        matches!(&sends[0], Outgoing::List { sections, button, .. } if sections.len() == 3 && button == "Demoları Görüntüle")
+        matches!(&sends[0], Outgoing::List { sections, button, .. } if sections.len() == 3 && button == "See the demos")
     );
-    let sends = chat.pick("demo_berber").await;
+    let sends = chat.pick("demo_barber").await;
     let Outgoing::Flow {
         flow_token,
         flow_id,
@@ -312,14 +349,14 @@ async fn a_list_pick_and_a_true_condition_send_the_flow_and_its_reply_resumes() 
     else {
         panic!("expected a flow message, got {sends:?}");
     };
-    assert_eq!(flow_id, "BERBER_FLOW_ID");
-    assert_eq!(screen.as_deref(), Some("BERBER_SECIM"));
-    assert_eq!(flow_token, &format!("{}:berber_flow", chat.ctx.id));
+    assert_eq!(flow_id, "BARBER_FLOW");
+    assert_eq!(screen.as_deref(), Some("PICK_BARBER"));
+    assert_eq!(flow_token, &format!("{}:barber-flow", chat.ctx.id));
     assert_eq!(chat.ctx.status, ContextStatus::WaitingFlow);
-    assert_eq!(chat.ctx.node_outputs["condition_demo"]["data"], true);
+    assert_eq!(chat.ctx.node_outputs["is-barber"]["data"], true);
 
-    let response = json!({"flow_token": flow_token, "berber_name": "Mehmet", "appointment_date": "2026-12-01",
-                          "appointment_time": "10:00", "service": "Sakal", "appointment_id": "A17"});
+    let response = json!({"flow_token": flow_token, "barber": "Mehmet", "day": "2026-12-01",
+                          "time": "10:00", "service": "Beard", "booking_id": "A17"});
     let sends = chat
         .event(
             Inbound::FlowReply {
@@ -330,29 +367,30 @@ async fn a_list_pick_and_a_true_condition_send_the_flow_and_its_reply_resumes() 
         .await;
     let text = &bodies(&sends)[0];
     assert!(
-        text.contains("Berber: Mehmet") && text.contains("#A17"),
+        text.contains("Barber: Mehmet") && text.contains("#A17"),
         "{text}"
     );
-    assert_eq!(chat.var("flow_1.response.service"), Some(json!("Sakal")));
+    assert_eq!(chat.var("flow_1.response.service"), Some(json!("Beard")));
+    assert_eq!(chat.var("barber_booking.time"), Some(json!("10:00")));
     assert_eq!(chat.ctx.status, ContextStatus::Completed);
 }
 
 #[tokio::test]
 async fn a_false_condition_takes_the_false_edge() {
-    let mut chat = Chat::new(&sample("00-ana-demo-bot.json"));
+    let mut chat = Chat::new(&sample("demo-center.json"));
     chat.start().await;
-    chat.click("btn_demo").await;
-    let sends = chat.pick("demo_klinik").await;
+    chat.click("btn_demos").await;
+    let sends = chat.pick("demo_clinic").await;
     assert_eq!(
         bodies(&sends)[0],
-        "Seçtiğiniz demo: demo_klinik\n\nBu demo için ilgili chatbot başlatılıyor..."
+        "You picked: demo_clinic\n\nThat demo starts soon."
     );
-    assert_eq!(chat.ctx.node_outputs["condition_demo"]["data"], false);
+    assert_eq!(chat.ctx.node_outputs["is-barber"]["data"], false);
 }
 
 #[tokio::test]
 async fn a_flow_reply_for_another_node_is_ignored() {
-    let mut chat = Chat::new(&sample("strapi-management-chatbot.json"));
+    let mut chat = Chat::new(&sample("flow-desk.json"));
     chat.start().await;
     chat.click("btn_stock").await;
     let stale = json!({"flow_token": format!("{}:price-flow", chat.ctx.id)});
@@ -496,7 +534,7 @@ async fn a_wait_timeout_follows_the_timeout_edge_only_after_the_deadline() {
 
 #[tokio::test]
 async fn a_wait_without_its_own_timeout_expires_after_the_context_ttl() {
-    let mut chat = Chat::new(&sample("sample-chatbot.json"));
+    let mut chat = Chat::new(&sample("support-menu.json"));
     chat.start().await;
     let deadline = chat.deadline.expect("a deadline");
     assert_eq!(chat.ctx.expires_at, Some(deadline));
@@ -509,14 +547,14 @@ async fn a_wait_without_its_own_timeout_expires_after_the_context_ttl() {
 
 #[tokio::test]
 async fn skip_words_leave_a_question_and_a_flow_by_the_default_edge() {
-    let mut chat = Chat::new(&sample("restaurant-reservation-bot.json"));
+    let mut chat = Chat::new(&sample("table-booking.json"));
     chat.start().await;
     let sends = chat.say("  İptal ").await;
-    assert_eq!(chat.ctx.current_node_id, "question-2", "{sends:?}");
-    assert_eq!(chat.ctx.node_outputs["question-1"]["skipped"], true);
+    assert_eq!(chat.ctx.current_node_id, "ask-size", "{sends:?}");
+    assert_eq!(chat.ctx.node_outputs["ask-name"]["skipped"], true);
     assert_eq!(chat.var("question_1.response"), None);
 
-    let mut chat = Chat::new(&sample("strapi-management-chatbot.json"));
+    let mut chat = Chat::new(&sample("flow-desk.json"));
     chat.start().await;
     chat.click("btn_price").await;
     assert!(
@@ -524,10 +562,7 @@ async fn skip_words_leave_a_question_and_a_flow_by_the_default_edge() {
         "other text is ignored while a Flow waits"
     );
     let sends = chat.say("vazgeç").await;
-    assert_eq!(
-        bodies(&sends)[0],
-        "✅ İşlem başarıyla tamamlandı!\n\nGüncelleme detayları kaydedildi."
-    );
+    assert_eq!(bodies(&sends)[0], "Done: your changes are saved.");
 }
 
 #[tokio::test]
@@ -561,6 +596,8 @@ async fn a_restart_keyword_ends_the_context_and_asks_for_a_new_one() {
 async fn the_loop_guard_stops_a_message_cycle() {
     let mut chat = Chat::new(&read_json(&fixture("ping-pong-loop.json")));
     chat.limits.max_steps_per_turn = 25;
+    // The message cap would stop it first; this test is about the step limit.
+    chat.limits.max_sends_per_turn = 1_000;
     let sends = chat.start().await;
     assert_eq!(sends.len(), 24, "start plus 24 messages");
     assert_eq!(chat.ctx.status, ContextStatus::Completed);
@@ -613,14 +650,17 @@ async fn editor_numbering_follows_kahn_order_on_branches() {
 
 #[tokio::test]
 async fn editor_numbering_puts_nodes_in_cycles_after_kahn_order() {
-    let doc = sample("multi-sector-demo-chatbot.json");
+    // Kahn's order reaches start, welcome, intro and about; the list, the conditions,
+    // the flows and the looping question wait on each other and come after, in
+    // `nodes` order.
+    let doc = sample("sector-loop.json");
     let bot = compiled(&doc);
     let name = |id: &str| bot.find(id).and_then(|n| bot.node(n).var_name.clone());
-    assert_eq!(name("demo_intro_btn").as_deref(), Some("question_1"));
-    assert_eq!(name("demo_list").as_deref(), Some("question_2"));
-    assert_eq!(name("end_question").as_deref(), Some("question_3"));
-    assert_eq!(name("flow_berber").as_deref(), Some("flow_1"));
-    assert_eq!(name("flow_emlak").as_deref(), Some("flow_5"));
+    assert_eq!(name("intro").as_deref(), Some("question_1"));
+    assert_eq!(name("sectors").as_deref(), Some("question_2"));
+    assert_eq!(name("more").as_deref(), Some("question_3"));
+    assert_eq!(name("flow-barber").as_deref(), Some("flow_1"));
+    assert_eq!(name("flow-clinic").as_deref(), Some("flow_3"));
 }
 
 #[tokio::test]
@@ -737,7 +777,7 @@ fn inbound_messages_become_events() {
 
 #[tokio::test]
 async fn a_flow_that_cannot_be_sent_leaves_by_its_default_edge_or_ends() {
-    let mut chat = Chat::new(&sample("strapi-management-chatbot.json"));
+    let mut chat = Chat::new(&sample("flow-desk.json"));
     chat.start().await;
     chat.click("btn_stock").await;
     let sends = chat
@@ -745,24 +785,192 @@ async fn a_flow_that_cannot_be_sent_leaves_by_its_default_edge_or_ends() {
             error: "(#131009) flow not published".into(),
         })
         .await;
-    assert_eq!(
-        bodies(&sends)[0],
-        "✅ İşlem başarıyla tamamlandı!\n\nGüncelleme detayları kaydedildi."
-    );
+    assert_eq!(bodies(&sends)[0], "Done: your changes are saved.");
     assert_eq!(
         chat.ctx.node_outputs["stock-flow"]["error"],
         "(#131009) flow not published"
     );
 
-    let mut chat = Chat::new(&sample("00-ana-demo-bot.json"));
+    let mut chat = Chat::new(&sample("demo-center.json"));
     chat.start().await;
-    chat.click("btn_demo").await;
-    chat.pick("demo_berber").await;
-    // The berber flow's only edge is its default one, so the failure goes there.
+    chat.click("btn_demos").await;
+    chat.pick("demo_barber").await;
+    // The barber flow's only edge is its default one, so the failure goes there.
     let sends = chat
         .event(Event::FlowSendFailed {
             error: "bad".into(),
         })
         .await;
-    assert!(bodies(&sends)[0].starts_with("Randevunuz başarıyla"));
+    assert!(bodies(&sends)[0].starts_with("Your haircut is booked!"));
+}
+
+#[tokio::test]
+async fn a_numeric_condition_with_a_non_number_operand_is_false() {
+    // `age >= 18` with a typed `YES`: neither greater nor less, so the AND group fails.
+    let mut chat = Chat::new(&sample("checks-and-calendar.json")).set("age", json!("YES"));
+    assert_eq!(
+        bodies(&chat.start().await),
+        ["Sorry, you must be 18 or older."]
+    );
+    assert_eq!(chat.ctx.node_outputs["adult"]["data"], false);
+
+    // `orders > 10` with `many` is false too; `age` 42 passes as a number.
+    let mut chat = Chat::new(&sample("checks-and-calendar.json"))
+        .set("age", json!("42"))
+        .set("tier", json!("silver"))
+        .set("orders", json!("many"));
+    let sends = chat.start().await;
+    assert_eq!(chat.ctx.node_outputs["adult"]["data"], true);
+    assert_eq!(chat.ctx.node_outputs["vip"]["data"], false);
+    assert_eq!(
+        bodies(&sends)[0],
+        "The calendar is not available: Google Calendar nodes are not supported by wabot"
+    );
+
+    let mut chat = Chat::new(&sample("checks-and-calendar.json"))
+        .set("age", json!(42))
+        .set("orders", json!("11"));
+    let sends = chat.start().await;
+    assert_eq!(bodies(&sends)[0], "Welcome back, Ayşe: you are a VIP.");
+}
+
+#[tokio::test]
+async fn an_invalid_answer_to_a_buttons_question_sends_the_error_then_the_buttons_again() {
+    let mut chat = Chat::new(&sample("checks-and-calendar.json")).set("age", json!(30));
+    let sends = chat.start().await;
+    assert!(
+        matches!(sends.last(), Some(Outgoing::Buttons { .. })),
+        "{sends:?}"
+    );
+    let asked = sends.last().cloned();
+
+    let sends = chat.say("huge").await;
+    assert_eq!(sends.len(), 2, "{sends:?}");
+    assert_eq!(bodies(&sends)[0], "Please pick Small, Medium or Large.");
+    assert_eq!(sends.get(1), asked.as_ref(), "the same buttons again");
+    assert_eq!(chat.ctx.status, ContextStatus::WaitingInput);
+
+    let sends = chat.say("medium").await;
+    assert_eq!(bodies(&sends), ["Size medium it is."]);
+
+    // Out of retries: the exhausted edge, and no question after it.
+    let mut chat = Chat::new(&sample("checks-and-calendar.json")).set("age", json!(30));
+    chat.start().await;
+    assert_eq!(chat.say("huge").await.len(), 2);
+    assert_eq!(chat.say("tiny").await.len(), 2);
+    assert_eq!(
+        bodies(&chat.say("giant").await),
+        ["Let us leave the size for now."]
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_answer_to_a_list_question_sends_the_list_again() {
+    let doc = json!({"name": "list", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "S"}},
+        {"id": "q", "type": "question", "data": {"label": "Q", "questionType": "list", "content": "Pick a day",
+            "listButtonText": "Days", "listSections": [{"title": "Days", "rows": [
+                {"id": "mon", "title": "Monday"}, {"id": "tue", "title": "Tuesday"}]}],
+            "validation": {"type": "regex", "pattern": "^(monday|tuesday)$", "errorMessage": "Monday or Tuesday, please."}}},
+        {"id": "m", "type": "message", "data": {"label": "M", "content": "See you {{question_1.response}}"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "q"},
+        {"id": "e2", "source": "q", "target": "m"}
+    ]});
+    let mut chat = Chat::new(&doc);
+    chat.start().await;
+    let sends = chat.say("sunday").await;
+    assert_eq!(bodies(&sends), ["Monday or Tuesday, please.", "Pick a day"]);
+    assert_eq!(list_row_ids(&sends[1]), ["mon", "tue"]);
+    // A text question's error is its own prompt: nothing is re-sent after it.
+    let mut chat = Chat::new(&read_json(&fixture("order-status.json")));
+    chat.start().await;
+    assert_eq!(chat.say("not an email").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_message_cycle_stops_at_the_message_cap_of_a_turn() {
+    let mut chat = Chat::new(&read_json(&fixture("ping-pong-loop.json")));
+    let sends = chat.start().await;
+    assert_eq!(
+        sends.len(),
+        EngineLimits::default().max_sends_per_turn as usize
+    );
+    assert_eq!(sends.len(), 10, "the default cap");
+    assert_eq!(bodies(&sends)[..3], ["ping", "pong", "ping"]);
+    assert_eq!(chat.ctx.status, ContextStatus::Completed);
+    assert!(!chat.ctx.is_active);
+    assert_eq!(
+        chat.ctx.completion_reason.as_deref(),
+        Some(reason::SEND_LIMIT)
+    );
+
+    let mut chat = Chat::new(&read_json(&fixture("ping-pong-loop.json")));
+    chat.limits.max_sends_per_turn = 3;
+    assert_eq!(bodies(&chat.start().await), ["ping", "pong", "ping"]);
+
+    // A chatbot that waits between messages is not capped across turns.
+    let mut chat = Chat::new(&read_json(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/e2e/echo-loop.json"),
+    ));
+    chat.limits.max_sends_per_turn = 2;
+    chat.start().await;
+    for i in 0..5 {
+        let sends = chat.say(&format!("word {i}")).await;
+        assert_eq!(
+            bodies(&sends),
+            [format!("echo: word {i}"), "Say something".to_owned()]
+        );
+    }
+    assert_eq!(chat.ctx.status, ContextStatus::WaitingInput);
+}
+
+#[tokio::test]
+async fn validation_warns_about_a_cycle_with_no_waiting_node() {
+    let (_, warnings) =
+        compile_json(&read_json(&fixture("ping-pong-loop.json"))).expect("compiles");
+    let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter().any(|w| w.starts_with(
+            "node `ping` (Ping): nodes `ping`, `pong` form a cycle with no question or Flow to wait at"
+        )),
+        "{text:?}"
+    );
+    // A self-loop through a condition is a cycle too.
+    let doc = json!({"name": "self", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "S"}},
+        {"id": "again", "type": "message", "data": {"label": "Again", "content": "again"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "again"},
+        {"id": "e2", "source": "again", "target": "again"}
+    ]});
+    let (_, warnings) = compile_json(&doc).expect("compiles");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.to_string().contains("nodes `again` form a cycle")),
+        "{warnings:?}"
+    );
+    // Cycles that pass through a question or a Flow wait for the customer: no warning.
+    for name in ["sector-loop.json", "flow-desk.json"] {
+        let (_, warnings) = compile_json(&sample(name)).expect("compiles");
+        assert!(
+            !warnings
+                .iter()
+                .any(|w| w.to_string().contains("form a cycle")),
+            "{name}: {warnings:?}"
+        );
+    }
+}
+
+#[test]
+fn skip_words_are_recognised_in_any_case_and_nothing_else_is() {
+    for word in [
+        "skip", "SKIP", " cancel ", "İptal", "IPTAL", "atla", "vazgec", "Vazgeç",
+    ] {
+        assert!(wabot::engine::is_skip_word(word), "{word}");
+    }
+    for text in ["", "hello", "skip it", "cancelled", "iptal et"] {
+        assert!(!wabot::engine::is_skip_word(text), "{text}");
+    }
 }

@@ -30,14 +30,14 @@ fn stdout(output: &Output) -> String {
 
 #[test]
 fn validate_reports_errors_with_node_names_and_exits_1() {
-    let sample = helpers::shared("whatsapp-builder/chatbots/sample-chatbot.json");
+    let sample = fixture("support-menu.json");
     let good = wabot(
         &["chatbot", "validate", sample.to_str().unwrap_or_default()],
         &[],
         "",
     );
     assert!(good.status.success(), "{}", stdout(&good));
-    assert!(stdout(&good).contains("ok: \"Müşteri Destek Botu\", 7 nodes"));
+    assert!(stdout(&good).contains("ok: \"Support Menu\", 7 nodes, 0 warnings"));
 
     let bad = fixture("bad-graph.json");
     let out = wabot(
@@ -61,7 +61,7 @@ fn validate_reports_errors_with_node_names_and_exits_1() {
 
 #[test]
 fn render_prints_dot_with_labels_and_handles() {
-    let file = helpers::shared("whatsapp-builder/chatbots/restaurant-reservation-bot.json");
+    let file = fixture("table-booking.json");
     let out = wabot(
         &["chatbot", "render", file.to_str().unwrap_or_default()],
         &[],
@@ -71,18 +71,18 @@ fn render_prints_dot_with_labels_and_handles() {
     let dot = stdout(&out);
     assert!(dot.starts_with("digraph chatbot {"), "{dot}");
     assert!(
-        dot.contains("\"rest-api-1\" [label=\"Create Reservation\\nrest_api · rest_api_1\""),
+        dot.contains("\"book\" [label=\"Book the table\\nrest_api · rest_api_1\""),
         "{dot}"
     );
     assert!(
-        dot.contains("\"condition-1\" -> \"success-msg\" [label=\"true\"];"),
+        dot.contains("\"booked\" -> \"confirmed\" [label=\"true\"];"),
         "{dot}"
     );
 }
 
 #[test]
 fn simulate_gives_a_new_user_a_working_conversation() {
-    let file = helpers::shared("whatsapp-builder/chatbots/sample-chatbot.json");
+    let file = fixture("support-menu.json");
     let out = wabot(
         &["simulate", file.to_str().unwrap_or_default()],
         &[],
@@ -91,25 +91,81 @@ fn simulate_gives_a_new_user_a_working_conversation() {
     assert!(out.status.success());
     let text = stdout(&out);
     assert!(
-        text.contains("bot> Merhaba! WhatsApp Builder Destek"),
+        text.contains("bot> Hi! Welcome to the Corner Bakery help line."),
         "{text}"
     );
-    assert!(text.contains("[2] Fiyat Bilgisi (btn_price)"), "{text}");
-    assert!(
-        text.contains("you> 2\nbot> Fiyat Bilgisi - Starter Paket"),
-        "{text}"
-    );
+    assert!(text.contains("[2] Prices (btn_prices)"), "{text}");
+    assert!(text.contains("you> 2\nbot> Prices: bread"), "{text}");
     assert!(
         text.contains("[conversation completed: flow_completed]"),
         "{text}"
     );
     // A message after the end starts the chatbot again.
     assert_eq!(
-        text.matches("bot> Merhaba! WhatsApp Builder Destek")
+        text.matches("bot> Hi! Welcome to the Corner Bakery")
             .count(),
         2,
         "{text}"
     );
+}
+
+#[test]
+fn simulate_ignores_a_skip_word_when_no_conversation_is_active() {
+    let file = fixture("support-menu.json");
+    let out = wabot(
+        &["simulate", file.to_str().unwrap_or_default()],
+        &[],
+        "3\nİptal\nskip\nhello\n/quit\n",
+    );
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains("[conversation completed: flow_completed]"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("[skip word ignored: no conversation is active]")
+            .count(),
+        2,
+        "{text}"
+    );
+    // Only `hello` started the chatbot again: two welcomes in all.
+    assert_eq!(
+        text.matches("bot> Hi! Welcome to the Corner Bakery")
+            .count(),
+        2,
+        "{text}"
+    );
+    let after_hello = text.split("you> hello").nth(1).unwrap_or_default();
+    assert!(after_hello.contains("bot> Hi! Welcome"), "{text}");
+}
+
+#[test]
+fn validate_and_simulate_warn_about_a_message_cycle() {
+    let file = fixture("ping-pong-loop.json");
+    let out = wabot(
+        &["chatbot", "validate", file.to_str().unwrap_or_default()],
+        &[],
+        "",
+    );
+    assert!(out.status.success(), "a warning is not an error");
+    let text = stdout(&out);
+    assert!(
+        text.contains("warning: node `ping` (Ping): nodes `ping`, `pong` form a cycle"),
+        "{text}"
+    );
+    let out = wabot(
+        &["simulate", file.to_str().unwrap_or_default()],
+        &[("WABOT_MAX_SENDS_PER_TURN", "4")],
+        "/quit\n",
+    );
+    let text = stdout(&out);
+    assert_eq!(text.matches("bot> p").count(), 4, "{text}");
+    assert!(
+        text.contains("[conversation completed: send_limit_exceeded]"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("form a cycle"));
 }
 
 #[tokio::test]
@@ -149,7 +205,7 @@ async fn import_stores_the_chatbot_and_prints_its_id() {
         "{}",
         String::from_utf8_lossy(&migrate.stderr)
     );
-    let file = helpers::shared("whatsapp-builder/chatbots/restaurant-reservation-bot.json");
+    let file = fixture("table-booking.json");
     let out = wabot(
         &[
             "chatbot",

@@ -33,13 +33,13 @@ async fn new_conversation(pool: &PgPool) -> Uuid {
 #[tokio::test]
 async fn an_imported_chatbot_loads_back_and_compiles() {
     let pool = helpers::fresh_pool().await;
-    let path = helpers::shared("whatsapp-builder/chatbots/restaurant-reservation-bot.json");
+    let path = fixture("table-booking.json");
     let id = import(&pool, &path, false).await;
     let row = chatbots::load(&pool, id)
         .await
         .expect("load")
         .expect("the row");
-    assert_eq!(row.name, "Restaurant Reservation Bot");
+    assert_eq!(row.name, "Table Booking");
     assert_eq!(row.status, "draft");
     assert!(!row.is_active);
     let (bot, _) = compile(&row.to_doc()).expect("compiles");
@@ -61,25 +61,10 @@ async fn the_oldest_active_chatbot_answers_unless_a_trigger_keyword_picks_anothe
         .await
         .expect("query")
         .is_none());
-    let _inactive = import(
-        &pool,
-        &helpers::shared("whatsapp-builder/chatbots/sample-chatbot.json"),
-        false,
-    )
-    .await;
-    let default = import(
-        &pool,
-        &helpers::shared("whatsapp-builder/chatbots/00-ana-demo-bot.json"),
-        true,
-    )
-    .await;
+    let _inactive = import(&pool, &fixture("support-menu.json"), false).await;
+    let default = import(&pool, &fixture("demo-center.json"), true).await;
     let triggered = import(&pool, &fixture("order-status.json"), true).await;
-    let younger = import(
-        &pool,
-        &helpers::shared("whatsapp-builder/chatbots/multi-sector-demo-chatbot.json"),
-        true,
-    )
-    .await;
+    let younger = import(&pool, &fixture("sector-loop.json"), true).await;
 
     let pick = |text: Option<&'static str>| {
         let pool = pool.clone();
@@ -105,12 +90,7 @@ async fn the_oldest_active_chatbot_answers_unless_a_trigger_keyword_picks_anothe
 #[tokio::test]
 async fn a_context_round_trips_through_save_and_load() {
     let pool = helpers::fresh_pool().await;
-    let chatbot_id = import(
-        &pool,
-        &helpers::shared("whatsapp-builder/chatbots/sample-chatbot.json"),
-        true,
-    )
-    .await;
+    let chatbot_id = import(&pool, &fixture("support-menu.json"), true).await;
     let conversation = new_conversation(&pool).await;
     let row = chatbots::load(&pool, chatbot_id)
         .await
@@ -146,7 +126,7 @@ async fn a_context_round_trips_through_save_and_load() {
     assert_eq!(loaded.variables, result.context.variables);
     assert_eq!(loaded.node_history, result.context.node_history);
     assert_eq!(loaded.node_outputs, result.context.node_outputs);
-    assert_eq!(loaded.current_node_id, "main-menu");
+    assert_eq!(loaded.current_node_id, "menu");
     assert_eq!(loaded.status, ContextStatus::WaitingInput);
     assert!(loaded.expires_at.is_some());
     assert_eq!(loaded.variables["customer_name"], json!("Can"));
@@ -156,7 +136,7 @@ async fn a_context_round_trips_through_save_and_load() {
         &bot,
         loaded,
         wabot::engine::Inbound::ButtonReply {
-            id: "btn_tech".into(),
+            id: "btn_hours".into(),
             title: "x".into(),
         }
         .into_event(),
@@ -188,12 +168,7 @@ async fn a_context_round_trips_through_save_and_load() {
 #[tokio::test]
 async fn a_conversation_cannot_have_two_active_contexts() {
     let pool = helpers::fresh_pool().await;
-    let chatbot_id = import(
-        &pool,
-        &helpers::shared("whatsapp-builder/chatbots/sample-chatbot.json"),
-        true,
-    )
-    .await;
+    let chatbot_id = import(&pool, &fixture("support-menu.json"), true).await;
     let conversation = new_conversation(&pool).await;
     let row = chatbots::load(&pool, chatbot_id)
         .await

@@ -1,58 +1,52 @@
-//! Real chatbots from WhatsApp Builder, driven through webhooks step by step.
+//! Chatbots in the shapes of WhatsApp Builder's own (the fixtures), driven through
+//! webhooks step by step.
 
 use serde_json::{json, Value};
 
 use super::*;
-use crate::helpers::shared;
+use crate::engine::fixture;
 
 #[tokio::test]
 async fn the_sample_support_bot_answers_a_button_and_completes_then_starts_again() {
     let engine = Engine::start().await;
     let pool = &engine.app.pool;
-    install_chatbot(
-        pool,
-        &load_json(&shared("whatsapp-builder/chatbots/sample-chatbot.json")),
-    )
-    .await;
+    install_chatbot(pool, &load_json(&fixture("support-menu.json"))).await;
 
-    engine.say(text("wamid.IN1", "merhaba")).await;
+    engine.say(text("wamid.IN1", "hello")).await;
     let replies = engine.replies(0, 2).await;
     assert_eq!(replies[0].to(), Some(CUSTOMER));
     assert_eq!(
         replies[0].body,
         json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": CUSTOMER,
-               "type": "text", "text": {"body": "Merhaba! WhatsApp Builder Destek Hattına hoşgeldiniz. Size nasıl yardımcı olabilirim?", "preview_url": false}})
+               "type": "text", "text": {"body": "Hi! Welcome to the Corner Bakery help line.", "preview_url": false}})
     );
     assert_eq!(replies[1].body["type"], "interactive");
     assert_eq!(replies[1].body["interactive"]["type"], "button");
     assert_eq!(
         replies[1].body["interactive"]["body"]["text"],
-        "Lütfen aşağıdaki seçeneklerden birini seçin:"
+        "What can we help you with?"
     );
     let buttons = &replies[1].body["interactive"]["action"]["buttons"];
     assert_eq!(
         buttons,
         &json!([
-            {"type": "reply", "reply": {"id": "btn_tech", "title": "Teknik Destek"}},
-            {"type": "reply", "reply": {"id": "btn_price", "title": "Fiyat Bilgisi"}},
-            {"type": "reply", "reply": {"id": "btn_info", "title": "Hakkimizda"}}
+            {"type": "reply", "reply": {"id": "btn_hours", "title": "Opening hours"}},
+            {"type": "reply", "reply": {"id": "btn_prices", "title": "Prices"}},
+            {"type": "reply", "reply": {"id": "btn_team", "title": "About us"}}
         ])
     );
     let (status, node, _) = active_context(pool).await.expect("a waiting context");
-    assert_eq!(
-        (status.as_str(), node.as_str()),
-        ("waiting_input", "main-menu")
-    );
+    assert_eq!((status.as_str(), node.as_str()), ("waiting_input", "menu"));
 
     engine
-        .say(button_reply("wamid.IN2", "btn_price", "Fiyat Bilgisi"))
+        .say(button_reply("wamid.IN2", "btn_prices", "Prices"))
         .await;
     let replies = engine.replies(2, 2).await;
-    assert!(replies[0].text().unwrap().starts_with("Fiyat Bilgisi"));
+    assert!(replies[0].text().unwrap().starts_with("Prices: bread"));
     assert!(replies[1]
         .text()
         .unwrap()
-        .starts_with("Bizi tercih ettiginiz icin"));
+        .starts_with("Thank you for writing"));
     assert!(
         active_context(pool).await.is_none(),
         "the context completed"
@@ -64,7 +58,7 @@ async fn the_sample_support_bot_answers_a_button_and_completes_then_starts_again
     .await
     .unwrap();
     assert_eq!(reason, "flow_completed");
-    assert!(history.to_string().contains("price-response"));
+    assert!(history.to_string().contains("answer-prices"));
 
     // Every reply is a stored message with its wamid and status `sent`.
     eventually(pool, UNSENT, 0).await;
@@ -87,12 +81,12 @@ async fn the_sample_support_bot_answers_a_button_and_completes_then_starts_again
         .fetch_one(pool)
         .await
         .unwrap();
-    assert!(last.starts_with("Bizi tercih ettiginiz icin"), "{last}");
+    assert!(last.starts_with("Thank you for writing"), "{last}");
 
     // A new message after completion starts the chatbot again.
-    engine.say(text("wamid.IN3", "tekrar")).await;
+    engine.say(text("wamid.IN3", "again")).await;
     let replies = engine.replies(4, 2).await;
-    assert!(replies[0].text().unwrap().starts_with("Merhaba!"));
+    assert!(replies[0].text().unwrap().starts_with("Hi! Welcome"));
 }
 
 /// A loopback reservation API: answers `status` and records what it received.
@@ -106,7 +100,7 @@ async fn reservation_api(status: u16) -> (String, std::sync::Arc<std::sync::Mute
     ) -> (StatusCode, Json<Value>) {
         seen.lock().unwrap().push(body.clone());
         let code = StatusCode::from_u16(status).unwrap();
-        (code, Json(json!({"json": body, "reservation": "R-42"})))
+        (code, Json(json!({"json": body, "reference": "R-42"})))
     }
     let app = Router::new()
         .route("/reserve", post(handle))
@@ -117,11 +111,9 @@ async fn reservation_api(status: u16) -> (String, std::sync::Arc<std::sync::Mute
     (url, seen)
 }
 
-/// The restaurant bot with its rest_api node pointed at `url`.
+/// The table-booking bot with its rest_api node pointed at `url`.
 fn restaurant_bot(url: &str) -> Value {
-    let mut doc = load_json(&shared(
-        "whatsapp-builder/chatbots/restaurant-reservation-bot.json",
-    ));
+    let mut doc = load_json(&fixture("table-booking.json"));
     // WhatsApp Builder's export wraps the chatbot in `chatbot`.
     let bot = if doc.get("nodes").is_some() {
         &mut doc
@@ -148,37 +140,29 @@ async fn the_restaurant_bot_collects_answers_calls_its_api_and_confirms() {
     assert!(r[0]
         .text()
         .unwrap()
-        .starts_with("Welcome to La Bella Restaurant!"));
-    assert_eq!(
-        r[1].text(),
-        Some("What name should we put the reservation under?")
-    );
+        .starts_with("Welcome to Harbour Grill!"));
+    assert_eq!(r[1].text(), Some("Whose name should the booking be under?"));
     assert_eq!(r[1].body["type"], "text");
 
     engine.say(text("wamid.R2", "Ada Lovelace")).await;
     let r = engine.replies(2, 1).await;
     assert_eq!(r[0].body["interactive"]["type"], "button");
-    assert_eq!(r[0].text(), Some("How many guests will be dining with us?"));
+    assert_eq!(r[0].text(), Some("How many people are coming?"));
 
     // Typed text at a buttons prompt follows the `default` edge.
     engine.say(text("wamid.R3", "5 of us")).await;
     let r = engine.replies(3, 1).await;
-    assert_eq!(
-        r[0].text(),
-        Some("What date would you like to reserve? (YYYY-MM-DD format)")
-    );
+    assert_eq!(r[0].text(), Some("Which day would you like? (YYYY-MM-DD)"));
 
     engine.say(text("wamid.R4", "2026-12-24")).await;
     let r = engine.replies(4, 1).await;
     assert_eq!(
         r[0].text(),
-        Some("Your reservation is confirmed!\n\n- Name: Ada Lovelace\n- Party Size: 5 of us\n- Date: 2026-12-24\n\nSee you at La Bella Restaurant!")
+        Some("Booked!\n\nName: Ada Lovelace\nPeople: 5 of us\nDay: 2026-12-24\nReference: R-42")
     );
     assert_eq!(
         seen.lock().unwrap().clone(),
-        vec![
-            json!({"customer_name": "Ada Lovelace", "party_size": "5 of us", "reservation_date": "2026-12-24"})
-        ]
+        vec![json!({"name": "Ada Lovelace", "size": "5 of us", "date": "2026-12-24"})]
     );
 
     // The context kept the editor's variable names with their structure.
@@ -190,7 +174,7 @@ async fn the_restaurant_bot_collects_answers_calls_its_api_and_confirms() {
     assert_eq!(status, "completed");
     assert_eq!(vars["question_1"]["response"], "Ada Lovelace");
     assert_eq!(vars["rest_api_1"]["status"], 200);
-    assert_eq!(vars["rest_api_1"]["data"]["reservation"], "R-42");
+    assert_eq!(vars["rest_api_1"]["data"]["reference"], "R-42");
     assert_eq!(vars["customer_phone"], CUSTOMER);
     assert_eq!(vars["customer_name"], CUSTOMER_NAME);
 }
@@ -204,15 +188,13 @@ async fn a_failing_api_takes_the_error_branch() {
     engine.replies(0, 2).await;
     engine.say(text("wamid.E2", "Ada")).await;
     engine.replies(2, 1).await;
-    engine
-        .say(button_reply("wamid.E3", "guests_2", "2 Guests"))
-        .await;
+    engine.say(button_reply("wamid.E3", "size_2", "Two")).await;
     engine.replies(3, 1).await;
     engine.say(text("wamid.E4", "2026-12-31")).await;
     let r = engine.replies(4, 1).await;
     let text = r[0].text().unwrap();
     assert!(
-        text.starts_with("Sorry, we couldn't complete your reservation."),
+        text.starts_with("Sorry, the booking did not go through ("),
         "{text}"
     );
     assert!(text.contains("Please call us"), "{text}");
@@ -222,29 +204,25 @@ async fn a_failing_api_takes_the_error_branch() {
 async fn the_demo_bot_walks_buttons_a_list_a_condition_and_a_flow_to_its_reply() {
     let engine = Engine::start().await;
     let pool = &engine.app.pool;
-    install_chatbot(
-        pool,
-        &load_json(&shared("whatsapp-builder/chatbots/00-ana-demo-bot.json")),
-    )
-    .await;
+    install_chatbot(pool, &load_json(&fixture("demo-center.json"))).await;
 
-    engine.say(text("wamid.D1", "selam")).await;
+    engine.say(text("wamid.D1", "hi")).await;
     let r = engine.replies(0, 2).await;
     let buttons = &r[1].body["interactive"];
     assert_eq!(
         buttons["header"],
-        json!({"type": "text", "text": "Demo Merkezi"})
+        json!({"type": "text", "text": "Demo center"})
     );
-    assert_eq!(buttons["footer"], json!({"text": "Bir seçenek seçin"}));
+    assert_eq!(buttons["footer"], json!({"text": "Pick one"}));
     assert_eq!(buttons["action"]["buttons"].as_array().unwrap().len(), 3);
 
     engine
-        .say(button_reply("wamid.D2", "btn_demo", "Demoları Gör"))
+        .say(button_reply("wamid.D2", "btn_demos", "Show demos"))
         .await;
     let r = engine.replies(2, 1).await;
     let list = &r[0].body["interactive"];
     assert_eq!(list["type"], "list");
-    assert_eq!(list["action"]["button"], "Demoları Görüntüle");
+    assert_eq!(list["action"]["button"], "See the demos");
     let rows: Vec<&str> = list["action"]["sections"]
         .as_array()
         .unwrap()
@@ -255,50 +233,47 @@ async fn the_demo_bot_walks_buttons_a_list_a_condition_and_a_flow_to_its_reply()
     assert_eq!(
         rows,
         [
-            "demo_berber",
-            "demo_restoran",
-            "demo_klinik",
-            "demo_eticaret",
-            "demo_emlak"
+            "demo_barber",
+            "demo_clinic",
+            "demo_restaurant",
+            "demo_shop",
+            "demo_homes"
         ]
     );
 
     engine
-        .say(list_reply("wamid.D3", "demo_berber", "Berber Randevu"))
+        .say(list_reply("wamid.D3", "demo_barber", "Barber"))
         .await;
     let r = engine.replies(3, 1).await;
     let flow = &r[0].body["interactive"];
     assert_eq!(flow["type"], "flow");
-    assert_eq!(
-        flow["body"]["text"],
-        "Berber seçimi yapın ve uygun saati belirleyin"
-    );
+    assert_eq!(flow["body"]["text"], "Choose your barber and a free time");
     let params = &flow["action"]["parameters"];
     assert_eq!(params["flow_message_version"], "3");
-    assert_eq!(params["flow_id"], "BERBER_FLOW_ID");
-    assert_eq!(params["flow_cta"], "Randevu Al");
+    assert_eq!(params["flow_id"], "BARBER_FLOW");
+    assert_eq!(params["flow_cta"], "Book now");
     assert_eq!(params["flow_action"], "data_exchange");
     let token = params["flow_token"].as_str().unwrap().to_owned();
     let (status, node, _) = active_context(pool).await.unwrap();
     assert_eq!(
         (status.as_str(), node.as_str()),
-        ("waiting_flow", "berber_flow")
+        ("waiting_flow", "barber-flow")
     );
-    assert!(token.ends_with(":berber_flow"), "{token}");
+    assert!(token.ends_with(":barber-flow"), "{token}");
 
-    let response = json!({"flow_token": token, "berber_name": "Mehmet Usta",
-        "appointment_date": "2026-12-01", "appointment_time": "14:00",
-        "service": "Saç kesimi", "appointment_id": "A-7"});
+    let response = json!({"flow_token": token, "barber": "Mehmet Usta",
+        "day": "2026-12-01", "time": "14:00",
+        "service": "Saç kesimi", "booking_id": "A-7"});
     engine.say(nfm_reply("wamid.D4", &response)).await;
     let r = engine.replies(4, 1).await;
     let text = r[0].text().unwrap();
-    assert!(text.contains("👤 Berber: Mehmet Usta"), "{text}");
+    assert!(text.contains("Barber: Mehmet Usta"), "{text}");
     assert!(text.contains("#A-7"), "{text}");
     let (vars,): (Value,) = sqlx::query_as("SELECT variables FROM conversation_contexts")
         .fetch_one(pool)
         .await
         .unwrap();
-    assert_eq!(vars["flow_1"]["response"]["berber_name"], "Mehmet Usta");
+    assert_eq!(vars["flow_1"]["response"]["barber"], "Mehmet Usta");
 }
 
 #[tokio::test]
@@ -485,4 +460,39 @@ async fn a_list_question_takes_its_rows_from_a_data_source_connection() {
         .await;
     let r = engine.replies(1, 1).await;
     assert_eq!(r[0].text(), Some("You picked arcelik"));
+}
+
+/// Inbound turn jobs not finished yet (a waiting context also has a timer job).
+const OPEN_TURNS: &str =
+    "SELECT count(*) FROM turn_jobs WHERE done_at IS NULL AND kind = 'inbound'";
+
+// Needs the worker to call `wabot::engine::is_skip_word` before it starts a chatbot
+// (lead-owned `src/worker/turns.rs`); run with `--ignored` until then.
+#[tokio::test]
+#[ignore = "needs the worker's skip-word check before a chatbot starts"]
+async fn a_skip_word_with_no_conversation_active_starts_nothing() {
+    let engine = Engine::start().await;
+    let pool = &engine.app.pool;
+    install_chatbot(pool, &load_json(&fixture("support-menu.json"))).await;
+    let contexts = "SELECT count(*) FROM conversation_contexts";
+
+    engine.say(text("wamid.SK1", "İptal")).await;
+    eventually(pool, OPEN_TURNS, 0).await;
+    eventually(pool, contexts, 0).await;
+    assert!(engine.graph.accepted().is_empty(), "nothing was sent");
+
+    // Any other text starts the chatbot; after it completes, a skip word again
+    // starts nothing.
+    engine.say(text("wamid.SK2", "hello")).await;
+    let r = engine.replies(0, 2).await;
+    assert!(r[0].text().unwrap().starts_with("Hi! Welcome"));
+    engine
+        .say(button_reply("wamid.SK3", "btn_hours", "Opening hours"))
+        .await;
+    engine.replies(2, 2).await;
+    engine.say(text("wamid.SK4", "skip")).await;
+    eventually(pool, OPEN_TURNS, 0).await;
+    eventually(pool, contexts, 1).await;
+    assert!(active_context(pool).await.is_none());
+    assert_eq!(engine.graph.accepted().len(), 4);
 }
