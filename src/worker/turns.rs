@@ -463,9 +463,20 @@ impl TurnStage {
                 }
             }
             None => {
-                let Event::InboundMessage { text, .. } = &event else {
+                let Event::InboundMessage {
+                    text,
+                    button_id,
+                    list_row_id,
+                } = &event
+                else {
                     return skip(effects, "no active context");
                 };
+                // A skip word answers a waiting question; with nothing waiting it
+                // starts nothing (as in WhatsApp Builder).
+                let typed = button_id.is_none() && list_row_id.is_none();
+                if typed && text.as_deref().is_some_and(engine::is_skip_word) {
+                    return skip(effects, "a skip word starts no chatbot");
+                }
                 match self
                     .start(work.conversation_id, text.as_deref(), &customer)
                     .await?

@@ -466,10 +466,7 @@ async fn a_list_question_takes_its_rows_from_a_data_source_connection() {
 const OPEN_TURNS: &str =
     "SELECT count(*) FROM turn_jobs WHERE done_at IS NULL AND kind = 'inbound'";
 
-// Needs the worker to call `wabot::engine::is_skip_word` before it starts a chatbot
-// (lead-owned `src/worker/turns.rs`); run with `--ignored` until then.
 #[tokio::test]
-#[ignore = "needs the worker's skip-word check before a chatbot starts"]
 async fn a_skip_word_with_no_conversation_active_starts_nothing() {
     let engine = Engine::start().await;
     let pool = &engine.app.pool;
