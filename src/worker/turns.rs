@@ -864,3 +864,76 @@ pub fn inbound_from_meta(raw: &Value) -> Inbound {
         _ => Inbound::Other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Choice, FlowAction, Outgoing};
+
+    #[test]
+    fn contents_have_whatsapp_builders_shapes() {
+        let (kind, content) = message_content(&Outgoing::Text {
+            body: "Merhaba".into(),
+        });
+        assert_eq!(kind, "text");
+        assert_eq!(content, json!({"body": "Merhaba", "text": "Merhaba"}));
+
+        let (kind, content) = message_content(&Outgoing::Buttons {
+            header: None,
+            body: "Seçin".into(),
+            footer: Some("alt".into()),
+            buttons: vec![Choice {
+                id: "btn-0".into(),
+                title: "Evet".into(),
+                description: None,
+            }],
+        });
+        assert_eq!(kind, "interactive");
+        assert_eq!(
+            content,
+            json!({"type": "button", "body": {"text": "Seçin"}, "footer": {"text": "alt"},
+                   "action": {"buttons": [{"type": "reply", "reply": {"id": "btn-0", "title": "Evet"}}]}})
+        );
+
+        let (kind, content) = message_content(&Outgoing::Flow {
+            header: None,
+            body: "Form".into(),
+            footer: None,
+            flow_id: "1234".into(),
+            flow_cta: "Aç".into(),
+            flow_token: "ctx:node".into(),
+            flow_action: FlowAction::Navigate,
+            screen: None,
+            data: None,
+        });
+        assert_eq!(kind, "interactive");
+        assert_eq!(content["type"], "flow");
+        assert_eq!(content["whatsappFlowId"], "1234");
+        assert_eq!(content["action"]["parameters"]["flow_id"], "1234");
+    }
+
+    #[test]
+    fn a_context_survives_its_row() {
+        let mut variables = Map::new();
+        variables.insert("name".into(), json!("Ada"));
+        let context = Context {
+            id: Uuid::new_v4(),
+            conversation_id: Uuid::new_v4(),
+            chatbot_id: Uuid::new_v4(),
+            current_node_id: "q".into(),
+            variables,
+            node_history: vec!["s".into(), "q".into()],
+            node_outputs: Map::new(),
+            is_active: true,
+            status: ContextStatus::Running,
+            completion_reason: None,
+            completed_at: None,
+            expires_at: None,
+        };
+        let back = context_from_row(&context_to_row(&context));
+        assert_eq!(back.variables, context.variables);
+        assert_eq!(back.node_history, context.node_history);
+        assert_eq!(back.current_node_id, "q");
+        assert!(back.is_active);
+    }
+}

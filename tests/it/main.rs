@@ -11,6 +11,7 @@ mod engine_cli;
 mod engine_store;
 mod flows;
 mod flows_support;
+mod pipeline;
 mod schema;
 mod sender;
 mod serve;
