@@ -315,6 +315,9 @@ pub async fn record_batch(pool: &PgPool, records: &[SendRecord]) -> Result<(), s
         }
     }
     if !sent_jobs.is_empty() {
+        // The wamids' status locks come first, as ingest takes them, so that a
+        // status batch and this record never wait on each other in a cycle.
+        crate::store::statuses::lock_wamids(&mut tx, wamids.iter().map(String::as_str)).await?;
         // The job is finished and its message moves to `sent` in one statement; only
         // `pending` moves, so a status applied meanwhile is never undone.
         let done: Vec<(Uuid, String)> = sqlx::query_as(

@@ -268,7 +268,7 @@ fn is_message_status(status: &str) -> bool {
 
 /// Serialises everyone who looks at or writes the statuses of these wamids, until
 /// the transaction ends. Taken in sorted order, so batches never deadlock on them.
-async fn lock_wamids<'a>(
+pub async fn lock_wamids<'a>(
     conn: &mut PgConnection,
     wamids: impl Iterator<Item = &'a str>,
 ) -> Result<(), sqlx::Error> {
