@@ -12,10 +12,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::egress::rest_api::{HttpOptions, ReqwestHttp};
 use crate::engine::{
     compile, run_turn, CompiledChatbot, Context, Customer, EngineLimits, Event, Outgoing,
 };
-use crate::worker::rest_api::{HttpOptions, ReqwestHttp};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {

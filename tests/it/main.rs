@@ -6,6 +6,7 @@ mod helpers;
 mod datasource;
 mod datasource_support;
 mod e2e;
+mod egress;
 mod engine;
 mod engine_cli;
 mod engine_store;
