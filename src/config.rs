@@ -18,8 +18,9 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-/// The whole configuration of a wabot process.
-#[derive(Debug, Clone, Deserialize)]
+/// The whole configuration of a wabot process. Debug shows `database_url` without
+/// its password (see the impl below).
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `DATABASE_URL`: the PostgreSQL database wabot owns (created when missing).
@@ -34,6 +35,23 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub datasource: DataSourceConfig,
     pub log: LogConfig,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &crate::text::redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field("database", &self.database)
+            .field("whatsapp", &self.whatsapp)
+            .field("server", &self.server)
+            .field("worker", &self.worker)
+            .field("engine", &self.engine)
+            .field("flows", &self.flows)
+            .field("datasource", &self.datasource)
+            .field("log", &self.log)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -105,6 +105,8 @@ impl DataSourceClient {
                 connection.name
             )));
         }
+        // Both Debug impls leave out tokens, header values and parameter values.
+        tracing::debug!(?source, ?connection, "data source request");
         let params = extract::mapped_params(connection, input)?;
         let url = join_url(&source.base_url, &connection.endpoint);
         let url = reqwest::Url::parse(&url)

@@ -56,6 +56,8 @@ impl ReqwestHttp {
 
 impl HttpClient for ReqwestHttp {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        // The request's Debug leaves out header values, the query and the body.
+        tracing::debug!(?request, "rest_api request");
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
         if url.host().is_none() {

@@ -13,6 +13,7 @@ mod engine_store;
 mod flows;
 mod flows_support;
 mod schema;
+mod secrets;
 mod sender;
 mod serve;
 mod support_graph;
