@@ -482,10 +482,7 @@ impl Config {
             }
         }
         let version = &self.whatsapp.graph_api_version;
-        let valid_version = version
-            .strip_prefix('v')
-            .is_some_and(|rest| !rest.is_empty() && rest.split('.').all(is_number));
-        if !valid_version {
+        if !crate::whatsapp::graph::is_api_version(version) {
             return Err(ConfigError::invalid(
                 "WABOT_GRAPH_API_VERSION",
                 format!("`{version}` is not a Graph API version such as v24.0"),
@@ -535,10 +532,6 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.server.shutdown_timeout_secs)
     }
-}
-
-fn is_number(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn positive<T: Into<u64>>(key: &str, value: T) -> Result<(), ConfigError> {

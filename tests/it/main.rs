@@ -12,6 +12,7 @@ mod engine_cli;
 mod engine_store;
 mod flows;
 mod flows_support;
+mod graph_version;
 mod schema;
 mod secrets;
 mod sender;
