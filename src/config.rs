@@ -18,8 +18,9 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-/// The whole configuration of a wabot process.
-#[derive(Debug, Clone, Deserialize)]
+/// The whole configuration of a wabot process. Debug shows `database_url` without
+/// its password (see the impl below).
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `DATABASE_URL`: the PostgreSQL database wabot owns (created when missing).
@@ -35,6 +36,23 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub datasource: DataSourceConfig,
     pub log: LogConfig,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &crate::text::redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field("database", &self.database)
+            .field("whatsapp", &self.whatsapp)
+            .field("server", &self.server)
+            .field("worker", &self.worker)
+            .field("engine", &self.engine)
+            .field("flows", &self.flows)
+            .field("datasource", &self.datasource)
+            .field("log", &self.log)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -515,10 +533,7 @@ impl Config {
             }
         }
         let version = &self.whatsapp.graph_api_version;
-        let valid_version = version
-            .strip_prefix('v')
-            .is_some_and(|rest| !rest.is_empty() && rest.split('.').all(is_number));
-        if !valid_version {
+        if !crate::whatsapp::graph::is_api_version(version) {
             return Err(ConfigError::invalid(
                 "WABOT_GRAPH_API_VERSION",
                 format!("`{version}` is not a Graph API version such as v24.0"),
@@ -581,10 +596,6 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.server.shutdown_timeout_secs)
     }
-}
-
-fn is_number(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn positive<T: Into<u64>>(key: &str, value: T) -> Result<(), ConfigError> {

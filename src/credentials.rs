@@ -31,6 +31,9 @@ pub struct Credentials {
     pub access_token: Option<SecretString>,
     pub app_secret: Option<SecretString>,
     pub verify_token: Option<SecretString>,
+    /// The Graph API version of the active `whatsapp_config` row (`api_version`);
+    /// `None` uses `WABOT_GRAPH_API_VERSION`.
+    pub api_version: Option<String>,
 }
 
 /// The last answer and when it was read.
@@ -85,6 +88,7 @@ impl CredentialStore {
                     // A row without an app secret still verifies with the fallback one.
                     app_secret: row.app_secret.or_else(|| fb.app_secret.clone()),
                     verify_token: Some(row.webhook_verify_token),
+                    api_version: checked_version(&row.api_version),
                 },
                 None => Credentials {
                     source: Source::Environment,
@@ -93,8 +97,23 @@ impl CredentialStore {
                     access_token: fb.access_token.clone(),
                     app_secret: fb.app_secret.clone(),
                     verify_token: fb.verify_token.clone(),
+                    api_version: None,
                 },
             },
         )
     }
+}
+
+/// The row's version when it is one (`v24.0`); else the configured one is used, with
+/// a warning, rather than a URL Meta would refuse.
+fn checked_version(version: &str) -> Option<String> {
+    let version = version.trim();
+    if crate::whatsapp::graph::is_api_version(version) {
+        return Some(version.to_owned());
+    }
+    tracing::warn!(
+        api_version = version,
+        "whatsapp_config.api_version is not a Graph API version; WABOT_GRAPH_API_VERSION is used"
+    );
+    None
 }

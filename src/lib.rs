@@ -16,6 +16,8 @@
 //!   one turn at a time; it does no I/O and reads no clock of its own.
 //! * [`datasource`] resolves data sources and connections over HTTP for Flows and
 //!   dynamic questions.
+//! * [`egress`] is the one guard of user-configured URLs (rest_api nodes and data
+//!   sources): no private addresses, DNS pinned, redirects re-checked.
 //!
 //! [`startup`] wires them into a server that starts on any listener and stops on a
 //! cancellation token; `src/main.rs` is only the command line.
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod datasource;
+pub mod egress;
 pub mod engine;
 pub mod http;
 pub mod startup;

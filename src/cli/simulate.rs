@@ -12,11 +12,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::egress::rest_api::{HttpOptions, ReqwestHttp};
 use crate::engine::{
     compile, is_skip_word, run_turn, CompiledChatbot, Context, ContextStatus, Customer,
     EngineLimits, Event, Outgoing,
 };
-use crate::worker::rest_api::{HttpOptions, ReqwestHttp};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {

@@ -6,21 +6,20 @@ use std::time::Duration;
 
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::HeaderValue;
-use ipnet::IpNet;
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use super::extract::{self, query_text};
-use super::guard::{self, BlockedAddress, CrossHostRedirect, GuardedResolver};
 use super::model::{Auth, Connection, DataSource, Method, SourceType};
 use super::{DataSourceError, Item};
 use crate::config::DataSourceConfig;
+use crate::egress::{self, CrossHostRedirect, Guard, Redirects};
 
 /// The HTTP client of data sources, cheap to clone.
 #[derive(Clone)]
 pub struct DataSourceClient {
     http: reqwest::Client,
-    allowed: Arc<Vec<IpNet>>,
+    guard: Arc<Guard>,
     default_timeout: Duration,
     max_timeout: Duration,
     max_response_bytes: usize,
@@ -34,21 +33,16 @@ impl std::fmt::Debug for DataSourceClient {
 
 impl DataSourceClient {
     pub fn new(config: &DataSourceConfig) -> DataSourceClient {
-        let allowed = Arc::new(config.allowed_networks.clone());
-        let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver {
-                allowed: allowed.clone(),
-            }))
-            .redirect(guard::redirect_policy())
+        let guard = Arc::new(Guard::new(config.allowed_networks.clone()));
+        let http = egress::client_builder(guard.clone(), Redirects::SameHost)
             .connect_timeout(Duration::from_millis(config.max_timeout_ms))
-            .user_agent(concat!("wabot/", env!("CARGO_PKG_VERSION")))
             .build()
             // Building fails only when the TLS backend cannot initialise, which is a
             // broken installation rather than anything a request could cause.
             .expect("the rustls HTTP client builds");
         DataSourceClient {
             http,
-            allowed,
+            guard,
             default_timeout: Duration::from_millis(config.default_timeout_ms),
             max_timeout: Duration::from_millis(config.max_timeout_ms),
             max_response_bytes: config.max_response_bytes,
@@ -111,11 +105,16 @@ impl DataSourceClient {
                 connection.name
             )));
         }
+        // Both Debug impls leave out tokens, header values and parameter values.
+        tracing::debug!(?source, ?connection, "data source request");
         let params = extract::mapped_params(connection, input)?;
         let url = join_url(&source.base_url, &connection.endpoint);
         let url = reqwest::Url::parse(&url)
             .map_err(|e| DataSourceError::Invalid(format!("URL `{url}`: {e}")))?;
-        self.check_literal_host(&url)?;
+        // Names go through the guarded resolver; IP literals never reach a resolver.
+        self.guard
+            .check_url(&url)
+            .map_err(DataSourceError::Blocked)?;
 
         let timeout = self.timeout_for(source);
         let mut request = match (source.kind, connection.method) {
@@ -179,22 +178,6 @@ impl DataSourceClient {
         }
         let body = self.read_capped(response, timeout).await?;
         serde_json::from_slice(&body).map_err(|_| DataSourceError::NotJson)
-    }
-
-    fn check_literal_host(&self, url: &reqwest::Url) -> Result<(), DataSourceError> {
-        // Names go through the guarded resolver; IP literals never reach a resolver.
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
-            _ => return Ok(()),
-        };
-        if guard::permitted(ip, &self.allowed) {
-            return Ok(());
-        }
-        Err(DataSourceError::Blocked(BlockedAddress {
-            host: ip.to_string(),
-            addr: ip,
-        }))
     }
 
     async fn read_capped(
@@ -297,28 +280,15 @@ fn classify(error: reqwest::Error, timeout: Duration) -> DataSourceError {
     if error.is_timeout() {
         return DataSourceError::Timeout(timeout.as_millis() as u64);
     }
+    if let Some(blocked) = egress::blocked_cause(&error) {
+        return DataSourceError::Blocked(blocked);
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
-        if let Some(blocked) = e.downcast_ref::<BlockedAddress>() {
-            return DataSourceError::Blocked(blocked.clone());
-        }
         if let Some(redirect) = e.downcast_ref::<CrossHostRedirect>() {
             return DataSourceError::Redirect(redirect.clone());
         }
         source = e.source();
     }
-    // reqwest's own message is terse ("error sending request"); the causes below it
-    // (connection refused, TLS, DNS) say what went wrong and carry no URL.
-    let mut causes = Vec::new();
-    let mut cause = std::error::Error::source(&error);
-    while let Some(e) = cause {
-        causes.push(e.to_string());
-        cause = e.source();
-    }
-    let mut message = error.without_url().to_string();
-    for c in causes {
-        message.push_str(": ");
-        message.push_str(&c);
-    }
-    DataSourceError::Http(message)
+    DataSourceError::Http(egress::error_text(error))
 }

@@ -5,12 +5,11 @@
 //! (`data_source_connections`) is one endpoint of it, how to call it and how to read
 //! its items. Connections feed WhatsApp Flow dropdowns (see [`flow`]) and dynamic
 //! question rows ([`resolve_connection_items`]). Every request goes through the
-//! network guard ([`guard`]), has a timeout and a response size cap.
+//! egress guard ([`crate::egress`]), has a timeout and a response size cap.
 
 pub mod client;
 pub mod extract;
 pub mod flow;
-pub mod guard;
 pub mod model;
 
 use serde::{Deserialize, Serialize};
@@ -43,9 +42,9 @@ pub enum DataSourceError {
     #[error("invalid configuration of {0}")]
     Invalid(String),
     #[error("{0}")]
-    Blocked(guard::BlockedAddress),
+    Blocked(crate::egress::BlockedAddress),
     #[error("{0}")]
-    Redirect(guard::CrossHostRedirect),
+    Redirect(crate::egress::CrossHostRedirect),
     #[error("no answer within {0} ms")]
     Timeout(u64),
     #[error("request failed: {0}")]

@@ -94,8 +94,9 @@ pub struct ParamMapping {
     pub path: Option<JsonPath>,
 }
 
-/// A connection: one endpoint of a data source and how to read its items.
-#[derive(Debug, Clone)]
+/// A connection: one endpoint of a data source and how to read its items. Debug
+/// leaves out the default parameters' and body's values, which may be keys.
+#[derive(Clone)]
 pub struct Connection {
     pub id: Option<Uuid>,
     pub name: String,
@@ -111,6 +112,23 @@ pub struct Connection {
     pub is_active: bool,
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let params: Vec<&String> = self.default_params.keys().collect();
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("data_source_id", &self.data_source_id)
+            .field("endpoint", &crate::text::redact_url(&self.endpoint))
+            .field("method", &self.method)
+            .field("default_params", &params)
+            .field("data_key", &self.data_key)
+            .field("depends_on", &self.depends_on)
+            .field("is_active", &self.is_active)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for DataSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Header values and the token may be credentials: never print them.
@@ -118,7 +136,7 @@ impl std::fmt::Debug for DataSource {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("base_url", &self.base_url.as_str())
+            .field("base_url", &crate::text::redact_url(self.base_url.as_str()))
             .finish_non_exhaustive()
     }
 }

@@ -337,6 +337,11 @@ fn warnings(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Vec<Warning> {
     warnings
 }
 
+/// Keywords and messages compare trimmed and case-folded (Turkish İ/ı included).
+fn fold(text: &str) -> String {
+    super::vars::fold_case(text.trim())
+}
+
 /// The lower-cased keywords under `key` in a chatbot's `metadata` (an array of
 /// strings or one comma-separated string).
 pub fn metadata_keywords(metadata: Option<&Value>, key: &str) -> Vec<String> {
@@ -351,7 +356,7 @@ pub fn metadata_keywords(metadata: Option<&Value>, key: &str) -> Vec<String> {
     };
     words
         .into_iter()
-        .map(|w| super::exec::fold(&w))
+        .map(|w| fold(&w))
         .filter(|w| !w.is_empty())
         .collect()
 }
@@ -359,12 +364,41 @@ pub fn metadata_keywords(metadata: Option<&Value>, key: &str) -> Vec<String> {
 /// Whether `text` selects by one of `keywords`: it equals one, or starts with one
 /// followed by a space.
 pub fn matches_keyword(keywords: &[String], text: &str) -> bool {
-    let text = super::exec::fold(text);
+    let text = fold(text);
     keywords.iter().any(|k| {
         text == *k
             || text
                 .strip_prefix(k.as_str())
                 .is_some_and(|rest| rest.starts_with(' '))
+    })
+}
+
+/// The chatbot that answers a conversation without an active context, among the
+/// active chatbots `(id, metadata)` oldest first (the store's order).
+///
+/// As in WhatsApp Builder, the oldest active chatbot answers. wabot adds optional
+/// `metadata.triggerKeywords`: the oldest chatbot whose keyword the message starts
+/// with answers; a chatbot with keywords answers only to them, so anything else goes
+/// to the oldest chatbot without keywords.
+pub fn choose_chatbot<'a, Id: Copy>(
+    candidates: impl IntoIterator<Item = (Id, Option<&'a Value>)>,
+    text: Option<&str>,
+) -> Option<Id> {
+    let keywords: Vec<(Id, Vec<String>)> = candidates
+        .into_iter()
+        .map(|(id, metadata)| (id, metadata_keywords(metadata, "triggerKeywords")))
+        .collect();
+    let triggered = text.and_then(|text| {
+        keywords
+            .iter()
+            .find(|(_, words)| matches_keyword(words, text))
+            .map(|(id, _)| *id)
+    });
+    triggered.or_else(|| {
+        keywords
+            .iter()
+            .find(|(_, words)| words.is_empty())
+            .map(|(id, _)| *id)
     })
 }
 
@@ -413,12 +447,6 @@ impl CompiledChatbot {
         &self.restart_keywords
     }
 
-    /// Whether `text` selects this chatbot: it equals a trigger keyword or starts
-    /// with one followed by a space.
-    pub fn is_triggered_by(&self, text: &str) -> bool {
-        matches_keyword(&self.trigger_keywords, text)
-    }
-
     /// The target of the first edge that leaves `from` by exactly `handle`.
     pub fn next_exact(&self, from: NodeIndex, handle: &str) -> Option<NodeIndex> {
         self.graph[from]
@@ -443,5 +471,41 @@ impl CompiledChatbot {
             .find(|e| e.is_default())
             .or_else(|| out.first())
             .map(|e| e.target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::choose_chatbot;
+
+    #[test]
+    fn the_oldest_triggered_chatbot_answers_else_the_oldest_without_keywords() {
+        let orders = json!({"triggerKeywords": ["order", "Sipariş"]});
+        let support = json!({"triggerKeywords": "help, destek"});
+        let anything = json!({});
+        let bots = [
+            (1, Some(&orders)),
+            (2, Some(&support)),
+            (3, None),
+            (4, Some(&anything)),
+        ];
+        let choose = |text| choose_chatbot(bots.iter().copied(), text);
+        assert_eq!(choose(Some("order 42")), Some(1));
+        assert_eq!(choose(Some("SİPARİŞ")), Some(1));
+        assert_eq!(choose(Some("  destek  ")), Some(2));
+        assert_eq!(
+            choose(Some("orders")),
+            Some(3),
+            "a keyword must be a whole word"
+        );
+        assert_eq!(choose(Some("hello")), Some(3));
+        assert_eq!(choose(None), Some(3));
+        assert_eq!(
+            choose_chatbot([(1, Some(&orders))], Some("hello")),
+            None,
+            "a chatbot with keywords answers only to them"
+        );
     }
 }

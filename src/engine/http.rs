@@ -1,5 +1,5 @@
 //! The HTTP interface the engine calls rest_api nodes through. The caller provides
-//! the implementation (`worker::rest_api` over reqwest; tests use a loopback
+//! the implementation (`egress::rest_api` over reqwest; tests use a loopback
 //! server), so the engine itself never touches the network.
 
 use std::future::Future;
@@ -10,8 +10,9 @@ use std::time::Duration;
 /// JSON body, and expects a JSON array of `{id, title, description?}` back.
 pub const CONNECTION_SCHEME: &str = "wabot-connection:";
 
-/// One request a rest_api node makes, fully built.
-#[derive(Debug, Clone, PartialEq)]
+/// One request a rest_api node makes, fully built. Debug shows the URL without its
+/// query, header names without values and the body's size: all may hold keys.
+#[derive(Clone, PartialEq)]
 pub struct HttpRequest {
     pub method: http::Method,
     pub url: String,
@@ -19,6 +20,22 @@ pub struct HttpRequest {
     pub body: Option<Vec<u8>>,
     /// The whole request's deadline; the implementation must honour it.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &crate::text::redact_url(&self.url))
+            .field("headers", &names)
+            .field(
+                "body",
+                &self.body.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +75,7 @@ impl HttpClient for NoHttp {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         Err(HttpError::Forbidden(format!(
             "no HTTP client for {}",
-            request.url
+            crate::text::redact_url(&request.url)
         )))
     }
 }

@@ -1,27 +1,21 @@
-//! Meta's limits on interactive messages and the engine's own bounds per turn.
+//! The engine's bounds per turn, and its names for Meta's limits on messages.
 
 use std::time::Duration;
 
 use crate::config::EngineConfig;
 
-pub const MAX_BUTTONS: usize = 3;
-pub const MAX_LIST_ROWS: usize = 10;
-pub const BUTTON_TITLE_MAX: usize = 20;
-pub const BUTTON_ID_MAX: usize = 256;
-pub const ROW_TITLE_MAX: usize = 24;
-pub const ROW_ID_MAX: usize = 200;
-pub const ROW_DESCRIPTION_MAX: usize = 72;
-pub const SECTION_TITLE_MAX: usize = 24;
-pub const LIST_BUTTON_MAX: usize = 20;
-pub const HEADER_MAX: usize = 60;
-pub const FOOTER_MAX: usize = 60;
-pub const INTERACTIVE_BODY_MAX: usize = 1024;
-pub const TEXT_BODY_MAX: usize = 4096;
+// Meta's limits are written once, in `whatsapp::limits` (a leaf module of constants:
+// the engine stays pure); these are the engine's names for them.
+pub use crate::whatsapp::limits::{
+    BUTTONS as MAX_BUTTONS, BUTTON_ID as BUTTON_ID_MAX, BUTTON_TITLE as BUTTON_TITLE_MAX,
+    FOOTER_TEXT as FOOTER_MAX, HEADER_TEXT as HEADER_MAX, INTERACTIVE_BODY as INTERACTIVE_BODY_MAX,
+    LIST_BUTTON as LIST_BUTTON_MAX, ROWS as MAX_LIST_ROWS, ROW_DESCRIPTION as ROW_DESCRIPTION_MAX,
+    ROW_ID as ROW_ID_MAX, ROW_TITLE as ROW_TITLE_MAX, SECTION_TITLE as SECTION_TITLE_MAX,
+    TEXT_BODY as TEXT_BODY_MAX,
+};
 
-/// The first `max` characters of `text` (characters, not bytes, as Meta counts).
-pub fn cut(text: &str, max: usize) -> String {
-    crate::text::truncate_chars(text, max)
-}
+/// The first `max` characters of a text (characters, not bytes, as Meta counts).
+pub use crate::text::truncate_chars as cut;
 
 /// Bounds on one turn and one context, from `[engine]` in the configuration.
 #[derive(Debug, Clone)]

@@ -198,7 +198,9 @@ impl Operator {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Debug shows no header value, query value, body or credential: chatbots put API
+/// keys in all of them.
+#[derive(Clone)]
 pub struct RestApiNode {
     pub url: String,
     pub method: http::Method,
@@ -222,7 +224,8 @@ pub enum ContentType {
     Multipart,
 }
 
-#[derive(Debug, Clone)]
+/// Debug names the kind only; every value here is a credential.
+#[derive(Clone)]
 pub enum Auth {
     None,
     Bearer(String),
@@ -235,6 +238,46 @@ pub enum Auth {
         value: String,
         in_query: bool,
     },
+}
+
+impl std::fmt::Debug for RestApiNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |pairs: &[(String, String)]| -> Vec<String> {
+            pairs.iter().map(|(name, _)| name.clone()).collect()
+        };
+        f.debug_struct("RestApiNode")
+            .field("url", &crate::text::redact_url(&self.url))
+            .field("method", &self.method)
+            .field("headers", &names(&self.headers))
+            .field(
+                "body",
+                &self.body.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            )
+            .field("content_type", &self.content_type)
+            .field("query", &names(&self.query))
+            .field("response_path", &self.response_path)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("auth", &self.auth)
+            .field("output_variable", &self.output_variable)
+            .field("error_variable", &self.error_variable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Auth::Basic { .. } => f.write_str("Basic(<redacted>)"),
+            Auth::ApiKey { name, in_query, .. } => f
+                .debug_struct("ApiKey")
+                .field("name", name)
+                .field("value", &"<redacted>")
+                .field("in_query", in_query)
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

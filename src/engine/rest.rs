@@ -27,8 +27,8 @@ pub fn build_request(
     max_timeout: Duration,
 ) -> Result<HttpRequest, String> {
     let raw_url = render(&node.url, vars);
-    let mut url =
-        url::Url::parse(raw_url.trim()).map_err(|e| format!("invalid URL `{raw_url}`: {e}"))?;
+    let mut url = url::Url::parse(raw_url.trim())
+        .map_err(|e| format!("invalid URL `{}`: {e}", crate::text::redact_url(&raw_url)))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("unsupported URL scheme `{}`", url.scheme()));
     }

@@ -92,8 +92,9 @@ impl IntoResponse for WebhookError {
     }
 }
 
-/// The query Meta sends to verify the callback URL.
-#[derive(Debug, Deserialize)]
+/// The query Meta sends to verify the callback URL (no `Debug`: it holds the
+/// verify token).
+#[derive(Deserialize)]
 pub struct Handshake {
     #[serde(rename = "hub.mode")]
     mode: Option<String>,
@@ -118,7 +119,7 @@ async fn verify(
         .map(|t| t.expose_secret().as_bytes());
     let given = handshake.verify_token.as_deref().map(str::as_bytes);
     let token_ok = match (expected, given) {
-        (Some(expected), Some(given)) => constant_time_eq(expected, given),
+        (Some(expected), Some(given)) => signature::secrets_equal(expected, given),
         _ => false,
     };
     if handshake.mode.as_deref() != Some("subscribe") || !token_ok {
@@ -194,12 +195,4 @@ async fn receive(
 
 fn has_nul_escape(body: &[u8]) -> bool {
     body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,13 +1,12 @@
-//! The `chatbots` table: load a chatbot, pick the one that answers a new
-//! conversation, insert one (`wabot chatbot import`).
+//! The `chatbots` table: load a chatbot, list the active ones for the caller to
+//! choose from (`engine::compile::choose_chatbot`), insert one (`wabot chatbot
+//! import`). Plain rows in and out; the documents the engine compiles are made from
+//! them in `engine::doc`.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-use crate::engine::compile::{matches_keyword, metadata_keywords};
-use crate::engine::ChatbotDoc;
 
 /// One `chatbots` row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -25,21 +24,6 @@ pub struct ChatbotRow {
     pub created_at: DateTime<Utc>,
     #[sqlx(rename = "updatedAt")]
     pub updated_at: DateTime<Utc>,
-}
-
-impl ChatbotRow {
-    /// The document the engine compiles.
-    pub fn to_doc(&self) -> ChatbotDoc {
-        let mut doc = ChatbotDoc::from_columns(
-            &self.name,
-            self.nodes.clone(),
-            self.edges.clone(),
-            self.metadata.clone(),
-        );
-        doc.description = self.description.clone();
-        doc.is_active = Some(self.is_active);
-        doc
-    }
 }
 
 const COLUMNS: &str = "id, name, description, nodes, edges, \"isActive\", status::text AS status, \
@@ -63,42 +47,15 @@ pub async fn updated_at(pool: &PgPool, id: Uuid) -> Result<Option<DateTime<Utc>>
         .await
 }
 
-/// The chatbot that answers a conversation without an active context.
-///
-/// As in WhatsApp Builder, the oldest chatbot with `isActive = true` answers. wabot
-/// adds optional `metadata.triggerKeywords`: the oldest active chatbot whose keyword
-/// the message starts with answers; a chatbot with keywords answers only to them, so
-/// anything else goes to the oldest active chatbot without keywords.
-#[tracing::instrument(skip(pool, text))]
-pub async fn pick_for_message(
-    pool: &PgPool,
-    text: Option<&str>,
-) -> Result<Option<ChatbotRow>, sqlx::Error> {
-    let candidates: Vec<(Uuid, Option<Value>)> = sqlx::query_as(
+/// The active chatbots' `(id, metadata)`, oldest first: what a new conversation's
+/// chatbot is chosen from.
+#[tracing::instrument(skip(pool))]
+pub async fn active_metadata(pool: &PgPool) -> Result<Vec<(Uuid, Option<Value>)>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT id, metadata FROM chatbots WHERE \"isActive\" = true ORDER BY \"createdAt\", id",
     )
     .fetch_all(pool)
-    .await?;
-    let keywords: Vec<(Uuid, Vec<String>)> = candidates
-        .into_iter()
-        .map(|(id, metadata)| (id, metadata_keywords(metadata.as_ref(), "triggerKeywords")))
-        .collect();
-    let triggered = text.and_then(|text| {
-        keywords
-            .iter()
-            .find(|(_, words)| matches_keyword(words, text))
-            .map(|(id, _)| *id)
-    });
-    let chosen = triggered.or_else(|| {
-        keywords
-            .iter()
-            .find(|(_, words)| words.is_empty())
-            .map(|(id, _)| *id)
-    });
-    match chosen {
-        Some(id) => load(pool, id).await,
-        None => Ok(None),
-    }
+    .await
 }
 
 /// What `insert` stores.
@@ -110,19 +67,6 @@ pub struct NewChatbot<'a> {
     pub edges: &'a [Value],
     pub metadata: Option<&'a Value>,
     pub is_active: bool,
-}
-
-impl<'a> NewChatbot<'a> {
-    pub fn from_doc(doc: &'a ChatbotDoc, is_active: bool) -> Self {
-        NewChatbot {
-            name: &doc.name,
-            description: doc.description.as_deref(),
-            nodes: &doc.nodes,
-            edges: &doc.edges,
-            metadata: doc.metadata.as_ref(),
-            is_active,
-        }
-    }
 }
 
 /// Inserts a chatbot (status `active` when active, else `draft`); returns its id.

@@ -23,8 +23,9 @@ pub struct DataSourceRow {
     pub timeout: Option<i32>,
 }
 
-/// A `data_source_connections` row.
-#[derive(Debug, Clone)]
+/// A `data_source_connections` row. Debug leaves out the default parameters and
+/// body, which may carry keys.
+#[derive(Clone)]
 pub struct ConnectionRow {
     pub id: Uuid,
     pub name: String,
@@ -39,6 +40,19 @@ pub struct ConnectionRow {
     pub depends_on_connection_id: Option<Uuid>,
     pub param_mapping: Option<Value>,
     pub is_active: bool,
+}
+
+impl std::fmt::Debug for ConnectionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionRow")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("data_source_id", &self.data_source_id)
+            .field("endpoint", &crate::text::redact_url(&self.endpoint))
+            .field("method", &self.method)
+            .field("is_active", &self.is_active)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The data source `id`, if it exists.

@@ -44,8 +44,8 @@ pub async fn load_active(pool: &PgPool) -> Result<Option<ActiveConfig>, sqlx::Er
     ))
 }
 
-/// What `insert` stores; used by tests and set-up tooling.
-#[derive(Debug, Clone)]
+/// What `insert` stores; used by tests and set-up tooling. Debug hides the secrets.
+#[derive(Clone)]
 pub struct NewConfig<'a> {
     pub phone_number_id: &'a str,
     pub business_account_id: &'a str,
@@ -53,6 +53,19 @@ pub struct NewConfig<'a> {
     pub webhook_verify_token: &'a str,
     pub app_secret: Option<&'a str>,
     pub is_active: bool,
+}
+
+impl std::fmt::Debug for NewConfig<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewConfig")
+            .field("phone_number_id", &self.phone_number_id)
+            .field("business_account_id", &self.business_account_id)
+            .field("access_token", &"<redacted>")
+            .field("webhook_verify_token", &"<redacted>")
+            .field("app_secret", &self.app_secret.map(|_| "<redacted>"))
+            .field("is_active", &self.is_active)
+            .finish()
+    }
 }
 
 /// Inserts a configuration row; a second active row is refused by the database.

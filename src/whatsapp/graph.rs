@@ -157,6 +157,17 @@ fn classify(status: u16, code: i64) -> ErrorClass {
     }
 }
 
+/// Whether `version` names a Graph API version: `v` and dot-separated numbers
+/// (`v24.0`).
+pub fn is_api_version(version: &str) -> bool {
+    version.strip_prefix('v').is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .split('.')
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 /// The Graph API client.
 #[derive(Clone)]
 pub struct GraphClient {
@@ -256,7 +267,8 @@ impl GraphClient {
         }
     }
 
-    /// POSTs to `/{version}/{phone_number_id}/messages`; a 2xx answer's status and
+    /// POSTs to `/{version}/{phone_number_id}/messages` (the credentials' version,
+    /// else the configured one); a 2xx answer's status and
     /// body, or the error.
     async fn post_messages(
         &self,
@@ -272,10 +284,9 @@ impl GraphClient {
             .as_deref()
             .filter(|id| !id.is_empty())
             .ok_or(GraphError::NotConfigured("the phone number id"))?;
-        let url = format!(
-            "{}/{}/{}/messages",
-            self.base, self.version, phone_number_id
-        );
+        // The active whatsapp_config row's version wins over the configured one.
+        let version = credentials.api_version.as_deref().unwrap_or(&self.version);
+        let url = format!("{}/{version}/{phone_number_id}/messages", self.base);
         let response = self
             .http
             .post(&url)

@@ -9,25 +9,9 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::{Choice, FlowAction, ListSection, Outgoing};
 
-/// Meta's limits, in characters (PROTOCOL.md "Sending").
-pub mod limits {
-    pub const TEXT_BODY: usize = 4096;
-    pub const INTERACTIVE_BODY: usize = 1024;
-    pub const LIST_BODY: usize = 4096;
-    pub const HEADER_TEXT: usize = 60;
-    pub const FOOTER_TEXT: usize = 60;
-    pub const BUTTONS: usize = 3;
-    pub const BUTTON_ID: usize = 256;
-    pub const BUTTON_TITLE: usize = 20;
-    pub const LIST_BUTTON: usize = 20;
-    pub const SECTIONS: usize = 10;
-    pub const ROWS: usize = 10;
-    pub const SECTION_TITLE: usize = 24;
-    pub const ROW_ID: usize = 200;
-    pub const ROW_TITLE: usize = 24;
-    pub const ROW_DESCRIPTION: usize = 72;
-    pub const FLOW_CTA: usize = 20;
-}
+pub use super::limits;
+/// Cuts text to at most `max` characters, at a character boundary.
+pub use crate::text::truncate_chars as truncate;
 
 /// The complete Graph API body that sends `msg` to `to`.
 pub fn graph_body(to: &str, msg: &Outgoing) -> Value {
@@ -135,11 +119,6 @@ pub fn interactive(msg: &Outgoing) -> Value {
             Value::Object(object)
         }
     }
-}
-
-/// Cuts `text` to at most `max` characters, at a character boundary.
-pub fn truncate(text: &str, max: usize) -> String {
-    crate::text::truncate_chars(text, max)
 }
 
 /// The parts every interactive type shares: `type`, `header`, `body`, `footer`.

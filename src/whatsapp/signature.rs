@@ -52,6 +52,17 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     )
 }
 
+/// Whether two secrets (the webhook verify token and the configured one) are equal,
+/// in constant time: both are MACed under one key and the tags are compared with
+/// `verify_slice`, so neither an early exit nor the secret's length shows in the
+/// time taken. (As the message, not the key: HMAC pads keys with zeros, so `a` and
+/// `a\0` would be the same key.)
+pub fn secrets_equal(expected: &[u8], given: &[u8]) -> bool {
+    const KEY: &[u8] = b"wabot secret comparison";
+    let tag = mac(KEY, expected).finalize().into_bytes();
+    mac(KEY, given).verify_slice(&tag).is_ok()
+}
+
 fn mac(secret: &[u8], body: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length, so this cannot fail.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
@@ -74,6 +85,17 @@ mod tests {
             verify(b"s3cret", body, Some(&header.to_uppercase())),
             Ok(())
         );
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(secrets_equal(b"verify-me", b"verify-me"));
+        assert!(!secrets_equal(b"verify-me", b"verify-mE"));
+        assert!(!secrets_equal(b"verify-me", b"verify-me "));
+        assert!(!secrets_equal(b"verify-me", b""));
+        assert!(!secrets_equal(b"verify-me", b"verify-me\0"));
+        assert!(!secrets_equal(b"", b"\0"));
+        assert!(secrets_equal(b"", b""));
     }
 
     #[test]

@@ -20,7 +20,6 @@
 pub mod ingest;
 pub mod rate_limit;
 pub mod recovery;
-pub mod rest_api;
 pub mod sender;
 pub mod turns;
 

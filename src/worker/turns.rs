@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::egress::rest_api::ReqwestHttp;
 use crate::engine::cache::ChatbotCache;
 use crate::engine::{
     self, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event, HttpClient,
@@ -37,7 +38,6 @@ use crate::store::outbox::OutboundRow;
 use crate::store::turns::{ClaimedTurn, Committed, ContextRow, JobKind, TurnEffects, TurnFacts};
 use crate::whatsapp::outbound;
 use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
-use crate::worker::rest_api::ReqwestHttp;
 use crate::worker::sender::SendSink;
 use crate::worker::{spawn_killable, AppContext, Leases};
 
@@ -605,7 +605,7 @@ impl TurnStage {
                 continue;
             }
             let node_data = json!({ "flowInitialScreen": screen.clone() });
-            let launch = crate::datasource::flow::flow_launch(Some(&row), &node_data);
+            let launch = crate::datasource::flow::launch::flow_launch(Some(&row), &node_data);
             *flow_action = launch.flow_action;
             match launch.flow_action {
                 engine::FlowAction::DataExchange => {
@@ -626,13 +626,20 @@ impl TurnStage {
         text: Option<&str>,
         customer: &Customer,
     ) -> anyhow::Result<Option<(Context, Arc<CompiledChatbot>)>> {
-        let Some(row) = store::chatbots::pick_for_message(&self.ctx.pool, text).await? else {
+        let candidates = store::chatbots::active_metadata(&self.ctx.pool).await?;
+        let chosen = engine::compile::choose_chatbot(
+            candidates
+                .iter()
+                .map(|(id, metadata)| (*id, metadata.as_ref())),
+            text,
+        );
+        let Some(id) = chosen else {
             return Ok(None);
         };
-        let Some(bot) = self.compile_row(&row) else {
+        let Some(bot) = self.compiled(id, None).await? else {
             return Ok(None);
         };
-        let context = Context::start(Uuid::new_v4(), conversation_id, row.id, &bot, customer);
+        let context = Context::start(Uuid::new_v4(), conversation_id, id, &bot, customer);
         Ok(Some((context, bot)))
     }
 

@@ -10,12 +10,12 @@ use axum::{Json, Router};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
+use wabot::egress::rest_api::{HttpOptions, ReqwestHttp};
 use wabot::engine::context::reason;
 use wabot::engine::{
     compile_json, run_turn, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event,
     Inbound, Outgoing, ValidationError,
 };
-use wabot::worker::rest_api::{HttpOptions, ReqwestHttp};
 
 use crate::helpers;
 

@@ -6,8 +6,7 @@
 //! (`componentName, screenId?, integrationType, params{dataSourceId, endpoint,
 //! method, queryParams, dataKey}, transformTo, dependsOn?`). Each entry fills one
 //! data field (`componentName`) of one screen: the screen named by `screenId`, else
-//! the screen whose `data` declares that field. The screen order comes from the Flow
-//! JSON's `routing_model` (else the order of `screens`).
+//! the screen whose `data` declares that field.
 
 use std::time::Duration;
 
@@ -15,171 +14,10 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::model::{self, Connection, Method, ParamMapping, TransformConfig};
-use super::{load_source, DataSourceClient, DataSourceError, Item};
+use crate::datasource::model::{self, Connection, Method, ParamMapping, TransformConfig};
+use crate::datasource::{load_chain, load_source, DataSourceClient, DataSourceError, Item};
 use crate::store::flows::FlowRow;
-
-/// How the executor's flow message opens the Flow: the engine's own type.
-pub use crate::engine::FlowAction;
-
-/// What the executor puts in a flow message's parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FlowLaunch {
-    pub flow_action: FlowAction,
-    /// `flow_action_payload.screen`; set for `navigate` (Meta requires it there).
-    pub screen: Option<String>,
-    /// `flow_action_payload.data`; set for `navigate` when there is initial data.
-    pub data: Option<Value>,
-}
-
-/// Whether the Flow is served by an endpoint: it has an endpoint URI, a data source,
-/// data-source components, or a `data_api_version` in its JSON.
-pub fn has_endpoint(flow: &FlowRow) -> bool {
-    flow.endpoint_uri
-        .as_deref()
-        .is_some_and(|u| !u.trim().is_empty())
-        || flow.data_source_id.is_some()
-        || !components(flow).is_empty()
-        || flow.flow_json.get("data_api_version").is_some()
-}
-
-/// For the executor: how to open `flow` from a whatsapp_flow node whose `data` is
-/// `node_data`. `flowMode` (`navigate` | `data_exchange`) wins when set; otherwise a
-/// Flow with an endpoint opens with `data_exchange` (the endpoint's INIT answer
-/// brings the first screen and its data) and one without opens with `navigate` on
-/// the initial screen with the node's `flowInitialData`.
-pub fn flow_launch(flow: Option<&FlowRow>, node_data: &Value) -> FlowLaunch {
-    let mode = node_data.get("flowMode").and_then(Value::as_str);
-    let action = match mode {
-        Some("navigate") => FlowAction::Navigate,
-        Some("data_exchange") => FlowAction::DataExchange,
-        _ if flow.is_some_and(has_endpoint) => FlowAction::DataExchange,
-        _ => FlowAction::Navigate,
-    };
-    if action == FlowAction::DataExchange {
-        return FlowLaunch {
-            flow_action: action,
-            screen: None,
-            data: None,
-        };
-    }
-    let empty = Value::Null;
-    let flow_json = flow.map(|f| &f.flow_json).unwrap_or(&empty);
-    let data = initial_data(node_data);
-    FlowLaunch {
-        flow_action: action,
-        screen: initial_screen(flow_json, node_data),
-        data: (!data.is_empty()).then_some(Value::Object(data)),
-    }
-}
-
-/// The node's `flowInitialData` as an object (a JSON string holding one is accepted:
-/// the editor stores it either way).
-pub fn initial_data(node_data: &Value) -> Map<String, Value> {
-    match node_data.get("flowInitialData") {
-        Some(Value::Object(map)) => map.clone(),
-        Some(Value::String(text)) => match serde_json::from_str(text) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
-        },
-        _ => Map::new(),
-    }
-}
-
-/// The first screen: the node's `flowInitialScreen`, else the routing model's entry
-/// (a screen no other screen routes to), else the first of `screens`.
-pub fn initial_screen(flow_json: &Value, node_data: &Value) -> Option<String> {
-    if let Some(s) = node_data.get("flowInitialScreen").and_then(Value::as_str) {
-        if !s.trim().is_empty() {
-            return Some(s.to_owned());
-        }
-    }
-    let ids = screen_ids(flow_json);
-    if let Some(Value::Object(routes)) = flow_json.get("routing_model") {
-        let targets: Vec<&str> = routes
-            .values()
-            .filter_map(Value::as_array)
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if let Some(entry) = ids
-            .iter()
-            .find(|id| routes.contains_key(**id) && !targets.contains(id))
-        {
-            return Some((*entry).to_owned());
-        }
-    }
-    ids.first().map(|s| (*s).to_owned())
-}
-
-fn screen_ids(flow_json: &Value) -> Vec<&str> {
-    flow_json
-        .get("screens")
-        .and_then(Value::as_array)
-        .map(|s| {
-            s.iter()
-                .filter_map(|s| s.get("id").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn screen<'a>(flow_json: &'a Value, id: &str) -> Option<&'a Value> {
-    flow_json
-        .get("screens")?
-        .as_array()?
-        .iter()
-        .find(|s| s.get("id").and_then(Value::as_str) == Some(id))
-}
-
-/// Where a data_exchange from a screen leads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
-    Screen(String),
-    Complete,
-}
-
-/// The screen after `current`: `submitted.next_screen` when it names an allowed
-/// successor, else the first successor in the routing model (else the next screen in
-/// order). A terminal screen, or one with no successor, completes the Flow.
-pub fn next_screen(flow_json: &Value, current: &str, submitted: &Value) -> Next {
-    if screen(flow_json, current)
-        .and_then(|s| s.get("terminal"))
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
-        return Next::Complete;
-    }
-    let successors: Vec<String> = match flow_json.get("routing_model").and_then(Value::as_object) {
-        Some(routes) => routes
-            .get(current)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        None => {
-            let ids = screen_ids(flow_json);
-            ids.iter()
-                .position(|id| *id == current)
-                .and_then(|i| ids.get(i + 1))
-                .map(|id| vec![(*id).to_owned()])
-                .unwrap_or_default()
-        }
-    };
-    if let Some(wanted) = submitted.get("next_screen").and_then(Value::as_str) {
-        if successors.iter().any(|s| s == wanted) {
-            return Next::Screen(wanted.to_owned());
-        }
-    }
-    match successors.into_iter().next() {
-        Some(next) => Next::Screen(next),
-        None => Next::Complete,
-    }
-}
+use crate::whatsapp::flows;
 
 /// One screen field filled from a data source.
 #[derive(Debug, Clone)]
@@ -272,13 +110,11 @@ fn component(
     };
     let data_key = text(spec, "dataKey");
     let screen = text(entry, "screenId").or_else(|| {
-        flow.flow_json
-            .get("screens")
-            .and_then(Value::as_array)
+        let flow_json = &flow.flow_json;
+        flows::screen_ids(flow_json)
             .into_iter()
-            .flatten()
-            .find(|s| s.get("data").and_then(|d| d.get(&name)).is_some())
-            .and_then(|s| text(s, "id"))
+            .find(|id| flows::declared_data(flow_json, id).is_some_and(|d| d.contains_key(&name)))
+            .map(str::to_owned)
     });
 
     if let Some(id) = text(spec, "connectionId").or_else(|| text(entry, "connectionId")) {
@@ -445,7 +281,7 @@ async fn resolve_component(
             data_key,
             transform,
         } => {
-            let mut connection = super::load_chain(pool, *id).await?.remove(0);
+            let mut connection = load_chain(pool, *id).await?.remove(0);
             if connection.data_key.is_none() {
                 connection.data_key = data_key.clone();
             }
