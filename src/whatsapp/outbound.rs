@@ -102,9 +102,11 @@ pub fn interactive(msg: &Outgoing) -> Value {
                     FlowAction::DataExchange => "data_exchange",
                 },
             });
-            // Without a screen Meta opens the Flow's first screen; a payload with
-            // an empty `data` is refused, so `data` goes only when it says something.
-            if let Some(screen) = screen {
+            // Meta takes `flow_action_payload` only with `navigate` (a data_exchange
+            // Flow asks the endpoint for its first screen). Without a screen Meta
+            // opens the Flow's first screen; a payload with an empty `data` is
+            // refused, so `data` goes only when it says something.
+            if let (FlowAction::Navigate, Some(screen)) = (flow_action, screen) {
                 let mut payload = json!({ "screen": screen });
                 if let Some(data) = data.as_ref().filter(|d| !is_empty(d)) {
                     payload["data"] = data.clone();
@@ -407,26 +409,34 @@ mod tests {
     }
 
     #[test]
-    fn a_flow_without_screen_has_no_payload_and_empty_data_is_left_out() {
-        let flow = |screen: Option<&str>, data: Option<Value>| Outgoing::Flow {
+    fn only_a_navigate_flow_with_a_screen_has_a_payload_and_empty_data_is_left_out() {
+        let flow = |action: FlowAction, screen: Option<&str>, data: Option<Value>| Outgoing::Flow {
             header: None,
             body: "Formu doldurun".into(),
             footer: None,
             flow_id: "42".into(),
             flow_cta: "Başla".into(),
             flow_token: "ctx:node".into(),
-            flow_action: FlowAction::DataExchange,
+            flow_action: action,
             screen: screen.map(str::to_owned),
             data,
         };
         let params =
             |msg: &Outgoing| graph_body("1", msg)["interactive"]["action"]["parameters"].clone();
-        let p = params(&flow(None, Some(json!({"a": 1}))));
+        let p = params(&flow(FlowAction::Navigate, None, Some(json!({"a": 1}))));
+        assert!(p.get("flow_action_payload").is_none());
+        assert_eq!(p["flow_action"], "navigate");
+        assert_eq!(p["flow_message_version"], "3");
+        let p = params(&flow(FlowAction::Navigate, Some("START"), Some(json!({}))));
+        assert_eq!(p["flow_action_payload"], json!({"screen": "START"}));
+        // Meta: omit the payload unless the action is navigate.
+        let p = params(&flow(
+            FlowAction::DataExchange,
+            Some("START"),
+            Some(json!({"a": 1})),
+        ));
         assert!(p.get("flow_action_payload").is_none());
         assert_eq!(p["flow_action"], "data_exchange");
-        assert_eq!(p["flow_message_version"], "3");
-        let p = params(&flow(Some("START"), Some(json!({}))));
-        assert_eq!(p["flow_action_payload"], json!({"screen": "START"}));
     }
 
     #[test]

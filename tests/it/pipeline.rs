@@ -230,3 +230,37 @@ async fn a_turn_the_drain_cannot_finish_hands_its_lease_back() {
         "its lease was handed back, for the next start to take at once"
     );
 }
+
+/// A bot that says `greeting` and waits for a text, with `metadata`.
+fn keyed_bot(name: &str, greeting: &str, metadata: Value) -> Value {
+    json!({"name": name, "metadata": metadata, "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "Start"}},
+        {"id": "q", "type": "question", "data": {"label": "Q", "questionType": "text",
+            "content": greeting, "variable": "answer"}}
+    ], "edges": [{"id": "e1", "source": "s", "target": "q"}]})
+}
+
+#[tokio::test]
+async fn a_restart_keyword_restarts_the_chatbot_it_belongs_to() {
+    let engine = Engine::start().await;
+    let pool = &engine.app.pool;
+    // The oldest chatbot without keywords, then one with a trigger and a restart word.
+    install_chatbot(pool, &keyed_bot("Default", "Default here.", json!({}))).await;
+    install_chatbot(
+        pool,
+        &keyed_bot(
+            "Orders",
+            "Orders here.",
+            json!({"triggerKeywords": ["order"], "restartKeywords": ["again"]}),
+        ),
+    )
+    .await;
+    engine.say(text("wamid.R1", "order")).await;
+    assert_eq!(engine.replies(0, 1).await[0].text(), Some("Orders here."));
+    engine.say(text("wamid.R2", "again")).await;
+    assert_eq!(
+        engine.replies(1, 1).await[0].text(),
+        Some("Orders here."),
+        "the restart word starts Orders over, not the default chatbot"
+    );
+}
