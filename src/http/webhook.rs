@@ -44,8 +44,6 @@ pub enum WebhookError {
     Signature(#[from] SignatureError),
     #[error("no app secret is configured (whatsapp_config.app_secret or WABOT_APP_SECRET)")]
     NoAppSecret,
-    #[error("signed webhook body is not a webhook: {0}")]
-    BadBody(#[from] ParseError),
     #[error("the verify token does not match")]
     VerifyTokenMismatch,
     #[error("could not read the credentials")]
@@ -64,7 +62,6 @@ impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
         let status = match &self {
             WebhookError::Signature(_) => StatusCode::UNAUTHORIZED,
-            WebhookError::BadBody(_) => StatusCode::BAD_REQUEST,
             WebhookError::VerifyTokenMismatch => StatusCode::FORBIDDEN,
             // Meta retries these for days: fixing the configuration or the database
             // in that time loses nothing.
@@ -153,13 +150,26 @@ async fn receive(
         .ok_or(WebhookError::NoAppSecret)?;
     signature::verify(secret.expose_secret().as_bytes(), &body, header)?;
 
-    let mut value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| WebhookError::BadBody(e.into()))?;
-    // Only a body that spells a NUL escape can hold one; skip the walk otherwise.
-    if has_nul_escape(&body) && ingest::make_storable(&mut value) {
-        tracing::warn!("webhook strings contained NUL characters; stored as U+FFFD");
-    }
-    let envelope = Envelope::from_value(&value)?;
+    let parsed = serde_json::from_slice::<serde_json::Value>(&body)
+        .map_err(ParseError::from)
+        .and_then(|mut value| {
+            // Only a body that spells a NUL escape can hold one; skip the walk otherwise.
+            if has_nul_escape(&body) && ingest::make_storable(&mut value) {
+                tracing::warn!("webhook strings contained NUL characters; stored as U+FFFD");
+            }
+            Envelope::from_value(&value).map(|envelope| (value, envelope))
+        });
+    let (value, envelope) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            // Signed, so Meta sent it: a refusal would be redelivered for days. Keep
+            // it whole with the reason, acknowledge it, and let an operator look.
+            let id =
+                ingest::store_unreadable(&state.pool, received_at, &body, &e.to_string()).await?;
+            tracing::warn!(unreadable_id = id, error = %e, "a signed webhook could not be read; kept in webhook_unreadable");
+            return Ok(StatusCode::OK);
+        }
+    };
     let rows = crate::worker::ingest::rows(
         &envelope,
         value,

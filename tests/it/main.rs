@@ -23,3 +23,4 @@ mod webhook;
 mod webhook_outage;
 mod webhook_samples;
 mod webhook_statuses;
+mod webhook_unreadable;

@@ -678,6 +678,23 @@ async fn insert_events(
     Ok(ids)
 }
 
+/// Keeps a signed webhook that could not be read, whole, with the reason; its id.
+pub async fn store_unreadable(
+    pool: &PgPool,
+    received_at: DateTime<Utc>,
+    raw: &[u8],
+    error: &str,
+) -> Result<i64, IngestError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO webhook_unreadable (received_at, raw, error) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(received_at)
+    .bind(raw)
+    .bind(error)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Replaces NUL characters in every string of `value` with U+FFFD. PostgreSQL's
 /// jsonb and text cannot hold U+0000, and one such character would otherwise fail
 /// the whole POST on every one of Meta's retries. Call it before parsing the
