@@ -135,8 +135,10 @@ pub struct Pipeline {
     turns_stop: CancellationToken,
     sender: Option<SenderStage>,
     sender_stop: CancellationToken,
-    background: TaskTracker,
-    background_stop: CancellationToken,
+    recovery: TaskTracker,
+    recovery_stop: CancellationToken,
+    keeper: TaskTracker,
+    keeper_stop: CancellationToken,
 }
 
 impl Pipeline {
@@ -151,8 +153,10 @@ impl Pipeline {
         let turns_idle = CancellationToken::new();
         let turns_stop = CancellationToken::new();
         let sender_stop = CancellationToken::new();
-        let background = TaskTracker::new();
-        let background_stop = CancellationToken::new();
+        let recovery = TaskTracker::new();
+        let recovery_stop = CancellationToken::new();
+        let keeper = TaskTracker::new();
+        let keeper_stop = CancellationToken::new();
 
         let sender = SenderStage::start(
             ctx.pool.clone(),
@@ -189,20 +193,17 @@ impl Pipeline {
             &kill,
         );
         if enabled {
-            let stop = &background_stop;
-            let tasks: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 3] = [
-                Box::pin(recovery::recover(
-                    ctx.clone(),
-                    sink,
-                    sender.sink.clone(),
-                    stop.clone(),
-                )),
-                Box::pin(recovery::keep_leases(ctx.clone(), leases, stop.clone())),
-                Box::pin(recovery::maintain(ctx.clone(), stop.clone())),
-            ];
-            for task in tasks {
-                spawn_tracked(&background, &kill, task);
-            }
+            let poll = recovery::recover(
+                ctx.clone(),
+                sink,
+                sender.sink.clone(),
+                recovery_stop.clone(),
+            );
+            spawn_tracked(&recovery, &kill, poll);
+            let maintain = recovery::maintain(ctx.clone(), recovery_stop.clone());
+            spawn_tracked(&recovery, &kill, maintain);
+            let keep = recovery::keep_leases(ctx.clone(), leases, keeper_stop.clone());
+            spawn_tracked(&keeper, &kill, keep);
         }
         Ok((
             Pipeline {
@@ -215,8 +216,10 @@ impl Pipeline {
                 turns_stop,
                 sender: Some(sender),
                 sender_stop,
-                background,
-                background_stop,
+                recovery,
+                recovery_stop,
+                keeper,
+                keeper_stop,
             },
             ingest,
         ))
@@ -228,7 +231,11 @@ impl Pipeline {
     /// and its leases are handed back, so another process (or the next start) takes
     /// it at once instead of after `WABOT_LEASE_SECS`.
     pub async fn drain(mut self, deadline: tokio::time::Instant) {
-        // No new claims; the lease keeper keeps going until the end.
+        // No new claims (and no sinks held by the poll); the lease keeper keeps going
+        // until the end.
+        self.recovery_stop.cancel();
+        self.recovery.close();
+        let _ = tokio::time::timeout_at(deadline, self.recovery.wait()).await;
         self.ingest_close.cancel();
         self.ingest_tasks.close();
         if tokio::time::timeout_at(deadline, self.ingest_tasks.wait())
@@ -238,12 +245,8 @@ impl Pipeline {
             tracing::warn!("ingest did not finish within the drain time");
         }
         if let Some(turns) = self.turns.take() {
-            // The recovery poll holds a sink of the turn queue: stop it first so the
-            // queue can close.
-            self.background_stop.cancel();
             self.turns_stop_when_idle(turns, deadline).await;
         }
-        self.background_stop.cancel();
         if let Some(sender) = self.sender.take() {
             let stop = self.sender_stop.clone();
             let finish = sender.finish();
@@ -257,8 +260,9 @@ impl Pipeline {
                 let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
             }
         }
-        self.background.close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.background.wait()).await;
+        self.keeper_stop.cancel();
+        self.keeper.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.keeper.wait()).await;
         let pool = &self.ctx.pool;
         let holder = &self.ctx.holder;
         match store::turns::release_all(pool, holder).await {
@@ -277,7 +281,6 @@ impl Pipeline {
         }
     }
 
-    #[allow(clippy::needless_pass_by_ref_mut)]
     async fn turns_stop_when_idle(&self, turns: JoinHandle<()>, deadline: tokio::time::Instant) {
         // The stage ends by itself once its queue is empty and its turns are
         // committed; `turns_stop` cuts it short at the deadline.
