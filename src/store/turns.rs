@@ -18,6 +18,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::store::contexts::{self, ContextRow};
 use crate::store::outbox::{self, OutboundRow, SendJob};
 
 /// What a turn job is for; each kind is handled in its own place.
@@ -222,35 +223,6 @@ pub async fn schedule_timeout(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// A `conversation_contexts` row, plain.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct ContextRow {
-    pub id: Uuid,
-    #[sqlx(rename = "conversationId")]
-    pub conversation_id: Uuid,
-    #[sqlx(rename = "chatbotId")]
-    pub chatbot_id: Uuid,
-    #[sqlx(rename = "currentNodeId")]
-    pub current_node_id: String,
-    pub variables: Value,
-    #[sqlx(rename = "nodeHistory")]
-    pub node_history: Value,
-    #[sqlx(rename = "nodeOutputs")]
-    pub node_outputs: Value,
-    #[sqlx(rename = "isActive")]
-    pub is_active: bool,
-    pub status: String,
-    #[sqlx(rename = "expiresAt")]
-    pub expires_at: Option<DateTime<Utc>>,
-    #[sqlx(rename = "completedAt")]
-    pub completed_at: Option<DateTime<Utc>>,
-    #[sqlx(rename = "completionReason")]
-    pub completion_reason: Option<String>,
-    /// The row's version: a turn commits only if it is unchanged.
-    #[sqlx(rename = "updatedAt")]
-    pub updated_at: DateTime<Utc>,
 }
 
 /// What the turns of one conversation need to know, read for a whole batch at once.
@@ -484,7 +456,7 @@ pub async fn commit_batch(
         });
     }
 
-    save_contexts(&mut tx, done.iter().flat_map(|t| &t.contexts)).await?;
+    contexts::save_all(&mut tx, done.iter().flat_map(|t| &t.contexts)).await?;
 
     // Every turn replaces the wait it was for: the conversation's pending timers go
     // (but a timer job that is itself the turn), and the new wait's timer comes.
@@ -592,69 +564,6 @@ async fn claim_next(
     .bind(conversations)
     .fetch_all(&mut *conn)
     .await
-}
-
-/// Inserts or updates context rows, in order (an ended context before the one that
-/// replaces it: a second active context of a conversation violates the unique index).
-async fn save_contexts<'a>(
-    conn: &mut PgConnection,
-    rows: impl Iterator<Item = &'a ContextRow>,
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<&ContextRow> = rows.collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    // Ended contexts first, then active ones: one statement, rows in that order.
-    let mut ordered: Vec<&ContextRow> = rows.iter().copied().filter(|r| !r.is_active).collect();
-    ordered.extend(rows.iter().copied().filter(|r| r.is_active));
-    let col =
-        |f: fn(&ContextRow) -> Value| -> Vec<Value> { ordered.iter().map(|r| f(r)).collect() };
-    let ids: Vec<Uuid> = ordered.iter().map(|r| r.id).collect();
-    let convs: Vec<Uuid> = ordered.iter().map(|r| r.conversation_id).collect();
-    let bots: Vec<Uuid> = ordered.iter().map(|r| r.chatbot_id).collect();
-    let nodes: Vec<&str> = ordered.iter().map(|r| r.current_node_id.as_str()).collect();
-    let active: Vec<bool> = ordered.iter().map(|r| r.is_active).collect();
-    let status: Vec<&str> = ordered.iter().map(|r| r.status.as_str()).collect();
-    let expires: Vec<Option<DateTime<Utc>>> = ordered.iter().map(|r| r.expires_at).collect();
-    let completed: Vec<Option<DateTime<Utc>>> = ordered.iter().map(|r| r.completed_at).collect();
-    let reasons: Vec<Option<&str>> = ordered
-        .iter()
-        .map(|r| r.completion_reason.as_deref())
-        .collect();
-    sqlx::query(
-        "INSERT INTO conversation_contexts \
-            (id, \"conversationId\", \"chatbotId\", \"currentNodeId\", variables, \"nodeHistory\", \
-             \"nodeOutputs\", \"isActive\", status, \"expiresAt\", \"completedAt\", \"completionReason\") \
-         SELECT id, conv, bot, node, vars, hist, outs, active, \
-                status, expires, completed, reason \
-         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[], \
-                     $7::jsonb[], $8::bool[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
-                     $12::text[]) WITH ORDINALITY \
-              AS u(id, conv, bot, node, vars, hist, outs, active, status, expires, completed, \
-                   reason, n) \
-         ORDER BY n \
-         ON CONFLICT (id) DO UPDATE SET \
-            \"currentNodeId\" = EXCLUDED.\"currentNodeId\", variables = EXCLUDED.variables, \
-            \"nodeHistory\" = EXCLUDED.\"nodeHistory\", \"nodeOutputs\" = EXCLUDED.\"nodeOutputs\", \
-            \"isActive\" = EXCLUDED.\"isActive\", status = EXCLUDED.status, \
-            \"expiresAt\" = EXCLUDED.\"expiresAt\", \"completedAt\" = EXCLUDED.\"completedAt\", \
-            \"completionReason\" = EXCLUDED.\"completionReason\", \"updatedAt\" = now()",
-    )
-    .bind(&ids)
-    .bind(&convs)
-    .bind(&bots)
-    .bind(&nodes)
-    .bind(col(|r| r.variables.clone()))
-    .bind(col(|r| r.node_history.clone()))
-    .bind(col(|r| r.node_outputs.clone()))
-    .bind(&active)
-    .bind(&status)
-    .bind(&expires)
-    .bind(&completed)
-    .bind(&reasons)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Deletes finished turn and send jobs older than `keep`, then vacuums both queues

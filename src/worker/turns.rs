@@ -34,8 +34,9 @@ use crate::engine::{
     HttpError, HttpRequest, HttpResponse, Inbound,
 };
 use crate::store;
+use crate::store::contexts::ContextRow;
 use crate::store::outbox::OutboundRow;
-use crate::store::turns::{ClaimedTurn, Committed, ContextRow, JobKind, TurnEffects, TurnFacts};
+use crate::store::turns::{ClaimedTurn, Committed, JobKind, TurnEffects, TurnFacts};
 use crate::whatsapp::outbound;
 use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
 use crate::worker::sender::SendSink;

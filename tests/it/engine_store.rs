@@ -11,7 +11,52 @@ use wabot::engine::{
     compile, run_turn, ChatbotDoc, Context, ContextStatus, Customer, EngineLimits, Event,
 };
 use wabot::store::chatbots::{self, NewChatbot};
-use wabot::store::contexts;
+
+/// The store's context rows, read and written as the engine's contexts, the way the
+/// turn stage converts them.
+mod contexts {
+    use chrono::{DateTime, Utc};
+    use sqlx::{PgConnection, PgPool};
+    use uuid::Uuid;
+    use wabot::engine::{Context, ContextStatus};
+    use wabot::store::contexts as rows;
+    use wabot::worker::turns::{context_from_row, context_to_row};
+
+    pub async fn save(conn: &mut PgConnection, context: &Context) -> Result<(), sqlx::Error> {
+        rows::save(conn, &context_to_row(context)).await
+    }
+
+    pub async fn load_active(pool: &PgPool, id: Uuid) -> Result<Option<Context>, sqlx::Error> {
+        Ok(rows::load_active(pool, id)
+            .await?
+            .as_ref()
+            .map(context_from_row))
+    }
+
+    pub async fn load_active_for_update(
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<Context>, sqlx::Error> {
+        Ok(rows::load_active_for_update(conn, id)
+            .await?
+            .as_ref()
+            .map(context_from_row))
+    }
+
+    pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Context>, sqlx::Error> {
+        Ok(rows::load(pool, id).await?.as_ref().map(context_from_row))
+    }
+
+    pub async fn deactivate(
+        conn: &mut PgConnection,
+        id: Uuid,
+        status: ContextStatus,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error> {
+        rows::deactivate(conn, id, status.as_str(), reason, now).await
+    }
+}
 
 use crate::engine::{fixture, read_json};
 use crate::helpers;
