@@ -244,7 +244,7 @@ pub fn report(opts: &Options, fake: &FakeGraph, phase: &Phase, r: Run<'_>) -> us
         total.refused_answered
     );
     if let Some((done, open, sent)) = r.counts {
-        println!("  database: {done} turn jobs done, {open} open; {sent} messages sent (sent, delivered or read)");
+        println!("  database: {done} turn jobs done, {open} open; {sent} message rows (in and out)");
     }
     println!("  wabot {}", r.stopped);
     println!(

@@ -2,6 +2,7 @@
 //! that every acked message got its replies exactly once. Shared by `e2e_load` and
 //! `soak`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -152,36 +153,42 @@ pub fn judge(bot: Bot, u: usize, sent: &[Sent], log: &[Reply]) -> Verdict {
 
 fn judge_echo(u: usize, sent: &[Sent], acked: &[&Sent], log: &[Reply], v: &mut Verdict) {
     let asks: Vec<usize> = (0..log.len()).filter(|&i| log[i].text == ASK).collect();
+    let mut by_text: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, r) in log.iter().enumerate() {
+        by_text.entry(r.text.as_str()).or_default().push(i);
+    }
     let mut used = vec![false; log.len()];
     for &i in &asks {
         used[i] = true;
     }
-    // The first acked message starts the context: its only reply is the question.
+    // Every turn asks again; the message that started the context (the first to
+    // reach wabot, normally the first acked) gets only the question, every other
+    // one its echo first.
     let mut answered_asks = 0;
-    for (k, m) in acked.iter().enumerate() {
-        if k == 0 {
-            if let Some(&i) = asks.first() {
+    let mut started = false;
+    for m in acked {
+        let text = echo_text(u, m.s);
+        let hits = by_text.get(text.as_str()).map_or(&[][..], |h| &h[..]);
+        for &i in hits {
+            used[i] = true;
+        }
+        let Some(&first) = hits.first() else {
+            if let (false, Some(&i)) = (started, asks.first()) {
+                started = true;
                 v.answered += 1;
                 answered_asks += 1;
                 v.turns.push((m.due, log[i].at, log[i].at));
             }
             continue;
-        }
-        let text = echo_text(u, m.s);
-        let hits: Vec<usize> = (0..log.len()).filter(|&i| log[i].text == text).collect();
-        for &i in &hits {
-            used[i] = true;
-        }
-        if let Some(&first) = hits.first() {
-            v.answered += 1;
-            answered_asks += 1;
-            v.duplicates += hits.len() - 1;
-            let last = asks
-                .iter()
-                .find(|&&i| i > first)
-                .map_or(log[first].at, |&i| log[i].at);
-            v.turns.push((m.due, log[first].at, last));
-        }
+        };
+        v.answered += 1;
+        answered_asks += 1;
+        v.duplicates += hits.len() - 1;
+        let last = asks
+            .iter()
+            .find(|&&i| i > first)
+            .map_or(log[first].at, |&i| log[i].at);
+        v.turns.push((m.due, log[first].at, last));
     }
     v.duplicates += asks.len().saturating_sub(answered_asks);
     // Echoes of refused messages, and anything else, belong to no acked message.
@@ -200,21 +207,24 @@ fn judge_echo(u: usize, sent: &[Sent], acked: &[&Sent], log: &[Reply], v: &mut V
             v.wrong += 1;
         }
     }
-    // Turns in order: echoes must name non-decreasing message numbers.
-    let mut last = None;
+    // Turns in order: a message acked before another was even posted must be
+    // answered first (messages in flight together may reach wabot in either order).
+    let by_s: HashMap<usize, &Sent> = acked.iter().map(|m| (m.s, *m)).collect();
+    let mut seen: Vec<&Sent> = Vec::new();
     for r in log {
-        let Some(n) = r
+        let Some(m) = r
             .text
             .strip_prefix("echo: message ")
             .and_then(|t| t.split(' ').next())
             .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| by_s.get(&n))
         else {
             continue;
         };
-        if last.is_some_and(|l| n < l) {
+        if seen.iter().any(|e| m.acked_at.is_some_and(|a| a < e.due)) {
             v.out_of_order += 1;
         }
-        last = Some(n);
+        seen.push(m);
     }
 }
 
