@@ -31,7 +31,8 @@
 //!   message: exact exactly-once check; 1 reply for the first turn, then 2) or
 //!   `fixtures/e2e/sample-bot.json` (welcome + 3-button menu; a button reply gets
 //!   the answer + goodbye, which ends the context; 2 replies a turn).
-//! - `--external BIN` (default `target/release/wabot`): the binary to run.
+//! - `--external BIN` (default `target/release/wabot`, which `cargo bench` builds
+//!   along with the bench): the binary to run (`--spawn`: the default one).
 //!   `--in-process`: wabot in this process instead (`Application::with_parts` +
 //!   `run`); its CPU and RSS then include the driver's.
 //! - daemon config: `--poll-ms 20`, `--turn-concurrency 32`, `--db-connections 20`,
@@ -125,7 +126,8 @@ impl Options {
             drain: Duration::from_secs(60),
             statuses: true,
             status_delay: Duration::from_millis(50),
-            external: Some("target/release/wabot".to_owned()),
+            // Cargo builds the binary with the bench (`target/release/wabot`).
+            external: Some(env!("CARGO_BIN_EXE_wabot").to_owned()),
             daemon_log: "warn".to_owned(),
             sql_stats: false,
             pg_log: false,
@@ -147,6 +149,10 @@ impl Options {
                 "--no-ping" => o.no_ping = true,
                 "--no-statuses" => o.statuses = false,
                 "--in-process" => o.external = None,
+                "--spawn" => {
+                    o.external
+                        .get_or_insert_with(|| env!("CARGO_BIN_EXE_wabot").to_owned());
+                }
                 _ => {}
             }
             let takes_value = matches!(

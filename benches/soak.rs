@@ -17,7 +17,7 @@
 //!   daemon never exited by itself.
 //!
 //! It prints the figures and exits non-zero when an invariant is violated. Not run in
-//! CI: `cargo build --release --bin wabot && cargo bench --bench soak -- [options]`.
+//! CI: `cargo bench --bench soak -- [options]` (which builds `target/release/wabot` too).
 //! Options, with defaults: `--bin target/release/wabot`, `--messages 10000`,
 //! `--users 500`, `--rate 200` (messages/s offered), `--kills 10`,
 //! `--status-delay-ms 50`, `--no-statuses`, `--lease-secs 5` (`WABOT_LEASE_SECS`:
@@ -62,7 +62,8 @@ struct Options {
 impl Options {
     fn parse() -> Options {
         let mut o = Options {
-            bin: "target/release/wabot".to_owned(),
+            // Cargo builds the binary with the bench (`target/release/wabot`).
+            bin: env!("CARGO_BIN_EXE_wabot").to_owned(),
             messages: 10_000,
             users: 500,
             rate: 200.0,

@@ -124,7 +124,7 @@ pub fn report(opts: &Options, fake: &FakeGraph, phase: &Phase, r: Run<'_>) -> us
         None => format!("closed loop, think {} ms", opts.think.as_millis()),
     };
     println!(
-        "e2e_load: {} customers, {mode}, chatbot {}, statuses {}",
+        "e2e_load: customers {}, {mode}, chatbot {}, statuses {}",
         phase.customers.len(),
         opts.bot.name(),
         if opts.statuses {
@@ -244,7 +244,9 @@ pub fn report(opts: &Options, fake: &FakeGraph, phase: &Phase, r: Run<'_>) -> us
         total.refused_answered
     );
     if let Some((done, open, sent)) = r.counts {
-        println!("  database: {done} turn jobs done, {open} open; {sent} message rows (in and out)");
+        println!(
+            "  database: {done} turn jobs done, {open} open; {sent} message rows (in and out)"
+        );
     }
     println!("  wabot {}", r.stopped);
     println!(
