@@ -231,6 +231,11 @@ async fn soak(db: &Database, opts: &Options) -> anyhow::Result<bool> {
         graph_url,
         extra: vec![
             ("WABOT_LEASE_SECS".into(), opts.lease_secs.to_string()),
+            // Shorter than the lease, so a slow send is never taken over while alive.
+            (
+                "WABOT_GRAPH_TIMEOUT_MS".into(),
+                (opts.lease_secs * 500).to_string(),
+            ),
             ("WABOT_POLL_INTERVAL_MS".into(), opts.poll_ms.to_string()),
             ("WABOT_SHUTDOWN_TIMEOUT_SECS".into(), "10".into()),
             ("WABOT_LOG_FILTER".into(), "info".into()),
@@ -370,6 +375,7 @@ async fn soak(db: &Database, opts: &Options) -> anyhow::Result<bool> {
     let (mut acked, mut answered, mut duplicates, mut wrong, mut out_of_order) = (0, 0, 0, 0, 0);
     let (mut refused_answered, mut redeliveries, mut offered) = (0, 0u64, 0);
     let mut unacked = 0;
+    let mut duplicated = Vec::new();
     for (u, sent) in &all {
         offered += sent.len();
         redeliveries += sent.iter().map(|m| u64::from(m.refused)).sum::<u64>();
@@ -381,6 +387,7 @@ async fn soak(db: &Database, opts: &Options) -> anyhow::Result<bool> {
         wrong += v.wrong;
         out_of_order += v.out_of_order;
         refused_answered += v.refused_answered;
+        duplicated.extend(v.duplicated);
     }
     let never_sent = opts.messages - offered;
     let lost = acked - answered;
@@ -430,6 +437,13 @@ async fn soak(db: &Database, opts: &Options) -> anyhow::Result<bool> {
          {out_of_order}, answers to unacked webhooks {refused_answered}",
         kills.len()
     );
+    for (what, at) in duplicated.iter().take(10) {
+        let at: Vec<String> = at
+            .iter()
+            .map(|t| format!("{:.2} s", t.saturating_duration_since(start).as_secs_f64()))
+            .collect();
+        println!("    duplicate: {what} {}", at.join(", "));
+    }
     println!(
         "  wabot at the end: {}",
         match stopped {

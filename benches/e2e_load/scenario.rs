@@ -133,6 +133,8 @@ pub struct Verdict {
     pub out_of_order: usize,
     /// (due, first reply, last reply) per answered message.
     pub turns: Vec<(Instant, Instant, Instant)>,
+    /// A reply sent more than once: its text and when each copy arrived.
+    pub duplicated: Vec<(String, Vec<Instant>)>,
 }
 
 /// Matches a customer's replies to its acked messages. Messages reach wabot in the
@@ -184,13 +186,24 @@ fn judge_echo(u: usize, sent: &[Sent], acked: &[&Sent], log: &[Reply], v: &mut V
         v.answered += 1;
         answered_asks += 1;
         v.duplicates += hits.len() - 1;
+        if hits.len() > 1 {
+            let at = hits.iter().map(|&i| log[i].at).collect();
+            v.duplicated.push((format!("customer {u}: {text:?}"), at));
+        }
         let last = asks
             .iter()
             .find(|&&i| i > first)
             .map_or(log[first].at, |&i| log[i].at);
         v.turns.push((m.due, log[first].at, last));
     }
-    v.duplicates += asks.len().saturating_sub(answered_asks);
+    let extra_asks = asks.len().saturating_sub(answered_asks);
+    if extra_asks > 0 {
+        v.duplicates += extra_asks;
+        v.duplicated.push((
+            format!("customer {u}: {ASK:?} {extra_asks} more than its turns"),
+            Vec::new(),
+        ));
+    }
     // Echoes of refused messages, and anything else, belong to no acked message.
     let refused: Vec<String> = sent
         .iter()
