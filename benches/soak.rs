@@ -376,6 +376,7 @@ async fn soak(db: &Database, opts: &Options) -> anyhow::Result<bool> {
     let (mut refused_answered, mut redeliveries, mut offered) = (0, 0u64, 0);
     let mut unacked = 0;
     let mut duplicated = Vec::new();
+    let mut disorder = Vec::new();
     for (u, sent) in &all {
         offered += sent.len();
         redeliveries += sent.iter().map(|m| u64::from(m.refused)).sum::<u64>();
@@ -388,6 +389,7 @@ async fn soak(db: &Database, opts: &Options) -> anyhow::Result<bool> {
         out_of_order += v.out_of_order;
         refused_answered += v.refused_answered;
         duplicated.extend(v.duplicated);
+        disorder.extend(v.disorder);
     }
     let never_sent = opts.messages - offered;
     let lost = acked - answered;
@@ -437,6 +439,36 @@ async fn soak(db: &Database, opts: &Options) -> anyhow::Result<bool> {
          {out_of_order}, answers to unacked webhooks {refused_answered}",
         kills.len()
     );
+    // WABOT_SOAK_TRACE=<customer>: that customer's messages and replies, in time.
+    if let Some(u) = std::env::var("WABOT_SOAK_TRACE")
+        .ok()
+        .and_then(|u| u.parse::<usize>().ok())
+        .filter(|u| *u < all.len())
+    {
+        let at = |t: Instant| t.saturating_duration_since(start).as_secs_f64();
+        for m in &all[u].1 {
+            println!(
+                "    trace: message {} due {:.2} s, acked {}",
+                m.s,
+                at(m.due),
+                m.acked_at
+                    .map_or("never".to_owned(), |t| format!("{:.2} s", at(t)))
+            );
+        }
+        for r in fake.inbox(u).replies() {
+            println!("    trace: reply {:.2} s {:?}", at(r.at), r.text);
+        }
+    }
+    let secs = |t: Instant| t.saturating_duration_since(start).as_secs_f64();
+    for (u, late, acked, early, posted, at) in disorder.iter().take(5) {
+        println!(
+            "    out of order: customer {u}: message {late} (acked {:.2} s) answered at \
+             {:.2} s, after message {early} (posted {:.2} s)",
+            secs(*acked),
+            secs(*at),
+            secs(*posted)
+        );
+    }
     for (what, at) in duplicated.iter().take(10) {
         let at: Vec<String> = at
             .iter()

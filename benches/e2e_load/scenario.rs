@@ -135,6 +135,9 @@ pub struct Verdict {
     pub turns: Vec<(Instant, Instant, Instant)>,
     /// A reply sent more than once: its text and when each copy arrived.
     pub duplicated: Vec<(String, Vec<Instant>)>,
+    /// Out of order: (customer, message answered late, (acked at), message answered
+    /// before it, (posted at), when the late answer arrived).
+    pub disorder: Vec<(usize, usize, Instant, usize, Instant, Instant)>,
 }
 
 /// Matches a customer's replies to its acked messages. Messages reach wabot in the
@@ -222,6 +225,7 @@ fn judge_echo(u: usize, sent: &[Sent], acked: &[&Sent], log: &[Reply], v: &mut V
     }
     // Turns in order: a message acked before another was even posted must be
     // answered first (messages in flight together may reach wabot in either order).
+    // Only first copies count: a late duplicate is counted above.
     let by_s: HashMap<usize, &Sent> = acked.iter().map(|m| (m.s, *m)).collect();
     let mut seen: Vec<&Sent> = Vec::new();
     for r in log {
@@ -234,8 +238,14 @@ fn judge_echo(u: usize, sent: &[Sent], acked: &[&Sent], log: &[Reply], v: &mut V
         else {
             continue;
         };
-        if seen.iter().any(|e| m.acked_at.is_some_and(|a| a < e.due)) {
+        if seen.iter().any(|e| e.s == m.s) {
+            continue;
+        }
+        if let Some(e) = seen.iter().find(|e| m.acked_at.is_some_and(|a| a < e.due)) {
             v.out_of_order += 1;
+            if let Some(a) = m.acked_at {
+                v.disorder.push((u, m.s, a, e.s, e.due, r.at));
+            }
         }
         seen.push(m);
     }
