@@ -1,60 +1,60 @@
-//! End-to-end load driver: the whole engine in one process, against a real
-//! PostgreSQL and a fake Graph API.
+//! End-to-end load driver: wabot against a real PostgreSQL and a fake Graph API that
+//! behaves like Meta, with signed webhooks in and status webhooks back.
 //!
-//! wabot runs in-process (`Application::with_parts` + `run`) with its turn worker
-//! and sender on, on a fresh database, with a sample chatbot installed as the active
-//! one. Its Graph API base points at a small axum server started here, which answers
-//! like Meta and records, per recipient, when every reply arrived. N simulated
-//! customers each send M signed text webhooks; the figures are turns per second and
-//! the end-to-end latency of a turn (webhook POST sent → first reply of that turn
-//! received by the fake Graph API), plus the webhook ack latency, peak RSS and CPU.
+//! By default wabot runs as a separate process (`target/release/wabot serve`,
+//! configured only through `DATABASE_URL` and `WABOT_*`, as in production), so its
+//! CPU (`/proc/<pid>/stat`) and memory are its own and not the driver's. The fake
+//! Graph API (axum on 127.0.0.1) answers every send with a wamid, records when each
+//! reply arrived per customer, and posts Meta's `sent` status webhook back to
+//! wabot's `/webhook` at once, `delivered` and `read` after a delay each. Simulated
+//! customers post signed message webhooks. The figures: turns per second, CPU per
+//! turn (wabot + the PostgreSQL backends of its database, from /proc over the load
+//! phase), webhook → first reply latency, ack latency, wabot's peak RSS, statuses,
+//! the backlog when the load stops, and an exactly-once check after a bounded drain.
 //!
 //! `cargo bench --bench e2e_load -- [options]`; unknown arguments (cargo's `--bench`)
 //! are ignored. Options, with defaults:
 //!
-//! - `--users 200`, `--messages 10`: customers and messages per customer.
-//! - `--think-ms 0`: closed loop (default): each customer waits for all replies of a
-//!   turn, then thinks this long, then writes again.
-//! - `--open-rate R`: open loop instead: messages are offered at R per second in all,
-//!   round-robin over the customers, whatever the replies do. Latency is measured
-//!   from the scheduled send time, so a server that falls behind is not flattered.
-//! - `--chatbot echo|sample`: `fixtures/e2e/echo-loop.json` (every message gets
-//!   "echo: <text>" and the question again: 2 Graph API calls a turn, 1 for the
-//!   first) or WhatsApp Builder's `sample-chatbot.json` (welcome + button menu, a
-//!   button reply, an answer + goodbye that ends the context; 2 calls a turn).
-//! - `--poll-ms 20`, `--turn-concurrency 32`, `--db-connections 20`: daemon config.
-//! - `--max-secs 40`: the load phase stops by itself after this long.
-//! - `--sql-stats`: also count every SQL statement the process ran (sqlx's own
-//!   statement events, seen by a tracing layer installed here) with its mean
-//!   client-side time, and read PostgreSQL's per-table statistics afterwards. Costs
-//!   some CPU; off by default.
-//! - `--pg-log`: PostgreSQL logs every statement of the daemon with its server-side
-//!   duration (`log_min_duration_statement = 0` on its connections; superuser only).
-//! - `--no-ping`: the pool does not ping a connection before handing it out
-//!   (`test_before_acquire(false)`; sqlx's default, which `store::connect` keeps,
-//!   costs a round trip per acquire).
-//! - `--async-commit`: the daemon's connections commit without waiting for the WAL
-//!   flush (`synchronous_commit = off`). Not durable: only to measure the flushes.
+//! - `--users 200`: customers. `--messages N`: messages per customer (closed loop:
+//!   10; open loop: as many as the rate and `--max-secs` allow).
+//! - closed loop (default): each customer writes, waits for all replies of the turn,
+//!   thinks `--think-ms 0`, writes again. A refused webhook is redelivered 100 ms later.
+//! - `--open-rate R`: open loop: R messages/s offered in all, round-robin over the
+//!   customers, whatever the replies do; latency from the scheduled time. Refused
+//!   webhooks (503) are counted, not redelivered. `--open-rate 3x`: first a closed
+//!   loop of `--calibrate-secs 10` measures what wabot sustains, then the open loop
+//!   offers 3 times that to fresh customers.
+//! - `--max-secs 40`: the load phase ends by itself after this long; then at most
+//!   `--drain-secs 60` of waiting until every acked message is answered.
+//! - `--status-delay-ms 50`; `--no-statuses`: no status webhooks.
+//! - `--chatbot echo|sample`: `fixtures/e2e/echo-loop.json` (every reply names its
+//!   message: exact exactly-once check; 1 reply for the first turn, then 2) or
+//!   `fixtures/e2e/sample-bot.json` (welcome + 3-button menu; a button reply gets
+//!   the answer + goodbye, which ends the context; 2 replies a turn).
+//! - `--external BIN` (default `target/release/wabot`, which `cargo bench` builds
+//!   along with the bench): the binary to run (`--spawn`: the default one).
+//!   `--in-process`: wabot in this process instead (`Application::with_parts` +
+//!   `run`); its CPU and RSS then include the driver's.
+//! - daemon config: `--poll-ms 20`, `--turn-concurrency 32`, `--db-connections 20`,
+//!   `--daemon-log warn` (its `WABOT_LOG_FILTER`; the log goes to a file under the
+//!   system temp dir).
+//! - diagnostics: `--sql-stats` (statement counts, in-process only; PostgreSQL's
+//!   table statistics either way), `--pg-log` (`log_min_duration_statement = 0` on
+//!   the daemon's connections), `--async-commit` (`synchronous_commit = off`: not
+//!   durable), `--no-ping` (in-process only: no ping before each pool checkout).
 //!
 //! `DATABASE_URL` names the PostgreSQL server; a `wabot_e2e_*` database is created on
-//! it and dropped afterwards (kept, for a look with psql, when `WABOT_E2E_KEEP_DB` is
-//! set).
+//! it and dropped afterwards (kept when `WABOT_E2E_KEEP_DB` is set).
 
-use std::future::IntoFuture;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use secrecy::SecretString;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
-use tokio::sync::mpsc;
+use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 use wabot::config::Config;
 use wabot::engine::ChatbotDoc;
@@ -62,34 +62,48 @@ use wabot::startup::Application;
 use wabot::store::chatbots::{self, NewChatbot};
 use wabot::whatsapp::signature;
 
+#[allow(dead_code)] // shared with the soak, which uses more of it
+#[path = "e2e_load/daemon.rs"]
+mod daemon;
+#[allow(dead_code)]
+#[path = "e2e_load/fake_graph.rs"]
+mod fake_graph;
 #[path = "e2e_load/report.rs"]
 mod report;
+#[path = "e2e_load/scenario.rs"]
+mod scenario;
 #[path = "e2e_load/sql_stats.rs"]
 mod sql_stats;
 
-use report::{postgres_cpu, report, self_cpu, Report};
+use daemon::{Daemon, DaemonEnv, Database, PgSampler};
+use fake_graph::{FakeGraph, StatusOptions};
+use scenario::{expected_total, webhook, Bot, Sent, BUSINESS, SECRET};
 use sql_stats::SqlStats;
 
-const SECRET: &str = "e2e-app-secret";
-const BUSINESS: &str = "106540352242922";
-
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Bot {
-    Echo,
-    Sample,
+enum Rate {
+    Fixed(f64),
+    /// A multiple of what a calibration run sustained.
+    Times(f64),
 }
 
 #[derive(Debug, Clone)]
-struct Options {
+pub struct Options {
     users: usize,
-    messages: usize,
+    messages: Option<usize>,
     think: Duration,
-    open_rate: Option<f64>,
+    open_rate: Option<Rate>,
+    calibrate: Duration,
     bot: Bot,
     poll_ms: u64,
     turn_concurrency: usize,
     db_connections: u32,
     max_time: Duration,
+    drain: Duration,
+    statuses: bool,
+    status_delay: Duration,
+    external: Option<String>,
+    daemon_log: String,
     sql_stats: bool,
     pg_log: bool,
     async_commit: bool,
@@ -100,14 +114,21 @@ impl Options {
     fn parse() -> Options {
         let mut o = Options {
             users: 200,
-            messages: 10,
+            messages: None,
             think: Duration::ZERO,
             open_rate: None,
+            calibrate: Duration::from_secs(10),
             bot: Bot::Echo,
             poll_ms: 20,
             turn_concurrency: 32,
             db_connections: 20,
             max_time: Duration::from_secs(40),
+            drain: Duration::from_secs(60),
+            statuses: true,
+            status_delay: Duration::from_millis(50),
+            // Cargo builds the binary with the bench (`target/release/wabot`).
+            external: Some(env!("CARGO_BIN_EXE_wabot").to_owned()),
+            daemon_log: "warn".to_owned(),
             sql_stats: false,
             pg_log: false,
             async_commit: false,
@@ -120,43 +141,49 @@ impl Options {
                 Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
                 None => (args[i].clone(), None),
             };
+            i += 1;
+            match key.as_str() {
+                "--sql-stats" => o.sql_stats = true,
+                "--pg-log" => o.pg_log = true,
+                "--async-commit" => o.async_commit = true,
+                "--no-ping" => o.no_ping = true,
+                "--no-statuses" => o.statuses = false,
+                "--in-process" => o.external = None,
+                "--spawn" => {
+                    o.external
+                        .get_or_insert_with(|| env!("CARGO_BIN_EXE_wabot").to_owned());
+                }
+                _ => {}
+            }
             let takes_value = matches!(
                 key.as_str(),
                 "--users"
                     | "--messages"
                     | "--think-ms"
                     | "--open-rate"
+                    | "--calibrate-secs"
                     | "--chatbot"
                     | "--poll-ms"
                     | "--turn-concurrency"
                     | "--db-connections"
                     | "--max-secs"
+                    | "--drain-secs"
+                    | "--status-delay-ms"
+                    | "--external"
+                    | "--daemon-log"
             );
-            if key == "--sql-stats" {
-                o.sql_stats = true;
-            }
-            if key == "--pg-log" {
-                o.pg_log = true;
-            }
-            if key == "--async-commit" {
-                o.async_commit = true;
-            }
-            if key == "--no-ping" {
-                o.no_ping = true;
-            }
             if !takes_value {
-                i += 1;
                 continue;
             }
             let value = match inline {
                 Some(v) => v,
                 None => {
                     i += 1;
-                    args.get(i).cloned().unwrap_or_default()
+                    args.get(i - 1).cloned().unwrap_or_default()
                 }
             };
-            i += 1;
             let num = |v: &str| v.parse::<f64>().ok().filter(|n| *n >= 0.0);
+            let secs = |n: f64| Duration::from_secs_f64(n);
             match (key.as_str(), num(&value)) {
                 ("--chatbot", _) => {
                     o.bot = if value == "sample" {
@@ -165,14 +192,23 @@ impl Options {
                         Bot::Echo
                     }
                 }
+                ("--external", _) => o.external = Some(value),
+                ("--daemon-log", _) => o.daemon_log = value,
+                ("--open-rate", None) => match value.strip_suffix('x').and_then(num) {
+                    Some(n) if n > 0.0 => o.open_rate = Some(Rate::Times(n)),
+                    _ => eprintln!("e2e_load: ignoring {key} {value}"),
+                },
+                ("--open-rate", Some(n)) if n > 0.0 => o.open_rate = Some(Rate::Fixed(n)),
                 ("--users", Some(n)) if n >= 1.0 => o.users = n as usize,
-                ("--messages", Some(n)) if n >= 1.0 => o.messages = n as usize,
+                ("--messages", Some(n)) if n >= 1.0 => o.messages = Some(n as usize),
                 ("--think-ms", Some(n)) => o.think = Duration::from_millis(n as u64),
-                ("--open-rate", Some(n)) if n > 0.0 => o.open_rate = Some(n),
+                ("--calibrate-secs", Some(n)) if n >= 1.0 => o.calibrate = secs(n),
                 ("--poll-ms", Some(n)) if n >= 1.0 => o.poll_ms = n as u64,
                 ("--turn-concurrency", Some(n)) if n >= 1.0 => o.turn_concurrency = n as usize,
                 ("--db-connections", Some(n)) if n >= 2.0 => o.db_connections = n as u32,
-                ("--max-secs", Some(n)) if n >= 1.0 => o.max_time = Duration::from_secs(n as u64),
+                ("--max-secs", Some(n)) if n >= 1.0 => o.max_time = secs(n),
+                ("--drain-secs", Some(n)) => o.drain = secs(n),
+                ("--status-delay-ms", Some(n)) => o.status_delay = Duration::from_millis(n as u64),
                 _ => eprintln!("e2e_load: ignoring {key} {value}"),
             }
         }
@@ -180,117 +216,19 @@ impl Options {
     }
 }
 
-/// One reply as the fake Graph API received it.
-struct Reply {
-    at: Instant,
-    text: String,
-}
-
-/// The fake Graph API's state: one inbox per customer (the recipient's wa_id encodes
-/// its index, so no lookup is shared between requests).
-struct FakeGraph {
-    inboxes: Vec<mpsc::UnboundedSender<Reply>>,
-    accepted: AtomicU64,
-}
-
-async fn graph_messages(State(fake): State<Arc<FakeGraph>>, body: Bytes) -> Json<Value> {
-    let at = Instant::now();
-    let n = fake.accepted.fetch_add(1, Ordering::Relaxed);
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let to = body["to"].as_str().unwrap_or_default().to_owned();
-    let text = body["text"]["body"]
-        .as_str()
-        .or_else(|| body["interactive"]["body"]["text"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    if let Some(inbox) = user_index(&to).and_then(|u| fake.inboxes.get(u)) {
-        let _ = inbox.send(Reply { at, text });
-    }
-    Json(json!({"messaging_product": "whatsapp",
-                "contacts": [{"input": to, "wa_id": to}],
-                "messages": [{"id": format!("wamid.E2E{n}")}]}))
-}
-
-fn wa_id(user: usize) -> String {
-    format!("1999{user:08}")
-}
-
-fn user_index(wa_id: &str) -> Option<usize> {
-    wa_id.strip_prefix("1999")?.parse().ok()
-}
-
-/// The scenario a chatbot implies: what customer `u` writes as message `s`, how many
-/// replies that turn gets, and what the first of them says (when it is predictable).
-fn message(bot: Bot, u: usize, s: usize) -> Value {
-    let id = format!("wamid.IN.{u}.{s}");
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        .to_string();
-    let from = wa_id(u);
-    if bot == Bot::Sample && s % 2 == 1 {
-        return json!({"from": from, "id": id, "timestamp": ts, "type": "interactive",
-                      "interactive": {"type": "button_reply",
-                                      "button_reply": {"id": "btn_tech", "title": "Teknik Destek"}}});
-    }
-    json!({"from": from, "id": id, "timestamp": ts, "type": "text",
-           "text": {"body": format!("message {s} of customer {u}")}})
-}
-
-fn replies(bot: Bot, s: usize) -> usize {
-    match (bot, s) {
-        (Bot::Echo, 0) => 1,
-        _ => 2,
-    }
-}
-
-fn first_reply_ok(bot: Bot, u: usize, s: usize, text: &str) -> bool {
-    match (bot, s) {
-        (Bot::Echo, 0) => text == "Say something",
-        (Bot::Echo, _) => text == format!("echo: message {s} of customer {u}"),
-        (Bot::Sample, s) if s % 2 == 0 => text.starts_with("Merhaba!"),
-        (Bot::Sample, _) => text.starts_with("Teknik Destek"),
-    }
-}
-
-fn webhook(bot: Bot, u: usize, s: usize) -> Vec<u8> {
-    json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [
-        {"field": "messages", "value": {"messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550783881", "phone_number_id": BUSINESS},
-            "contacts": [{"profile": {"name": format!("Customer {u}")}, "wa_id": wa_id(u)}],
-            "messages": [message(bot, u, s)]}}]}]})
-    .to_string()
-    .into_bytes()
-}
-
-/// One turn as a customer saw it.
-#[derive(Default)]
-struct Turn {
-    sent: Option<Instant>,
-    first: Option<Instant>,
-    last: Option<Instant>,
-    wrong: bool,
-}
-
-/// What one customer measured.
-#[derive(Default)]
-struct Seen {
-    turns: Vec<Turn>,
-    acks: Vec<Duration>,
-    ack_failures: u64,
-}
-
+/// The customers' side: posts signed webhooks and waits on the fake Graph API.
 struct Driver {
     client: reqwest::Client,
     address: String,
-    opts: Options,
-    start: Instant,
-    deadline: Instant,
+    run: String,
+    bot: Bot,
+    fake: Arc<FakeGraph>,
 }
 
 impl Driver {
-    async fn post(&self, body: Vec<u8>, seen: &mut Seen) {
+    /// Posts one message webhook; the ack latency when wabot answered 200.
+    async fn post(&self, u: usize, s: usize) -> Option<Duration> {
+        let body = webhook(&self.run, self.bot, u, s);
         let header = signature::sign(SECRET.as_bytes(), &body);
         let sent = Instant::now();
         let response = self
@@ -302,145 +240,411 @@ impl Driver {
             .send()
             .await;
         match response {
-            Ok(r) if r.status().is_success() => seen.acks.push(sent.elapsed()),
-            _ => seen.ack_failures += 1,
+            Ok(r) if r.status() == reqwest::StatusCode::OK => Some(sent.elapsed()),
+            _ => None,
         }
     }
 
-    /// Receives the replies of turn `s` into `turn`; false when the deadline came first.
-    async fn receive(
-        &self,
-        inbox: &mut mpsc::UnboundedReceiver<Reply>,
+    /// A person: writes, waits for the whole answer, thinks, writes again. A refused
+    /// webhook is redelivered after 100 ms (at most 50 times), as Meta would.
+    async fn closed(
+        self: Arc<Self>,
         u: usize,
-        s: usize,
-        turn: &mut Turn,
-    ) -> bool {
-        let deadline = tokio::time::Instant::from_std(self.deadline);
-        for k in 0..replies(self.opts.bot, s) {
-            let Ok(Some(reply)) = tokio::time::timeout_at(deadline, inbox.recv()).await else {
-                return false;
-            };
-            if k == 0 {
-                turn.first = Some(reply.at);
-                turn.wrong = !first_reply_ok(self.opts.bot, u, s, &reply.text);
-            }
-            turn.last = Some(reply.at);
-        }
-        true
-    }
-
-    /// A human: writes, waits for the whole answer, thinks, writes again.
-    async fn closed(self: Arc<Self>, u: usize, mut inbox: mpsc::UnboundedReceiver<Reply>) -> Seen {
-        let mut seen = Seen::default();
-        for s in 0..self.opts.messages {
-            if Instant::now() >= self.deadline {
+        messages: usize,
+        think: Duration,
+        deadline: Instant,
+    ) -> Vec<Sent> {
+        let mut sent: Vec<Sent> = Vec::new();
+        let mut acked = 0;
+        for s in 0..messages {
+            if Instant::now() >= deadline {
                 break;
             }
-            let mut turn = Turn {
-                sent: Some(Instant::now()),
-                ..Turn::default()
+            let mut m = Sent {
+                s,
+                due: Instant::now(),
+                ack: None,
+                acked_at: None,
+                refused: 0,
             };
-            self.post(webhook(self.opts.bot, u, s), &mut seen).await;
-            let complete = self.receive(&mut inbox, u, s, &mut turn).await;
-            seen.turns.push(turn);
-            if !complete {
+            while m.refused < 50 && Instant::now() < deadline {
+                if let Some(ack) = self.post(u, s).await {
+                    m.ack = Some(ack);
+                    m.acked_at = Some(Instant::now());
+                    break;
+                }
+                m.refused += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let ok = m.ack.is_some();
+            sent.push(m);
+            if !ok {
                 break;
             }
-            if !self.opts.think.is_zero() {
-                tokio::time::sleep(self.opts.think).await;
+            acked += 1;
+            let inbox = self.fake.inbox(u);
+            if !inbox
+                .wait_for(expected_total(self.bot, acked), deadline)
+                .await
+            {
+                break;
+            }
+            if !think.is_zero() {
+                tokio::time::sleep(think).await;
             }
         }
-        seen
+        sent
     }
 
-    /// A fixed offered rate: message `s` of customer `u` is due at
-    /// `(s · users + u) / rate`, whatever happened to the earlier ones.
+    /// A fixed offered rate: message `s` of the `k`-th of `n` customers is due at
+    /// `start + (s · n + k) / rate`, and posted at that time whatever happened to the
+    /// earlier ones (each POST is its own task).
+    #[allow(clippy::too_many_arguments)]
     async fn open(
         self: Arc<Self>,
         u: usize,
+        k: usize,
+        n: usize,
         rate: f64,
-        mut inbox: mpsc::UnboundedReceiver<Reply>,
-    ) -> Seen {
-        let mut seen = Seen::default();
-        for s in 0..self.opts.messages {
-            let due = self.start + Duration::from_secs_f64((s * self.opts.users + u) as f64 / rate);
-            if due >= self.deadline {
+        messages: usize,
+        start: Instant,
+        deadline: Instant,
+    ) -> Vec<Sent> {
+        let mut posts = Vec::new();
+        for s in 0..messages {
+            let due = start + Duration::from_secs_f64((s * n + k) as f64 / rate);
+            if due >= deadline {
                 break;
             }
             tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-            seen.turns.push(Turn {
-                sent: Some(due),
-                ..Turn::default()
-            });
-            self.post(webhook(self.opts.bot, u, s), &mut seen).await;
+            let driver = self.clone();
+            posts.push(tokio::spawn(async move {
+                let ack = driver.post(u, s).await;
+                Sent {
+                    s,
+                    due,
+                    ack,
+                    acked_at: ack.map(|_| Instant::now()),
+                    refused: u32::from(ack.is_none()),
+                }
+            }));
         }
-        let mut turns = std::mem::take(&mut seen.turns);
-        for (s, turn) in turns.iter_mut().enumerate() {
-            if !self.receive(&mut inbox, u, s, turn).await {
-                break;
+        let mut sent = Vec::with_capacity(posts.len());
+        for p in posts {
+            if let Ok(m) = p.await {
+                sent.push(m);
             }
         }
-        seen.turns = turns;
-        seen
+        sent
+    }
+}
+
+/// What the customers of one phase did.
+pub struct Phase {
+    pub customers: std::ops::Range<usize>,
+    pub sent: Vec<(usize, Vec<Sent>)>,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Closed { messages: usize, think: Duration },
+    Open { rate: f64, messages: usize },
+}
+
+async fn run_phase(
+    driver: &Arc<Driver>,
+    customers: std::ops::Range<usize>,
+    shape: Shape,
+    length: Duration,
+) -> anyhow::Result<Phase> {
+    let start = Instant::now();
+    let deadline = start + length;
+    let n = customers.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (k, u) in customers.clone().enumerate() {
+        let driver = driver.clone();
+        match shape {
+            Shape::Closed { messages, think } => {
+                tasks.spawn(async move { (u, driver.closed(u, messages, think, deadline).await) })
+            }
+            Shape::Open { rate, messages } => tasks.spawn(async move {
+                (
+                    u,
+                    driver.open(u, k, n, rate, messages, start, deadline).await,
+                )
+            }),
+        };
+    }
+    let mut sent = Vec::with_capacity(n);
+    while let Some(done) = tasks.join_next().await {
+        sent.push(done?);
+    }
+    sent.sort_by_key(|(u, _)| *u);
+    Ok(Phase {
+        customers,
+        sent,
+        start,
+        end: Instant::now(),
+    })
+}
+
+/// Waits (until `deadline`) until every customer of `phase` has all the replies its
+/// acked messages call for; whether they all came.
+async fn drain(fake: &FakeGraph, bot: Bot, phase: &Phase, deadline: Instant) -> bool {
+    for (u, sent) in &phase.sent {
+        let acked = sent.iter().filter(|m| m.ack.is_some()).count();
+        if !fake
+            .inbox(*u)
+            .wait_for(expected_total(bot, acked), deadline)
+            .await
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// wabot, wherever it runs.
+enum Wabot {
+    External(Daemon),
+    InProcess {
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    },
+}
+
+impl Wabot {
+    fn cpu(&self) -> f64 {
+        match self {
+            Wabot::External(d) => d.cpu(),
+            Wabot::InProcess { .. } => daemon::process_cpu("self"),
+        }
+    }
+
+    fn peak_rss(&self) -> Option<String> {
+        match self {
+            Wabot::External(d) => d.peak_rss(),
+            Wabot::InProcess { .. } => daemon::proc_status("self", "VmHWM"),
+        }
+    }
+
+    /// Graceful stop; how it went.
+    async fn stop(self) -> String {
+        match self {
+            Wabot::External(d) => match d.terminate(Duration::from_secs(15)).await {
+                Ok(Some(status)) if status.success() => "stopped on SIGTERM".to_owned(),
+                Ok(Some(status)) => format!("exited on SIGTERM with {status}"),
+                Ok(None) => "did not stop within 15 s of SIGTERM (killed)".to_owned(),
+                Err(e) => format!("stop failed: {e}"),
+            },
+            Wabot::InProcess { shutdown, task } => {
+                shutdown.cancel();
+                match tokio::time::timeout(Duration::from_secs(15), task).await {
+                    Ok(Ok(Ok(()))) => "stopped".to_owned(),
+                    other => format!("did not stop cleanly: {other:?}"),
+                }
+            }
+        }
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let opts = Options::parse();
-    let stats = opts.sql_stats.then(SqlStats::install);
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let options = PgConnectOptions::from_str(&server)?.disable_statement_logging();
-    let name = format!("wabot_e2e_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await?;
-    let url = options.clone().database(&name).to_url_lossy().to_string();
-    let version: String = sqlx::query_scalar("SHOW server_version")
-        .fetch_one(&mut admin)
-        .await?;
-
-    let result = run(&url, &opts, &version, stats.as_ref()).await;
-
-    if std::env::var_os("WABOT_E2E_KEEP_DB").is_some() {
-        println!("  kept database {name} (WABOT_E2E_KEEP_DB)");
-    } else {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut admin)
-            .await?;
-    }
+    let stats = (opts.sql_stats && opts.external.is_none()).then(SqlStats::install);
+    let db = Database::create("e2e").await?;
+    let result = run(&db, &opts, stats.as_ref()).await;
+    db.drop().await?;
     result
 }
 
-async fn run(
-    url: &str,
-    opts: &Options,
-    pg_version: &str,
-    stats: Option<&SqlStats>,
-) -> anyhow::Result<()> {
+async fn run(db: &Database, opts: &Options, stats: Option<&SqlStats>) -> anyhow::Result<()> {
     let setup = Instant::now();
-    // The fake Graph API.
-    let (senders, mut receivers): (Vec<_>, Vec<_>) =
-        (0..opts.users).map(|_| mpsc::unbounded_channel()).unzip();
-    let fake = Arc::new(FakeGraph {
-        inboxes: senders,
-        accepted: AtomicU64::new(0),
-    });
-    let graph_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let graph_url = format!("http://{}", graph_listener.local_addr()?);
-    let graph_app = Router::new()
-        .route("/{version}/{phone}/messages", post(graph_messages))
-        .with_state(fake.clone());
-    let graph_stop = CancellationToken::new();
-    let graph_server = tokio::spawn(
-        axum::serve(graph_listener, graph_app)
-            .with_graceful_shutdown(graph_stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let overload = matches!(opts.open_rate, Some(Rate::Times(_)));
+    let customers = if overload { 2 * opts.users } else { opts.users };
+    let (fake, graph_url) = fake_graph::start(
+        &run_id,
+        customers,
+        StatusOptions {
+            enabled: opts.statuses,
+            delay: opts.status_delay,
+            redeliver: false,
+        },
+    )
+    .await?;
+    let db_url = session_url(&db.url, opts)?;
+    // The external daemon's working directory, for as long as the run.
+    let scratch = tempfile::tempdir()?;
 
-    // The daemon.
+    let (wabot, address, where_) = match &opts.external {
+        Some(bin) => {
+            let bin = daemon::resolve_bin(bin);
+            daemon::check_bin(&bin)?;
+            let listen = daemon::free_local_addr()?;
+            let log = std::env::temp_dir().join(format!("{}.log", db.name));
+            let env = DaemonEnv {
+                bin: bin.clone(),
+                database_url: db_url.clone(),
+                listen,
+                graph_url,
+                extra: vec![
+                    ("WABOT_POLL_INTERVAL_MS".into(), opts.poll_ms.to_string()),
+                    (
+                        "WABOT_TURN_CONCURRENCY".into(),
+                        opts.turn_concurrency.to_string(),
+                    ),
+                    (
+                        "WABOT_DB_MAX_CONNECTIONS".into(),
+                        opts.db_connections.to_string(),
+                    ),
+                    ("WABOT_SHUTDOWN_TIMEOUT_SECS".into(), "5".into()),
+                    ("WABOT_LOG_FILTER".into(), opts.daemon_log.clone()),
+                ],
+                log: log.clone(),
+                dir: scratch.path().to_owned(),
+            };
+            env.prepare(opts.bot.fixture()).await?;
+            let d = env.spawn().await?;
+            let where_ = format!(
+                "external {} (pid {}, ready in {} ms, log {})",
+                bin.display(),
+                d.pid,
+                d.ready_after.as_millis(),
+                log.display()
+            );
+            (
+                Wabot::External(d),
+                format!("http://{listen}/webhook"),
+                where_,
+            )
+        }
+        None => {
+            let app = in_process(&db.url, opts, graph_url).await?;
+            let address = format!("http://{}/webhook", app.local_addr());
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(app.run(shutdown.clone()));
+            (
+                Wabot::InProcess { shutdown, task },
+                address,
+                "in process (CPU and RSS include the driver)".to_owned(),
+            )
+        }
+    };
+    fake.set_webhook_url(address.clone());
+    let driver = Arc::new(Driver {
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(customers)
+            .build()?,
+        address,
+        run: run_id,
+        bot: opts.bot,
+        fake: fake.clone(),
+    });
+    let setup = setup.elapsed();
+
+    // Overload: first what it sustains.
+    let mut calibration = None;
+    let (customers, shape) = match opts.open_rate {
+        None => (
+            0..opts.users,
+            Shape::Closed {
+                messages: opts.messages.unwrap_or(10),
+                think: opts.think,
+            },
+        ),
+        Some(Rate::Fixed(rate)) => (
+            0..opts.users,
+            Shape::Open {
+                rate,
+                messages: opts.messages.unwrap_or(usize::MAX),
+            },
+        ),
+        Some(Rate::Times(factor)) => {
+            let shape = Shape::Closed {
+                messages: usize::MAX,
+                think: Duration::ZERO,
+            };
+            let phase = run_phase(&driver, 0..opts.users, shape, opts.calibrate).await?;
+            let turns = report::turns_in(opts.bot, &fake, &phase);
+            let sustained = turns as f64 / (phase.end - phase.start).as_secs_f64();
+            drain(&fake, opts.bot, &phase, Instant::now() + opts.drain).await;
+            calibration = Some((sustained, factor));
+            (
+                opts.users..2 * opts.users,
+                Shape::Open {
+                    rate: (sustained * factor).max(1.0),
+                    messages: opts.messages.unwrap_or(usize::MAX),
+                },
+            )
+        }
+    };
+
+    // The load phase.
+    if let Some(stats) = stats {
+        stats.reset();
+    }
+    let statuses_before = report::status_counts(&fake);
+    let pg = PgSampler::start(&db.name);
+    let cpu_before = (wabot.cpu(), daemon::process_cpu("self"));
+    let phase = run_phase(&driver, customers, shape, opts.max_time).await?;
+    let cpu_after = (wabot.cpu(), daemon::process_cpu("self"));
+    let pg = pg.finish().await;
+    let statuses_load = report::status_counts(&fake).since(&statuses_before);
+    let rss = wabot.peak_rss();
+
+    // Every acked message answered? Then a short quiet time for late duplicates.
+    let drained = drain(&fake, opts.bot, &phase, Instant::now() + opts.drain)
+        .await
+        .then(|| phase.end.elapsed());
+    let quiet = (opts.status_delay * 3).max(Duration::from_millis(300));
+    let quiet_end = Instant::now() + quiet;
+    tokio::time::sleep(quiet).await;
+    while fake.statuses.pending.load(Ordering::Relaxed) > 0 && Instant::now() < quiet_end + quiet {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let counts = database_counts(&db.url).await;
+    let stopped = wabot.stop().await;
+    fake.stop();
+
+    let answered = report::report(
+        opts,
+        &fake,
+        &phase,
+        report::Run {
+            setup,
+            where_,
+            stopped,
+            calibration,
+            cpu_wabot: cpu_after.0 - cpu_before.0,
+            cpu_driver: cpu_after.1 - cpu_before.1,
+            external: opts.external.is_some(),
+            pg,
+            statuses_load,
+            rss,
+            drained,
+            counts,
+            pg_version: &db.server_version,
+        },
+    );
+    if opts.sql_stats {
+        if let Some(stats) = stats {
+            stats.print(answered);
+        }
+        let mut conn = PgConnection::connect(&db.url).await?;
+        // Backends flush their statistics as they exit; give them a moment.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sql_stats::print_database_stats(&mut conn, answered).await?;
+        conn.close().await?;
+    }
+    Ok(())
+}
+
+/// wabot in this process, on the run's database, with `opts`' knobs.
+async fn in_process(url: &str, opts: &Options, graph_url: String) -> anyhow::Result<Application> {
     let mut config = Config {
         database_url: url.to_owned(),
         listen: "127.0.0.1:0".parse()?,
@@ -461,116 +665,53 @@ async fn run(
         .max_connections(config.database.max_connections)
         .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
         .test_before_acquire(!opts.no_ping)
-        .connect_with(session_options(url, opts)?)
+        .connect_with(PgConnectOptions::from_str(&session_url(url, opts)?)?)
         .await?;
     wabot::store::migrate(&pool).await?;
-    install_chatbot(&pool, opts.bot).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let app = Application::with_parts(config, pool.clone(), listener)?;
-    let address = format!("http://{}/webhook", app.local_addr());
-    let shutdown = CancellationToken::new();
-    let daemon = tokio::spawn(app.run(shutdown.clone()));
-    let setup = setup.elapsed();
-
-    // The customers.
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(opts.users)
-        .build()?;
-    if let Some(stats) = stats {
-        stats.reset();
-    }
-    let db = url
-        .rsplit('/')
-        .next()
-        .and_then(|t| t.split('?').next())
-        .unwrap_or_default()
-        .to_owned();
-    let start = Instant::now();
-    let cpu_before = (self_cpu(), postgres_cpu(&db));
-    let driver = Arc::new(Driver {
-        client,
-        address,
-        opts: opts.clone(),
-        start,
-        deadline: start + opts.max_time,
-    });
-    let mut customers = tokio::task::JoinSet::new();
-    for (u, inbox) in receivers.drain(..).enumerate() {
-        let driver = driver.clone();
-        match opts.open_rate {
-            Some(rate) => customers.spawn(async move { (u, driver.open(u, rate, inbox).await) }),
-            None => customers.spawn(async move { (u, driver.closed(u, inbox).await) }),
-        };
-    }
-    let mut all: Vec<(usize, Seen)> = Vec::with_capacity(opts.users);
-    while let Some(done) = customers.join_next().await {
-        all.push(done?);
-    }
-    let cpu_after = (self_cpu(), postgres_cpu(&db));
-
-    let counts: (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM turn_jobs WHERE done_at IS NOT NULL), \
-                (SELECT count(*) FROM turn_jobs WHERE done_at IS NULL), \
-                (SELECT count(*) FROM messages WHERE status = 'sent')",
-    )
-    .fetch_one(&pool)
-    .await?;
-    shutdown.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(10), daemon).await;
-    graph_stop.cancel();
-    let _ = graph_server.await;
-    pool.close().await;
-    if !matches!(stopped, Ok(Ok(Ok(())))) {
-        eprintln!("e2e_load: the daemon did not stop cleanly: {stopped:?}");
-    }
-
-    let answered = report(
-        opts,
-        &all,
-        Report {
-            setup,
-            cpu: (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1),
-            counts,
-            accepted: fake.accepted.load(Ordering::Relaxed),
-            pg_version,
-        },
-    );
-    if let Some(stats) = stats {
-        stats.print(answered);
-        let mut conn = PgConnection::connect(url).await?;
-        // Backends flush their statistics as they exit; give them a moment.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        sql_stats::print_database_stats(&mut conn, answered).await?;
-        conn.close().await?;
-    }
-    Ok(())
-}
-
-/// The daemon's connection options. Diagnostics only: with `--pg-log`, PostgreSQL
-/// logs every statement of these connections with its server-side duration
-/// (`log_min_duration_statement = 0`, which needs a superuser) to the server log;
-/// with `--async-commit`, commits do not wait for the WAL flush
-/// (`synchronous_commit = off`: NOT durable, to measure what the flushes cost).
-fn session_options(url: &str, opts: &Options) -> anyhow::Result<PgConnectOptions> {
-    let mut settings = Vec::new();
-    if opts.pg_log {
-        settings.push(("log_min_duration_statement", "0"));
-    }
-    if opts.async_commit {
-        settings.push(("synchronous_commit", "off"));
-    }
-    Ok(PgConnectOptions::from_str(url)?.options(settings))
-}
-
-async fn install_chatbot(pool: &PgPool, bot: Bot) -> anyhow::Result<()> {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let path = match bot {
-        Bot::Echo => root.join("fixtures/e2e/echo-loop.json"),
-        Bot::Sample => root.join("../shared/whatsapp-builder/chatbots/sample-chatbot.json"),
-    };
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(opts.bot.fixture());
     let value: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     let doc = ChatbotDoc::from_json(&value).map_err(|e| anyhow::anyhow!("{path:?}: {e}"))?;
-    chatbots::insert(pool, &NewChatbot::from_doc(&doc, true)).await?;
-    Ok(())
+    chatbots::insert(&pool, &NewChatbot::from_doc(&doc, true)).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    Application::with_parts(config, pool, listener)
+}
+
+/// The daemon's database URL. Diagnostics only: with `--pg-log`, PostgreSQL logs
+/// every statement of its connections with its server-side duration
+/// (`log_min_duration_statement = 0`, superuser only); with `--async-commit`, commits
+/// do not wait for the WAL flush (`synchronous_commit = off`: NOT durable, to
+/// measure what the flushes cost). Passed as the URL's `options`, so the external
+/// daemon gets them through `DATABASE_URL`.
+fn session_url(url: &str, opts: &Options) -> anyhow::Result<String> {
+    let mut settings = Vec::new();
+    if opts.pg_log {
+        settings.push("-c log_min_duration_statement=0");
+    }
+    if opts.async_commit {
+        settings.push("-c synchronous_commit=off");
+    }
+    if settings.is_empty() {
+        return Ok(url.to_owned());
+    }
+    let mut parsed = url::Url::parse(url)?;
+    parsed
+        .query_pairs_mut()
+        .append_pair("options", &settings.join(" "));
+    Ok(parsed.to_string())
+}
+
+/// Turn jobs done and open, message rows, when the schema still has those tables
+/// (internal: the pipeline may change them; then nothing is shown).
+async fn database_counts(url: &str) -> Option<(i64, i64, i64)> {
+    let mut conn = PgConnection::connect(url).await.ok()?;
+    let counts = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM turn_jobs WHERE done_at IS NOT NULL), \
+                (SELECT count(*) FROM turn_jobs WHERE done_at IS NULL), \
+                (SELECT count(*) FROM messages)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .ok();
+    let _ = conn.close().await;
+    counts
 }

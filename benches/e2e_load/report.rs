@@ -1,70 +1,148 @@
-//! What `e2e_load` prints: the figures of a run, and the process and machine facts
-//! (CPU from /proc, peak RSS, CPU model) that go with them.
+//! What `e2e_load` prints: the figures of the load phase, the exactly-once verdict
+//! after the drain, and the process and machine facts that go with them.
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use super::{Bot, Options, Seen};
+use super::daemon::PgCpu;
+use super::fake_graph::FakeGraph;
+use super::scenario::{judge, Bot, Verdict};
+use super::{Options, Phase, Rate};
 
-pub struct Report<'a> {
+/// Status webhooks posted back by the fake Graph API.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StatusCounts {
+    pub posted: u64,
+    pub acked: u64,
+    pub refused: u64,
+    pub dropped: u64,
+}
+
+impl StatusCounts {
+    pub fn since(&self, before: &StatusCounts) -> StatusCounts {
+        StatusCounts {
+            posted: self.posted - before.posted,
+            acked: self.acked - before.acked,
+            refused: self.refused - before.refused,
+            dropped: self.dropped - before.dropped,
+        }
+    }
+}
+
+pub fn status_counts(fake: &FakeGraph) -> StatusCounts {
+    let s = &fake.statuses;
+    StatusCounts {
+        posted: s.posted.load(Ordering::Relaxed),
+        acked: s.acked.load(Ordering::Relaxed),
+        refused: s.refused.load(Ordering::Relaxed),
+        dropped: s.dropped.load(Ordering::Relaxed),
+    }
+}
+
+fn verdicts(bot: Bot, fake: &FakeGraph, phase: &Phase) -> Vec<Verdict> {
+    phase
+        .sent
+        .iter()
+        .map(|(u, sent)| judge(bot, *u, sent, &fake.inbox(*u).replies()))
+        .collect()
+}
+
+/// Turns of `phase` whose last reply arrived before it ended.
+pub fn turns_in(bot: Bot, fake: &FakeGraph, phase: &Phase) -> usize {
+    verdicts(bot, fake, phase)
+        .iter()
+        .flat_map(|v| &v.turns)
+        .filter(|t| t.2 <= phase.end)
+        .count()
+}
+
+pub struct Run<'a> {
     pub setup: Duration,
-    /// CPU seconds of this process and of all PostgreSQL processes during the load.
-    pub cpu: (f64, f64),
-    /// Turn jobs done, turn jobs open, messages sent, at the end of the load.
-    pub counts: (i64, i64, i64),
-    pub accepted: u64,
+    pub where_: String,
+    pub stopped: String,
+    /// (turns/s sustained by the calibration, the factor offered).
+    pub calibration: Option<(f64, f64)>,
+    /// CPU seconds over the load phase.
+    pub cpu_wabot: f64,
+    pub cpu_driver: f64,
+    pub external: bool,
+    pub pg: PgCpu,
+    pub statuses_load: StatusCounts,
+    pub rss: Option<String>,
+    /// From the end of the load phase until every acked message was answered.
+    pub drained: Option<Duration>,
+    pub counts: Option<(i64, i64, i64)>,
     pub pg_version: &'a str,
 }
 
-/// Prints the figures; returns the number of answered turns.
-pub fn report(opts: &Options, all: &[(usize, Seen)], r: Report<'_>) -> usize {
+/// Prints the figures; returns the number of answered messages.
+pub fn report(opts: &Options, fake: &FakeGraph, phase: &Phase, r: Run<'_>) -> usize {
+    let verdicts = verdicts(opts.bot, fake, phase);
+    let load = (phase.end - phase.start).as_secs_f64().max(1e-9);
     let mut first = Vec::new();
-    let mut whole = Vec::new();
+    let mut last = Vec::new();
     let mut acks = Vec::new();
-    let (mut sent, mut unanswered, mut wrong, mut ack_failures) = (0, 0, 0, 0);
-    let mut begin: Option<Instant> = None;
-    let mut end: Option<Instant> = None;
-    for (_, seen) in all {
-        acks.extend(seen.acks.iter().copied());
-        ack_failures += seen.ack_failures;
-        for turn in &seen.turns {
-            let Some(at) = turn.sent else { continue };
-            sent += 1;
-            begin = Some(begin.map_or(at, |b| b.min(at)));
-            match (turn.first, turn.last) {
-                (Some(f), Some(l)) => {
-                    first.push(f.saturating_duration_since(at));
-                    whole.push(l.saturating_duration_since(at));
-                    end = Some(end.map_or(l, |e| e.max(l)));
-                    wrong += usize::from(turn.wrong);
-                }
-                _ => unanswered += 1,
+    let (mut offered, mut refused_msgs, mut refusals) = (0usize, 0usize, 0u64);
+    for (_, sent) in &phase.sent {
+        for m in sent {
+            offered += 1;
+            refusals += u64::from(m.refused);
+            match m.ack {
+                Some(a) => acks.push(a),
+                None => refused_msgs += 1,
             }
         }
     }
-    let answered = first.len();
-    let span = match (begin, end) {
-        (Some(b), Some(e)) => e.saturating_duration_since(b),
-        _ => Duration::ZERO,
-    };
+    let acked_in_load = phase
+        .sent
+        .iter()
+        .flat_map(|(_, s)| s)
+        .filter(|m| m.acked_at.is_some_and(|t| t <= phase.end))
+        .count();
+    let (mut in_load, mut backlog) = (0usize, 0usize);
+    let mut total = Verdict::default();
+    for v in &verdicts {
+        total.acked += v.acked;
+        total.answered += v.answered;
+        total.duplicates += v.duplicates;
+        total.refused_answered += v.refused_answered;
+        total.wrong += v.wrong;
+        total.out_of_order += v.out_of_order;
+        for &(due, f, l) in &v.turns {
+            first.push(f.saturating_duration_since(due));
+            last.push(l.saturating_duration_since(due));
+            in_load += usize::from(l <= phase.end);
+            backlog += usize::from(f > phase.end);
+        }
+    }
+    backlog += total.acked - total.answered;
+
     let mode = match opts.open_rate {
-        Some(rate) => format!("open loop, {rate} messages/s offered"),
+        Some(Rate::Fixed(rate)) => format!("open loop, {rate} messages/s offered"),
+        Some(Rate::Times(_)) => "overload: open loop".to_owned(),
         None if opts.think.is_zero() => "closed loop, no think time".to_owned(),
         None => format!("closed loop, think {} ms", opts.think.as_millis()),
     };
-    let bot = match opts.bot {
-        Bot::Echo => "echo-loop",
-        Bot::Sample => "sample-chatbot",
-    };
     println!(
-        "e2e_load: {} customers x {} messages, {mode}, chatbot {bot}",
-        opts.users, opts.messages
+        "e2e_load: customers {}, {mode}, chatbot {}, statuses {}",
+        phase.customers.len(),
+        opts.bot.name(),
+        if opts.statuses {
+            format!(
+                "on (delivered/read {} ms apart)",
+                opts.status_delay.as_millis()
+            )
+        } else {
+            "off".to_owned()
+        }
     );
     println!(
-        "  daemon: poll {} ms, turn concurrency {}, {} DB connections{}; setup {:.2} s",
+        "  wabot: {}; poll {} ms, turn concurrency {}, {} DB connections{}; setup {:.2} s",
+        r.where_,
         opts.poll_ms,
         opts.turn_concurrency,
         opts.db_connections,
-        match (opts.async_commit, opts.no_ping) {
+        match (opts.async_commit, opts.no_ping && !r.external) {
             (false, false) => "",
             (false, true) => ", no ping before acquire",
             (true, false) => ", synchronous_commit OFF",
@@ -72,46 +150,107 @@ pub fn report(opts: &Options, all: &[(usize, Seen)], r: Report<'_>) -> usize {
         },
         r.setup.as_secs_f64()
     );
+    if let Some((sustained, factor)) = r.calibration {
+        println!(
+            "  calibration ({} s closed loop): {sustained:.0} turns/s sustained; offering \
+             {factor} x = {:.0} messages/s",
+            opts.calibrate.as_secs(),
+            sustained * factor
+        );
+    }
     println!(
-        "  turns: {answered} answered of {sent} sent in {:.2} s = {:.0} turns/s \
-         ({} Graph API calls = {:.0}/s); unanswered {unanswered}, wrong first reply {wrong}",
-        span.as_secs_f64(),
-        answered as f64 / span.as_secs_f64().max(1e-9),
-        r.accepted,
-        r.accepted as f64 / span.as_secs_f64().max(1e-9),
+        "  load phase {load:.2} s: {in_load} turns completed = {:.0} turns/s; \
+         {acked_in_load} message webhooks acked = {:.0} acks/s; {offered} offered, \
+         {refused_msgs} refused ({refusals} non-200 answers)",
+        in_load as f64 / load,
+        acked_in_load as f64 / load,
+    );
+    let s = r.statuses_load;
+    let all = status_counts(fake);
+    println!(
+        "  statuses in the load phase: {} posted = {:.0}/s, {} acked, {} refused \
+         (in all: {} posted, {} acked, {} refused, {} dropped); \
+         {} Graph API sends in all, {} read receipts, {} to strangers",
+        s.posted,
+        s.posted as f64 / load,
+        s.acked,
+        s.refused,
+        all.posted,
+        all.acked,
+        all.refused,
+        all.dropped,
+        fake.accepted.load(Ordering::Relaxed),
+        fake.receipts.load(Ordering::Relaxed),
+        fake.strangers.load(Ordering::Relaxed),
+    );
+    println!("  webhook -> first reply: {}", summary(&mut first));
+    println!("  webhook -> last reply:  {}", summary(&mut last));
+    println!("  message webhook ack:    {}", summary(&mut acks));
+    let per_turn = |cpu: f64| 1e3 * cpu / in_load.max(1) as f64;
+    let wabot_label = if r.external {
+        "wabot"
+    } else {
+        "wabot + driver (in process)"
+    };
+    println!(
+        "  cpu per turn: {wabot_label} {:.3} ms + PostgreSQL {:.3} ms ({} backends of its \
+         database) = {:.3} ms; not in the total: server background {:.3} ms (WAL writer, \
+         checkpointer, ...: shared), driver {}",
+        per_turn(r.cpu_wabot),
+        per_turn(r.pg.backends),
+        r.pg.backend_count,
+        per_turn(r.cpu_wabot + r.pg.backends),
+        per_turn(r.pg.background),
+        if r.external {
+            format!("{:.3} ms", per_turn(r.cpu_driver))
+        } else {
+            "(counted with wabot)".to_owned()
+        }
     );
     println!(
-        "  end to end, webhook sent -> first reply: {}",
-        summary(&mut first)
+        "  cpu use: {wabot_label} {:.0}% of one core, PostgreSQL backends {:.0}%, \
+         background {:.0}%{}",
+        100.0 * r.cpu_wabot / load,
+        100.0 * r.pg.backends / load,
+        100.0 * r.pg.background / load,
+        if r.external {
+            format!(", driver {:.0}%", 100.0 * r.cpu_driver / load)
+        } else {
+            String::new()
+        }
     );
     println!(
-        "  end to end, webhook sent -> last reply:  {}",
-        summary(&mut whole)
+        "  memory: {wabot_label} peak RSS {}",
+        r.rss.as_deref().unwrap_or("?")
     );
     println!(
-        "  webhook ack: {}; failures {ack_failures}",
-        summary(&mut acks)
+        "  backlog at the end of the load phase: {backlog} acked messages unanswered; {}",
+        match r.drained {
+            Some(d) => format!("all answered {:.2} s later", d.as_secs_f64()),
+            None => format!(
+                "NOT all answered within --drain-secs {}",
+                opts.drain.as_secs()
+            ),
+        }
     );
     println!(
-        "  database: {} turn jobs done, {} open; {} messages sent",
-        r.counts.0, r.counts.1, r.counts.2
+        "  acked messages answered: {} of {}, duplicates: {}; wrong replies {}, \
+         out of order {}, answers to refused webhooks {}",
+        total.answered,
+        total.acked,
+        total.duplicates,
+        total.wrong,
+        total.out_of_order,
+        total.refused_answered
     );
+    if let Some((done, open, sent)) = r.counts {
+        println!(
+            "  database: {done} turn jobs done, {open} open; {sent} message rows (in and out)"
+        );
+    }
+    println!("  wabot {}", r.stopped);
     println!(
-        "  cpu during load: this process {:.2} s ({:.0}% of one core), postgres {:.2} s \
-         ({:.0}%; this database's backends and the server's WAL writer etc.); \
-         {:.0} us of cpu per turn",
-        r.cpu.0,
-        100.0 * r.cpu.0 / span.as_secs_f64().max(1e-9),
-        r.cpu.1,
-        100.0 * r.cpu.1 / span.as_secs_f64().max(1e-9),
-        1e6 * (r.cpu.0 + r.cpu.1) / (answered.max(1) as f64),
-    );
-    println!(
-        "  memory: peak RSS {} (VmHWM; driver, fake Graph API and daemon in one process)",
-        proc_status("VmHWM").unwrap_or_else(|| "?".into())
-    );
-    println!(
-        "  machine: {} x {}; load average before {}; PostgreSQL {}",
+        "  machine: {} x {}; load average {}; PostgreSQL {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model(),
         std::fs::read_to_string("/proc/loadavg")
@@ -119,10 +258,10 @@ pub fn report(opts: &Options, all: &[(usize, Seen)], r: Report<'_>) -> usize {
             .unwrap_or_default(),
         r.pg_version
     );
-    answered
+    total.answered
 }
 
-/// `p50 / p90 / p99 / max` in milliseconds.
+/// `p50 / p95 / p99 / max` in milliseconds.
 fn summary(values: &mut [Duration]) -> String {
     if values.is_empty() {
         return "no samples".to_owned();
@@ -133,19 +272,13 @@ fn summary(values: &mut [Duration]) -> String {
         values[i].as_secs_f64() * 1e3
     };
     format!(
-        "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n = {})",
+        "p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n = {})",
         pct(0.50),
-        pct(0.90),
+        pct(0.95),
         pct(0.99),
         pct(1.0),
         values.len()
     )
-}
-
-fn proc_status(key: &str) -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    Some(line[key.len() + 1..].trim().to_owned())
 }
 
 fn cpu_model() -> String {
@@ -158,59 +291,4 @@ fn cpu_model() -> String {
                 .map(|(_, m)| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".to_owned())
-}
-
-/// utime + stime of a process, in seconds (Linux clock ticks are 1/100 s).
-fn cpu_of(stat: &str) -> f64 {
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
-}
-
-pub fn self_cpu() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .map(|s| cpu_of(&s))
-        .unwrap_or(0.0)
-}
-
-/// CPU seconds of the PostgreSQL backends serving database `db`, plus those of the
-/// server's shared background processes (WAL writer, checkpointer, ...), which also
-/// work for other databases on a shared server. Backends that exited are not counted.
-pub fn postgres_cpu(db: &str) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    let background = [
-        "walwriter",
-        "checkpointer",
-        "background writer",
-        "autovacuum",
-    ];
-    dir.flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres")
-        })
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains(db) || background.iter().any(|b| c.contains(b))
-            })
-        })
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .map(|s| cpu_of(&s))
-        .sum()
 }
