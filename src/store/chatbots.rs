@@ -58,6 +58,25 @@ pub async fn active_metadata(pool: &PgPool) -> Result<Vec<(Uuid, Option<Value>)>
     .await
 }
 
+/// One active chatbot as a new conversation's chatbot is chosen from.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Candidate {
+    pub id: Uuid,
+    pub metadata: Option<Value>,
+    #[sqlx(rename = "updatedAt")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The active chatbots with their versions, oldest first.
+pub async fn active_candidates(pool: &PgPool) -> Result<Vec<Candidate>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, metadata, \"updatedAt\" FROM chatbots WHERE \"isActive\" = true \
+         ORDER BY \"createdAt\", id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// What `insert` stores.
 #[derive(Debug, Clone)]
 pub struct NewChatbot<'a> {

@@ -237,6 +237,9 @@ pub struct TurnFacts {
     pub context: Option<ContextRow>,
     /// The `updatedAt` of the context's chatbot (the compiled cache's key).
     pub chatbot_updated_at: Option<DateTime<Utc>>,
+    /// A version of the set of active chatbots (changes whenever one is activated,
+    /// deactivated, edited or deleted), so the caller can cache what it chooses from.
+    pub active_chatbots: String,
 }
 
 /// One read for a batch of turns: who each conversation is between (the customer
@@ -256,6 +259,7 @@ pub async fn load_batch(
         String,
         Option<Value>,
         Option<DateTime<Utc>>,
+        String,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT k.conversation_id, b.id, k.business_phone_number_id::text, \
@@ -264,7 +268,10 @@ pub async fn load_batch(
                  WHERE x.\"conversationId\" = k.conversation_id AND x.\"isActive\" LIMIT 1), \
                 (SELECT ch.\"updatedAt\" FROM conversation_contexts x \
                  JOIN chatbots ch ON ch.id = x.\"chatbotId\" \
-                 WHERE x.\"conversationId\" = k.conversation_id AND x.\"isActive\" LIMIT 1) \
+                 WHERE x.\"conversationId\" = k.conversation_id AND x.\"isActive\" LIMIT 1), \
+                (SELECT count(*)::text || ':' || coalesce(max(\"updatedAt\")::text, '') || ':' \
+                        || coalesce(sum(hashtext(id::text))::text, '') \
+                 FROM chatbots WHERE \"isActive\") \
          FROM conversation_keys k \
          JOIN users b ON b.\"phoneNumber\" = k.business_phone_number_id \
          JOIN users c ON c.\"phoneNumber\" = k.customer_wa_id \
@@ -274,8 +281,17 @@ pub async fn load_batch(
     .fetch_all(pool)
     .await?;
     let mut facts = HashMap::with_capacity(rows.len());
-    for (conversation, business_user_id, business, customer_user_id, wa_id, name, ctx, bot_at) in
-        rows
+    for (
+        conversation,
+        business_user_id,
+        business,
+        customer_user_id,
+        wa_id,
+        name,
+        ctx,
+        bot_at,
+        active,
+    ) in rows
     {
         let context = match ctx {
             Some(json) => Some(context_from_json(json).map_err(|e| {
@@ -293,6 +309,7 @@ pub async fn load_batch(
                 customer_name: name,
                 context,
                 chatbot_updated_at: bot_at,
+                active_chatbots: active,
             },
         );
     }

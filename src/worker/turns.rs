@@ -163,6 +163,8 @@ pub struct TurnStage {
     sink: TurnSink,
     sends: SendSink,
     busy: Arc<AtomicUsize>,
+    /// The active chatbots, as of the version `load_batch` reported.
+    candidates: std::sync::Mutex<Option<(String, Arc<Vec<store::chatbots::Candidate>>)>>,
 }
 
 impl TurnStage {
@@ -186,6 +188,7 @@ impl TurnStage {
             sink,
             sends,
             busy: Arc::new(AtomicUsize::new(0)),
+            candidates: std::sync::Mutex::new(None),
         })
     }
 
@@ -479,7 +482,7 @@ impl TurnStage {
                     return skip(effects, "a skip word starts no chatbot");
                 }
                 match self
-                    .start(work.conversation_id, text.as_deref(), &customer)
+                    .start(work.conversation_id, text.as_deref(), &customer, facts)
                     .await?
                 {
                     Some((context, bot)) => (context, bot, Event::ConversationStarted),
@@ -511,7 +514,10 @@ impl TurnStage {
                     ),
                     bot,
                 )),
-                None => self.start(work.conversation_id, None, &customer).await?,
+                None => {
+                    self.start(work.conversation_id, None, &customer, facts)
+                        .await?
+                }
             };
             let Some((fresh, bot)) = fresh else {
                 self.finish(&mut effects, facts, &sends, None, None);
@@ -620,27 +626,50 @@ impl TurnStage {
         Ok(())
     }
 
-    /// A new context for the chatbot that answers `text` in this conversation.
+    /// A new context for the chatbot that answers `text` in this conversation. The
+    /// active chatbots are read once per version of their set, not per start.
     async fn start(
         &self,
         conversation_id: Uuid,
         text: Option<&str>,
         customer: &Customer,
+        facts: &TurnFacts,
     ) -> anyhow::Result<Option<(Context, Arc<CompiledChatbot>)>> {
-        let candidates = store::chatbots::active_metadata(&self.ctx.pool).await?;
+        let cached = self.candidates.lock().ok().and_then(|c| {
+            c.as_ref()
+                .filter(|(version, _)| *version == facts.active_chatbots)
+                .map(|(_, list)| list.clone())
+        });
+        let candidates = match cached {
+            Some(list) => list,
+            None => {
+                let list = Arc::new(store::chatbots::active_candidates(&self.ctx.pool).await?);
+                if let Ok(mut c) = self.candidates.lock() {
+                    *c = Some((facts.active_chatbots.clone(), list.clone()));
+                }
+                list
+            }
+        };
         let chosen = engine::compile::choose_chatbot(
-            candidates
-                .iter()
-                .map(|(id, metadata)| (*id, metadata.as_ref())),
+            candidates.iter().map(|c| (c.id, c.metadata.as_ref())),
             text,
         );
-        let Some(id) = chosen else {
+        let Some(candidate) = chosen.and_then(|id| candidates.iter().find(|c| c.id == id)) else {
             return Ok(None);
         };
-        let Some(bot) = self.compiled(id, None).await? else {
+        let Some(bot) = self
+            .compiled(candidate.id, Some(candidate.updated_at))
+            .await?
+        else {
             return Ok(None);
         };
-        let context = Context::start(Uuid::new_v4(), conversation_id, id, &bot, customer);
+        let context = Context::start(
+            Uuid::new_v4(),
+            conversation_id,
+            candidate.id,
+            &bot,
+            customer,
+        );
         Ok(Some((context, bot)))
     }
 
