@@ -95,7 +95,8 @@ pub async fn enqueue_batch(
             SELECT c.conv, NOT EXISTS ( \
                 SELECT 1 FROM send_jobs e \
                 WHERE e.conversation_id = c.conv AND e.done_at IS NULL \
-                  AND NOT (e.locked_by LIKE $9 || ':%' AND e.locked_until > now())) AS free \
+                  AND NOT coalesce(e.locked_by LIKE $9 || ':%' AND e.locked_until > now(), \
+                                   false)) AS free \
             FROM (SELECT DISTINCT conv FROM input) c), \
          j AS ( \
             INSERT INTO send_jobs (message_id, conversation_id, recipient, body, locked_by, \

@@ -318,3 +318,55 @@ async fn a_status_reported_before_the_wamid_was_stored_is_applied_when_it_is() {
             .unwrap();
     assert_eq!(applied, Some(ids[0]));
 }
+
+#[tokio::test]
+async fn a_reply_is_leased_at_once_only_when_every_older_reply_is_held_by_the_same_process() {
+    let s = Setup::new().await;
+    let (conversation, to) = s.conversation(Utc::now()).await;
+    let row = |text: &str| {
+        outbound_row(
+            conversation,
+            s.business,
+            &to,
+            &Outgoing::Text { body: text.into() },
+        )
+    };
+    // An older reply nobody holds (another process's, or one handed back).
+    s.enqueue(conversation, &to, &texts("old", 1)).await;
+    let mut tx = s.pool.begin().await.unwrap();
+    let jobs = outbox::enqueue_batch(&mut tx, &[row("new")], "p1", Some(LEASE))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(jobs[0].token, None, "it waits behind the older one");
+
+    // Once this process holds every older reply, the next is leased to it at once.
+    let claimed = outbox::claim(&s.pool, "p1", None, LEASE, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let mut tx = s.pool.begin().await.unwrap();
+    let jobs = outbox::enqueue_batch(&mut tx, &[row("newer")], "p1", Some(LEASE))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        jobs[0].token, None,
+        "the unleased middle one still blocks it"
+    );
+    let mut tx = s.pool.begin().await.unwrap();
+    sqlx::query("UPDATE send_jobs SET done_at = now() WHERE locked_by IS NULL")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let jobs = outbox::enqueue_batch(&mut tx, &[row("newest")], "p1", Some(LEASE))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        jobs[0]
+            .token
+            .as_deref()
+            .is_some_and(|t| t.starts_with("p1:")),
+        "{:?}",
+        jobs[0].token
+    );
+}
