@@ -77,6 +77,19 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// `WABOT_REQUEST_TIMEOUT_SECS`: the longest any one HTTP request may take.
     pub request_timeout_secs: u64,
+    /// `WABOT_HEADER_TIMEOUT_SECS`: from accept (or the end of the previous
+    /// response) to a complete request head; a silent or half-written connection is
+    /// closed after it.
+    pub header_timeout_secs: u64,
+    /// `WABOT_IDLE_TIMEOUT_SECS`: a connection with no request in flight is closed
+    /// after this long.
+    pub idle_timeout_secs: u64,
+    /// `WABOT_MAX_CONNECTIONS`: connections served at once; more get 503 and are
+    /// closed at once.
+    pub max_connections: usize,
+    /// `WABOT_BODY_TIMEOUT_SECS`: from the request head to the end of its body;
+    /// a body slower than that gets 408.
+    pub body_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +240,10 @@ impl Default for ServerConfig {
         ServerConfig {
             shutdown_timeout_secs: 20,
             request_timeout_secs: 30,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            body_timeout_secs: 15,
         }
     }
 }
@@ -377,6 +394,11 @@ impl Config {
             "WABOT_REQUEST_TIMEOUT_SECS",
             &mut self.server.request_timeout_secs,
         )?;
+        let s = &mut self.server;
+        set_parsed(env, "WABOT_HEADER_TIMEOUT_SECS", &mut s.header_timeout_secs)?;
+        set_parsed(env, "WABOT_IDLE_TIMEOUT_SECS", &mut s.idle_timeout_secs)?;
+        set_parsed(env, "WABOT_MAX_CONNECTIONS", &mut s.max_connections)?;
+        set_parsed(env, "WABOT_BODY_TIMEOUT_SECS", &mut s.body_timeout_secs)?;
 
         let w = &mut self.worker;
         set_parsed(env, "WABOT_WORKER_ENABLED", &mut w.enabled)?;
@@ -491,6 +513,10 @@ impl Config {
         positive("WABOT_MAX_STEPS_PER_TURN", self.engine.max_steps_per_turn)?;
         positive("WABOT_CONTEXT_TTL_SECS", self.engine.context_ttl_secs)?;
         positive("WABOT_FLOWS_DEADLINE_MS", self.flows.deadline_ms)?;
+        positive("WABOT_HEADER_TIMEOUT_SECS", self.server.header_timeout_secs)?;
+        positive("WABOT_IDLE_TIMEOUT_SECS", self.server.idle_timeout_secs)?;
+        positive("WABOT_MAX_CONNECTIONS", self.server.max_connections as u64)?;
+        positive("WABOT_BODY_TIMEOUT_SECS", self.server.body_timeout_secs)?;
         positive(
             "WABOT_DATASOURCE_DEFAULT_TIMEOUT_MS",
             self.datasource.default_timeout_ms,

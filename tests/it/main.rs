@@ -14,6 +14,7 @@ mod flows_support;
 mod schema;
 mod sender;
 mod serve;
+mod server_limits;
 mod support_graph;
 mod webhook;
 mod webhook_outage;
