@@ -8,6 +8,7 @@ mod datasource_support;
 mod e2e;
 mod engine;
 mod engine_cli;
+mod engine_props;
 mod engine_store;
 mod flows;
 mod flows_support;
