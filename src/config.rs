@@ -651,4 +651,34 @@ mod tests {
         let err = Config::load_from(Some(&path), &env(&[])).unwrap_err();
         assert!(err.to_string().contains("turn_concurency"), "{err}");
     }
+
+    #[test]
+    fn listener_limits_come_from_the_environment_and_zero_is_refused() {
+        let c = Config::load_from(None, &env(&[])).unwrap();
+        assert_eq!(c.server.header_timeout_secs, 10);
+        assert_eq!(c.server.max_connections, 1024);
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("WABOT_HEADER_TIMEOUT_SECS", "3"),
+                ("WABOT_IDLE_TIMEOUT_SECS", "4"),
+                ("WABOT_MAX_CONNECTIONS", "5"),
+                ("WABOT_BODY_TIMEOUT_SECS", "6"),
+                ("WABOT_REQUEST_TIMEOUT_SECS", "7"),
+            ]),
+        )
+        .unwrap();
+        let s = &c.server;
+        assert_eq!(
+            (
+                s.header_timeout_secs,
+                s.idle_timeout_secs,
+                s.max_connections
+            ),
+            (3, 4, 5)
+        );
+        assert_eq!((s.body_timeout_secs, s.request_timeout_secs), (6, 7));
+        let err = Config::load_from(None, &env(&[("WABOT_MAX_CONNECTIONS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("WABOT_MAX_CONNECTIONS"), "{err}");
+    }
 }
