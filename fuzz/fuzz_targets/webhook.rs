@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
             );
             wabot_fuzz::check_storable(&stored.content, "messages.content");
             assert!(!stored.db_type.is_empty());
-            let _ = message.db_type();
+            let _ = message.kind.db_type();
             if let Some(from) = &message.from {
                 let _ = v.profile_name(from);
             }

@@ -92,7 +92,8 @@ pub fn value(u: &mut Unstructured, depth: u32) -> Result<Value> {
         },
         3 | 4 => Value::String(text(u)?),
         5 => {
-            let n = u.int_in_range(0..=if u.ratio(1, 16)? { 40 } else { 4 })?;
+            let max = if u.ratio(1, 16)? { 40 } else { 4 };
+            let n = u.int_in_range(0..=max)?;
             Value::Array((0..n).map(|_| value(u, depth - 1)).collect::<Result<_>>()?)
         }
         _ => {
