@@ -416,9 +416,18 @@ impl<'a> Arbitrary<'a> for ArbEvent {
 }
 
 impl ArbEvent {
-    /// The event; a flow reply's token is sometimes the context's real one.
+    /// The event; a flow reply's token is sometimes the context's real one. What
+    /// comes through ingest has its NULs replaced already, so none are sent here.
     pub fn into_event(self, context: &Context) -> Event {
-        match self {
+        let clean = |s: String| s.replace('\0', "\u{fffd}");
+        let this = match self {
+            ArbEvent::Text(t) => ArbEvent::Text(clean(t)),
+            ArbEvent::Button(t) => ArbEvent::Button(clean(t)),
+            ArbEvent::ListRow(t) => ArbEvent::ListRow(clean(t)),
+            ArbEvent::FlowReply(t, v) => ArbEvent::FlowReply(t.map(clean), v),
+            other => other,
+        };
+        match this {
             ArbEvent::Text(t) => Event::InboundMessage {
                 text: Some(t),
                 button_id: None,
@@ -614,19 +623,31 @@ pub fn check_send(send: &Outgoing) {
     serde_json::from_str::<Value>(&text).expect("a Graph API body parses back");
 }
 
-/// A value PostgreSQL's jsonb accepts: no NUL in any string or key.
+/// A value PostgreSQL's jsonb accepts: no NUL in any string or key. The panic
+/// names where the NUL is.
 pub fn check_storable(value: &Value, what: &str) {
-    match value {
-        Value::String(s) => assert!(!s.contains('\0'), "NUL in a string of {what}"),
-        Value::Array(items) => items.iter().for_each(|v| check_storable(v, what)),
-        Value::Object(map) => {
-            for (k, v) in map {
-                assert!(!k.contains('\0'), "NUL in a key of {what}");
-                check_storable(v, what);
+    fn walk(value: &Value, at: &mut Vec<String>, what: &str) {
+        match value {
+            Value::String(s) => assert!(!s.contains('\0'), "NUL in {what} at {at:?}: {s:?}"),
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    at.push(i.to_string());
+                    walk(v, at, what);
+                    at.pop();
+                }
             }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    assert!(!k.contains('\0'), "NUL in a key of {what} at {at:?}: {k:?}");
+                    at.push(k.clone());
+                    walk(v, at, what);
+                    at.pop();
+                }
+            }
+            _ => {}
         }
-        _ => {}
     }
+    walk(value, &mut Vec::new(), what);
 }
 
 /// Everything a turn must keep.
