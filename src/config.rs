@@ -96,6 +96,19 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// `WABOT_REQUEST_TIMEOUT_SECS`: the longest any one HTTP request may take.
     pub request_timeout_secs: u64,
+    /// `WABOT_HEADER_TIMEOUT_SECS`: from accept (or the end of the previous
+    /// response) to a complete request head; a silent or half-written connection is
+    /// closed after it.
+    pub header_timeout_secs: u64,
+    /// `WABOT_IDLE_TIMEOUT_SECS`: a connection with no request in flight is closed
+    /// after this long.
+    pub idle_timeout_secs: u64,
+    /// `WABOT_MAX_CONNECTIONS`: connections served at once; more get 503 and are
+    /// closed at once.
+    pub max_connections: usize,
+    /// `WABOT_BODY_TIMEOUT_SECS`: from the request head to the end of its body;
+    /// a body slower than that gets 408.
+    pub body_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +284,10 @@ impl Default for ServerConfig {
         ServerConfig {
             shutdown_timeout_secs: 20,
             request_timeout_secs: 30,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            body_timeout_secs: 15,
         }
     }
 }
@@ -436,6 +453,11 @@ impl Config {
             "WABOT_REQUEST_TIMEOUT_SECS",
             &mut self.server.request_timeout_secs,
         )?;
+        let s = &mut self.server;
+        set_parsed(env, "WABOT_HEADER_TIMEOUT_SECS", &mut s.header_timeout_secs)?;
+        set_parsed(env, "WABOT_IDLE_TIMEOUT_SECS", &mut s.idle_timeout_secs)?;
+        set_parsed(env, "WABOT_MAX_CONNECTIONS", &mut s.max_connections)?;
+        set_parsed(env, "WABOT_BODY_TIMEOUT_SECS", &mut s.body_timeout_secs)?;
 
         let w = &mut self.worker;
         set_parsed(env, "WABOT_WORKER_ENABLED", &mut w.enabled)?;
@@ -570,6 +592,10 @@ impl Config {
         positive("WABOT_CONTEXT_TTL_SECS", self.engine.context_ttl_secs)?;
         positive("WABOT_MAX_SENDS_PER_TURN", self.engine.max_sends_per_turn)?;
         positive("WABOT_FLOWS_DEADLINE_MS", self.flows.deadline_ms)?;
+        positive("WABOT_HEADER_TIMEOUT_SECS", self.server.header_timeout_secs)?;
+        positive("WABOT_IDLE_TIMEOUT_SECS", self.server.idle_timeout_secs)?;
+        positive("WABOT_MAX_CONNECTIONS", self.server.max_connections as u64)?;
+        positive("WABOT_BODY_TIMEOUT_SECS", self.server.body_timeout_secs)?;
         positive(
             "WABOT_DATASOURCE_DEFAULT_TIMEOUT_MS",
             self.datasource.default_timeout_ms,
@@ -699,5 +725,35 @@ mod tests {
         std::fs::write(&path, "[worker]\nturn_concurency = 4\n").unwrap();
         let err = Config::load_from(Some(&path), &env(&[])).unwrap_err();
         assert!(err.to_string().contains("turn_concurency"), "{err}");
+    }
+
+    #[test]
+    fn listener_limits_come_from_the_environment_and_zero_is_refused() {
+        let c = Config::load_from(None, &env(&[])).unwrap();
+        assert_eq!(c.server.header_timeout_secs, 10);
+        assert_eq!(c.server.max_connections, 1024);
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("WABOT_HEADER_TIMEOUT_SECS", "3"),
+                ("WABOT_IDLE_TIMEOUT_SECS", "4"),
+                ("WABOT_MAX_CONNECTIONS", "5"),
+                ("WABOT_BODY_TIMEOUT_SECS", "6"),
+                ("WABOT_REQUEST_TIMEOUT_SECS", "7"),
+            ]),
+        )
+        .unwrap();
+        let s = &c.server;
+        assert_eq!(
+            (
+                s.header_timeout_secs,
+                s.idle_timeout_secs,
+                s.max_connections
+            ),
+            (3, 4, 5)
+        );
+        assert_eq!((s.body_timeout_secs, s.request_timeout_secs), (6, 7));
+        let err = Config::load_from(None, &env(&[("WABOT_MAX_CONNECTIONS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("WABOT_MAX_CONNECTIONS"), "{err}");
     }
 }

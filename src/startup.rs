@@ -1,7 +1,6 @@
 //! Wiring: the pool, the migrations, the HTTP server and the background workers,
 //! started on a listener the caller binds and stopped by a cancellation token.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -99,10 +98,9 @@ impl Application {
             pipeline,
         } = self;
         let drain = state.config.shutdown_timeout();
+        let limits = http::server::ServerLimits::from_config(&state.config.server);
         let app = http::router(state);
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
+        let server = http::server::serve(listener, app, limits, shutdown.clone());
         tokio::pin!(server);
 
         // One deadline bounds the whole drain: requests and background work drain

@@ -17,7 +17,7 @@ use super::node::{FlowNode, NodeKind, QuestionNode, QuestionType};
 use super::outgoing::Outgoing;
 use super::question::{self, navigation_page, page_variable};
 use super::rest;
-use super::vars::{assign, render, render_value};
+use super::vars::{assign, render, render_value, scrub_nul, scrub_nul_text};
 
 /// Words that leave a waiting question or Flow by its default edge. Typed when no
 /// conversation is active they start nothing ([`is_skip_word`]).
@@ -360,13 +360,20 @@ impl<H: HttpClient> Turn<'_, H> {
         let items = match self.http.send(request).await {
             Ok(response) if response.status == 200 => {
                 match serde_json::from_slice::<Value>(&response.body) {
-                    Ok(Value::Array(items)) => Ok(items),
+                    Ok(Value::Array(mut items)) => {
+                        items.iter_mut().for_each(scrub_nul);
+                        Ok(items)
+                    }
                     _ => Err("the connection did not answer a list of items".to_owned()),
                 }
             }
             Ok(response) => Err(String::from_utf8_lossy(&response.body).into_owned()),
             Err(e) => Err(e.to_string()),
-        };
+        }
+        .map_err(|mut error| {
+            scrub_nul_text(&mut error);
+            error
+        });
         match items {
             Ok(items) => assign(&mut self.ctx.variables, source, Value::Array(items)),
             Err(error) => {
@@ -496,6 +503,7 @@ impl<H: HttpClient> Turn<'_, H> {
     }
 
     async fn flow_reply(&mut self, index: NodeIndex, mut response: Value) {
+        scrub_nul(&mut response);
         if let Value::Object(map) = &mut response {
             map.remove("flow_token");
         }

@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 
 use super::http::{HttpError, HttpRequest, HttpResponse};
 use super::node::{Auth, ContentType, RestApiNode};
-use super::vars::{as_text, fold_case, interpolate, lookup_in, render, Escape};
+use super::vars::{
+    as_text, fold_case, interpolate, lookup_in, render, scrub_nul, scrub_nul_text, Escape,
+};
 
 /// What a rest_api node produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,14 +179,19 @@ pub fn read_response(
                 success: false,
                 status: None,
                 data: Value::Null,
-                error: Some(e.to_string()),
+                error: Some({
+                    let mut text = e.to_string();
+                    scrub_nul_text(&mut text);
+                    text
+                }),
             }
         }
     };
-    let body = match serde_json::from_slice::<Value>(&response.body) {
+    let mut body = match serde_json::from_slice::<Value>(&response.body) {
         Ok(v) => v,
         Err(_) => Value::String(String::from_utf8_lossy(&response.body).into_owned()),
     };
+    scrub_nul(&mut body);
     if !(200..300).contains(&response.status) {
         let message = body
             .get("message")

@@ -259,6 +259,34 @@ pub fn render_value(value: &Value, vars: &Map<String, Value>) -> Value {
     }
 }
 
+/// Replaces U+0000 in every string and key of `value` with U+FFFD. What a turn
+/// stores (variables, node outputs, sent texts) goes into jsonb, which refuses
+/// NUL: one in a rest_api answer or a Flow reply would fail every retry of the turn.
+pub fn scrub_nul(value: &mut Value) {
+    match value {
+        Value::String(s) => scrub_nul_text(s),
+        Value::Array(items) => items.iter_mut().for_each(scrub_nul),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries = std::mem::take(map);
+                *map = entries
+                    .into_iter()
+                    .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v))
+                    .collect();
+            }
+            map.values_mut().for_each(scrub_nul);
+        }
+        _ => {}
+    }
+}
+
+/// `scrub_nul` for one string.
+pub fn scrub_nul_text(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

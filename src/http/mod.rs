@@ -4,6 +4,7 @@
 
 mod flows;
 mod health;
+pub mod server;
 pub mod webhook;
 
 use std::sync::Arc;
