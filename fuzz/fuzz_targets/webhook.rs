@@ -7,7 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use wabot::store::ingest::{self, content};
+use wabot::store::ingest;
+use wabot::worker::ingest::{content, rows};
 use wabot::whatsapp::signature;
 use wabot::whatsapp::webhook::{ChangeValue, Envelope};
 
@@ -72,4 +73,22 @@ fuzz_target!(|data: &[u8]| {
         }
         wabot_fuzz::check_storable(&content::errors_json(&v.errors), "errors");
     }
+
+    // The rows the ingest stage stores, built by the pipeline's own reader.
+    let stored = rows(&envelope, value, chrono::Utc::now(), Some("106540352242922"));
+    for m in &stored.messages {
+        assert!(m.business.chars().count() <= ingest::PHONE_MAX_CHARS);
+        assert!(m.customer.chars().count() <= ingest::PHONE_MAX_CHARS);
+        assert!(m.wamid.chars().count() <= ingest::WAMID_MAX_CHARS);
+        assert!(m.customer_name.chars().count() <= ingest::NAME_MAX_CHARS);
+        assert!(m.preview.chars().count() <= 1000, "preview over varchar(1000)");
+        assert!(!m.wamid.trim().is_empty() && !m.customer.trim().is_empty());
+        wabot_fuzz::check_storable(&m.content, "messages.content");
+    }
+    for s in &stored.statuses {
+        assert!(s.wamid.chars().count() <= ingest::WAMID_MAX_CHARS && !s.wamid.is_empty());
+        wabot_fuzz::check_storable(&s.errors, "message_statuses.errors");
+        wabot_fuzz::check_storable(&s.raw, "message_statuses.raw");
+    }
+    wabot_fuzz::check_storable(&stored.errors, "webhook_events.errors");
 });
