@@ -502,7 +502,15 @@ async fn run(db: &Database, opts: &Options, stats: Option<&SqlStats>) -> anyhow:
                     ),
                     ("WABOT_SHUTDOWN_TIMEOUT_SECS".into(), "5".into()),
                     ("WABOT_LOG_FILTER".into(), opts.daemon_log.clone()),
-                ],
+                    // Every simulated customer keeps its own connection (Meta uses
+                    // far fewer): room for all of them and the status posts.
+                    ("WABOT_MAX_CONNECTIONS".into(), "16384".into()),
+                ]
+                .into_iter()
+                // `WABOT_*` variables given to the driver reach the daemon last, so
+                // any knob can be tried: `WABOT_INGEST_WRITERS=1 cargo bench ...`.
+                .chain(std::env::vars().filter(|(k, _)| k.starts_with("WABOT_")))
+                .collect(),
                 log: log.clone(),
                 dir: scratch.path().to_owned(),
             };

@@ -403,6 +403,8 @@ async fn fail(
 
 /// Extends every lease in `tokens` that is still held (the jobs this process keeps
 /// in memory, waiting their turn or being retried); returns how many it extended.
+/// Rows a commit is finishing right now are skipped, never waited for, so the keeper
+/// and a commit never wait on each other in a cycle.
 pub async fn keep_leases(
     pool: &PgPool,
     tokens: &[String],
@@ -413,7 +415,8 @@ pub async fn keep_leases(
     }
     let done = sqlx::query(
         "UPDATE send_jobs SET locked_until = now() + make_interval(secs => $2) \
-         WHERE locked_by = ANY($1) AND done_at IS NULL",
+         WHERE id IN (SELECT id FROM send_jobs WHERE locked_by = ANY($1) AND done_at IS NULL \
+                      ORDER BY id FOR UPDATE SKIP LOCKED)",
     )
     .bind(tokens)
     .bind(lease.as_secs_f64())
