@@ -60,15 +60,34 @@ fn rank(status: &str) -> u8 {
 }
 
 /// Records a batch of statuses inside the caller's transaction; one outcome per row,
-/// in order.
+/// in order. A status whose message is known is stored already applied; the others
+/// wait for `apply_early`.
 pub async fn record_batch(
     conn: &mut PgConnection,
-    rows: &[StatusRow],
+    rows: &[&StatusRow],
 ) -> Result<Vec<StatusOutcome>, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     lock_wamids(conn, rows.iter().map(|r| r.wamid.as_str())).await?;
+
+    // The messages these statuses are about, locked in id order.
+    let distinct: Vec<&str> = rows
+        .iter()
+        .map(|r| r.wamid.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let messages: HashMap<String, Uuid> = sqlx::query_as::<_, (Uuid, String)>(
+        "SELECT id, content ->> 'whatsappMessageId' FROM messages \
+         WHERE content ->> 'whatsappMessageId' = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&distinct)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(id, w)| (w, id))
+    .collect();
 
     let wamids: Vec<&str> = rows.iter().map(|r| r.wamid.as_str()).collect();
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
@@ -76,10 +95,16 @@ pub async fn record_batch(
     let recipients: Vec<Option<&str>> = rows.iter().map(|r| r.recipient_id.as_deref()).collect();
     let errors: Vec<&Value> = rows.iter().map(|r| &r.errors).collect();
     let raws: Vec<&Value> = rows.iter().map(|r| &r.raw).collect();
+    let message_ids: Vec<Option<Uuid>> = rows
+        .iter()
+        .map(|r| messages.get(&r.wamid).copied())
+        .collect();
     let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO message_statuses (wamid, status, meta_timestamp, recipient_id, errors, raw) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], \
-                              $5::jsonb[], $6::jsonb[]) \
+        "INSERT INTO message_statuses \
+            (wamid, status, meta_timestamp, recipient_id, errors, raw, message_id, applied_at) \
+         SELECT w, st, ts, r, e, raw, m, CASE WHEN m IS NULL THEN NULL ELSE now() END \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[], \
+                     $6::jsonb[], $7::uuid[]) AS u(w, st, ts, r, e, raw, m) \
          ON CONFLICT DO NOTHING RETURNING wamid, status",
     )
     .bind(&wamids)
@@ -88,36 +113,14 @@ pub async fn record_batch(
     .bind(&recipients)
     .bind(&errors)
     .bind(&raws)
+    .bind(&message_ids)
     .fetch_all(&mut *conn)
     .await?;
     let inserted: BTreeSet<(String, String)> = inserted.into_iter().collect();
 
-    // Of the statuses recorded now, the ones whose message is known.
-    let new_wamids: Vec<&str> = inserted
-        .iter()
-        .map(|(w, _)| w.as_str())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let messages: HashMap<String, Uuid> = if new_wamids.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as::<_, (Uuid, String)>(
-            "SELECT id, content ->> 'whatsappMessageId' FROM messages \
-             WHERE content ->> 'whatsappMessageId' = ANY($1) ORDER BY id FOR UPDATE",
-        )
-        .bind(&new_wamids)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|(id, w)| (w, id))
-        .collect()
-    };
-
     let mut outcomes = Vec::with_capacity(rows.len());
     let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
     let mut moves: Vec<(Uuid, &str, &Value)> = Vec::new();
-    let mut applied: Vec<(&str, &str, Uuid)> = Vec::new();
     for row in rows {
         let key = (row.wamid.as_str(), row.key.as_str());
         // A (wamid, status) that appears twice in one batch is inserted once.
@@ -131,13 +134,11 @@ pub async fn record_batch(
                 if let Some(status) = row.message_status.as_deref() {
                     moves.push((id, status, &row.errors));
                 }
-                applied.push((key.0, key.1, id));
                 outcomes.push(StatusOutcome::Applied);
             }
         }
     }
     move_forward(conn, &moves).await?;
-    mark_applied(conn, &applied).await?;
     Ok(outcomes)
 }
 

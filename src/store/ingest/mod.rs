@@ -251,7 +251,7 @@ async fn store_batch(
         .flat_map(|(i, w)| w.statuses.iter().map(move |s| (i, s)))
         .collect();
     if !statuses.is_empty() {
-        let rows: Vec<StatusRow> = statuses.iter().map(|(_, s)| (*s).clone()).collect();
+        let rows: Vec<&StatusRow> = statuses.iter().map(|(_, s)| *s).collect();
         let recorded = statuses::record_batch(conn, &rows).await?;
         for ((i, _), outcome) in statuses.iter().zip(recorded) {
             match outcome {

@@ -44,9 +44,11 @@ pub enum SubmitError {
     Store(#[from] IngestError),
 }
 
+type Reply = oneshot::Sender<Result<IngestOutcome, IngestError>>;
+
 struct Submission {
     rows: WebhookRows,
-    reply: oneshot::Sender<Result<IngestOutcome, IngestError>>,
+    reply: Reply,
 }
 
 /// The handlers' way into the ingest stage.
@@ -143,29 +145,29 @@ async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink
         holder: &ctx.holder,
         duration: ctx.lease(),
     });
-    let rows: Vec<WebhookRows> = batch.iter().map(|s| s.rows.clone()).collect();
+    let (rows, replies): (Vec<WebhookRows>, Vec<Reply>) =
+        batch.into_iter().map(|s| (s.rows, s.reply)).unzip();
     match ingest::ingest_batch(&ctx.pool, &rows, lease).await {
-        Ok(outcome) => answer(batch, outcome, turns).await,
-        Err(e) if batch.len() == 1 => {
-            if let Some(s) = batch.into_iter().next() {
-                let _ = s.reply.send(Err(e));
+        Ok(outcome) => answer(replies, outcome, turns).await,
+        Err(e) if replies.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(e));
             }
         }
         Err(IngestError::Unavailable(e)) => {
             // The database is not there: every member would fail the same way.
-            tracing::warn!(error = %e, webhooks = batch.len(), "ingest batch: database unavailable");
-            for s in batch {
-                let _ = s.reply.send(Err(IngestError::Unavailable(clone_error(&e))));
+            tracing::warn!(error = %e, webhooks = replies.len(), "ingest batch: database unavailable");
+            for reply in replies {
+                let _ = reply.send(Err(IngestError::Unavailable(clone_error(&e))));
             }
         }
         Err(IngestError::Database(e)) => {
-            tracing::warn!(error = %e, webhooks = batch.len(), "ingest batch refused; storing its webhooks one by one");
-            for s in batch {
-                let one = [s.rows.clone()];
-                match ingest::ingest_batch(&ctx.pool, &one, lease).await {
-                    Ok(outcome) => answer(vec![s], outcome, turns).await,
+            tracing::warn!(error = %e, webhooks = replies.len(), "ingest batch refused; storing its webhooks one by one");
+            for (one, reply) in rows.chunks(1).zip(replies) {
+                match ingest::ingest_batch(&ctx.pool, one, lease).await {
+                    Ok(outcome) => answer(vec![reply], outcome, turns).await,
                     Err(e) => {
-                        let _ = s.reply.send(Err(e));
+                        let _ = reply.send(Err(e));
                     }
                 }
             }
@@ -173,9 +175,9 @@ async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink
     }
 }
 
-async fn answer(batch: Vec<Submission>, outcome: BatchOutcome, turns: Option<&TurnSink>) {
-    for (s, o) in batch.into_iter().zip(outcome.webhooks) {
-        let _ = s.reply.send(Ok(o));
+async fn answer(replies: Vec<Reply>, outcome: BatchOutcome, turns: Option<&TurnSink>) {
+    for (reply, o) in replies.into_iter().zip(outcome.webhooks) {
+        let _ = reply.send(Ok(o));
     }
     let Some(turns) = turns else {
         return;
