@@ -36,6 +36,10 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     create_database_if_missing(&config.database_url).await?;
     let options = PgConnectOptions::from_str(&config.database_url)?
         .application_name("wabot")
+        // The pipeline's statements take arrays of a batch: a plan made for one
+        // batch's values is no better than a generic one, and planning these
+        // statements on every execution costs more than running them at low load.
+        .options([("plan_cache_mode", "force_generic_plan")])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     PgPoolOptions::new()
