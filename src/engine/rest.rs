@@ -167,6 +167,39 @@ fn form_fields(template: &str, vars: &Map<String, Value>) -> Vec<(String, String
 
 /// Reads the response: 2xx is success; the body is JSON when it parses, else text;
 /// `data` is the body after the response path and the filter.
+/// The longest error text read from an API's answer (it lands in `nodeOutputs`
+/// and may be shown to the customer).
+const ERROR_TEXT_MAX_CHARS: usize = 300;
+
+/// The error an API's failure answer states, from the shapes APIs commonly use
+/// (`message`, `error.message`, `error` as text, `errors[0].message`/`detail`,
+/// `detail`, `error_description`, `response_status.messages[0].message` (Zoho),
+/// `title`), else the body itself when it is text, capped.
+fn error_message(body: &Value) -> Option<String> {
+    const PATHS: &[&str] = &[
+        "/message",
+        "/error/message",
+        "/error",
+        "/errors/0/message",
+        "/errors/0/detail",
+        "/errors/0",
+        "/detail",
+        "/error_description",
+        "/response_status/messages/0/message",
+        "/response_status/message",
+        "/title",
+    ];
+    let text = PATHS
+        .iter()
+        .filter_map(|p| body.pointer(p))
+        .find(|v| v.is_string() || v.is_number())
+        .map(|v| as_text(Some(v)).into_owned())
+        .or_else(|| body.as_str().map(str::to_owned))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())?;
+    Some(crate::text::truncate_chars(&text, ERROR_TEXT_MAX_CHARS))
+}
+
 pub fn read_response(
     node: &RestApiNode,
     vars: &Map<String, Value>,
@@ -193,12 +226,7 @@ pub fn read_response(
     };
     scrub_nul(&mut body);
     if !(200..300).contains(&response.status) {
-        let message = body
-            .get("message")
-            .or_else(|| body.get("error").and_then(|e| e.get("message").or(Some(e))))
-            .map(|m| as_text(Some(m)).into_owned())
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| format!("HTTP {}", response.status));
+        let message = error_message(&body).unwrap_or_else(|| format!("HTTP {}", response.status));
         return RestOutcome {
             success: false,
             status: Some(response.status),
@@ -353,13 +381,36 @@ mod tests {
         );
         assert_eq!(
             (failed.success, failed.status, failed.error.as_deref()),
-            (false, Some(404), Some("HTTP 404"))
+            (false, Some(404), Some("not here"))
         );
         let down = read_response(&n, &vars(), Err(HttpError::Timeout));
         assert_eq!(
             (down.status, down.error.as_deref()),
             (None, Some("the request timed out"))
         );
+    }
+
+    #[test]
+    fn error_texts_are_read_from_the_usual_shapes_then_the_body_capped() {
+        let cases = [
+            (json!({"message": "bad email"}), "bad email"),
+            (json!({"error": {"message": "nope"}}), "nope"),
+            (json!({"error": "denied"}), "denied"),
+            (json!({"errors": [{"message": "first"}]}), "first"),
+            (json!({"detail": "Not found."}), "Not found."),
+            (
+                json!({"response_status": {"status_code": 400,
+                        "messages": [{"message": "Invalid zoho field"}]}}),
+                "Invalid zoho field",
+            ),
+            (json!("plain text failure"), "plain text failure"),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(error_message(&body).as_deref(), Some(expected), "{body}");
+        }
+        assert_eq!(error_message(&json!({"code": 7})), None);
+        let long = error_message(&json!("x".repeat(5000))).unwrap();
+        assert_eq!(long.chars().count(), ERROR_TEXT_MAX_CHARS);
     }
 
     #[test]
