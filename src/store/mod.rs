@@ -27,6 +27,45 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use crate::config::Config;
 
+/// A work table with leases.
+#[derive(Debug, Clone, Copy)]
+pub enum Queue {
+    Turns,
+    Sends,
+}
+
+/// Extends every lease in `tokens` that is still held in `queue`; returns how many it
+/// extended. Rows a commit is finishing right now are skipped, never waited for, so
+/// the lease keeper and a commit never wait on each other in a cycle.
+pub async fn keep_leases(
+    pool: &PgPool,
+    queue: Queue,
+    tokens: &[String],
+    lease: Duration,
+) -> Result<u64, sqlx::Error> {
+    if tokens.is_empty() {
+        return Ok(0);
+    }
+    let sql = match queue {
+        Queue::Turns => {
+            "UPDATE turn_jobs SET locked_until = now() + make_interval(secs => $2) \
+             WHERE id IN (SELECT id FROM turn_jobs WHERE locked_by = ANY($1) \
+                          AND done_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED)"
+        }
+        Queue::Sends => {
+            "UPDATE send_jobs SET locked_until = now() + make_interval(secs => $2) \
+             WHERE id IN (SELECT id FROM send_jobs WHERE locked_by = ANY($1) \
+                          AND done_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED)"
+        }
+    };
+    let done = sqlx::query(sql)
+        .bind(tokens)
+        .bind(lease.as_secs_f64())
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// The migrations under `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

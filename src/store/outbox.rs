@@ -402,27 +402,14 @@ async fn fail(
 }
 
 /// Extends every lease in `tokens` that is still held (the jobs this process keeps
-/// in memory, waiting their turn or being retried); returns how many it extended.
-/// Rows a commit is finishing right now are skipped, never waited for, so the keeper
-/// and a commit never wait on each other in a cycle.
+/// in memory, waiting their turn or being retried); see
+/// [`crate::store::keep_leases`].
 pub async fn keep_leases(
     pool: &PgPool,
     tokens: &[String],
     lease: Duration,
 ) -> Result<u64, sqlx::Error> {
-    if tokens.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(
-        "UPDATE send_jobs SET locked_until = now() + make_interval(secs => $2) \
-         WHERE id IN (SELECT id FROM send_jobs WHERE locked_by = ANY($1) AND done_at IS NULL \
-                      ORDER BY id FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(tokens)
-    .bind(lease.as_secs_f64())
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    crate::store::keep_leases(pool, crate::store::Queue::Sends, tokens, lease).await
 }
 
 /// Hands back every job `holder` still holds (graceful shutdown): due again at once,

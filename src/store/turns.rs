@@ -137,27 +137,14 @@ pub async fn claim(
 }
 
 /// Extends every lease in `tokens` that is still held (the turns this process runs
-/// or has queued); returns how many it extended. Rows a commit is finishing right
-/// now are skipped, never waited for, so the keeper and a commit never wait on each
-/// other in a cycle.
+/// or has queued); see
+/// [`crate::store::keep_leases`].
 pub async fn keep_leases(
     pool: &PgPool,
     tokens: &[String],
     lease: Duration,
 ) -> Result<u64, sqlx::Error> {
-    if tokens.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(
-        "UPDATE turn_jobs SET locked_until = now() + make_interval(secs => $2) \
-         WHERE id IN (SELECT id FROM turn_jobs WHERE locked_by = ANY($1) AND done_at IS NULL \
-                      ORDER BY id FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(tokens)
-    .bind(lease.as_secs_f64())
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    crate::store::keep_leases(pool, crate::store::Queue::Turns, tokens, lease).await
 }
 
 /// Hands a job back to run again at `run_at`, keeping the error.
