@@ -53,7 +53,12 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             let _ = bot.node(bot.start());
-            let _ = bot.is_triggered_by("order");
+            // The chooser over the document's metadata (trigger keywords).
+            let chosen = wabot::engine::compile::choose_chatbot(
+                [(0u8, doc.get("metadata"))],
+                Some("order"),
+            );
+            assert!(chosen.is_none() || chosen == Some(0));
         }
         Err(errors) => {
             assert!(!errors.is_empty(), "a refusal names at least one problem");

@@ -16,7 +16,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
-use wabot::datasource::flow as screens;
+use wabot::datasource::flow::launch as screens;
+use wabot::whatsapp::flows::next_screen;
 use wabot::whatsapp::flows_crypto::{EncryptedRequest, FlowsKey};
 
 type FlowCipher = AesGcm<Aes128, U16>;
@@ -114,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(request) => {
             let screen = request.get("screen").and_then(Value::as_str).unwrap_or("A");
             let submitted = request.get("data").cloned().unwrap_or(Value::Null);
-            let next = screens::next_screen(&flow_json(), screen, &submitted);
+            let next = next_screen(&flow_json(), screen, &submitted);
             let initial = screens::initial_screen(&flow_json(), &submitted);
             let data = screens::initial_data(&submitted);
             json!({"next": format!("{next:?}"), "initial": initial, "data": data})
