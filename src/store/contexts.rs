@@ -9,7 +9,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// A `conversation_contexts` row, plain.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+/// Read as columns (`FromRow`) or as the row's `to_jsonb` (`Deserialize`, same names).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ContextRow {
     pub id: Uuid,
     #[sqlx(rename = "conversationId")]

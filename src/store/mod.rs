@@ -27,6 +27,34 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use crate::config::Config;
 
+/// A lease token unique to one claim: `holder:<uuid>`. Releases and the lease
+/// keeper find a process's leases by the `holder:` prefix.
+pub fn claim_token(holder: &str) -> String {
+    format!("{holder}:{}", uuid::Uuid::new_v4().simple())
+}
+
+/// [`claim_token`] in SQL, for claims that lease rows as they pick them; the holder
+/// is the statement's `$1`.
+pub(crate) const CLAIM_TOKEN_SQL: &str = "$1 || ':' || replace(gen_random_uuid()::text, '-', '')";
+
+/// Locks conversation rows until the transaction ends, in id order, so that every
+/// transaction that takes several (ingest batches, turn commits, send records) takes
+/// them in one order. Ingest and the turn commit meet here: a message stored while a
+/// turn of its conversation commits either sees that turn done or is seen by it.
+pub(crate) async fn lock_conversations(
+    conn: &mut sqlx::PgConnection,
+    ids: &[uuid::Uuid],
+) -> Result<(), sqlx::Error> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    sqlx::query("SELECT 1 FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&ids)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// A work table with leases.
 #[derive(Debug, Clone, Copy)]
 pub enum Queue {

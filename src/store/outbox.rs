@@ -16,6 +16,8 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::store::{claim_token, CLAIM_TOKEN_SQL as NEW_TOKEN};
+
 /// A send job this process holds, with what the sender needs to decide and send.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SendJob {
@@ -132,11 +134,6 @@ pub async fn enqueue(conn: &mut PgConnection, row: &OutboundRow) -> Result<Uuid,
     Ok(row.message_id)
 }
 
-/// A lease token unique to one claim: `holder:<uuid>`.
-pub fn claim_token(holder: &str) -> String {
-    format!("{holder}:{}", Uuid::new_v4().simple())
-}
-
 /// Claims up to `limit` due jobs for `holder` (each under a token of its own) until
 /// `lease_until`: of each conversation only the oldest unfinished job, and only when
 /// no one holds it. One statement selects, locks (`FOR UPDATE SKIP LOCKED`) and
@@ -165,7 +162,7 @@ pub async fn claim(
              FOR UPDATE OF s SKIP LOCKED), \
          j AS ( \
              UPDATE send_jobs u \
-             SET locked_by = $1 || ':' || replace(gen_random_uuid()::text, '-', ''), \
+             SET locked_by = {NEW_TOKEN}, \
                  locked_until = t.now + make_interval(secs => $3) \
              FROM picked, t WHERE u.id = picked.id \
              RETURNING u.*) \
@@ -383,10 +380,7 @@ async fn fail(
     // that will never come: queue a turn that takes the node's `error` edge. The
     // conversation row is locked first, as ingest does, so that turn job ids follow
     // commit order within the conversation.
-    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
-        .bind(conversation_id)
-        .execute(&mut *conn)
-        .await?;
+    crate::store::lock_conversations(conn, &[conversation_id]).await?;
     sqlx::query(
         "INSERT INTO turn_jobs (conversation_id, kind, payload) \
          SELECT m.\"conversationId\", 'flow_failed', \

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::store::contexts::{self, ContextRow};
 use crate::store::outbox::{self, OutboundRow, SendJob};
+use crate::store::CLAIM_TOKEN_SQL as NEW_TOKEN;
 
 /// What a turn job is for; each kind is handled in its own place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,9 +88,6 @@ pub struct ClaimedTurn {
 const CLAIMED_COLUMNS: &str = "t.id, t.conversation_id, t.message_id, t.kind, t.payload, \
      t.attempts, t.last_error, t.locked_by AS token, \
      (SELECT m.content -> 'raw' FROM messages m WHERE m.id = t.message_id) AS raw";
-
-/// The SQL of a fresh claim token for `holder` ($1).
-const NEW_TOKEN: &str = "$1 || ':' || replace(gen_random_uuid()::text, '-', '')";
 
 /// Claims up to `limit` jobs for `holder`, at most one per conversation, each the
 /// oldest unfinished job of its conversation (a timer not yet due does not hold the
@@ -247,7 +245,7 @@ pub async fn load_batch(
         Uuid,
         String,
         String,
-        Option<Value>,
+        Option<sqlx::types::Json<ContextRow>>,
         Option<DateTime<Utc>>,
         String,
     );
@@ -283,12 +281,7 @@ pub async fn load_batch(
         active,
     ) in rows
     {
-        let context = match ctx {
-            Some(json) => Some(context_from_json(json).map_err(|e| {
-                sqlx::Error::Decode(format!("conversation_contexts row: {e}").into())
-            })?),
-            None => None,
-        };
+        let context = ctx.map(|json| json.0);
         facts.insert(
             conversation,
             TurnFacts {
@@ -304,40 +297,6 @@ pub async fn load_batch(
         );
     }
     Ok(facts)
-}
-
-fn context_from_json(json: Value) -> Result<ContextRow, String> {
-    let str_of = |k: &str| json.get(k).and_then(Value::as_str).map(str::to_owned);
-    let uuid_of = |k: &str| {
-        str_of(k)
-            .and_then(|s| Uuid::parse_str(&s).ok())
-            .ok_or_else(|| format!("no {k}"))
-    };
-    let time_of = |k: &str| {
-        str_of(k).and_then(|s| {
-            DateTime::parse_from_rfc3339(&s)
-                .ok()
-                .map(|t| t.with_timezone(&Utc))
-        })
-    };
-    Ok(ContextRow {
-        id: uuid_of("id")?,
-        conversation_id: uuid_of("conversationId")?,
-        chatbot_id: uuid_of("chatbotId")?,
-        current_node_id: str_of("currentNodeId").unwrap_or_default(),
-        variables: json.get("variables").cloned().unwrap_or(Value::Null),
-        node_history: json.get("nodeHistory").cloned().unwrap_or(Value::Null),
-        node_outputs: json.get("nodeOutputs").cloned().unwrap_or(Value::Null),
-        is_active: json
-            .get("isActive")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        status: str_of("status").unwrap_or_default(),
-        expires_at: time_of("expiresAt"),
-        completed_at: time_of("completedAt"),
-        completion_reason: str_of("completionReason"),
-        updated_at: time_of("updatedAt").ok_or("no updatedAt")?,
-    })
 }
 
 /// Everything one turn writes, plain.
@@ -399,13 +358,8 @@ pub async fn commit_batch(
     // The conversations' rows, in id order (as ingest takes them): a message that
     // ingest stores meanwhile either sees this job done (and is leased by ingest) or
     // is seen by the next-job claim below.
-    let mut convs: Vec<Uuid> = turns.iter().map(|t| t.conversation_id).collect();
-    convs.sort();
-    convs.dedup();
-    sqlx::query("SELECT 1 FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(&convs)
-        .execute(&mut *conn)
-        .await?;
+    let convs: Vec<Uuid> = turns.iter().map(|t| t.conversation_id).collect();
+    crate::store::lock_conversations(conn, &convs).await?;
 
     let ids: Vec<i64> = turns.iter().map(|t| t.job_id).collect();
     let tokens: Vec<&str> = turns.iter().map(|t| t.token.as_str()).collect();

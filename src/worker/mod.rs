@@ -37,49 +37,39 @@ use ingest::IngestHandle;
 use sender::SenderStage;
 use turns::TurnStage;
 
+/// The lease tokens of one queue that this process holds in memory.
+#[derive(Default)]
+pub struct Tokens(Mutex<HashSet<String>>);
+
+impl Tokens {
+    pub fn hold(&self, token: &str) {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(token.to_owned());
+        }
+    }
+    pub fn release(&self, token: &str) {
+        if let Ok(mut set) = self.0.lock() {
+            set.remove(token);
+        }
+    }
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// The leases this process holds in memory (turn and send jobs, queued or running):
 /// the lease keeper renews them, so that a job waiting its turn is not taken over.
 #[derive(Default)]
 pub struct Leases {
-    turns: Mutex<HashSet<String>>,
-    sends: Mutex<HashSet<String>>,
+    pub turns: Tokens,
+    pub sends: Tokens,
     kept: Mutex<Option<Instant>>,
 }
 
 impl Leases {
-    pub fn hold_turn(&self, token: &str) {
-        if let Ok(mut set) = self.turns.lock() {
-            set.insert(token.to_owned());
-        }
-    }
-    pub fn drop_turn(&self, token: &str) {
-        if let Ok(mut set) = self.turns.lock() {
-            set.remove(token);
-        }
-    }
-    pub fn hold_send(&self, token: &str) {
-        if let Ok(mut set) = self.sends.lock() {
-            set.insert(token.to_owned());
-        }
-    }
-    pub fn drop_send(&self, token: &str) {
-        if let Ok(mut set) = self.sends.lock() {
-            set.remove(token);
-        }
-    }
-    pub(crate) fn snapshot(&self) -> (Vec<String>, Vec<String>) {
-        let turns = self
-            .turns
-            .lock()
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        let sends = self
-            .sends
-            .lock()
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        (turns, sends)
-    }
     fn mark_kept(&self) {
         if let Ok(mut kept) = self.kept.lock() {
             *kept = Some(Instant::now());
@@ -94,20 +84,28 @@ impl Leases {
     }
 }
 
-/// Spawns a task of the pipeline that ends at its next await once `kill` is
+/// Wraps a task of the pipeline so that it ends at its next await once `kill` is
 /// cancelled (the application was dropped, or its `run` future aborted: a test's
 /// stand-in for a killed process).
-pub fn spawn_killable<F>(kill: &CancellationToken, task: F) -> JoinHandle<()>
+fn killable<F>(kill: &CancellationToken, task: F) -> impl std::future::Future<Output = ()>
 where
-    F: std::future::Future<Output = ()> + Send + 'static,
+    F: std::future::Future<Output = ()>,
 {
     let kill = kill.clone();
-    tokio::spawn(async move {
+    async move {
         tokio::select! {
             _ = kill.cancelled() => {}
             _ = task => {}
         }
-    })
+    }
+}
+
+/// Spawns a [`killable`] task of the pipeline.
+pub fn spawn_killable<F>(kill: &CancellationToken, task: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(killable(kill, task))
 }
 
 /// [`spawn_killable`] on a task tracker, so a drain can wait for the task.
@@ -115,13 +113,7 @@ pub fn spawn_tracked<F>(tracker: &TaskTracker, kill: &CancellationToken, task: F
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let kill = kill.clone();
-    tracker.spawn(async move {
-        tokio::select! {
-            _ = kill.cancelled() => {}
-            _ = task => {}
-        }
-    });
+    tracker.spawn(killable(kill, task));
 }
 
 /// The running stages.

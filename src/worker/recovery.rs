@@ -71,7 +71,7 @@ pub async fn keep_leases(ctx: Arc<AppContext>, leases: Arc<Leases>, stop: Cancel
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let (turn_tokens, send_tokens) = leases.snapshot();
+        let (turn_tokens, send_tokens) = (leases.turns.snapshot(), leases.sends.snapshot());
         let kept = async {
             store::turns::keep_leases(&ctx.pool, &turn_tokens, lease).await?;
             store::outbox::keep_leases(&ctx.pool, &send_tokens, lease).await

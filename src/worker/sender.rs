@@ -219,7 +219,7 @@ impl Sender {
                 _ = tokio::time::sleep(poll) => {}
                 _ = shutdown.cancelled() => {}
             }
-            let (_, tokens) = leases.snapshot();
+            let tokens = leases.sends.snapshot();
             if let Err(e) = outbox::keep_leases(&self.pool, &tokens, self.options.lease).await {
                 tracing::warn!(error = %e, "cannot renew send leases");
             }
@@ -362,20 +362,16 @@ impl Sender {
     /// held, the credentials are read afresh at most once per poll interval, so a
     /// rotated token is seen soon without a query per waiting conversation.
     async fn held(&self) -> Result<bool, sqlx::Error> {
-        let due = match self.hold.lock() {
+        // Held: look at the credentials again at most once per poll interval.
+        match self.hold.lock() {
             Ok(mut hold) => match hold.as_mut() {
                 None => return Ok(false),
                 Some(h) if h.checked.elapsed() < self.options.poll_interval => return Ok(true),
-                Some(h) => {
-                    h.checked = std::time::Instant::now();
-                    true
-                }
+                Some(h) => h.checked = std::time::Instant::now(),
             },
             Err(_) => return Ok(false),
-        };
-        if due {
-            self.credentials.invalidate().await;
         }
+        self.credentials.invalidate().await;
         let credentials = self.credentials.current().await?;
         if self.is_held_for(&credentials) {
             return Ok(true);
@@ -575,7 +571,7 @@ impl SendSink {
             let Ok(slot) = self.shared.queue.clone().acquire_owned().await else {
                 return;
             };
-            self.shared.leases.hold_send(&token);
+            self.shared.leases.sends.hold(&token);
             let conversation = job.conversation_id;
             let start = {
                 let Ok(mut map) = self.shared.conversations.lock() else {
@@ -628,7 +624,7 @@ impl Shared {
             }
             let token = next.job.token.clone().unwrap_or_default();
             self.send(next.job).await;
-            self.leases.drop_send(&token);
+            self.leases.sends.release(&token);
         }
     }
 

@@ -111,7 +111,7 @@ pub struct TurnSink {
 
 impl TurnSink {
     pub async fn push(&self, work: TurnWork) {
-        self.leases.hold_turn(&work.token);
+        self.leases.turns.hold(&work.token);
         if let Err(mpsc::error::SendError(work)) = self.tx.send(work).await {
             // The stage has stopped: the lease is handed back with the others.
             tracing::debug!(
@@ -319,14 +319,14 @@ impl TurnStage {
                                 note = effects.note.as_deref().unwrap_or(""),
                                 "turn committed"
                             );
-                            self.leases.drop_turn(&work.token);
+                            self.leases.turns.release(&work.token);
                         }
                         Committed::LeaseLost => {
                             tracing::warn!(
                                 job = work.job_id,
                                 "turn lease lost; another worker runs it"
                             );
-                            self.leases.drop_turn(&work.token);
+                            self.leases.turns.release(&work.token);
                         }
                         // Another turn changed the context first: run this one again
                         // on the new state (the lease still holds).
@@ -362,7 +362,7 @@ impl TurnStage {
     /// Hands a failed job back to run again later (1 s, 2 s, 4 s ... capped at a
     /// minute), or gives it up after `MAX_TURN_ATTEMPTS`.
     async fn retry(&self, work: &TurnWork, error: &str) {
-        self.leases.drop_turn(&work.token);
+        self.leases.turns.release(&work.token);
         let pool = &self.ctx.pool;
         if work.attempts >= MAX_TURN_ATTEMPTS {
             tracing::error!(

@@ -219,13 +219,8 @@ async fn store_batch(
         // ends (in id order, so batches never deadlock on them): turn job ids, which
         // order a conversation's turns, follow commit order, and whether a job can be
         // leased at once is decided on committed facts.
-        let mut ids: Vec<Uuid> = conversations.values().copied().collect();
-        ids.sort();
-        ids.dedup();
-        sqlx::query("SELECT 1 FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
+        let ids: Vec<Uuid> = conversations.values().copied().collect();
+        crate::store::lock_conversations(conn, &ids).await?;
         let (inserted, new_turns) =
             insert_messages(conn, &inbound, &users, &conversations, lease).await?;
         turns = new_turns;
@@ -533,7 +528,7 @@ async fn insert_messages(
         contents.push(&m.content);
         ats.push(m.at);
         reacted.push(m.reacted_wamid.as_deref());
-        tokens.push(lease.map(|l| format!("{}:{}", l.holder, Uuid::new_v4().simple())));
+        tokens.push(lease.map(|l| crate::store::claim_token(l.holder)));
     }
     type Row = (String, Option<i64>, Uuid, Uuid, Option<String>, Value);
     let rows: Vec<Row> = sqlx::query_as(
