@@ -318,6 +318,24 @@ pub struct TurnEffects {
     pub preview: Option<String>,
     /// Why nothing ran (kept in `last_error` of a done job).
     pub note: Option<String>,
+    /// What the turn did, for `wabot_turn_log`.
+    pub log: TurnLogRow,
+}
+
+/// One row of `wabot_turn_log`: what a finished turn did.
+#[derive(Debug, Clone, Default)]
+pub struct TurnLogRow {
+    pub kind: String,
+    pub message_id: Option<Uuid>,
+    pub chatbot_id: Option<Uuid>,
+    pub context_id: Option<Uuid>,
+    /// Node ids executed, in order.
+    pub nodes: Vec<String>,
+    pub steps: i32,
+    pub current_node_id: Option<String>,
+    pub status: Option<String>,
+    pub completion_reason: Option<String>,
+    pub variables: Option<Value>,
 }
 
 /// What became of one turn of a committed batch.
@@ -487,6 +505,7 @@ pub async fn commit_batch(
     .execute(&mut *tx)
     .await?;
 
+    insert_log(&mut tx, &done).await?;
     let next = claim_next(&mut tx, &done_convs, holder, lease).await?;
     tx.commit().await?;
     Ok(BatchCommit {
@@ -494,6 +513,63 @@ pub async fn commit_batch(
         sends,
         next,
     })
+}
+
+/// The batch's `wabot_turn_log` rows, one set-based insert.
+async fn insert_log(conn: &mut PgConnection, done: &[&TurnEffects]) -> Result<(), sqlx::Error> {
+    let conv: Vec<Uuid> = done.iter().map(|t| t.conversation_id).collect();
+    let job: Vec<i64> = done.iter().map(|t| t.job_id).collect();
+    let kind: Vec<&str> = done.iter().map(|t| t.log.kind.as_str()).collect();
+    let message: Vec<Option<Uuid>> = done.iter().map(|t| t.log.message_id).collect();
+    let bot: Vec<Option<Uuid>> = done.iter().map(|t| t.log.chatbot_id).collect();
+    let context: Vec<Option<Uuid>> = done.iter().map(|t| t.log.context_id).collect();
+    // Arrays of arrays must be rectangular in PostgreSQL: the node lists go as one
+    // JSON array each and are unpacked in the statement.
+    let nodes: Vec<Value> = done
+        .iter()
+        .map(|t| Value::from(t.log.nodes.clone()))
+        .collect();
+    let steps: Vec<i32> = done.iter().map(|t| t.log.steps).collect();
+    let node: Vec<Option<&str>> = done
+        .iter()
+        .map(|t| t.log.current_node_id.as_deref())
+        .collect();
+    let status: Vec<Option<&str>> = done.iter().map(|t| t.log.status.as_deref()).collect();
+    let reason: Vec<Option<&str>> = done
+        .iter()
+        .map(|t| t.log.completion_reason.as_deref())
+        .collect();
+    let vars: Vec<Option<&Value>> = done.iter().map(|t| t.log.variables.as_ref()).collect();
+    let sends: Vec<i32> = done.iter().map(|t| t.sends.len() as i32).collect();
+    let note: Vec<Option<&str>> = done.iter().map(|t| t.note.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO wabot_turn_log (conversation_id, job_id, kind, message_id, chatbot_id, \
+             context_id, nodes, steps, current_node_id, status, completion_reason, variables, \
+             sends, note) \
+         SELECT c, j, k, m, b, x, \
+                ARRAY(SELECT jsonb_array_elements_text(n)), s, cn, st, r, v, se, no \
+         FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], \
+                     $7::jsonb[], $8::int[], $9::text[], $10::text[], $11::text[], $12::jsonb[], \
+                     $13::int[], $14::text[]) \
+             AS u(c, j, k, m, b, x, n, s, cn, st, r, v, se, no)",
+    )
+    .bind(&conv)
+    .bind(&job)
+    .bind(&kind)
+    .bind(&message)
+    .bind(&bot)
+    .bind(&context)
+    .bind(&nodes)
+    .bind(&steps)
+    .bind(&node)
+    .bind(&status)
+    .bind(&reason)
+    .bind(&vars)
+    .bind(&sends)
+    .bind(&note)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Leases the next job of each conversation, when it is a message (or a failed

@@ -36,7 +36,7 @@ use crate::engine::{
 use crate::store;
 use crate::store::contexts::ContextRow;
 use crate::store::outbox::OutboundRow;
-use crate::store::turns::{ClaimedTurn, Committed, JobKind, TurnEffects, TurnFacts};
+use crate::store::turns::{ClaimedTurn, Committed, JobKind, TurnEffects, TurnFacts, TurnLogRow};
 use crate::whatsapp::outbound;
 use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
 use crate::worker::sender::SendSink;
@@ -403,6 +403,11 @@ impl TurnStage {
             sends: Vec::new(),
             preview: None,
             note: None,
+            log: TurnLogRow {
+                kind: work.kind.as_str().to_owned(),
+                message_id: work.message_id,
+                ..TurnLogRow::default()
+            },
         };
         let skip = |mut effects: TurnEffects, why: &str| {
             tracing::info!(job = work.job_id, why, "turn skipped");
@@ -491,8 +496,16 @@ impl TurnStage {
             }
         };
 
+        let walked_before = context.node_history.len();
         let mut result =
             engine::run_turn(&chatbot, context, event, now, &self.http, &self.limits).await;
+        effects.log.steps = result.steps as i32;
+        effects.log.nodes = result
+            .context
+            .node_history
+            .get(walked_before..)
+            .unwrap_or_default()
+            .to_vec();
         let mut sends = std::mem::take(&mut result.sends);
         self.launch_flows(&chatbot, &mut sends).await?;
         let mut context = result.context;
@@ -534,6 +547,11 @@ impl TurnStage {
             .await;
             self.launch_flows(&bot, &mut again.sends).await?;
             sends.append(&mut again.sends);
+            effects.log.steps += again.steps as i32;
+            effects
+                .log
+                .nodes
+                .extend(again.context.node_history.iter().cloned());
             context = again.context;
             deadline = again.wait_deadline;
         }
@@ -551,7 +569,15 @@ impl TurnStage {
         deadline: Option<DateTime<Utc>>,
     ) {
         if let Some(context) = context {
-            effects.contexts.push(context_to_row(context));
+            let row = context_to_row(context);
+            let log = &mut effects.log;
+            log.chatbot_id = Some(row.chatbot_id);
+            log.context_id = Some(row.id);
+            log.current_node_id = Some(row.current_node_id.clone());
+            log.status = Some(row.status.clone());
+            log.completion_reason = row.completion_reason.clone();
+            log.variables = Some(row.variables.clone());
+            effects.contexts.push(row);
             if let Some(at) = deadline.filter(|_| context.is_active) {
                 let payload = json!({
                     "contextId": context.id,
