@@ -11,6 +11,9 @@ CREATE TABLE IF NOT EXISTS public.wabot_processes (
     version text NOT NULL,
     started_at timestamptz NOT NULL,
     seen_at timestamptz NOT NULL DEFAULT now(),
+    -- Set by a graceful shutdown once its drain finished (NULL while running, and
+    -- for a process that was killed: its `seen_at` stops moving).
+    stopped_at timestamptz,
     -- Why sending is on hold (NULL when it is not), and since when.
     send_hold text,
     send_hold_since timestamptz,

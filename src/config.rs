@@ -109,6 +109,9 @@ pub struct ServerConfig {
     /// `WABOT_BODY_TIMEOUT_SECS`: from the request head to the end of its body;
     /// a body slower than that gets 408.
     pub body_timeout_secs: u64,
+    /// `WABOT_METRICS_LISTEN`: serve `/metrics` on this address alone instead of on
+    /// the main listener (which faces Meta and the internet).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -288,6 +291,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             max_connections: 1024,
             body_timeout_secs: 15,
+            metrics_listen: None,
         }
     }
 }
@@ -458,6 +462,11 @@ impl Config {
         set_parsed(env, "WABOT_IDLE_TIMEOUT_SECS", &mut s.idle_timeout_secs)?;
         set_parsed(env, "WABOT_MAX_CONNECTIONS", &mut s.max_connections)?;
         set_parsed(env, "WABOT_BODY_TIMEOUT_SECS", &mut s.body_timeout_secs)?;
+        if env.get("WABOT_METRICS_LISTEN").is_some_and(|v| !v.is_empty()) {
+            let mut addr = SocketAddr::from(([127, 0, 0, 1], 0));
+            set_parsed(env, "WABOT_METRICS_LISTEN", &mut addr)?;
+            s.metrics_listen = Some(addr);
+        }
 
         let w = &mut self.worker;
         set_parsed(env, "WABOT_WORKER_ENABLED", &mut w.enabled)?;

@@ -35,6 +35,8 @@ impl Default for StartOptions {
 /// killed process.
 pub struct Application {
     listener: TcpListener,
+    /// `WABOT_METRICS_LISTEN`, bound: `/metrics` alone.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     pipeline: Pipeline,
 }
@@ -66,6 +68,18 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let flows_key = load_flows_key(&config)?;
+        crate::metrics::install();
+        let metrics_listener = config
+            .server
+            .metrics_listen
+            .map(|addr| {
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(TcpListener::from_std)
+                    .with_context(|| format!("cannot listen on {addr} (WABOT_METRICS_LISTEN)"))?;
+                anyhow::Ok(listener)
+            })
+            .transpose()?;
         let config = Arc::new(config);
         let graph = crate::whatsapp::graph::GraphClient::new(&config.whatsapp)
             .context("cannot build the Graph API client")?;
@@ -74,6 +88,7 @@ impl Application {
         let (pipeline, ingest) = Pipeline::start(ctx.clone())?;
         Ok(Application {
             listener,
+            metrics_listener,
             state: AppState { ctx, ingest },
             pipeline,
         })
@@ -85,6 +100,13 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// Where `/metrics` is served when `WABOT_METRICS_LISTEN` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
@@ -94,11 +116,25 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application {
             listener,
+            metrics_listener,
             state,
             pipeline,
         } = self;
         let drain = state.config.shutdown_timeout();
         let limits = http::server::ServerLimits::from_config(&state.config.server);
+        if let Some(listener) = metrics_listener {
+            let metrics = http::server::serve(
+                listener,
+                http::metrics::routes(),
+                limits.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = metrics.await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+        }
         let app = http::router(state);
         let server = http::server::serve(listener, app, limits, shutdown.clone());
         tokio::pin!(server);

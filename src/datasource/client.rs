@@ -93,6 +93,30 @@ impl DataSourceClient {
         connection: &Connection,
         input: &Value,
     ) -> Result<Value, DataSourceError> {
+        let started = std::time::Instant::now();
+        let result = self.request(source, connection, input).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(DataSourceError::Status(_)) => "http_error",
+            Err(DataSourceError::Timeout(_)) => "timeout",
+            Err(DataSourceError::Blocked(_) | DataSourceError::Redirect(_)) => "refused",
+            Err(
+                DataSourceError::NotFound(_)
+                | DataSourceError::Inactive(_)
+                | DataSourceError::Invalid(_),
+            ) => "invalid",
+            Err(_) => "error",
+        };
+        crate::metrics::http_call("datasource", outcome, started.elapsed());
+        result
+    }
+
+    async fn request(
+        &self,
+        source: &DataSource,
+        connection: &Connection,
+        input: &Value,
+    ) -> Result<Value, DataSourceError> {
         if !source.is_active {
             return Err(DataSourceError::Inactive(format!(
                 "data source `{}`",

@@ -56,6 +56,23 @@ impl ReqwestHttp {
 
 impl HttpClient for ReqwestHttp {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let started = std::time::Instant::now();
+        let result = self.exchange(request).await;
+        let outcome = match &result {
+            Ok(r) if r.status < 400 => "ok",
+            Ok(_) => "http_error",
+            Err(HttpError::Timeout) => "timeout",
+            Err(HttpError::Forbidden(_)) => "refused",
+            Err(HttpError::InvalidRequest(_)) => "invalid",
+            Err(_) => "error",
+        };
+        crate::metrics::http_call("rest_api", outcome, started.elapsed());
+        result
+    }
+}
+
+impl ReqwestHttp {
+    async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         // The request's Debug leaves out header values, the query and the body.
         tracing::debug!(?request, "rest_api request");
         let url = reqwest::Url::parse(&request.url)

@@ -221,6 +221,9 @@ impl<H: HttpClient> Turn<'_, H> {
             }
             self.steps += 1;
             self.state.steps += 1;
+            // One event per node, inside the caller's turn span (its conversation,
+            // job and chatbot ids); free when debug is filtered out.
+            tracing::debug!(node = %node.id, kind = node.kind.type_name(), step = self.steps, "step");
             self.ctx.current_node_id = node.id.clone();
             self.ctx.status = ContextStatus::Running;
             let step = self.execute(index, node, &mut end_reason).await;

@@ -37,6 +37,33 @@ fn status(code: u16) -> StatusCode {
 
 #[tracing::instrument(skip_all)]
 async fn endpoint(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let mut action = None;
+    let response = answer(&state, &headers, body, &mut action).await;
+    let result = match response.status().as_u16() {
+        200 => "ok",
+        432 => "signature_refused",
+        421 => "undecryptable",
+        427 => "token_invalid",
+        400 => "bad_request",
+        503 => "unavailable",
+        _ => "error",
+    };
+    let action = action.as_deref().unwrap_or(match result {
+        "undecryptable" | "signature_refused" => "undecryptable",
+        _ => "unknown",
+    });
+    crate::metrics::flows_request(action, result, started.elapsed());
+    response
+}
+
+/// The endpoint's answer; `action` is set once the request could be read.
+async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+    action: &mut Option<String>,
+) -> Response {
     let deadline = Instant::now() + Duration::from_millis(state.config.flows.deadline_ms);
     let Some(key) = state.flows_key.clone() else {
         tracing::error!(
@@ -86,6 +113,7 @@ async fn endpoint(State(state): State<AppState>, headers: HeaderMap, body: Bytes
             return StatusCode::BAD_REQUEST.into_response();
         }
     };
+    *action = Some(request.action.to_string());
     tracing::info!(action = %request.action, screen = request.screen.as_deref().unwrap_or("-"), "Flows request");
 
     let endpoint = Endpoint {

@@ -4,6 +4,7 @@
 
 mod flows;
 mod health;
+pub mod metrics;
 pub mod server;
 pub mod webhook;
 
@@ -36,8 +37,10 @@ impl std::ops::Deref for AppState {
 /// The whole router, with request ids, tracing and a request timeout.
 pub fn router(state: AppState) -> Router {
     let request_timeout = Duration::from_secs(state.config.server.request_timeout_secs);
+    let on_main = state.config.server.metrics_listen.is_none();
     Router::new()
         .merge(health::routes())
+        .merge(if on_main { metrics::routes() } else { Router::new() })
         .merge(webhook::routes())
         .merge(flows::routes(&state.config.flows.endpoint_path))
         .with_state(state)

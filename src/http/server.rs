@@ -117,6 +117,7 @@ pub async fn serve(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             shed(&stream);
+            crate::metrics::connection_refused();
             shed_since_log += 1;
             if last_shed_log.map_or(true, |t| t.elapsed() >= Duration::from_secs(5)) {
                 tracing::warn!(
@@ -225,6 +226,15 @@ async fn handle(
     limits: &ServerLimits,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    let webhook = request.method() == axum::http::Method::POST && request.uri().path() == "/webhook";
+    let response = answer(router, limits, request).await;
+    if webhook {
+        crate::metrics::webhook(response.status().as_u16());
+    }
+    response
+}
+
+async fn answer(router: Router, limits: &ServerLimits, request: Request<Incoming>) -> Response<Body> {
     let version = request.version();
     let declared = request
         .headers()
@@ -244,10 +254,15 @@ async fn handle(
         // The client went away or sent a malformed chunk.
         Ok(Err(_)) => return refuse(StatusCode::BAD_REQUEST, version),
         Err(_) => {
-            tracing::warn!(
-                timeout_secs = limits.body_timeout.as_secs(),
-                "request body not received in time"
-            );
+            static SLOW_BODY: crate::telemetry::Throttle =
+                crate::telemetry::Throttle::new("slow_body", 10);
+            if let Some(count) = SLOW_BODY.hit() {
+                tracing::warn!(
+                    timeout_secs = limits.body_timeout.as_secs(),
+                    count,
+                    "request bodies not received in time (count since the last such line)"
+                );
+            }
             return refuse(StatusCode::REQUEST_TIMEOUT, version);
         }
     };

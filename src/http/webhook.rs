@@ -20,6 +20,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::AppState;
+use crate::telemetry::Throttle;
 use crate::store::ingest::{self, IngestError};
 use crate::whatsapp::signature::{self, SignatureError};
 use crate::whatsapp::webhook::{Envelope, ParseError};
@@ -74,14 +75,22 @@ impl IntoResponse for WebhookError {
             | WebhookError::Overloaded
             | WebhookError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         };
+        // Each of these can repeat thousands of times a second (an overload burst, a
+        // rotated app secret, a database outage): `wabot_webhooks_received_total`
+        // counts every one, the log gets a line per condition per interval.
+        static SHED: Throttle = Throttle::new("webhook_shed", 10);
+        static FAILED: Throttle = Throttle::new("webhook_not_stored", 10);
+        static REFUSED: Throttle = Throttle::new("webhook_refused", 10);
         if matches!(self, WebhookError::Overloaded | WebhookError::Stopping) {
-            // Expected under overload, and counted by Meta's redelivery: one line
-            // per shed webhook would flood the log.
-            tracing::debug!(error = %self, "webhook shed");
+            if let Some(count) = SHED.hit() {
+                tracing::warn!(error = %self, count, "webhooks shed with 503 (count since the last such line); Meta delivers them again");
+            }
         } else if status.is_server_error() {
-            tracing::error!(error.cause_chain = ?anyhow::Error::from(self), "webhook not stored");
-        } else {
-            tracing::warn!(error = %self, "webhook refused");
+            if let Some(count) = FAILED.hit() {
+                tracing::error!(error.cause_chain = ?anyhow::Error::from(self), count, "webhooks not stored (count since the last such line)");
+            }
+        } else if let Some(count) = REFUSED.hit() {
+            tracing::warn!(error = %self, count, "webhooks refused (count since the last such line)");
         }
         // The body says nothing about the cause: that is for the log.
         let text = status.canonical_reason().unwrap_or("error");
@@ -166,6 +175,7 @@ async fn receive(
             // it whole with the reason, acknowledge it, and let an operator look.
             let id =
                 ingest::store_unreadable(&state.pool, received_at, &body, &e.to_string()).await?;
+            crate::metrics::webhook_unreadable();
             tracing::warn!(unreadable_id = id, error = %e, "a signed webhook could not be read; kept in webhook_unreadable");
             return Ok(StatusCode::OK);
         }

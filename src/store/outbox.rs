@@ -34,6 +34,9 @@ pub struct SendJob {
     /// The lease token of this claim (`send_jobs.locked_by`); `None` for a job
     /// inserted unleased.
     pub token: Option<String>,
+    /// Claimed after another lease on it expired (its process died or stalled).
+    #[sqlx(default)]
+    pub taken_over: bool,
 }
 
 /// An outbound message to store with its send job.
@@ -149,7 +152,7 @@ pub async fn claim(
     let mut jobs: Vec<SendJob> = sqlx::query_as(&format!(
         "WITH t AS (SELECT coalesce($2::timestamptz, now()) AS now), \
          picked AS ( \
-             SELECT s.id FROM send_jobs s, t \
+             SELECT s.id, s.locked_until IS NOT NULL AS taken_over FROM send_jobs s, t \
              WHERE s.done_at IS NULL \
                AND s.next_attempt_at <= t.now \
                AND (s.locked_until IS NULL OR s.locked_until < t.now) \
@@ -165,8 +168,8 @@ pub async fn claim(
              SET locked_by = {NEW_TOKEN}, \
                  locked_until = t.now + make_interval(secs => $3) \
              FROM picked, t WHERE u.id = picked.id \
-             RETURNING u.*) \
-         SELECT {JOB_COLUMNS} FROM j ORDER BY j.id"
+             RETURNING u.*, picked.taken_over) \
+         SELECT {JOB_COLUMNS}, j.taken_over FROM j ORDER BY j.id"
     ))
     .bind(holder)
     .bind(now)

@@ -83,6 +83,9 @@ pub struct ClaimedTurn {
     pub token: String,
     /// Meta's message as received, for an inbound job.
     pub raw: Option<Value>,
+    /// The job had a lease that expired (its process died or stalled): a take-over.
+    #[sqlx(default)]
+    pub taken_over: bool,
 }
 
 const CLAIMED_COLUMNS: &str = "t.id, t.conversation_id, t.message_id, t.kind, t.payload, \
@@ -104,7 +107,7 @@ pub async fn claim(
 ) -> Result<Vec<ClaimedTurn>, sqlx::Error> {
     sqlx::query_as(&format!(
         "WITH candidates AS ( \
-             SELECT j.id FROM turn_jobs j \
+             SELECT j.id, j.locked_until IS NOT NULL AS taken_over FROM turn_jobs j \
              WHERE j.done_at IS NULL AND j.run_at <= now() \
                AND (j.locked_until IS NULL OR j.locked_until < now()) \
                AND NOT EXISTS ( \
@@ -124,8 +127,8 @@ pub async fn claim(
                     locked_until = now() + make_interval(secs => $2), \
                     attempts = u.attempts + 1 \
                FROM candidates c WHERE u.id = c.id \
-             RETURNING u.*) \
-         SELECT {CLAIMED_COLUMNS} FROM t ORDER BY t.id"
+             RETURNING u.*, c.taken_over) \
+         SELECT {CLAIMED_COLUMNS}, t.taken_over FROM t ORDER BY t.id"
     ))
     .bind(holder)
     .bind(lease.as_secs_f64())

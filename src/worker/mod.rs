@@ -18,6 +18,7 @@
 //! committed; every lease not finished is handed back.
 
 pub mod ingest;
+pub mod monitor;
 pub mod rate_limit;
 pub mod recovery;
 pub mod sender;
@@ -51,6 +52,12 @@ impl Tokens {
         if let Ok(mut set) = self.0.lock() {
             set.remove(token);
         }
+    }
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|s| s.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
     pub fn snapshot(&self) -> Vec<String> {
         self.0
@@ -161,6 +168,7 @@ impl Pipeline {
             kill.clone(),
         );
         let (sink, rx) = turns::queue(&ctx, leases.clone());
+        let turn_sink = sink.clone();
         let enabled = ctx.config.worker.enabled;
         let turns = if enabled {
             let stage = Arc::new(TurnStage::new(
@@ -194,9 +202,16 @@ impl Pipeline {
             spawn_tracked(&recovery, &kill, poll);
             let maintain = recovery::maintain(ctx.clone(), recovery_stop.clone());
             spawn_tracked(&recovery, &kill, maintain);
-            let keep = recovery::keep_leases(ctx.clone(), leases, keeper_stop.clone());
+            let keep = recovery::keep_leases(ctx.clone(), leases.clone(), keeper_stop.clone());
             spawn_tracked(&keeper, &kill, keep);
         }
+        let watched = monitor::Watched {
+            leases,
+            ingest: ingest.clone(),
+            turns: enabled.then(|| turn_sink.clone()),
+            sends: sender.sink.clone(),
+        };
+        spawn_tracked(&keeper, &kill, monitor::run(ctx.clone(), watched, keeper_stop.clone()));
         Ok((
             Pipeline {
                 ctx,
@@ -270,6 +285,9 @@ impl Pipeline {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot hand back send jobs; their leases will expire")
             }
+        }
+        if let Err(e) = store::monitor::signed_off(pool, holder).await {
+            tracing::debug!(error = %e, "cannot mark this process stopped in wabot_processes");
         }
     }
 

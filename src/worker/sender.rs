@@ -107,6 +107,9 @@ pub enum SendOutcome {
 struct Hold {
     fingerprint: [u8; 32],
     checked: std::time::Instant,
+    /// Meta's refusal, as an operator should read it (no secret in it).
+    reason: String,
+    since: DateTime<Utc>,
 }
 
 /// Where outcomes go: written at once (steps), or to the batching recorder.
@@ -255,6 +258,7 @@ impl Sender {
                     "lastCustomerMessageAt": last,
                 });
                 self.record(failed(job, job.attempts, &error)).await?;
+                crate::metrics::send("window_closed");
                 tracing::info!(message_id = %job.message_id, "not sent: {WINDOW_CLOSED}");
                 return Ok(SendOutcome::Failed {
                     message_id: job.message_id,
@@ -265,6 +269,7 @@ impl Sender {
 
         let credentials = self.credentials.current().await?;
         if self.is_held_for(&credentials) {
+            crate::metrics::send("held");
             return Ok(SendOutcome::Held);
         }
         let number = credentials.phone_number_id.clone().unwrap_or_default();
@@ -280,14 +285,19 @@ impl Sender {
             if now + lease - Utc::now() < call
                 && !outbox::renew(&self.pool, job.id, token, self.options.lease).await?
             {
+                crate::metrics::send("lease_lost");
                 return Ok(SendOutcome::LeaseLost {
                     message_id: job.message_id,
                 });
             }
         }
 
-        let error = match self.graph.send_message(&credentials, &job.body).await {
+        let call = std::time::Instant::now();
+        let answer = self.graph.send_message(&credentials, &job.body).await;
+        crate::metrics::graph_request(call.elapsed());
+        let error = match answer {
             Ok(accepted) => {
+                crate::metrics::send("sent");
                 self.record(SendRecord::Sent {
                     job_id: job.id,
                     message_id: job.message_id,
@@ -303,18 +313,28 @@ impl Sender {
         };
         let attempts = job.attempts + 1;
         let kept = error.to_json();
+        crate::metrics::send_error(error.code());
         match error.class() {
             ErrorClass::TokenInvalid => {
+                crate::metrics::send("held");
                 self.hold_for(&credentials, &error);
                 Ok(SendOutcome::Held)
             }
             ErrorClass::Retryable(schedule) if attempts < self.options.max_attempts as i32 => {
+                crate::metrics::send("retry");
                 let delay = backoff(&self.options, schedule, attempts);
                 let next_attempt_at = now + delay;
-                tracing::warn!(
-                    message_id = %job.message_id, attempts, code = ?error.code(),
-                    retry_in_ms = delay.as_millis() as u64, "send failed; retrying: {error}"
-                );
+                // A Graph API outage retries every queued reply: one line per
+                // interval, the rest counted in wabot_sends_total{result="retry"}.
+                static RETRYING: crate::telemetry::Throttle =
+                    crate::telemetry::Throttle::new("send_retry", 10);
+                if let Some(count) = RETRYING.hit() {
+                    tracing::warn!(
+                        message_id = %job.message_id, attempts, code = ?error.code(), count,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "send failed; retrying (count since the last such line): {error}"
+                    );
+                }
                 self.record(SendRecord::Retry {
                     job_id: job.id,
                     token: token.to_owned(),
@@ -332,6 +352,7 @@ impl Sender {
                 })
             }
             ErrorClass::Retryable(_) | ErrorClass::Permanent => {
+                crate::metrics::send("failed");
                 tracing::warn!(
                     message_id = %job.message_id, attempts, code = ?error.code(),
                     "send failed for good: {error}"
@@ -378,6 +399,7 @@ impl Sender {
         }
         if let Ok(mut hold) = self.hold.lock() {
             if hold.take().is_some() {
+                crate::metrics::sending_held(false);
                 tracing::warn!("WhatsApp credentials changed: sending resumes");
             }
         }
@@ -403,7 +425,10 @@ impl Sender {
         *hold = Some(Hold {
             fingerprint,
             checked: std::time::Instant::now(),
+            reason: error.to_string(),
+            since: Utc::now(),
         });
+        crate::metrics::sending_held(true);
         // Loud, and once per rejected token: an operator has to act.
         tracing::error!(
             code = ?error.code(),
@@ -445,6 +470,8 @@ async fn record_durably(pool: &PgPool, records: &[SendRecord]) -> Result<(), sql
 /// One queued job and the queue slot it takes.
 struct Queued {
     job: SendJob,
+    /// When the webhook of the turn this is the first reply of arrived.
+    since: Option<DateTime<Utc>>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -564,7 +591,14 @@ impl SendSink {
     /// Queues leased jobs (others wait for the recovery poll), waiting while the
     /// queue is full.
     pub async fn push_all(&self, jobs: Vec<SendJob>) {
+        self.push_replies(jobs, &HashMap::new()).await
+    }
+
+    /// Queues leased jobs; `first_replies` maps the first reply of a turn (its
+    /// `message_id`) to when that turn's webhook arrived, for the turn latency.
+    pub async fn push_replies(&self, jobs: Vec<SendJob>, first_replies: &HashMap<Uuid, DateTime<Utc>>) {
         for job in jobs {
+            let since = first_replies.get(&job.message_id).copied();
             let Some(token) = job.token.clone() else {
                 continue;
             };
@@ -578,7 +612,14 @@ impl SendSink {
                     return;
                 };
                 let entry = map.entry(conversation).or_default();
-                entry.waiting.insert(job.id, Queued { job, _slot: slot });
+                entry.waiting.insert(
+                    job.id,
+                    Queued {
+                        job,
+                        since,
+                        _slot: slot,
+                    },
+                );
                 !std::mem::replace(&mut entry.running, true)
             };
             if start {
@@ -590,6 +631,12 @@ impl SendSink {
     }
 
     /// Jobs waiting or being sent, for tests and the shutdown log.
+    /// Why sending is on hold, and since when (`None`: it is not).
+    pub fn hold(&self) -> Option<(String, DateTime<Utc>)> {
+        let hold = self.shared.sender.hold.lock().ok()?;
+        hold.as_ref().map(|h| (h.reason.clone(), h.since))
+    }
+
     pub fn queued(&self) -> usize {
         self.shared
             .conversations
@@ -623,14 +670,14 @@ impl Shared {
                 continue;
             }
             let token = next.job.token.clone().unwrap_or_default();
-            self.send(next.job).await;
+            self.send(next.job, next.since).await;
             self.leases.sends.release(&token);
         }
     }
 
     /// Sends one job until Meta accepted it, it failed for good, or the drain's
     /// deadline came.
-    async fn send(&self, mut job: SendJob) {
+    async fn send(&self, mut job: SendJob, since: Option<DateTime<Utc>>) {
         loop {
             match self.sender.held().await {
                 Ok(false) => {}
@@ -671,6 +718,9 @@ impl Shared {
                 }
                 Ok(SendOutcome::Held) => {}
                 Ok(outcome) => {
+                    if let (SendOutcome::Sent { .. }, Some(since)) = (&outcome, since) {
+                        crate::metrics::turn_latency((Utc::now() - since).to_std().unwrap_or_default());
+                    }
                     tracing::debug!(message_id = %job.message_id, ?outcome, "send step");
                     return;
                 }

@@ -16,6 +16,7 @@
 //! never overlap and run in arrival order. A commit whose lease was taken over, or
 //! whose context changed under it, writes nothing.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ use crate::engine::{
 use crate::store;
 use crate::store::contexts::ContextRow;
 use crate::store::outbox::OutboundRow;
+use crate::metrics::TurnOutcome;
 use crate::store::turns::{ClaimedTurn, Committed, JobKind, TurnEffects, TurnFacts, TurnLogRow};
 use crate::whatsapp::outbound;
 use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
@@ -59,6 +61,9 @@ pub struct TurnWork {
     pub payload: Value,
     pub attempts: i32,
     pub last_error: Option<String>,
+    /// When the webhook that brought the message arrived, for a job pushed by ingest
+    /// (the turn latency histogram starts there); `None` for recovered jobs.
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 impl TurnWork {
@@ -80,6 +85,7 @@ impl TurnWork {
             payload: Value::Null,
             attempts: 1,
             last_error: None,
+            received_at: None,
         }
     }
 }
@@ -96,6 +102,7 @@ impl From<ClaimedTurn> for TurnWork {
             payload: c.payload,
             attempts: c.attempts,
             last_error: c.last_error,
+            received_at: None,
         }
     }
 }
@@ -123,6 +130,13 @@ impl TurnSink {
 }
 
 /// The sink and the receiving end of a new turn stage's queue.
+impl TurnSink {
+    /// Jobs waiting for the turn stage's reader.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
 pub fn queue(ctx: &AppContext, leases: Arc<Leases>) -> (TurnSink, mpsc::Receiver<TurnWork>) {
     let (tx, rx) = mpsc::channel(ctx.config.pipeline.turn_queue.max(1));
     (TurnSink { tx, leases }, rx)
@@ -249,7 +263,8 @@ impl TurnStage {
                 let facts = facts.get(&work.conversation_id).cloned();
                 let ready = ready_tx.clone();
                 let span = tracing::info_span!("turn", job = work.job_id,
-                    conversation = %work.conversation_id, kind = work.kind.as_str());
+                    conversation = %work.conversation_id, kind = work.kind.as_str(),
+                    chatbot = tracing::field::Empty);
                 spawn_killable(
                     &kill,
                     async move {
@@ -297,8 +312,13 @@ impl TurnStage {
     async fn commit(&self, ready: Vec<Ready>) {
         let effects: Vec<TurnEffects> = ready.iter().map(|r| r.effects.clone()).collect();
         let lease = self.ctx.lease();
+        let started = std::time::Instant::now();
         match store::turns::commit_batch(&self.ctx.pool, &effects, &self.ctx.holder, lease).await {
             Ok(commit) => {
+                crate::metrics::turn_commit(ready.len(), started.elapsed());
+                // The first reply of each turn whose webhook we saw arrive: the sender
+                // measures the turn's latency when Meta accepts it.
+                let mut first_replies = HashMap::new();
                 let mut rerun = Vec::new();
                 // Held until the follow-ups below are handed on, so that a draining
                 // stage does not see itself idle in between.
@@ -311,8 +331,21 @@ impl TurnStage {
                         _busy,
                     } = r;
                     busy.push(_busy);
+                    let kind = work.kind.as_str();
                     match verdict {
                         Committed::Done => {
+                            if effects.note.is_some() {
+                                crate::metrics::turn(kind, TurnOutcome::Skipped);
+                            } else {
+                                crate::metrics::turn(kind, TurnOutcome::Done);
+                                crate::metrics::engine_turn(
+                                    effects.log.steps.max(0) as u32,
+                                    effects.log.completion_reason.as_deref(),
+                                );
+                            }
+                            if let (Some(at), Some(first)) = (work.received_at, effects.sends.first()) {
+                                first_replies.insert(first.message_id, at);
+                            }
                             tracing::debug!(
                                 job = work.job_id,
                                 sends = effects.sends.len(),
@@ -322,6 +355,7 @@ impl TurnStage {
                             self.leases.turns.release(&work.token);
                         }
                         Committed::LeaseLost => {
+                            crate::metrics::turn(kind, TurnOutcome::LeaseLost);
                             tracing::warn!(
                                 job = work.job_id,
                                 "turn lease lost; another worker runs it"
@@ -330,12 +364,15 @@ impl TurnStage {
                         }
                         // Another turn changed the context first: run this one again
                         // on the new state (the lease still holds).
-                        Committed::Stale => rerun.push(work),
+                        Committed::Stale => {
+                            crate::metrics::turn(kind, TurnOutcome::Stale);
+                            rerun.push(work)
+                        }
                     }
                 }
                 // The slots of this batch are free now (the `Ready`s are dropped),
                 // before the pushes below can wait on the queue.
-                self.sends.push_all(commit.sends).await;
+                self.sends.push_replies(commit.sends, &first_replies).await;
                 for work in rerun {
                     self.sink.push(work).await;
                 }
@@ -371,12 +408,14 @@ impl TurnStage {
                 error,
                 "turn given up"
             );
+            crate::metrics::turn(work.kind.as_str(), TurnOutcome::GivenUp);
             let note = format!("given up after {} attempts: {error}", work.attempts);
             if let Err(e) = store::turns::give_up(pool, work.job_id, &work.token, &note).await {
                 tracing::warn!(error = %e, "cannot mark the turn given up");
             }
             return;
         }
+        crate::metrics::turn(work.kind.as_str(), TurnOutcome::Retried);
         let delay = Duration::from_secs(1u64 << work.attempts.clamp(0, 6) as u32);
         tracing::warn!(job = work.job_id, attempts = work.attempts, error, retry_in = ?delay, "turn failed; will retry");
         let run_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -496,6 +535,7 @@ impl TurnStage {
             }
         };
 
+        tracing::Span::current().record("chatbot", tracing::field::display(context.chatbot_id));
         let walked_before = context.node_history.len();
         let mut result =
             engine::run_turn(&chatbot, context, event, now, &self.http, &self.limits).await;

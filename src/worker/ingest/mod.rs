@@ -64,6 +64,11 @@ impl IngestHandle {
         self.tx.capacity() > 0
     }
 
+    /// Webhooks waiting for a writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues a webhook and waits until it is committed (or refused).
     pub async fn submit(&self, rows: WebhookRows) -> Result<IngestOutcome, SubmitError> {
         let (reply, verdict) = oneshot::channel();
@@ -147,8 +152,12 @@ async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink
     });
     let (rows, replies): (Vec<WebhookRows>, Vec<Reply>) =
         batch.into_iter().map(|s| (s.rows, s.reply)).unzip();
+    let started = std::time::Instant::now();
     match ingest::ingest_batch(&ctx.pool, &rows, lease).await {
-        Ok(outcome) => answer(replies, outcome, turns).await,
+        Ok(outcome) => {
+            observe(&rows, &outcome, started.elapsed());
+            answer(replies, &rows, outcome, turns).await
+        }
         Err(e) if replies.len() == 1 => {
             if let Some(reply) = replies.into_iter().next() {
                 let _ = reply.send(Err(e));
@@ -164,8 +173,12 @@ async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink
         Err(IngestError::Database(e)) => {
             tracing::warn!(error = %e, webhooks = replies.len(), "ingest batch refused; storing its webhooks one by one");
             for (one, reply) in rows.chunks(1).zip(replies) {
+                let started = std::time::Instant::now();
                 match ingest::ingest_batch(&ctx.pool, one, lease).await {
-                    Ok(outcome) => answer(vec![reply], outcome, turns).await,
+                    Ok(outcome) => {
+                        observe(one, &outcome, started.elapsed());
+                        answer(vec![reply], one, outcome, turns).await
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -175,24 +188,48 @@ async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink
     }
 }
 
-async fn answer(replies: Vec<Reply>, outcome: BatchOutcome, turns: Option<&TurnSink>) {
+/// Counts what a committed batch stored.
+fn observe(rows: &[WebhookRows], outcome: &BatchOutcome, took: std::time::Duration) {
+    let mut counts = crate::metrics::IngestCounts::default();
+    for o in &outcome.webhooks {
+        counts.messages_new += u64::from(o.messages_new);
+        counts.messages_duplicate += u64::from(
+            o.messages_total
+                .saturating_sub(o.messages_new)
+                .saturating_sub(o.messages_skipped),
+        );
+        counts.statuses_new += u64::from(o.statuses_new);
+        counts.statuses_duplicate += u64::from(o.statuses_total.saturating_sub(o.statuses_new));
+    }
+    crate::metrics::ingest_batch(rows.len(), took, counts);
+}
+
+async fn answer(
+    replies: Vec<Reply>,
+    rows: &[WebhookRows],
+    outcome: BatchOutcome,
+    turns: Option<&TurnSink>,
+) {
     for (reply, o) in replies.into_iter().zip(outcome.webhooks) {
         let _ = reply.send(Ok(o));
     }
     let Some(turns) = turns else {
         return;
     };
+    // When the webhook that brought each new message arrived: the turn latency
+    // histogram measures from there.
+    let received: std::collections::HashMap<&str, DateTime<Utc>> = rows
+        .iter()
+        .flat_map(|r| r.messages.iter().map(|m| (m.wamid.as_str(), r.received_at)))
+        .collect();
     for t in outcome.turns {
         if let Some(token) = t.lease {
-            turns
-                .push(TurnWork::inbound(
-                    t.job_id,
-                    token,
-                    t.conversation_id,
-                    t.message_id,
-                    t.raw,
-                ))
-                .await;
+            let received_at = t.raw["id"]
+                .as_str()
+                .and_then(|wamid| received.get(wamid).copied());
+            let mut work = TurnWork::inbound(t.job_id, token, t.conversation_id, t.message_id, t.raw);
+            work.received_at = received_at;
+            turns.push(work).await;
         }
     }
 }
