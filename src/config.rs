@@ -462,7 +462,10 @@ impl Config {
         set_parsed(env, "WABOT_IDLE_TIMEOUT_SECS", &mut s.idle_timeout_secs)?;
         set_parsed(env, "WABOT_MAX_CONNECTIONS", &mut s.max_connections)?;
         set_parsed(env, "WABOT_BODY_TIMEOUT_SECS", &mut s.body_timeout_secs)?;
-        if env.get("WABOT_METRICS_LISTEN").is_some_and(|v| !v.is_empty()) {
+        if env
+            .get("WABOT_METRICS_LISTEN")
+            .is_some_and(|v| !v.is_empty())
+        {
             let mut addr = SocketAddr::from(([127, 0, 0, 1], 0));
             set_parsed(env, "WABOT_METRICS_LISTEN", &mut addr)?;
             s.metrics_listen = Some(addr);

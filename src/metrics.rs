@@ -103,7 +103,10 @@ fn describe() {
         "wabot_turn_latency_seconds",
         "Webhook received to the turn's first reply accepted by Meta"
     );
-    describe_histogram!("wabot_turn_commit_size", "Turns committed in one transaction");
+    describe_histogram!(
+        "wabot_turn_commit_size",
+        "Turns committed in one transaction"
+    );
     describe_histogram!(
         "wabot_turn_commit_seconds",
         "Time to commit one batch of turns"

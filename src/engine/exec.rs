@@ -38,6 +38,9 @@ pub struct TurnResult {
     pub restart: bool,
     /// Nodes executed in this turn.
     pub steps: u32,
+    /// The ids of the nodes this turn handled, in order: the waiting node an answer,
+    /// a timeout or a Flow reply was applied to, then every node executed.
+    pub walked: Vec<String>,
 }
 
 /// Runs one turn. Pure apart from `http`, which rest_api nodes call; `now` is the
@@ -61,6 +64,7 @@ pub async fn run_turn<H: HttpClient>(
         sends: Vec::new(),
         restart: false,
         steps: 0,
+        walked: Vec::new(),
     };
     turn.apply(event).await;
     turn.finish()
@@ -76,6 +80,7 @@ struct Turn<'a, H> {
     sends: Vec<Outgoing>,
     restart: bool,
     steps: u32,
+    walked: Vec<String>,
 }
 
 /// Where a node sends the conversation next.
@@ -123,9 +128,11 @@ impl<H: HttpClient> Turn<'_, H> {
                 }
                 match status {
                     ContextStatus::WaitingInput => {
+                        self.handled(current);
                         self.answer(current, text, button_id, list_row_id).await
                     }
                     ContextStatus::WaitingFlow if typed.is_some_and(is_skip_word) => {
+                        self.handled(current);
                         self.record(current, json!({"skipped": true}));
                         self.leave(current, None).await;
                     }
@@ -145,6 +152,7 @@ impl<H: HttpClient> Turn<'_, H> {
                     &self.ctx.current_node_id,
                 );
                 if status == ContextStatus::WaitingFlow && for_this_node {
+                    self.handled(current);
                     self.flow_reply(current, response).await;
                 } else {
                     tracing::debug!("Flow reply for another node or context ignored");
@@ -155,6 +163,7 @@ impl<H: HttpClient> Turn<'_, H> {
                     return;
                 }
                 tracing::info!(node = %self.ctx.current_node_id, %error, "the Flow message was not sent");
+                self.handled(current);
                 self.record(current, json!({"success": false, "error": error}));
                 assign(&mut self.ctx.variables, "api_error", Value::String(error));
                 if self.bot.next(current, Some("error")).is_none() {
@@ -175,9 +184,15 @@ impl<H: HttpClient> Turn<'_, H> {
                     self.end(ContextStatus::Expired, reason::EXPIRED);
                     return;
                 }
+                self.handled(current);
                 self.timed_out(current).await;
             }
         }
+    }
+
+    /// Notes the waiting node an event was applied to.
+    fn handled(&mut self, index: NodeIndex) {
+        self.walked.push(self.bot.node(index).id.clone());
     }
 
     fn is_restart_word(&self, text: &str) -> bool {
@@ -221,6 +236,7 @@ impl<H: HttpClient> Turn<'_, H> {
             }
             self.steps += 1;
             self.state.steps += 1;
+            self.walked.push(node.id.clone());
             // One event per node, inside the caller's turn span (its conversation,
             // job and chatbot ids); free when debug is filtered out.
             tracing::debug!(node = %node.id, kind = node.kind.type_name(), step = self.steps, "step");
@@ -595,6 +611,7 @@ impl<H: HttpClient> Turn<'_, H> {
             sends: self.sends,
             restart: self.restart,
             steps: self.steps,
+            walked: self.walked,
         }
     }
 }

@@ -18,6 +18,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 async fn scrape() -> Response {
     match crate::metrics::render() {
         Some(text) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response(),
-        None => (StatusCode::NOT_FOUND, "metrics are not recorded by this process").into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not recorded by this process",
+        )
+            .into_response(),
     }
 }

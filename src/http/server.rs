@@ -226,7 +226,8 @@ async fn handle(
     limits: &ServerLimits,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let webhook = request.method() == axum::http::Method::POST && request.uri().path() == "/webhook";
+    let webhook =
+        request.method() == axum::http::Method::POST && request.uri().path() == "/webhook";
     let response = answer(router, limits, request).await;
     if webhook {
         crate::metrics::webhook(response.status().as_u16());
@@ -234,7 +235,11 @@ async fn handle(
     response
 }
 
-async fn answer(router: Router, limits: &ServerLimits, request: Request<Incoming>) -> Response<Body> {
+async fn answer(
+    router: Router,
+    limits: &ServerLimits,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let version = request.version();
     let declared = request
         .headers()

@@ -20,8 +20,8 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::AppState;
-use crate::telemetry::Throttle;
 use crate::store::ingest::{self, IngestError};
+use crate::telemetry::Throttle;
 use crate::whatsapp::signature::{self, SignatureError};
 use crate::whatsapp::webhook::{Envelope, ParseError};
 use crate::worker::ingest::SubmitError;

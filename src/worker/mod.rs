@@ -211,7 +211,11 @@ impl Pipeline {
             turns: enabled.then(|| turn_sink.clone()),
             sends: sender.sink.clone(),
         };
-        spawn_tracked(&keeper, &kill, monitor::run(ctx.clone(), watched, keeper_stop.clone()));
+        spawn_tracked(
+            &keeper,
+            &kill,
+            monitor::run(ctx.clone(), watched, keeper_stop.clone()),
+        );
         Ok((
             Pipeline {
                 ctx,

@@ -69,7 +69,9 @@ async fn sample(ctx: &AppContext, watched: &Watched) {
     match store::monitor::queue_stats(&ctx.pool).await {
         Ok((turns, sends)) => {
             for (name, q) in [("turn", turns), ("send", sends)] {
-                let oldest = q.oldest_due_secs.map(|s| Duration::from_secs_f64(s.max(0.0)));
+                let oldest = q
+                    .oldest_due_secs
+                    .map(|s| Duration::from_secs_f64(s.max(0.0)));
                 metrics::queue(name, q.depth, q.due, oldest);
             }
         }

@@ -36,7 +36,10 @@ pub async fn recover(
                 if !jobs.is_empty() {
                     tracing::debug!(jobs = jobs.len(), "recovered turn jobs");
                 }
-                crate::metrics::lease_takeovers("turn", jobs.iter().filter(|j| j.taken_over).count());
+                crate::metrics::lease_takeovers(
+                    "turn",
+                    jobs.iter().filter(|j| j.taken_over).count(),
+                );
                 for job in jobs {
                     tokio::select! {
                         _ = turns.push(job.into()) => {}
@@ -51,7 +54,10 @@ pub async fn recover(
                 if !jobs.is_empty() {
                     tracing::debug!(jobs = jobs.len(), "recovered send jobs");
                 }
-                crate::metrics::lease_takeovers("send", jobs.iter().filter(|j| j.taken_over).count());
+                crate::metrics::lease_takeovers(
+                    "send",
+                    jobs.iter().filter(|j| j.taken_over).count(),
+                );
                 tokio::select! {
                     _ = sends.push_all(jobs) => {}
                     _ = stop.cancelled() => return,

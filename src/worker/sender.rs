@@ -596,7 +596,11 @@ impl SendSink {
 
     /// Queues leased jobs; `first_replies` maps the first reply of a turn (its
     /// `message_id`) to when that turn's webhook arrived, for the turn latency.
-    pub async fn push_replies(&self, jobs: Vec<SendJob>, first_replies: &HashMap<Uuid, DateTime<Utc>>) {
+    pub async fn push_replies(
+        &self,
+        jobs: Vec<SendJob>,
+        first_replies: &HashMap<Uuid, DateTime<Utc>>,
+    ) {
         for job in jobs {
             let since = first_replies.get(&job.message_id).copied();
             let Some(token) = job.token.clone() else {
@@ -719,7 +723,9 @@ impl Shared {
                 Ok(SendOutcome::Held) => {}
                 Ok(outcome) => {
                     if let (SendOutcome::Sent { .. }, Some(since)) = (&outcome, since) {
-                        crate::metrics::turn_latency((Utc::now() - since).to_std().unwrap_or_default());
+                        crate::metrics::turn_latency(
+                            (Utc::now() - since).to_std().unwrap_or_default(),
+                        );
                     }
                     tracing::debug!(message_id = %job.message_id, ?outcome, "send step");
                     return;

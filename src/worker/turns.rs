@@ -34,10 +34,10 @@ use crate::engine::{
     self, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event, HttpClient,
     HttpError, HttpRequest, HttpResponse, Inbound,
 };
+use crate::metrics::TurnOutcome;
 use crate::store;
 use crate::store::contexts::ContextRow;
 use crate::store::outbox::OutboundRow;
-use crate::metrics::TurnOutcome;
 use crate::store::turns::{ClaimedTurn, Committed, JobKind, TurnEffects, TurnFacts, TurnLogRow};
 use crate::whatsapp::outbound;
 use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
@@ -343,7 +343,9 @@ impl TurnStage {
                                     effects.log.completion_reason.as_deref(),
                                 );
                             }
-                            if let (Some(at), Some(first)) = (work.received_at, effects.sends.first()) {
+                            if let (Some(at), Some(first)) =
+                                (work.received_at, effects.sends.first())
+                            {
                                 first_replies.insert(first.message_id, at);
                             }
                             tracing::debug!(
@@ -536,16 +538,10 @@ impl TurnStage {
         };
 
         tracing::Span::current().record("chatbot", tracing::field::display(context.chatbot_id));
-        let walked_before = context.node_history.len();
         let mut result =
             engine::run_turn(&chatbot, context, event, now, &self.http, &self.limits).await;
         effects.log.steps = result.steps as i32;
-        effects.log.nodes = result
-            .context
-            .node_history
-            .get(walked_before..)
-            .unwrap_or_default()
-            .to_vec();
+        effects.log.nodes = std::mem::take(&mut result.walked);
         let mut sends = std::mem::take(&mut result.sends);
         self.launch_flows(&chatbot, &mut sends).await?;
         let mut context = result.context;
@@ -588,10 +584,7 @@ impl TurnStage {
             self.launch_flows(&bot, &mut again.sends).await?;
             sends.append(&mut again.sends);
             effects.log.steps += again.steps as i32;
-            effects
-                .log
-                .nodes
-                .extend(again.context.node_history.iter().cloned());
+            effects.log.nodes.append(&mut again.walked);
             context = again.context;
             deadline = again.wait_deadline;
         }

@@ -88,6 +88,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
     pub state: AppState,
+    /// `http://127.0.0.1:PORT` of `/metrics` when `WABOT_METRICS_LISTEN` is set.
+    pub metrics_address: Option<String>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -122,6 +124,7 @@ pub async fn spawn_on_pool(config: Config, pool: PgPool) -> TestApp {
     let app = Application::with_parts(config.clone(), pool.clone(), listener)
         .expect("the application assembles");
     let address = format!("http://{}", app.local_addr());
+    let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));
     let state = app.state().clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run(shutdown.clone()));
@@ -135,6 +138,7 @@ pub async fn spawn_on_pool(config: Config, pool: PgPool) -> TestApp {
             .unwrap(),
         shutdown,
         state,
+        metrics_address,
         server: Some(server),
     }
 }

@@ -227,7 +227,8 @@ async fn answer(
             let received_at = t.raw["id"]
                 .as_str()
                 .and_then(|wamid| received.get(wamid).copied());
-            let mut work = TurnWork::inbound(t.job_id, token, t.conversation_id, t.message_id, t.raw);
+            let mut work =
+                TurnWork::inbound(t.job_id, token, t.conversation_id, t.message_id, t.raw);
             work.received_at = received_at;
             turns.push(work).await;
         }
