@@ -246,3 +246,31 @@ async fn metrics_can_have_a_listener_of_their_own() {
     let scraped = scrape(&app.client, &own).await;
     assert!(scraped.0.keys().any(|k| k.starts_with("wabot_")));
 }
+
+/// The Grafana dashboard under docs/ asks only for metrics wabot exports.
+#[test]
+fn the_dashboard_names_only_exported_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dashboard = std::fs::read_to_string(root.join("docs/grafana-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let exported = std::fs::read_to_string(root.join("src/metrics.rs")).unwrap();
+    let name = regex::Regex::new(r"wabot_[a-z_]+").unwrap();
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for m in name.find_iter(expr) {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .fold(m.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+                assert!(
+                    exported.contains(&format!("\"{base}\"")),
+                    "panel `{}` asks for {base}, which src/metrics.rs does not export",
+                    panel["title"]
+                );
+                asked += 1;
+            }
+        }
+    }
+    assert!(asked > 20, "{asked}");
+}
