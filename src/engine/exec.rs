@@ -467,7 +467,7 @@ impl<H: HttpClient> Turn<'_, H> {
                 self.state.retries += 1;
                 if self.state.retries <= validation.max_retries {
                     self.sends.push(Outgoing::Text {
-                        body: render(&prompt, &self.ctx.variables),
+                        body: cut(&render(&prompt, &self.ctx.variables), TEXT_BODY_MAX),
                     });
                     // The error alone would leave the customer without the buttons or
                     // the list to answer with: ask again after it.
@@ -551,7 +551,7 @@ impl<H: HttpClient> Turn<'_, H> {
         if let NodeKind::Question(q) = &node.kind {
             if let Some(message) = &q.timeout_message {
                 self.sends.push(Outgoing::Text {
-                    body: render(message, &self.ctx.variables),
+                    body: cut(&render(message, &self.ctx.variables), TEXT_BODY_MAX),
                 });
             }
         }

@@ -974,3 +974,33 @@ fn skip_words_are_recognised_in_any_case_and_nothing_else_is() {
         assert!(!wabot::engine::is_skip_word(text), "{text}");
     }
 }
+
+/// Found by the `engine_turns` fuzz target (docs/fuzzing.md): a validation error
+/// prompt and a timeout message were sent uncut, and Meta refuses a text over 4,096
+/// characters (the send fails for good and the customer hears nothing).
+#[tokio::test]
+async fn long_retry_prompts_and_timeout_messages_are_cut_to_metas_text_limit() {
+    let mut doc = read_json(&fixture("order-status.json"));
+    let long = "ü".repeat(6000);
+    for node in doc["nodes"].as_array_mut().unwrap() {
+        let data = &mut node["data"];
+        if data.get("validation").is_some() {
+            data["validation"]["errorMessage"] = json!(long);
+            data["timeoutMessage"] = json!(long);
+        }
+    }
+    let limit = wabot::engine::limits::TEXT_BODY_MAX;
+    let mut chat = Chat::new(&doc);
+    chat.start().await;
+    let retry = chat.say("not an email").await;
+    assert_eq!(retry.len(), 1);
+    chat.now += Duration::seconds(601);
+    let timeout = chat.event(Event::WaitTimedOut).await;
+    assert!(!timeout.is_empty());
+    for body in bodies(&retry).iter().chain(&bodies(&timeout)) {
+        let chars = body.chars().count();
+        assert!(chars <= limit, "a text of {chars} characters");
+    }
+    assert_eq!(bodies(&retry)[0].chars().count(), limit);
+    assert_eq!(bodies(&timeout)[0].chars().count(), limit);
+}
