@@ -17,8 +17,12 @@ use crate::worker::sender::SendSink;
 use crate::worker::turns::TurnSink;
 use crate::worker::{AppContext, Leases};
 
-/// How often the monitor samples and reports.
-pub const EVERY: Duration = Duration::from_secs(5);
+/// How often the monitor samples and reports: every ten poll intervals, at most
+/// every 5 s (the default poll interval of 500 ms gives 5 s).
+pub fn every(ctx: &AppContext) -> Duration {
+    (Duration::from_millis(ctx.config.worker.poll_interval_ms.max(10)) * 10)
+        .min(Duration::from_secs(5))
+}
 
 /// What the monitor looks at.
 pub struct Watched {
@@ -28,7 +32,7 @@ pub struct Watched {
     pub sends: SendSink,
 }
 
-/// Samples and reports every [`EVERY`] until `stop`.
+/// Samples and reports every [`every`] until `stop`.
 pub async fn run(ctx: Arc<AppContext>, watched: Watched, stop: CancellationToken) {
     let started_at = Utc::now();
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -36,6 +40,7 @@ pub async fn run(ctx: Arc<AppContext>, watched: Watched, stop: CancellationToken
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty());
     metrics::sending_held(false);
+    let every = every(&ctx);
     loop {
         sample(&ctx, &watched).await;
         let row = ProcessRow {
@@ -52,7 +57,7 @@ pub async fn run(ctx: Arc<AppContext>, watched: Watched, stop: CancellationToken
             tracing::debug!(error = %e, "cannot report this process in wabot_processes");
         }
         tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
     }

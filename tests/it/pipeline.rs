@@ -180,6 +180,15 @@ async fn a_drain_sends_what_was_committed() {
         "the drain sent the replies: {accepted:?}"
     );
     assert_eq!(accepted.len(), 2);
+    // The process signed off: `wabot status` shows it stopped, holding nothing.
+    let (stopped, leases): (bool, i32) = sqlx::query_as(
+        "SELECT stopped_at IS NOT NULL, turn_leases + send_leases FROM wabot_processes",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(stopped);
+    assert_eq!(leases, 0);
     let open: i64 = sqlx::query_scalar("SELECT count(*) FROM send_jobs WHERE done_at IS NULL")
         .fetch_one(&pool)
         .await

@@ -419,6 +419,11 @@ async fn an_expired_token_holds_every_reply_until_the_token_changes() {
         .await
         .unwrap();
     assert_eq!(pending, 1, "the reply waits, neither failed nor lost");
+    // `wabot status` reads the hold and its reason from the process's heartbeat;
+    // the reason never carries the token.
+    let hold = held_reason(&engine.app.pool, true).await.expect("a hold");
+    assert!(hold.contains("190"), "{hold}");
+    assert!(!hold.contains(crate::helpers::ACCESS_TOKEN), "{hold}");
 
     // The operator stores the new token (WhatsApp Builder's settings page does this).
     insert(
@@ -436,4 +441,27 @@ async fn an_expired_token_holds_every_reply_until_the_token_changes() {
     .unwrap();
     let r = engine.replies(0, 1).await;
     assert_eq!(r[0].text(), Some("Say something"));
+    assert_eq!(held_reason(&engine.app.pool, false).await, None);
+}
+
+/// Waits until this database's one process reports a send hold (`held`) or none,
+/// and returns the reason.
+async fn held_reason(pool: &sqlx::PgPool, held: bool) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let hold: Option<Option<String>> =
+            sqlx::query_scalar("SELECT send_hold FROM wabot_processes")
+                .fetch_optional(pool)
+                .await
+                .unwrap();
+        let hold = hold.flatten();
+        if hold.is_some() == held {
+            return hold;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the process never reported held = {held}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
