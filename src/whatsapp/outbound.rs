@@ -13,6 +13,20 @@ pub use super::limits;
 /// Cuts text to at most `max` characters, at a character boundary.
 pub use crate::text::truncate_chars as truncate;
 
+/// The send body's field Meta echoes in the message's status webhooks (at most 512
+/// characters).
+pub const CALLBACK_DATA: &str = "biz_opaque_callback_data";
+
+/// wabot's callback data for its outbound message `message_id`.
+pub fn callback_data(message_id: uuid::Uuid) -> String {
+    format!("wabot:{message_id}")
+}
+
+/// The outbound message a status's callback data names, when wabot wrote it.
+pub fn message_of_callback(data: &str) -> Option<uuid::Uuid> {
+    data.strip_prefix("wabot:")?.parse().ok()
+}
+
 /// The complete Graph API body that sends `msg` to `to`.
 pub fn graph_body(to: &str, msg: &Outgoing) -> Value {
     let mut body = json!({

@@ -719,6 +719,21 @@ impl Shared {
                     if self.pause(wait).await {
                         return;
                     }
+                    // A call that timed out may have been accepted: Meta's `sent`
+                    // status (it carries the message's callback data) then finished
+                    // the job, and it must not go out twice.
+                    let token = job.token.as_deref().unwrap_or_default();
+                    let lease = self.sender.options.lease;
+                    match outbox::renew(&self.sender.pool, job.id, token, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(message_id = %job.message_id, "not sent again: the job was finished meanwhile (Meta confirmed it) or taken over");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot check the send job before its retry")
+                        }
+                    }
                 }
                 Ok(SendOutcome::Held) => {}
                 Ok(outcome) => {

@@ -803,14 +803,21 @@ pub fn outbound_row(
     msg: &engine::Outgoing,
 ) -> OutboundRow {
     let (kind, content) = message_content(msg);
+    let message_id = Uuid::new_v4();
+    let mut body = outbound::graph_body(recipient, msg);
+    // Meta echoes it in every status webhook of the message: a `sent` that arrives
+    // for a send whose outcome was never recorded (the process died during the call,
+    // or the call timed out after Meta accepted it) finishes the job instead of a
+    // second send.
+    body[outbound::CALLBACK_DATA] = Value::String(outbound::callback_data(message_id));
     OutboundRow {
-        message_id: Uuid::new_v4(),
+        message_id,
         conversation_id,
         sender_user_id: business_user_id,
         recipient: recipient.to_owned(),
         kind,
         content,
-        body: outbound::graph_body(recipient, msg),
+        body,
     }
 }
 

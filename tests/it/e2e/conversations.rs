@@ -15,8 +15,28 @@ async fn the_sample_support_bot_answers_a_button_and_completes_then_starts_again
     engine.say(text("wamid.IN1", "hello")).await;
     let replies = engine.replies(0, 2).await;
     assert_eq!(replies[0].to(), Some(CUSTOMER));
+    // Every send names its outbound message in the callback data Meta echoes in the
+    // message's statuses.
+    let mut first = replies[0].body.clone();
+    let callback = first
+        .as_object_mut()
+        .and_then(|b| b.remove("biz_opaque_callback_data"))
+        .expect("callback data");
+    let message_id = callback
+        .as_str()
+        .and_then(|c| c.strip_prefix("wabot:"))
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE id::text = $1")
+        .bind(message_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
     assert_eq!(
-        replies[0].body,
+        stored, 1,
+        "the callback data names the stored outbound message"
+    );
+    assert_eq!(
+        first,
         json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": CUSTOMER,
                "type": "text", "text": {"body": "Hi! Welcome to the Corner Bakery help line.", "preview_url": false}})
     );
