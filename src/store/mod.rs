@@ -14,6 +14,8 @@ pub mod datasources;
 pub mod flows;
 pub mod ingest;
 pub mod outbox;
+pub mod replay;
+pub mod retention;
 pub mod statuses;
 pub mod turns;
 pub mod whatsapp_config;

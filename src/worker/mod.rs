@@ -20,6 +20,7 @@
 pub mod ingest;
 pub mod rate_limit;
 pub mod recovery;
+pub mod retention;
 pub mod sender;
 pub mod turns;
 
