@@ -30,6 +30,7 @@ pub mod datasource;
 pub mod egress;
 pub mod engine;
 pub mod http;
+pub mod replay;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
