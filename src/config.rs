@@ -794,8 +794,7 @@ mod tests {
         let c = Config::load_from(None, &env(&[("WABOT_RETENTION_DAYS", "0")])).unwrap();
         assert_eq!(c.retention.days, 0);
         for bad in ["-1", "seven", "99999"] {
-            let err =
-                Config::load_from(None, &env(&[("WABOT_RETENTION_DAYS", bad)])).unwrap_err();
+            let err = Config::load_from(None, &env(&[("WABOT_RETENTION_DAYS", bad)])).unwrap_err();
             assert!(err.to_string().contains("WABOT_RETENTION_DAYS"), "{err}");
         }
     }

@@ -30,7 +30,7 @@ use crate::engine::{
     self, compile::choose_chatbot, CompiledChatbot, Context, Customer, EngineLimits, Event,
     HttpClient, HttpError, HttpRequest, HttpResponse, Inbound,
 };
-use crate::store::ingest::{self, IngestError, InboundRow, WebhookRows};
+use crate::store::ingest::{self, InboundRow, IngestError, WebhookRows};
 use crate::store::replay::{self as stored, EventFilter, StoredEvent, StoredMessage};
 use crate::whatsapp::webhook::Envelope;
 use crate::worker::turns::{inbound_from_meta, message_content};
@@ -63,12 +63,19 @@ async fn next_page(
     read: &mut u64,
     unreadable: &mut u64,
 ) -> Result<Option<Vec<Replayed>>, sqlx::Error> {
-    let left = selection.limit.map_or(PAGE as u64, |l| l.saturating_sub(*read));
+    let left = selection
+        .limit
+        .map_or(PAGE as u64, |l| l.saturating_sub(*read));
     if left == 0 {
         return Ok(None);
     }
-    let events = stored::events_page(pool, &selection.filter, *after, left.min(PAGE as u64) as i64)
-        .await?;
+    let events = stored::events_page(
+        pool,
+        &selection.filter,
+        *after,
+        left.min(PAGE as u64) as i64,
+    )
+    .await?;
     if events.is_empty() {
         return Ok(None);
     }
@@ -169,7 +176,8 @@ pub async fn into_database(
 fn add(summary: &mut IngestSummary, rows: &[WebhookRows], outcome: &ingest::BatchOutcome) {
     for (w, o) in rows.iter().zip(&outcome.webhooks) {
         summary.messages_new += u64::from(o.messages_new);
-        summary.messages_duplicate += (w.messages.len() as u64).saturating_sub(o.messages_new.into());
+        summary.messages_duplicate +=
+            (w.messages.len() as u64).saturating_sub(o.messages_new.into());
         summary.statuses_new += u64::from(o.statuses_new);
         summary.statuses_duplicate +=
             (w.statuses.len() as u64).saturating_sub(o.statuses_new.into());
@@ -269,8 +277,7 @@ pub async fn dry_run(
     )
     .await?
     {
-        for Replayed { event_id, rows } in page
-        {
+        for Replayed { event_id, rows } in page {
             for m in rows.messages {
                 if !m.turn || !seen.insert(m.wamid.clone()) {
                     continue;
@@ -393,13 +400,7 @@ type Step = (Vec<Reply>, Vec<String>);
 
 impl<H: HttpClient + Refusals> Simulation<'_, H> {
     fn start(&self, customer: &Customer) -> Context {
-        Context::start(
-            Uuid::new_v4(),
-            Uuid::nil(),
-            Uuid::nil(),
-            self.bot,
-            customer,
-        )
+        Context::start(Uuid::new_v4(), Uuid::nil(), Uuid::nil(), self.bot, customer)
     }
 
     /// Delivers the wait's timeout when its deadline is at or before `at`.
@@ -434,7 +435,10 @@ impl<H: HttpClient + Refusals> Simulation<'_, H> {
             list_row_id,
         } = &event
         else {
-            return (Vec::new(), vec!["no active context: nothing runs".to_owned()]);
+            return (
+                Vec::new(),
+                vec!["no active context: nothing runs".to_owned()],
+            );
         };
         let typed = button_id.is_none() && list_row_id.is_none();
         if typed && text.as_deref().is_some_and(engine::is_skip_word) {

@@ -227,9 +227,13 @@ fn print_exchange(e: &Exchange) {
             println!("    {label}: (nothing)");
         }
         for (i, r) in replies.iter().enumerate() {
-            let label = if i == 0 { label } else { "    " };
             let timeout = if r.after_timeout { "(timeout) " } else { "" };
-            println!("    {label}: {timeout}{}", indent(&r.text));
+            let text = indent(&r.text);
+            if i == 0 {
+                println!("    {label}: {timeout}{text}");
+            } else {
+                println!("          {timeout}{text}");
+            }
         }
     };
     lines("new ", &e.new);
@@ -298,7 +302,9 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(
-            parse_when("2026-12-01T08:30:00+01:00", now).unwrap().to_rfc3339(),
+            parse_when("2026-12-01T08:30:00+01:00", now)
+                .unwrap()
+                .to_rfc3339(),
             "2026-12-01T07:30:00+00:00"
         );
         assert_eq!(
@@ -313,7 +319,15 @@ mod tests {
             parse_when("90m", now).unwrap().to_rfc3339(),
             "2026-12-03T10:30:00+00:00"
         );
-        for bad in ["", "yesterday", "7", "h", "-3d", "3 days", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "yesterday",
+            "7",
+            "h",
+            "-3d",
+            "3 days",
+            "99999999999999999999d",
+        ] {
             assert!(parse_when(bad, now).is_err(), "{bad}");
         }
         assert!(parse_when("9999999999999w", now).is_err());

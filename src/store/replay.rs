@@ -75,8 +75,10 @@ pub struct StoredMessage {
 }
 
 /// The messages of the conversation between `business` (its phone_number_id) and
-/// `customer` (a wa_id) from `since` on, in timestamp order; empty when there is no
-/// such conversation.
+/// `customer` (a wa_id) from `since` on, in the order they were stored (Meta's
+/// timestamps have whole seconds only: a customer who answers within the second
+/// of a reply would otherwise sort before it); empty when there is no such
+/// conversation.
 pub async fn conversation_messages(
     pool: &PgPool,
     business: &str,
@@ -91,7 +93,7 @@ pub async fn conversation_messages(
          LEFT JOIN users u ON u.id = m.\"senderId\" \
          WHERE k.business_phone_number_id = $1 AND k.customer_wa_id = $2 \
            AND m.\"timestamp\" >= $3 \
-         ORDER BY m.\"timestamp\", m.\"createdAt\", m.id",
+         ORDER BY m.\"createdAt\", m.\"timestamp\", m.id",
     )
     .bind(business)
     .bind(customer)
@@ -100,13 +102,15 @@ pub async fn conversation_messages(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(wamid, outbound, kind, content, status, at)| StoredMessage {
-            wamid,
-            outbound,
-            kind,
-            content,
-            status,
-            at,
-        })
+        .map(
+            |(wamid, outbound, kind, content, status, at)| StoredMessage {
+                wamid,
+                outbound,
+                kind,
+                content,
+                status,
+                at,
+            },
+        )
         .collect())
 }
