@@ -247,20 +247,34 @@ impl DryRunReport {
     }
 }
 
-/// Runs the selected conversations through `bot` alone; writes nothing. `metadata`
-/// is the chatbot document's (its trigger keywords decide whether it starts, as
-/// for the daemon). `end` is where the replayed range ends (for waits that ran out
-/// after the last message).
+/// The chatbot a dry run answers with, and how.
+#[derive(Clone, Copy)]
+pub struct DryRun<'a> {
+    pub bot: &'a CompiledChatbot,
+    /// The chatbot document's metadata: its trigger keywords decide whether it
+    /// starts, as for the daemon.
+    pub metadata: Option<&'a Value>,
+    pub limits: &'a EngineLimits,
+    pub http: &'a DryRunHttp,
+    /// Where the replayed range ends (for waits that ran out after the last
+    /// message).
+    pub end: DateTime<Utc>,
+}
+
+/// Runs the selected conversations through the chatbot alone; writes nothing.
 pub async fn dry_run(
     pool: &PgPool,
     selection: &Selection,
     served: Option<&str>,
-    bot: &CompiledChatbot,
-    metadata: Option<&Value>,
-    limits: &EngineLimits,
-    http: &DryRunHttp,
-    end: DateTime<Utc>,
+    run: &DryRun<'_>,
 ) -> Result<DryRunReport, sqlx::Error> {
+    let DryRun {
+        bot,
+        metadata,
+        limits,
+        http,
+        end,
+    } = *run;
     let mut report = DryRunReport::default();
     // Each customer's messages in the order received, a wamid once (Meta redelivers).
     let mut order: Vec<(String, String)> = Vec::new();

@@ -11,7 +11,7 @@ use clap::Args;
 use crate::config::Config;
 use crate::credentials::CredentialStore;
 use crate::engine::{compile, EngineLimits};
-use crate::replay::{self, DryRunHttp, DryRunReport, Exchange, IngestSummary, Selection};
+use crate::replay::{self, DryRun, DryRunHttp, DryRunReport, Exchange, IngestSummary, Selection};
 use crate::store;
 use crate::store::ingest::PHONE_MAX_CHARS;
 use crate::store::replay::EventFilter;
@@ -129,17 +129,14 @@ pub async fn run(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode> {
         DryRunHttp::Refuse
     };
     let limits = EngineLimits::from_config(&config.engine, config.datasource.max_timeout_ms);
-    let report = replay::dry_run(
-        &pool,
-        &selection,
-        served,
-        &bot,
-        metadata.as_ref(),
-        &limits,
-        &http,
-        until.unwrap_or(now),
-    )
-    .await?;
+    let run = DryRun {
+        bot: &bot,
+        metadata: metadata.as_ref(),
+        limits: &limits,
+        http: &http,
+        end: until.unwrap_or(now),
+    };
+    let report = replay::dry_run(&pool, &selection, served, &run).await?;
     if args.json {
         for exchange in &report.exchanges {
             let mut line = serde_json::to_value(exchange)?;

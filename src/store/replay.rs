@@ -85,7 +85,8 @@ pub async fn conversation_messages(
     customer: &str,
     since: DateTime<Utc>,
 ) -> Result<Vec<StoredMessage>, sqlx::Error> {
-    let rows: Vec<(Option<String>, bool, String, Value, String, DateTime<Utc>)> = sqlx::query_as(
+    type Row = (Option<String>, bool, String, Value, String, DateTime<Utc>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT m.content ->> 'whatsappMessageId', u.\"phoneNumber\" IS DISTINCT FROM $2, \
                 m.type::text, m.content, m.status::text, m.\"timestamp\" \
          FROM conversation_keys k \

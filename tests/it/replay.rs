@@ -443,3 +443,81 @@ fn stdout(out: &Output) -> String {
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+#[tokio::test]
+async fn a_dry_run_times_out_a_wait_whose_deadline_passed_before_the_next_message() {
+    // Stored traffic only (no daemon answered): an hour between two messages.
+    let app = crate::helpers::spawn_app().await;
+    let start = now_secs() - 3600;
+    for (wamid, body, at) in [
+        ("wamid.T1", "hello", start),
+        ("wamid.T2", "hello again", start + 3540),
+    ] {
+        let webhook = messages_webhook(
+            CUSTOMER,
+            "Ayşe",
+            vec![crate::webhook::text(CUSTOMER, wamid, body, at)],
+        );
+        assert_eq!(app.post_webhook(&webhook).await.status(), 200);
+    }
+    let bot = json!({"name": "Patient", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "Start"}},
+        {"id": "q", "type": "question", "data": {"label": "Q", "questionType": "text",
+            "content": "Your name?", "variable": "name", "timeoutSeconds": 60}},
+        {"id": "late", "type": "message", "data": {"label": "Late", "content": "Are you still there?"}},
+        {"id": "thanks", "type": "message", "data": {"label": "Thanks", "content": "Thanks, {{name}}!"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "q"},
+        {"id": "e2", "source": "q", "target": "thanks"},
+        {"id": "e3", "source": "q", "target": "late", "sourceHandle": "timeout"}
+    ]});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("patient.json");
+    std::fs::write(&file, bot.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wabot"))
+        .args([
+            "replay",
+            "--dry-run",
+            "--json",
+            "--chatbot",
+            file.to_str().unwrap(),
+        ])
+        .env("DATABASE_URL", &app.config.database_url)
+        .env("WABOT_PHONE_NUMBER_ID", PHONE_NUMBER_ID)
+        .env("WABOT_LOG_FILTER", "error")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    // The first message starts the chatbot; its wait runs out long before the
+    // second one, which then starts it again.
+    let first = &lines[0];
+    assert_eq!(first["new"][0]["text"], "Your name?");
+    assert_eq!(first["new"][1]["text"], "Are you still there?");
+    assert_eq!(first["new"][1]["after_timeout"], true);
+    assert!(
+        first["notes"]
+            .to_string()
+            .contains("the wait at node `q` ran out"),
+        "{first}"
+    );
+    assert_eq!(first["then"], json!([]), "nothing was answered then");
+    assert_eq!(first["same"], false);
+    let second = &lines[1];
+    assert_eq!(second["sent"], "hello again");
+    // Its wait ran out too, by the end of the range (now).
+    assert_eq!(
+        second["new"],
+        json!([{"kind": "text", "text": "Your name?"},
+               {"kind": "text", "text": "Are you still there?", "after_timeout": true}])
+    );
+    // Nothing was written: no context, no job beyond ingest's own.
+    assert_eq!(
+        crate::webhook::count(&app.pool, "conversation_contexts").await,
+        0
+    );
+}
