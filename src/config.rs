@@ -36,6 +36,7 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub datasource: DataSourceConfig,
     pub log: LogConfig,
+    pub retention: RetentionConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -51,6 +52,7 @@ impl std::fmt::Debug for Config {
             .field("flows", &self.flows)
             .field("datasource", &self.datasource)
             .field("log", &self.log)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -217,6 +219,26 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// How long the raw records (`webhook_events`, `webhook_unreadable`,
+/// `wabot_turn_log`) are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// `WABOT_RETENTION_DAYS`: raw records older than this are purged by the
+    /// maintenance task, in small batches; 0 keeps them for ever. The default, 7,
+    /// is Meta's own redelivery horizon.
+    pub days: u32,
+}
+
+/// The longest retention accepted (a century): an age past it is a typo.
+pub const RETENTION_MAX_DAYS: u32 = 36_500;
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { days: 7 }
+    }
+}
+
 /// A configuration value that is not acceptable, with the key that holds it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -254,6 +276,7 @@ impl Default for Config {
             flows: FlowsConfig::default(),
             datasource: DataSourceConfig::default(),
             log: LogConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -543,6 +566,7 @@ impl Config {
         if let Some(v) = get("WABOT_LOG_FILTER") {
             self.log.filter = v.clone();
         }
+        set_parsed(env, "WABOT_RETENTION_DAYS", &mut self.retention.days)?;
         Ok(())
     }
 
@@ -626,6 +650,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "WABOT_FLOWS_ENDPOINT_PATH",
                 "must be an absolute path other than /webhook",
+            ));
+        }
+        if self.retention.days > RETENTION_MAX_DAYS {
+            return Err(ConfigError::invalid(
+                "WABOT_RETENTION_DAYS",
+                format!("must be at most {RETENTION_MAX_DAYS} (0 keeps raw records for ever)"),
             ));
         }
         Ok(())
@@ -767,5 +797,17 @@ mod tests {
         assert_eq!((s.body_timeout_secs, s.request_timeout_secs), (6, 7));
         let err = Config::load_from(None, &env(&[("WABOT_MAX_CONNECTIONS", "0")])).unwrap_err();
         assert!(err.to_string().contains("WABOT_MAX_CONNECTIONS"), "{err}");
+    }
+
+    #[test]
+    fn retention_days_default_to_seven_and_are_checked() {
+        let c = Config::load_from(None, &env(&[])).unwrap();
+        assert_eq!(c.retention.days, 7);
+        let c = Config::load_from(None, &env(&[("WABOT_RETENTION_DAYS", "0")])).unwrap();
+        assert_eq!(c.retention.days, 0);
+        for bad in ["-1", "seven", "99999"] {
+            let err = Config::load_from(None, &env(&[("WABOT_RETENTION_DAYS", bad)])).unwrap_err();
+            assert!(err.to_string().contains("WABOT_RETENTION_DAYS"), "{err}");
+        }
     }
 }

@@ -31,6 +31,7 @@ pub mod egress;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod replay;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -4,6 +4,7 @@ mod chatbot;
 mod datasource;
 mod flows;
 mod migrate;
+mod replay;
 mod serve;
 mod simulate;
 
@@ -57,6 +58,10 @@ pub enum Command {
     /// Data source connections: `test ID [--input JSON]` resolves one and prints its items.
     #[command(subcommand)]
     Connection(datasource::ConnectionCommand),
+    /// Feed stored webhooks through ingest again (idempotent), or with `--dry-run
+    /// --chatbot FILE` through the engine alone to compare a chatbot's answers with
+    /// the ones that were sent.
+    Replay(replay::ReplayArgs),
 }
 
 /// Parses the command line and runs it; the process's exit code.
@@ -89,6 +94,7 @@ pub fn main() -> ExitCode {
             Command::Flows(cmd) => flows::run(&config, cmd),
             Command::Datasource(cmd) => datasource::run_source(config, cmd).await,
             Command::Connection(cmd) => datasource::run_connection(config, cmd).await,
+            Command::Replay(args) => replay::run(config, args).await,
         }
     });
     match result {

@@ -15,6 +15,8 @@ pub mod flows;
 pub mod ingest;
 pub mod monitor;
 pub mod outbox;
+pub mod replay;
+pub mod retention;
 pub mod statuses;
 pub mod turns;
 pub mod whatsapp_config;

@@ -32,7 +32,10 @@ pub struct StatusRow {
     pub recipient_id: Option<String>,
     /// Meta's errors, `[{code, title, message, details}]`.
     pub errors: Value,
-    pub raw: Value,
+    /// What Meta's status object holds beyond the columns above (its conversation
+    /// and pricing objects, biz_opaque_callback_data, a payment's details), `None`
+    /// when nothing: the whole object stays in `webhook_events` until retention.
+    pub extra: Option<Value>,
 }
 
 /// What became of one reported status.
@@ -94,17 +97,17 @@ pub async fn record_batch(
     let times: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.meta_timestamp).collect();
     let recipients: Vec<Option<&str>> = rows.iter().map(|r| r.recipient_id.as_deref()).collect();
     let errors: Vec<&Value> = rows.iter().map(|r| &r.errors).collect();
-    let raws: Vec<&Value> = rows.iter().map(|r| &r.raw).collect();
+    let extras: Vec<Option<&Value>> = rows.iter().map(|r| r.extra.as_ref()).collect();
     let message_ids: Vec<Option<Uuid>> = rows
         .iter()
         .map(|r| messages.get(&r.wamid).copied())
         .collect();
     let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO message_statuses \
-            (wamid, status, meta_timestamp, recipient_id, errors, raw, message_id, applied_at) \
-         SELECT w, st, ts, r, e, raw, m, CASE WHEN m IS NULL THEN NULL ELSE now() END \
+            (wamid, status, meta_timestamp, recipient_id, errors, extra, message_id, applied_at) \
+         SELECT w, st, ts, r, e, x, m, CASE WHEN m IS NULL THEN NULL ELSE now() END \
          FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[], \
-                     $6::jsonb[], $7::uuid[]) AS u(w, st, ts, r, e, raw, m) \
+                     $6::jsonb[], $7::uuid[]) AS u(w, st, ts, r, e, x, m) \
          ON CONFLICT DO NOTHING RETURNING wamid, status",
     )
     .bind(&wamids)
@@ -112,7 +115,7 @@ pub async fn record_batch(
     .bind(&times)
     .bind(&recipients)
     .bind(&errors)
-    .bind(&raws)
+    .bind(&extras)
     .bind(&message_ids)
     .fetch_all(&mut *conn)
     .await?;

@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod monitor;
 pub mod rate_limit;
 pub mod recovery;
+pub mod retention;
 pub mod sender;
 pub mod turns;
 

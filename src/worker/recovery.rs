@@ -107,5 +107,6 @@ pub async fn maintain(ctx: Arc<AppContext>, stop: CancellationToken) {
             Ok(n) => tracing::debug!(jobs = n, "purged finished jobs"),
             Err(e) => tracing::warn!(error = %e, "queue maintenance failed"),
         }
+        crate::worker::retention::purge_expired(&ctx.pool, &ctx.config.retention, &stop).await;
     }
 }

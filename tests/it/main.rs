@@ -15,6 +15,8 @@ mod flows;
 mod flows_support;
 mod graph_version;
 mod pipeline;
+mod replay;
+mod retention;
 mod schema;
 mod secrets;
 mod sender;

@@ -59,6 +59,10 @@ pub struct WebhookRows {
     /// `value.errors[]` of every change, with the change's metadata.
     pub errors: Value,
     pub errors_count: u32,
+    /// `Some(id)` when these rows are read again from the stored `webhook_events`
+    /// row `id` (`wabot replay`): no second raw event is inserted, and the
+    /// outcome's `event_id` is that row's.
+    pub replay_of: Option<i64>,
 }
 
 /// One inbound message, ready to store.
@@ -260,9 +264,22 @@ async fn store_batch(
         }
     }
 
-    let ids = insert_events(conn, batch, &outcomes).await?;
-    for (outcome, id) in outcomes.iter_mut().zip(ids) {
-        outcome.event_id = id;
+    // Replayed webhooks keep the event they were read from; only new ones get a row.
+    let fresh: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].replay_of.is_none())
+        .collect();
+    if !fresh.is_empty() {
+        let rows: Vec<&WebhookRows> = fresh.iter().map(|&i| &batch[i]).collect();
+        let counts: Vec<&IngestOutcome> = fresh.iter().map(|&i| &outcomes[i]).collect();
+        let ids = insert_events(conn, &rows, &counts).await?;
+        for (&i, id) in fresh.iter().zip(ids) {
+            outcomes[i].event_id = id;
+        }
+    }
+    for (outcome, webhook) in outcomes.iter_mut().zip(batch) {
+        if let Some(id) = webhook.replay_of {
+            outcome.event_id = id;
+        }
     }
     Ok(BatchOutcome {
         webhooks: outcomes,
@@ -629,8 +646,8 @@ async fn update_conversations(
 /// One `webhook_events` row per webhook, in order; their ids.
 async fn insert_events(
     conn: &mut PgConnection,
-    batch: &[WebhookRows],
-    outcomes: &[IngestOutcome],
+    batch: &[&WebhookRows],
+    outcomes: &[&IngestOutcome],
 ) -> Result<Vec<i64>, sqlx::Error> {
     let received: Vec<DateTime<Utc>> = batch.iter().map(|w| w.received_at).collect();
     let objects: Vec<Option<&str>> = batch.iter().map(|w| w.object.as_deref()).collect();

@@ -240,6 +240,21 @@ fn clone_error(e: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Protocol(e.to_string())
 }
 
+/// The keys of Meta's status object that `StatusRow`'s columns already hold.
+const STATUS_COLUMNS: [&str; 5] = ["id", "status", "timestamp", "recipient_id", "errors"];
+
+/// Meta's status object without what the typed columns hold; `None` when nothing
+/// is left (a `read` status usually).
+fn status_extra(raw: &Value) -> Option<Value> {
+    let map = raw.as_object()?;
+    let rest: serde_json::Map<String, Value> = map
+        .iter()
+        .filter(|(k, _)| !STATUS_COLUMNS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!rest.is_empty()).then_some(Value::Object(rest))
+}
+
 /// Whether `id` can be a business number's phone_number_id: Meta's are digits. A
 /// JSON number Meta never sends (`1e30`, read leniently as "1e+30") is refused;
 /// placeholder ids of sample payloads (`PHONE_NUMBER_ID`) are kept as they are.
@@ -270,6 +285,7 @@ pub fn rows(
         statuses_skipped: 0,
         errors: Value::Array(Vec::new()),
         errors_count: 0,
+        replay_of: None,
     };
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
     let mut errors = Vec::new();
@@ -359,7 +375,7 @@ pub fn rows(
                     .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
                 recipient_id: status.recipient_id.clone(),
                 errors: content::errors_json(&status.errors),
-                raw: status.raw.clone(),
+                extra: status_extra(&status.raw),
             });
         }
         if !value.errors.is_empty() {

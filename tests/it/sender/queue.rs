@@ -301,7 +301,7 @@ async fn a_status_reported_before_the_wamid_was_stored_is_applied_when_it_is() {
     let ids = s.enqueue(conversation, &to, &texts("erken", 1)).await;
     // Meta's `delivered` webhook wins the race against the sender's own record.
     let wamid = s.graph.next_wamid();
-    sqlx::query("INSERT INTO message_statuses (wamid, status, raw) VALUES ($1, 'delivered', '{}')")
+    sqlx::query("INSERT INTO message_statuses (wamid, status) VALUES ($1, 'delivered')")
         .bind(&wamid)
         .execute(&s.pool)
         .await

@@ -1,0 +1,103 @@
+//! Retention of the raw records: `webhook_events`, `webhook_unreadable` and
+//! `wabot_turn_log` rows older than `WABOT_RETENTION_DAYS` are deleted in batches
+//! of at most [`BATCH`] rows, each its own short statement, with a pause between,
+//! so a backlog never holds up ingest or the queues. Run by maintenance
+//! (`recovery::maintain`); several processes may run it at once.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RetentionConfig;
+use crate::store::retention::{self, Purged};
+
+/// The most rows one statement deletes.
+pub const BATCH: i64 = 1000;
+/// The pause between two statements.
+const PAUSE: Duration = Duration::from_millis(50);
+/// The most statements per table in one round: a large backlog (retention turned
+/// on for an old database) is worked off over several rounds, and the rest of
+/// maintenance keeps its cadence.
+const ROUND: usize = 100;
+
+/// What one round purged, per table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub webhook_events: u64,
+    pub webhook_unreadable: u64,
+    pub turn_log: u64,
+    /// Whether a table still had rows past the age when the round ended (the
+    /// round's cap, or `stop`).
+    pub more: bool,
+}
+
+impl PurgeReport {
+    pub fn total(&self) -> u64 {
+        self.webhook_events + self.webhook_unreadable + self.turn_log
+    }
+
+    fn add(&mut self, table: Purged, n: u64) {
+        match table {
+            Purged::WebhookEvents => self.webhook_events += n,
+            Purged::WebhookUnreadable => self.webhook_unreadable += n,
+            Purged::TurnLog => self.turn_log += n,
+        }
+    }
+}
+
+/// One round: purges what is older than the retention age (nothing when it is 0),
+/// until done, the round's cap, or `stop`. A database error ends the round with a
+/// warning; the next round tries again.
+pub async fn purge_expired(
+    pool: &PgPool,
+    config: &RetentionConfig,
+    stop: &CancellationToken,
+) -> PurgeReport {
+    let mut report = PurgeReport::default();
+    if config.days == 0 {
+        return report;
+    }
+    let before = Utc::now() - chrono::Duration::days(i64::from(config.days));
+    for table in Purged::ALL {
+        let mut statements = 0;
+        loop {
+            if stop.is_cancelled() {
+                report.more = true;
+                return report;
+            }
+            let n = match retention::purge_batch(pool, table, before, BATCH).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, table = table.table(), "retention purge failed");
+                    return report;
+                }
+            };
+            report.add(table, n);
+            statements += 1;
+            if n < BATCH as u64 {
+                break;
+            }
+            if statements >= ROUND {
+                report.more = true;
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PAUSE) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+    if report.total() > 0 {
+        tracing::info!(
+            webhook_events = report.webhook_events,
+            webhook_unreadable = report.webhook_unreadable,
+            turn_log = report.turn_log,
+            more = report.more,
+            days = config.days,
+            "purged raw records past the retention age"
+        );
+    }
+    report
+}
