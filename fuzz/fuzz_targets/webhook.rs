@@ -88,7 +88,9 @@ fuzz_target!(|data: &[u8]| {
     for s in &stored.statuses {
         assert!(s.wamid.chars().count() <= ingest::WAMID_MAX_CHARS && !s.wamid.is_empty());
         wabot_fuzz::check_storable(&s.errors, "message_statuses.errors");
-        wabot_fuzz::check_storable(&s.raw, "message_statuses.raw");
+        if let Some(extra) = &s.extra {
+            wabot_fuzz::check_storable(extra, "message_statuses.extra");
+        }
     }
     wabot_fuzz::check_storable(&stored.errors, "webhook_events.errors");
 });
