@@ -176,7 +176,14 @@ async fn messages(State(fake): State<Arc<FakeGraph>>, body: Bytes) -> Json<Value
     }
     if fake.status_options.enabled {
         fake.statuses.pending.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(post_statuses(fake.clone(), wamid.clone(), to.clone()));
+        // Meta echoes the send's callback data in every status of the message.
+        let callback = body["biz_opaque_callback_data"].as_str().map(str::to_owned);
+        tokio::spawn(post_statuses(
+            fake.clone(),
+            wamid.clone(),
+            to.clone(),
+            callback,
+        ));
     }
     Json(json!({"messaging_product": "whatsapp",
                 "contacts": [{"input": to, "wa_id": to}],
@@ -184,7 +191,7 @@ async fn messages(State(fake): State<Arc<FakeGraph>>, body: Bytes) -> Json<Value
 }
 
 /// `sent` now, `delivered` after the delay, `read` after the delay again.
-async fn post_statuses(fake: Arc<FakeGraph>, wamid: String, to: String) {
+async fn post_statuses(fake: Arc<FakeGraph>, wamid: String, to: String, callback: Option<String>) {
     let delay = fake.status_options.delay;
     for (k, status) in ["sent", "delivered", "read"].into_iter().enumerate() {
         if k > 0 {
@@ -193,7 +200,12 @@ async fn post_statuses(fake: Arc<FakeGraph>, wamid: String, to: String) {
                 _ = fake.stop.cancelled() => break,
             }
         }
-        if !deliver(&fake, status_webhook(&wamid, &to, status)).await {
+        if !deliver(
+            &fake,
+            status_webhook(&wamid, &to, status, callback.as_deref()),
+        )
+        .await
+        {
             fake.statuses.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -235,14 +247,18 @@ async fn deliver(fake: &FakeGraph, body: Vec<u8>) -> bool {
 }
 
 /// A status webhook in Meta's envelope; `sent` and `delivered` carry the
-/// conversation and pricing objects, `read` does not.
-fn status_webhook(wamid: &str, to: &str, status: &str) -> Vec<u8> {
+/// conversation and pricing objects, `read` does not; each carries the send's
+/// `biz_opaque_callback_data` when it had one.
+fn status_webhook(wamid: &str, to: &str, status: &str, callback: Option<&str>) -> Vec<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut item = json!({"id": wamid, "status": status, "timestamp": now.to_string(),
                           "recipient_id": to});
+    if let Some(callback) = callback {
+        item["biz_opaque_callback_data"] = json!(callback);
+    }
     if status != "read" {
         let mut conversation = json!({"id": format!("conv-{to}"), "origin": {"type": "service"}});
         if status == "sent" {

@@ -36,6 +36,10 @@ pub struct StatusRow {
     /// and pricing objects, biz_opaque_callback_data, a payment's details), `None`
     /// when nothing: the whole object stays in `webhook_events` until retention.
     pub extra: Option<Value>,
+    /// The outbound message the status's callback data names (wabot writes its
+    /// message id into every send): a status for a send whose outcome was never
+    /// recorded finishes that send.
+    pub sent_message: Option<Uuid>,
 }
 
 /// What became of one reported status.
@@ -73,6 +77,7 @@ pub async fn record_batch(
         return Ok(Vec::new());
     }
     lock_wamids(conn, rows.iter().map(|r| r.wamid.as_str())).await?;
+    confirm_sends(conn, rows).await?;
 
     // The messages these statuses are about, locked in id order.
     let distinct: Vec<&str> = rows
@@ -143,6 +148,51 @@ pub async fn record_batch(
     }
     move_forward(conn, &moves).await?;
     Ok(outcomes)
+}
+
+/// Sends Meta accepted whose outcome was never recorded (the process died during the
+/// call, or the call timed out after Meta took it), recognised by the callback data
+/// their statuses carry: the wamid goes on the message, which moves from `pending` to
+/// `sent`, and the job is done, as the sender would have recorded it, so that nobody
+/// sends it again. Returns how many sends were confirmed so.
+async fn confirm_sends(conn: &mut PgConnection, rows: &[&StatusRow]) -> Result<u64, sqlx::Error> {
+    let (messages, wamids): (Vec<Uuid>, Vec<&str>) = rows
+        .iter()
+        .filter_map(|r| r.sent_message.map(|m| (m, r.wamid.as_str())))
+        .unzip();
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    // The sender's record of the same send takes the wamid lock first too, so the
+    // two are serialised; whichever comes second finds the job done.
+    let confirmed = sqlx::query(
+        "WITH u AS (SELECT DISTINCT ON (m) m, w FROM unnest($1::uuid[], $2::text[]) AS u(m, w) \
+                    ORDER BY m), \
+         j AS ( \
+            UPDATE send_jobs s \
+            SET done_at = now(), attempts = attempts + 1, locked_by = NULL, locked_until = NULL, \
+                last_error = NULL \
+            FROM u WHERE s.message_id = u.m AND s.done_at IS NULL \
+            RETURNING s.message_id, u.w) \
+         UPDATE messages m \
+         SET content = m.content || jsonb_build_object('whatsappMessageId', j.w), \
+             status = CASE WHEN m.status = 'pending' THEN 'sent'::messages_status_enum \
+                           ELSE m.status END, \
+             \"updatedAt\" = now() \
+         FROM j WHERE m.id = j.message_id AND m.content ->> 'whatsappMessageId' IS NULL",
+    )
+    .bind(&messages)
+    .bind(&wamids)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if confirmed > 0 {
+        tracing::info!(
+            sends = confirmed,
+            "sends confirmed by Meta's status webhooks (their outcome had not been recorded)"
+        );
+    }
+    Ok(confirmed)
 }
 
 /// Applies the statuses that arrived before their message was known, for each

@@ -376,6 +376,11 @@ pub fn rows(
                 recipient_id: status.recipient_id.clone(),
                 errors: content::errors_json(&status.errors),
                 extra: status_extra(&status.raw),
+                sent_message: status
+                    .raw
+                    .get(crate::whatsapp::outbound::CALLBACK_DATA)
+                    .and_then(Value::as_str)
+                    .and_then(crate::whatsapp::outbound::message_of_callback),
             });
         }
         if !value.errors.is_empty() {

@@ -370,3 +370,64 @@ async fn a_reply_is_leased_at_once_only_when_every_older_reply_is_held_by_the_sa
         jobs[0].token
     );
 }
+
+/// Meta accepted a send whose outcome this process never recorded (it died during
+/// the call): the message's `sent` status, which carries the callback data wabot put
+/// in the send, finishes the job, so that no other sender sends it again once the
+/// lease expires.
+#[tokio::test]
+async fn a_status_naming_an_unrecorded_send_finishes_it_instead_of_a_second_send() {
+    let s = Setup::new().await;
+    let (conversation, to) = s.conversation(Utc::now()).await;
+    let ids = s.enqueue(conversation, &to, &texts("kaza", 1)).await;
+    let now = Utc::now();
+    let claimed = outbox::claim(&s.pool, "killed", Some(now), LEASE, 10)
+        .await
+        .unwrap();
+    let callback = claimed[0].body["biz_opaque_callback_data"]
+        .as_str()
+        .expect("every send carries its callback data")
+        .to_owned();
+    assert_eq!(callback, format!("wabot:{}", ids[0]));
+
+    // The process is gone; Meta's status webhook arrives.
+    let value = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "W",
+        "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"phone_number_id": crate::helpers::PHONE_NUMBER_ID},
+            "statuses": [{"id": "wamid.CONFIRMED", "status": "sent", "timestamp": "1700000000",
+                          "recipient_id": to, "biz_opaque_callback_data": callback}]}}]}]});
+    let envelope = wabot::whatsapp::webhook::Envelope::from_value(&value).unwrap();
+    let rows = wabot::worker::ingest::rows(
+        &envelope,
+        value,
+        Utc::now(),
+        Some(crate::helpers::PHONE_NUMBER_ID),
+    );
+    wabot::store::ingest::ingest_batch(&s.pool, &[rows], None)
+        .await
+        .unwrap();
+
+    let (status, content) = s.message(ids[0]).await;
+    assert_eq!(status, "sent");
+    assert_eq!(content["whatsappMessageId"], "wamid.CONFIRMED");
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM send_jobs WHERE done_at IS NULL")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(open, 0, "the send is finished");
+    // After the dead process's lease, nobody sends it again.
+    let after_lease = now + chrono::Duration::seconds(31);
+    assert_eq!(
+        s.sender().send_one(after_lease).await.unwrap(),
+        SendOutcome::Idle
+    );
+    assert!(s.graph.requests().is_empty());
+    // The status itself was applied to the message it confirmed.
+    let applied: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM message_statuses WHERE wamid = 'wamid.CONFIRMED' AND applied_at IS NOT NULL",
+    )
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(applied, 1);
+}
