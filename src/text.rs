@@ -10,6 +10,18 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
     }
 }
 
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+pub fn truncate_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 /// A URL fit for logs, Debug output and error texts: scheme, host, port and path
 /// only. The userinfo and the query string are where API keys ride, so they go; a
 /// text that is not a URL keeps only what comes before any `?` and after any `@`.

@@ -185,14 +185,45 @@ pub enum Escape {
     JsonString,
 }
 
+/// The most an interpolation writes (1 MiB): a template that repeats a placeholder
+/// thousands of times over a large variable (an API answer of megabytes) would
+/// otherwise build gigabytes before anything is cut. What would pass it is left out.
+pub const MAX_INTERPOLATED_BYTES: usize = 1 << 20;
+
+/// What `render` writes at most (64 KiB): message texts are cut to 4,096 characters
+/// afterwards, so more is never sent.
+pub const MAX_RENDERED_BYTES: usize = 64 << 10;
+
 /// Replaces every `{{path}}` in `template`. Unknown paths stay as they are written
-/// and are returned so that the caller can log them.
+/// and are returned so that the caller can log them. The result is at most
+/// [`MAX_INTERPOLATED_BYTES`].
 pub fn interpolate(
     template: &str,
     vars: &Map<String, Value>,
     escape: Escape,
 ) -> (String, Vec<String>) {
-    let mut out = String::with_capacity(template.len());
+    interpolate_within(template, vars, escape, MAX_INTERPOLATED_BYTES)
+}
+
+/// `interpolate`, writing at most `cap` bytes: plain text is cut at a character
+/// boundary, a JSON-escaped value is left out whole rather than cut.
+pub fn interpolate_within(
+    template: &str,
+    vars: &Map<String, Value>,
+    escape: Escape,
+    cap: usize,
+) -> (String, Vec<String>) {
+    let (out, unknown) = expand(template, vars, escape, cap);
+    (crate::text::truncate_bytes(out, cap), unknown)
+}
+
+fn expand(
+    template: &str,
+    vars: &Map<String, Value>,
+    escape: Escape,
+    cap: usize,
+) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(template.len().min(cap));
     let mut unknown = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find("{{") {
@@ -209,7 +240,13 @@ pub fn interpolate(
                     Escape::None => out.push_str(&text),
                     Escape::JsonString => {
                         let quoted = Value::String(text.into_owned()).to_string();
-                        out.push_str(&quoted[1..quoted.len() - 1]);
+                        let inside = &quoted[1..quoted.len() - 1];
+                        // An escaped value goes in whole or not at all: cut, it could
+                        // end inside an escape and break the JSON around it.
+                        if out.len() + inside.len() > cap {
+                            return (out, unknown);
+                        }
+                        out.push_str(inside);
                     }
                 }
             }
@@ -219,6 +256,9 @@ pub fn interpolate(
             }
         }
         rest = &rest[open + 2 + close + 2..];
+        if out.len() >= cap {
+            return (out, unknown);
+        }
     }
     out.push_str(rest);
     (out, unknown)
@@ -226,7 +266,7 @@ pub fn interpolate(
 
 /// `interpolate` for message texts; unknown variables are logged.
 pub fn render(template: &str, vars: &Map<String, Value>) -> String {
-    let (text, unknown) = interpolate(template, vars, Escape::None);
+    let (text, unknown) = interpolate_within(template, vars, Escape::None, MAX_RENDERED_BYTES);
     if !unknown.is_empty() {
         tracing::debug!(variables = ?unknown, "unknown variables left as written");
     }
@@ -289,6 +329,24 @@ pub fn scrub_nul_text(text: &mut String) {
 
 #[cfg(test)]
 mod tests {
+    /// Found by the `vars` fuzz target (docs/fuzzing.md): a template repeating a
+    /// placeholder over a large variable ran out of memory before anything cut it.
+    #[test]
+    fn interpolation_stops_at_its_cap() {
+        let mut vars = Map::new();
+        vars.insert("big".into(), Value::String("ş".repeat(100_000)));
+        let template = "{{big}}".repeat(50_000);
+        let (out, _) = interpolate(&template, &vars, Escape::JsonString);
+        assert!(out.len() <= MAX_INTERPOLATED_BYTES, "{}", out.len());
+        // Whole values only: 5 of 200,000 bytes fit.
+        assert_eq!(out.len(), 5 * 200_000);
+        let text = render(&template, &vars);
+        assert!(text.len() <= MAX_RENDERED_BYTES);
+        assert!(text.chars().all(|c| c == 'ş'));
+        // Small templates are untouched.
+        assert_eq!(render("a {{big}}", &Map::new()), "a {{big}}");
+    }
+
     use serde_json::json;
 
     use super::*;
