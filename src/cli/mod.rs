@@ -1,11 +1,13 @@
 //! The `wabot` command line: parse, load the configuration, dispatch.
 
 mod chatbot;
+mod conversation;
 mod datasource;
 mod flows;
 mod migrate;
 mod serve;
 mod simulate;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +59,13 @@ pub enum Command {
     /// Data source connections: `test ID [--input JSON]` resolves one and prints its items.
     #[command(subcommand)]
     Connection(datasource::ConnectionCommand),
+    /// One screen from the database: active chatbots, credentials (masked), queues,
+    /// held sends, leases by process, the last hour's errors. `--json` for scripts.
+    Status(status::StatusArgs),
+    /// Conversations: `show PHONE|ID` prints one's transcript (messages, statuses,
+    /// turns, variables, errors).
+    #[command(subcommand)]
+    Conversation(conversation::Command),
 }
 
 /// Parses the command line and runs it; the process's exit code.
@@ -89,6 +98,8 @@ pub fn main() -> ExitCode {
             Command::Flows(cmd) => flows::run(&config, cmd),
             Command::Datasource(cmd) => datasource::run_source(config, cmd).await,
             Command::Connection(cmd) => datasource::run_connection(config, cmd).await,
+            Command::Status(args) => status::run(config, args).await,
+            Command::Conversation(cmd) => conversation::run(config, cmd).await,
         }
     });
     match result {

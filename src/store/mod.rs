@@ -13,6 +13,7 @@ pub mod contexts;
 pub mod datasources;
 pub mod flows;
 pub mod ingest;
+pub mod ops;
 pub mod outbox;
 pub mod statuses;
 pub mod turns;
