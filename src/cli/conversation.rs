@@ -84,8 +84,10 @@ pub enum Item {
 }
 
 impl Item {
+    /// The time the transcript orders and shows it by.
     fn at(&self) -> DateTime<Utc> {
         match self {
+            Item::Message(m) if m.direction == "in" => m.received_at,
             Item::Message(m) => m.at,
             Item::Turn(t) => t.at,
             Item::GivenUp(j) => j.done_at.unwrap_or(j.created_at),
@@ -95,7 +97,11 @@ impl Item {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageItem {
+    /// Meta's time for an inbound message; when it was queued for an outbound one.
     pub at: DateTime<Utc>,
+    /// When wabot stored it: what orders an inbound message among the turns, as
+    /// Meta's timestamps have whole seconds.
+    pub received_at: DateTime<Utc>,
     pub id: Uuid,
     /// `in` (from the customer) or `out`.
     pub direction: &'static str,
@@ -175,8 +181,7 @@ impl Target {
             .chars()
             .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
             .collect();
-        if digits.is_empty() || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit())
-        {
+        if digits.is_empty() || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit()) {
             anyhow::bail!(
                 "`{who}` is neither a phone number (digits, optionally with a leading +) nor a \
                  conversation id"
@@ -276,7 +281,7 @@ fn timeline(
     let mut keyed: Vec<(DateTime<Utc>, u8, usize, Item)> = Vec::new();
     let answered_at = |id: Option<Uuid>| {
         id.and_then(|id| messages.iter().find(|m| m.id == id))
-            .map(|m| m.timestamp)
+            .map(order_time)
     };
     for (n, t) in turns.into_iter().enumerate() {
         let at = answered_at(t.message_id).map_or(t.created_at, |m| m.max(t.created_at));
@@ -305,19 +310,19 @@ fn timeline(
         ));
     }
     for (n, j) in given_up.into_iter().enumerate() {
-        let at = answered_at(j.message_id).map_or(j.created_at, |m| {
-            m.max(j.done_at.unwrap_or(j.created_at))
-        });
+        let at = answered_at(j.message_id)
+            .map_or(j.created_at, |m| m.max(j.done_at.unwrap_or(j.created_at)));
         keyed.push((at, 1, usize::MAX / 2 + n, Item::GivenUp(j)));
     }
     for (n, m) in messages.into_iter().enumerate() {
         let error = m.content.get("error").cloned();
         keyed.push((
-            m.timestamp,
+            order_time(&m),
             0,
             n,
             Item::Message(MessageItem {
                 at: m.timestamp,
+                received_at: m.created_at,
                 id: m.id,
                 direction: if m.inbound { "in" } else { "out" },
                 summary: summarize(&m.kind, &m.content),
@@ -333,6 +338,17 @@ fn timeline(
     }
     keyed.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
     keyed.into_iter().map(|(_, _, _, item)| item).collect()
+}
+
+/// Where a message sits among the turns: an inbound one when wabot received it (the
+/// turn it starts commits after that), an outbound one at its queued time (after
+/// the turn that made it: the commit stamps its replies past its own time).
+fn order_time(m: &MessageRow) -> DateTime<Utc> {
+    if m.inbound {
+        m.created_at
+    } else {
+        m.timestamp
+    }
 }
 
 /// A message's text, or a short description of what else it holds.
@@ -407,10 +423,7 @@ pub fn summarize(kind: &str, content: &Value) -> String {
             "[{kind}] {}",
             s("/caption").or(s("/filename")).unwrap_or("")
         ),
-        "location" => format!(
-            "[location] {}",
-            s("/name").or(s("/address")).unwrap_or("")
-        ),
+        "location" => format!("[location] {}", s("/name").or(s("/address")).unwrap_or("")),
         "reaction" => format!("[reaction] {}", s("/emoji").unwrap_or("")),
         "contacts" => "[contacts]".to_owned(),
         "order" => "[order]".to_owned(),
@@ -668,7 +681,10 @@ mod tests {
 
     #[test]
     fn summaries_name_what_a_message_holds() {
-        assert_eq!(summarize("text", &json!({"text": "hi", "body": "hi"})), "hi");
+        assert_eq!(
+            summarize("text", &json!({"text": "hi", "body": "hi"})),
+            "hi"
+        );
         assert_eq!(
             summarize(
                 "interactive",

@@ -389,7 +389,14 @@ pub fn render(r: &StatusReport) -> String {
         let _ = writeln!(
             out,
             "  {:<18} {:>6} {:>8} {:>7} {:>10} {:>8} {:>9}  {:<15} oldest",
-            "queue", "open", "waiting", "leased", "scheduled", "expired", "retrying", "longest wait"
+            "queue",
+            "open",
+            "waiting",
+            "leased",
+            "scheduled",
+            "expired",
+            "retrying",
+            "longest wait"
         );
         for q in &r.queues {
             let _ = writeln!(
@@ -463,11 +470,12 @@ pub fn render(r: &StatusReport) -> String {
         );
     }
 
-    let _ = writeln!(
-        out,
-        "\nErrors in the last {} (retrying: now)",
+    let window = if r.errors.window_secs == 3600.0 {
+        "hour".to_owned()
+    } else {
         age(r.errors.window_secs)
-    );
+    };
+    let _ = writeln!(out, "\nErrors in the last {window} (jobs retrying: now)");
     if r.errors.groups.is_empty() {
         let _ = writeln!(out, "  none");
     }

@@ -46,11 +46,9 @@ pub async fn active_chatbots(pool: &PgPool) -> Result<Vec<(ChatbotRow, i64)>, sq
 
 /// How many `whatsapp_config` rows there are, and how many of them are active.
 pub async fn whatsapp_config_counts(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE is_active) FROM whatsapp_config",
-    )
-    .fetch_one(pool)
-    .await
+    sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE is_active) FROM whatsapp_config")
+        .fetch_one(pool)
+        .await
 }
 
 /// One queue's unfinished jobs of one kind.
@@ -375,7 +373,10 @@ pub struct MessageRow {
     pub content: Value,
     pub wamid: Option<String>,
     pub status: String,
+    /// Meta's time for an inbound message (whole seconds); when queued for outbound.
     pub timestamp: DateTime<Utc>,
+    /// When wabot stored it.
+    pub created_at: DateTime<Utc>,
     /// `[{status, at, received_at, errors}]`, in the order Meta's statuses arrived.
     pub statuses: Value,
     /// The send job's attempts, error and completion, while it is kept.
@@ -393,7 +394,7 @@ pub async fn messages(
         "SELECT m.id, coalesce(u.\"phoneNumber\" = $2, m.content ? 'raw') AS inbound, \
                 m.type::text AS type, m.content - 'raw' AS content, \
                 m.content ->> 'whatsappMessageId' AS wamid, m.status::text AS status, \
-                m.\"timestamp\", \
+                m.\"timestamp\", m.\"createdAt\" AS created_at, \
                 coalesce((SELECT jsonb_agg(jsonb_build_object( \
                               'status', s.status, 'at', s.meta_timestamp, \
                               'received_at', s.received_at, 'errors', s.errors) \
