@@ -336,7 +336,7 @@ fn timeline(
             }),
         ));
     }
-    keyed.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    keyed.sort_by_key(|a| (a.0, a.1, a.2));
     keyed.into_iter().map(|(_, _, _, item)| item).collect()
 }
 
