@@ -1,12 +1,14 @@
 //! The `wabot` command line: parse, load the configuration, dispatch.
 
 mod chatbot;
+mod conversation;
 mod datasource;
 mod flows;
 mod migrate;
 mod replay;
 mod serve;
 mod simulate;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +64,13 @@ pub enum Command {
     /// --chatbot FILE` through the engine alone to compare a chatbot's answers with
     /// the ones that were sent.
     Replay(replay::ReplayArgs),
+    /// One screen from the database: active chatbots, credentials (masked), queues,
+    /// held sends, leases by process, the last hour's errors. `--json` for scripts.
+    Status(status::StatusArgs),
+    /// Conversations: `show PHONE|ID` prints one's transcript (messages, statuses,
+    /// turns, variables, errors).
+    #[command(subcommand)]
+    Conversation(conversation::Command),
 }
 
 /// Parses the command line and runs it; the process's exit code.
@@ -95,6 +104,8 @@ pub fn main() -> ExitCode {
             Command::Datasource(cmd) => datasource::run_source(config, cmd).await,
             Command::Connection(cmd) => datasource::run_connection(config, cmd).await,
             Command::Replay(args) => replay::run(config, args).await,
+            Command::Status(args) => status::run(config, args).await,
+            Command::Conversation(cmd) => conversation::run(config, cmd).await,
         }
     });
     match result {

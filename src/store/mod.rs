@@ -14,6 +14,7 @@ pub mod datasources;
 pub mod flows;
 pub mod ingest;
 pub mod monitor;
+pub mod ops;
 pub mod outbox;
 pub mod replay;
 pub mod retention;

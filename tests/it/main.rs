@@ -14,6 +14,7 @@ mod engine_store;
 mod flows;
 mod flows_support;
 mod graph_version;
+mod ops_cli;
 mod pipeline;
 mod replay;
 mod retention;

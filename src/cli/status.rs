@@ -1,0 +1,525 @@
+//! `wabot status`: one screen from the database: the active chatbots and whether
+//! they compile, the WhatsApp credentials in use (secrets masked), queue depths,
+//! held sends, leases by process, and the last hour's errors by kind. `--json`
+//! prints the same as one JSON document.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::engine::compile;
+use crate::engine::context::reason;
+use crate::store;
+use crate::store::ops::{ErrorGroup, LeaseGroup, ProcessRow, QueueDepth};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON document instead of the screen.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The window `errors` covers.
+pub const ERROR_WINDOW_SECS: f64 = 3600.0;
+
+/// Turn-log notes that need no operator: a timer whose wait was answered, a skip
+/// word with nothing running.
+const BENIGN_NOTES: &[&str] = &[
+    "the wait this job was for is over",
+    "a skip word starts no chatbot",
+];
+
+/// Completion reasons that mean a chatbot run went wrong.
+const BAD_ENDINGS: &[&str] = &[
+    reason::API_ERROR,
+    reason::FLOW_ERROR,
+    reason::STEP_LIMIT,
+    reason::SEND_LIMIT,
+    reason::NODE_MISSING,
+];
+
+/// Everything `wabot status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub generated_at: DateTime<Utc>,
+    pub chatbots: Vec<ChatbotStatus>,
+    pub whatsapp: WhatsAppStatus,
+    pub queues: Vec<QueueDepth>,
+    pub sending: Sending,
+    pub processes: Vec<ProcessStatus>,
+    /// Live leases, by holder and queue.
+    pub leases: Vec<LeaseGroup>,
+    pub errors: Errors,
+}
+
+/// An active chatbot and whether its document compiles.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatbotStatus {
+    pub id: Uuid,
+    pub name: String,
+    pub updated_at: DateTime<Utc>,
+    pub compiles: bool,
+    pub nodes: Option<usize>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub active_contexts: i64,
+}
+
+/// The credentials in use; secrets only as whether they are set.
+#[derive(Debug, Clone, Serialize)]
+pub struct WhatsAppStatus {
+    /// `database` (the active `whatsapp_config` row) or `environment` (`WABOT_*`).
+    pub source: &'static str,
+    pub config_id: Option<Uuid>,
+    pub config_rows: i64,
+    pub phone_number_id: Option<String>,
+    pub business_account_id: Option<String>,
+    pub api_version: String,
+    pub access_token: Masked,
+    pub app_secret: Masked,
+    pub verify_token: Masked,
+}
+
+/// A secret as the report shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Masked {
+    pub set: bool,
+    /// The last four characters, for the access token only and only when it is long
+    /// enough (Meta's are hundreds of characters) that they give nothing away.
+    pub last4: Option<String>,
+}
+
+impl Masked {
+    fn of(secret: Option<&SecretString>, tail: bool) -> Masked {
+        let value = secret.map(|s| s.expose_secret()).filter(|s| !s.is_empty());
+        let last4 = value.filter(|v| tail && v.chars().count() >= 32).map(|v| {
+            let chars: Vec<char> = v.chars().collect();
+            chars[chars.len() - 4..].iter().collect()
+        });
+        Masked {
+            set: value.is_some(),
+            last4,
+        }
+    }
+
+    fn show(&self) -> String {
+        match (&self.set, &self.last4) {
+            (false, _) => "NOT SET".to_owned(),
+            (true, Some(tail)) => format!("set (…{tail})"),
+            (true, None) => "set".to_owned(),
+        }
+    }
+}
+
+/// Whether sending is on hold, and what waits.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sending {
+    pub on_hold: bool,
+    pub holds: Vec<Hold>,
+    /// Unfinished send jobs.
+    pub queued: i64,
+}
+
+/// A live process that holds its sending, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hold {
+    pub holder: String,
+    pub reason: String,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// A process as it last reported, whether it is alive, and the leases the database
+/// shows for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessStatus {
+    #[serde(flatten)]
+    pub row: ProcessRow,
+    pub alive: bool,
+    pub leased_turns: i64,
+    pub leased_sends: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Errors {
+    pub window_secs: f64,
+    pub groups: Vec<ErrorGroup>,
+}
+
+pub async fn run(config: Config, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let pool = store::connect_existing(&config)
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")?;
+    let report = report(&pool, &config)
+        .await
+        .context("cannot read the status (is the database migrated? `wabot migrate run`)")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Seconds after which a process that has not reported counts as stopped: longer
+/// than two leases, since its leases have run out by then.
+fn stale_after_secs(config: &Config) -> f64 {
+    (config.worker.lease_secs as f64 * 2.0).max(30.0)
+}
+
+/// Reads the report from the database.
+pub async fn report(pool: &PgPool, config: &Config) -> anyhow::Result<StatusReport> {
+    let chatbots = store::ops::active_chatbots(pool)
+        .await?
+        .into_iter()
+        .map(|(row, active_contexts)| {
+            let (compiles, nodes, errors, warnings) = match compile(&row.to_doc()) {
+                Ok((bot, warnings)) => (
+                    true,
+                    Some(bot.node_count()),
+                    Vec::new(),
+                    warnings.iter().map(ToString::to_string).collect(),
+                ),
+                Err(errors) => (
+                    false,
+                    None,
+                    errors.iter().map(ToString::to_string).collect(),
+                    Vec::new(),
+                ),
+            };
+            ChatbotStatus {
+                id: row.id,
+                name: row.name,
+                updated_at: row.updated_at,
+                compiles,
+                nodes,
+                errors,
+                warnings,
+                active_contexts,
+            }
+        })
+        .collect();
+
+    let (config_rows, _) = store::ops::whatsapp_config_counts(pool).await?;
+    let fallback = &config.whatsapp;
+    let whatsapp = match store::whatsapp_config::load_active(pool).await? {
+        Some(row) => WhatsAppStatus {
+            source: "database",
+            config_id: Some(row.id),
+            config_rows,
+            phone_number_id: Some(row.phone_number_id),
+            business_account_id: Some(row.business_account_id),
+            api_version: if crate::whatsapp::graph::is_api_version(row.api_version.trim()) {
+                row.api_version.trim().to_owned()
+            } else {
+                fallback.graph_api_version.clone()
+            },
+            access_token: Masked::of(Some(&row.access_token), true),
+            // A row without an app secret verifies with the fallback one.
+            app_secret: Masked::of(
+                row.app_secret.as_ref().or(fallback.app_secret.as_ref()),
+                false,
+            ),
+            verify_token: Masked::of(Some(&row.webhook_verify_token), false),
+        },
+        None => WhatsAppStatus {
+            source: "environment",
+            config_id: None,
+            config_rows,
+            phone_number_id: fallback.phone_number_id.clone(),
+            business_account_id: fallback.business_account_id.clone(),
+            api_version: fallback.graph_api_version.clone(),
+            access_token: Masked::of(fallback.access_token.as_ref(), true),
+            app_secret: Masked::of(fallback.app_secret.as_ref(), false),
+            verify_token: Masked::of(fallback.verify_token.as_ref(), false),
+        },
+    };
+
+    let queues = store::ops::queue_depths(pool).await?;
+    let leases = store::ops::leases(pool).await?;
+    let stale = stale_after_secs(config);
+    let processes: Vec<ProcessStatus> = store::ops::processes(pool)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let leased = |queue: &str| {
+                leases
+                    .iter()
+                    .filter(|l| l.holder == row.holder && l.queue == queue)
+                    .map(|l| l.jobs)
+                    .sum()
+            };
+            ProcessStatus {
+                alive: row.stopped_at.is_none() && row.seen_secs_ago <= stale,
+                leased_turns: leased("turn"),
+                leased_sends: leased("send"),
+                row,
+            }
+        })
+        .collect();
+    let holds: Vec<Hold> = processes
+        .iter()
+        .filter(|p| p.alive)
+        .filter_map(|p| {
+            p.row.send_hold.as_ref().map(|reason| Hold {
+                holder: p.row.holder.clone(),
+                reason: reason.clone(),
+                since: p.row.send_hold_since,
+            })
+        })
+        .collect();
+    let sending = Sending {
+        on_hold: !holds.is_empty(),
+        holds,
+        queued: queues
+            .iter()
+            .filter(|q| q.queue == "send")
+            .map(|q| q.open)
+            .sum(),
+    };
+    let errors = Errors {
+        window_secs: ERROR_WINDOW_SECS,
+        groups: store::ops::recent_errors(pool, ERROR_WINDOW_SECS, BENIGN_NOTES, BAD_ENDINGS)
+            .await?,
+    };
+    Ok(StatusReport {
+        generated_at: Utc::now(),
+        chatbots,
+        whatsapp,
+        queues,
+        sending,
+        processes,
+        leases,
+        errors,
+    })
+}
+
+/// `12s`, `3m 04s`, `2h 05m`, `3d 04h`.
+pub fn age(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+fn time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// The report as the screen shows it.
+pub fn render(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "wabot status at {}", time(&r.generated_at));
+
+    let _ = writeln!(out, "\nActive chatbots ({})", r.chatbots.len());
+    if r.chatbots.is_empty() {
+        let _ = writeln!(
+            out,
+            "  none: a new conversation gets no answer (`wabot chatbot import FILE --activate`)"
+        );
+    }
+    for bot in &r.chatbots {
+        let state = if bot.compiles {
+            format!(
+                "compiles: {} nodes, {} warnings",
+                bot.nodes.unwrap_or(0),
+                bot.warnings.len()
+            )
+        } else {
+            format!("DOES NOT COMPILE: {} errors", bot.errors.len())
+        };
+        let _ = writeln!(
+            out,
+            "  {} \"{}\" updated {}; {state}; {} active conversations",
+            bot.id,
+            bot.name,
+            time(&bot.updated_at),
+            bot.active_contexts
+        );
+        for e in bot.errors.iter().take(5) {
+            let _ = writeln!(out, "    error: {e}");
+        }
+        if bot.errors.len() > 5 {
+            let _ = writeln!(out, "    ... and {} more", bot.errors.len() - 5);
+        }
+    }
+
+    let w = &r.whatsapp;
+    let _ = match w.config_id {
+        Some(id) => writeln!(
+            out,
+            "\nWhatsApp credentials: whatsapp_config row {id} (of {} rows)",
+            w.config_rows
+        ),
+        None => writeln!(
+            out,
+            "\nWhatsApp credentials: environment (WABOT_*; no active whatsapp_config row of {})",
+            w.config_rows
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "  phone_number_id {}  business_account_id {}  Graph API {}",
+        w.phone_number_id.as_deref().unwrap_or("NOT SET"),
+        w.business_account_id.as_deref().unwrap_or("NOT SET"),
+        w.api_version
+    );
+    let _ = writeln!(
+        out,
+        "  access token {}  app secret {}  verify token {}",
+        w.access_token.show(),
+        w.app_secret.show(),
+        w.verify_token.show()
+    );
+
+    let _ = writeln!(out, "\nQueues (unfinished jobs)");
+    if r.queues.is_empty() {
+        let _ = writeln!(out, "  empty");
+    } else {
+        let _ = writeln!(
+            out,
+            "  {:<18} {:>6} {:>8} {:>7} {:>10} {:>8} {:>9}  {:<15} oldest",
+            "queue",
+            "open",
+            "waiting",
+            "leased",
+            "scheduled",
+            "expired",
+            "retrying",
+            "longest wait"
+        );
+        for q in &r.queues {
+            let _ = writeln!(
+                out,
+                "  {:<18} {:>6} {:>8} {:>7} {:>10} {:>8} {:>9}  {:<15} {}",
+                format!("{} {}", q.queue, q.kind),
+                q.open,
+                q.waiting,
+                q.leased,
+                q.scheduled,
+                q.expired_leases,
+                q.retrying,
+                q.oldest_waiting_secs.map(age).unwrap_or_else(|| "-".into()),
+                q.oldest_open_secs.map(age).unwrap_or_else(|| "-".into()),
+            );
+        }
+    }
+
+    if r.sending.on_hold {
+        for h in &r.sending.holds {
+            let _ = writeln!(
+                out,
+                "\nSENDING ON HOLD in {}{}: {}; {} sends queued",
+                h.holder,
+                h.since
+                    .map(|s| format!(" since {}", time(&s)))
+                    .unwrap_or_default(),
+                h.reason,
+                r.sending.queued
+            );
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "\nSending: not on hold; {} sends queued",
+            r.sending.queued
+        );
+    }
+
+    let _ = writeln!(out, "\nProcesses");
+    if r.processes.is_empty() {
+        let _ = writeln!(out, "  none reported");
+    }
+    for p in &r.processes {
+        let state = if p.alive { "alive" } else { "STOPPED" };
+        let _ = writeln!(
+            out,
+            "  {} {state}: pid {} on {} v{}, started {}, seen {} ago; leases now: {} turns, {} sends",
+            p.row.holder,
+            p.row.pid,
+            p.row.hostname.as_deref().unwrap_or("?"),
+            p.row.version,
+            time(&p.row.started_at),
+            age(p.row.seen_secs_ago),
+            p.leased_turns,
+            p.leased_sends
+        );
+    }
+    for l in r
+        .leases
+        .iter()
+        .filter(|l| !r.processes.iter().any(|p| p.row.holder == l.holder))
+    {
+        let _ = writeln!(
+            out,
+            "  {} (no process row): {} {} leases, the first runs out {}",
+            l.holder,
+            l.jobs,
+            l.queue,
+            time(&l.first_expiry)
+        );
+    }
+
+    let window = if r.errors.window_secs == 3600.0 {
+        "hour".to_owned()
+    } else {
+        age(r.errors.window_secs)
+    };
+    let _ = writeln!(out, "\nErrors in the last {window} (jobs retrying: now)");
+    if r.errors.groups.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for g in &r.errors.groups {
+        let _ = writeln!(
+            out,
+            "  {:<18} {:<12} x{:<5} last {}{}",
+            g.kind,
+            g.code.as_deref().unwrap_or("-"),
+            g.count,
+            g.last_at.as_ref().map(time).unwrap_or_else(|| "-".into()),
+            g.example
+                .as_deref()
+                .map(|e| format!("  {}", crate::text::truncate_chars(e, 120)))
+                .unwrap_or_default()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_shows_as_set_and_only_a_long_tokens_tail() {
+        let long = SecretString::from("EAAG".to_owned() + &"x".repeat(40) + "Zk9q");
+        let masked = Masked::of(Some(&long), true);
+        assert_eq!(masked.last4.as_deref(), Some("Zk9q"));
+        assert_eq!(masked.show(), "set (…Zk9q)");
+        let short = SecretString::from("short-token".to_owned());
+        assert_eq!(Masked::of(Some(&short), true).last4, None);
+        assert_eq!(Masked::of(Some(&long), false).show(), "set");
+        assert_eq!(Masked::of(None, true).show(), "NOT SET");
+        let empty = SecretString::from(String::new());
+        assert!(!Masked::of(Some(&empty), true).set);
+    }
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(age(4.4), "4s");
+        assert_eq!(age(184.0), "3m 04s");
+        assert_eq!(age(7500.0), "2h 05m");
+        assert_eq!(age(3.0 * 86_400.0 + 4.0 * 3600.0), "3d 04h");
+        assert_eq!(age(-2.0), "0s");
+    }
+}
