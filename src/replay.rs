@@ -6,7 +6,7 @@
 //!   with `store::ingest::ingest_batch`: what was stored stays (the unique wamid and
 //!   status keys make it a no-op), a message that was lost is stored again and its
 //!   turn job queued, unleased, for a running daemon's recovery poll. No second raw
-//!   event is written (`WebhookRows::replay_of`).
+//!   event is written (`RawEvent::Stored`).
 //! * [`dry_run`] writes nothing: for each customer, in the order received, each
 //!   inbound message goes through `engine::run_turn` with the given chatbot the way
 //!   the turn stage would run it (a fresh context at the first message, restarts,
@@ -30,7 +30,7 @@ use crate::engine::{
     self, compile::choose_chatbot, CompiledChatbot, Context, Customer, EngineLimits, Event,
     HttpClient, HttpError, HttpRequest, HttpResponse, Inbound,
 };
-use crate::store::ingest::{self, InboundRow, IngestError, WebhookRows};
+use crate::store::ingest::{self, InboundRow, IngestError, RawEvent, WebhookRows};
 use crate::store::replay::{self as stored, EventFilter, StoredEvent, StoredMessage};
 use crate::whatsapp::webhook::Envelope;
 use crate::worker::turns::{inbound_from_meta, message_content};
@@ -96,8 +96,8 @@ async fn next_page(
                 continue;
             }
         };
-        let mut rows = crate::worker::ingest::rows(&envelope, body, received_at, served);
-        rows.replay_of = Some(id);
+        let mut rows =
+            crate::worker::ingest::rows(&envelope, RawEvent::Stored(id), received_at, served);
         if let Some(customer) = selection.filter.customer.as_deref() {
             rows.messages.retain(|m| m.customer == customer);
             rows.statuses
@@ -161,7 +161,7 @@ pub async fn into_database(
                             return Err(IngestError::Unavailable(e))
                         }
                         Err(IngestError::Database(e)) => {
-                            tracing::warn!(event_id = one[0].replay_of, error = %e, "a replayed webhook was refused");
+                            tracing::warn!(event_id = one[0].replay_of(), error = %e, "a replayed webhook was refused");
                             summary.failed += 1;
                         }
                     }

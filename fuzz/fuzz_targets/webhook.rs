@@ -75,7 +75,12 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The rows the ingest stage stores, built by the pipeline's own reader.
-    let stored = rows(&envelope, value, chrono::Utc::now(), Some("106540352242922"));
+    let stored = rows(
+        &envelope,
+        ingest::RawEvent::New(value.to_string()),
+        chrono::Utc::now(),
+        Some("106540352242922"),
+    );
     for m in &stored.messages {
         assert!(m.business.chars().count() <= ingest::PHONE_MAX_CHARS);
         assert!(m.customer.chars().count() <= ingest::PHONE_MAX_CHARS);

@@ -20,7 +20,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::AppState;
-use crate::store::ingest::{self, IngestError};
+use crate::store::ingest::{self, IngestError, RawEvent};
 use crate::telemetry::Throttle;
 use crate::whatsapp::signature::{self, SignatureError};
 use crate::whatsapp::webhook::{Envelope, ParseError};
@@ -163,12 +163,20 @@ async fn receive(
         .map_err(ParseError::from)
         .and_then(|mut value| {
             // Only a body that spells a NUL escape can hold one; skip the walk otherwise.
-            if has_nul_escape(&body) && ingest::make_storable(&mut value) {
+            let scrubbed = has_nul_escape(&body) && ingest::make_storable(&mut value);
+            if scrubbed {
                 tracing::warn!("webhook strings contained NUL characters; stored as U+FFFD");
             }
-            Envelope::from_value(&value).map(|envelope| (value, envelope))
+            let envelope = Envelope::from_value(&value)?;
+            // The raw event is the text Meta signed, unless NULs had to go. JSON that
+            // parsed is UTF-8; the fallback only keeps that assumption from panicking.
+            let text = match (scrubbed, std::str::from_utf8(&body)) {
+                (false, Ok(text)) => text.to_owned(),
+                _ => value.to_string(),
+            };
+            Ok((text, envelope))
         });
-    let (value, envelope) = match parsed {
+    let (text, envelope) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {
             // Signed, so Meta sent it: a refusal would be redelivered for days. Keep
@@ -182,7 +190,7 @@ async fn receive(
     };
     let rows = crate::worker::ingest::rows(
         &envelope,
-        value,
+        RawEvent::New(text),
         received_at,
         credentials.phone_number_id.as_deref(),
     );

@@ -271,16 +271,18 @@ async fn move_forward(
     for (id, (status, errors)) in sorted {
         ids.push(id);
         statuses.push(status);
-        failures.push(if status == "failed" {
+        // Only a failure changes the content: any other status leaves the jsonb
+        // as it is rather than rebuilding it.
+        failures.push((status == "failed").then(|| {
             let first = errors.get(0).cloned().unwrap_or(Value::Null);
             json!({"failed": true, "error": first, "statusErrors": errors})
-        } else {
-            json!({})
-        });
+        }));
     }
     sqlx::query(
         "UPDATE messages m SET status = u.status::messages_status_enum, \
-                content = m.content || u.failure, \"updatedAt\" = now() \
+                content = CASE WHEN u.failure IS NULL THEN m.content \
+                               ELSE m.content || u.failure END, \
+                \"updatedAt\" = now() \
          FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS u(id, status, failure) \
          WHERE m.id = u.id AND m.status <> 'failed' \
            AND m.status < u.status::messages_status_enum",

@@ -151,12 +151,11 @@ impl Change {
     fn from_value(value: &Value) -> Option<Change> {
         let map = value.as_object()?;
         let field = str_field(map, "field").unwrap_or_default();
-        let raw = map.get("value").cloned().unwrap_or(Value::Null);
-        let value = match (field.as_str(), &raw) {
-            ("messages", Value::Object(v)) => {
+        let value = match (field.as_str(), map.get("value")) {
+            ("messages", Some(Value::Object(v))) => {
                 ChangeValue::Messages(Box::new(MessagesValue::from_map(v)))
             }
-            _ => ChangeValue::Other(raw),
+            (_, raw) => ChangeValue::Other(raw.cloned().unwrap_or(Value::Null)),
         };
         Some(Change { field, value })
     }

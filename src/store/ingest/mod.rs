@@ -47,8 +47,9 @@ pub struct WebhookRows {
     pub object: Option<String>,
     /// The distinct `field`s of its changes.
     pub fields: Vec<String>,
-    /// The whole webhook as received (parsed JSON).
-    pub body: Value,
+    /// The raw event: the webhook's JSON text, or the stored event these rows were
+    /// read again from.
+    pub raw: RawEvent,
     pub messages: Vec<InboundRow>,
     /// Messages that cannot become rows (no wamid, sender or business number, or a
     /// number wabot does not serve); they stay in the raw event.
@@ -59,10 +60,30 @@ pub struct WebhookRows {
     /// `value.errors[]` of every change, with the change's metadata.
     pub errors: Value,
     pub errors_count: u32,
-    /// `Some(id)` when these rows are read again from the stored `webhook_events`
-    /// row `id` (`wabot replay`): no second raw event is inserted, and the
-    /// outcome's `event_id` is that row's.
-    pub replay_of: Option<i64>,
+}
+
+/// A webhook's raw event.
+#[derive(Debug, Clone)]
+pub enum RawEvent {
+    /// A webhook as received: its JSON text, stored as a new `webhook_events` row.
+    /// The text Meta signed goes to PostgreSQL as it is (it parses jsonb itself):
+    /// building it again from the parsed value cost more CPU than the parse. It must
+    /// hold no `\u0000`, which jsonb refuses (see [`make_storable`]).
+    New(String),
+    /// The rows are read again from the stored `webhook_events` row with this id
+    /// (`wabot replay`): no second raw event is inserted, and the outcome's
+    /// `event_id` is that row's.
+    Stored(i64),
+}
+
+impl WebhookRows {
+    /// The stored event these rows were read again from, if they were.
+    pub fn replay_of(&self) -> Option<i64> {
+        match self.raw {
+            RawEvent::Stored(id) => Some(id),
+            RawEvent::New(_) => None,
+        }
+    }
 }
 
 /// One inbound message, ready to store.
@@ -265,20 +286,19 @@ async fn store_batch(
     }
 
     // Replayed webhooks keep the event they were read from; only new ones get a row.
-    let fresh: Vec<usize> = (0..batch.len())
-        .filter(|&i| batch[i].replay_of.is_none())
-        .collect();
-    if !fresh.is_empty() {
-        let rows: Vec<&WebhookRows> = fresh.iter().map(|&i| &batch[i]).collect();
-        let counts: Vec<&IngestOutcome> = fresh.iter().map(|&i| &outcomes[i]).collect();
-        let ids = insert_events(conn, &rows, &counts).await?;
-        for (&i, id) in fresh.iter().zip(ids) {
-            outcomes[i].event_id = id;
+    let mut fresh: Vec<(usize, &str)> = Vec::new();
+    for (i, webhook) in batch.iter().enumerate() {
+        match &webhook.raw {
+            RawEvent::New(text) => fresh.push((i, text)),
+            RawEvent::Stored(id) => outcomes[i].event_id = *id,
         }
     }
-    for (outcome, webhook) in outcomes.iter_mut().zip(batch) {
-        if let Some(id) = webhook.replay_of {
-            outcome.event_id = id;
+    if !fresh.is_empty() {
+        let rows: Vec<(&WebhookRows, &str)> = fresh.iter().map(|&(i, t)| (&batch[i], t)).collect();
+        let counts: Vec<&IngestOutcome> = fresh.iter().map(|&(i, _)| &outcomes[i]).collect();
+        let ids = insert_events(conn, &rows, &counts).await?;
+        for (&(i, _), id) in fresh.iter().zip(ids) {
+            outcomes[i].event_id = id;
         }
     }
     Ok(BatchOutcome {
@@ -547,7 +567,7 @@ async fn insert_messages(
         reacted.push(m.reacted_wamid.as_deref());
         tokens.push(lease.map(|l| crate::store::claim_token(l.holder)));
     }
-    type Row = (String, Option<i64>, Uuid, Uuid, Option<String>, Value);
+    type Row = (String, Option<i64>, Uuid, Uuid, Option<String>, i64);
     let rows: Vec<Row> = sqlx::query_as(
         "WITH input AS ( \
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], \
@@ -565,7 +585,7 @@ async fn insert_messages(
             ON CONFLICT DO NOTHING \
             RETURNING id, \"conversationId\" AS conv, content ->> 'whatsappMessageId' AS wamid), \
          new AS ( \
-            SELECT m.id, m.conv, m.wamid, i.n, i.token, i.turn, i.content -> 'raw' AS raw, \
+            SELECT m.id, m.conv, m.wamid, i.n, i.token, i.turn, \
                    row_number() OVER (PARTITION BY m.conv ORDER BY i.n) AS nth, \
                    NOT EXISTS (SELECT 1 FROM turn_jobs e \
                                WHERE e.conversation_id = m.conv AND e.done_at IS NULL \
@@ -580,7 +600,7 @@ async fn insert_messages(
                    CASE WHEN nth = 1 AND free AND token IS NOT NULL THEN 1 ELSE 0 END \
             FROM new WHERE turn ORDER BY n \
             RETURNING id, conversation_id, message_id, locked_by) \
-         SELECT new.wamid, j.id, new.conv, new.id, j.locked_by, new.raw \
+         SELECT new.wamid, j.id, new.conv, new.id, j.locked_by, new.n \
          FROM new LEFT JOIN j ON new.id = j.message_id ORDER BY new.n",
     )
     .bind(&conv)
@@ -596,9 +616,16 @@ async fn insert_messages(
     .await?;
     let mut inserted = HashSet::with_capacity(rows.len());
     let mut turns = Vec::with_capacity(rows.len());
-    for (wamid, job_id, conversation_id, message_id, lease, raw) in rows {
+    for (wamid, job_id, conversation_id, message_id, lease, n) in rows {
         inserted.insert(wamid);
         if let Some(job_id) = job_id {
+            // Meta's message, from the row we inserted (`n` counts from 1).
+            let raw = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| inbound.get(i))
+                .and_then(|(_, m)| m.content.get("raw"))
+                .cloned()
+                .unwrap_or(Value::Null);
             turns.push(NewTurn {
                 job_id,
                 conversation_id,
@@ -643,12 +670,14 @@ async fn update_conversations(
     Ok(())
 }
 
-/// One `webhook_events` row per webhook, in order; their ids.
+/// One `webhook_events` row per webhook (with its JSON text), in order; their ids.
 async fn insert_events(
     conn: &mut PgConnection,
-    batch: &[&WebhookRows],
+    batch: &[(&WebhookRows, &str)],
     outcomes: &[&IngestOutcome],
 ) -> Result<Vec<i64>, sqlx::Error> {
+    let bodies: Vec<&str> = batch.iter().map(|(_, text)| *text).collect();
+    let batch: Vec<&WebhookRows> = batch.iter().map(|(w, _)| *w).collect();
     let received: Vec<DateTime<Utc>> = batch.iter().map(|w| w.received_at).collect();
     let objects: Vec<Option<&str>> = batch.iter().map(|w| w.object.as_deref()).collect();
     // Postgres has no arrays of arrays of different lengths: the fields go as JSON.
@@ -656,7 +685,6 @@ async fn insert_events(
         .iter()
         .map(|w| Value::from(w.fields.clone()))
         .collect();
-    let bodies: Vec<&Value> = batch.iter().map(|w| &w.body).collect();
     let count = |f: fn(&IngestOutcome) -> u32| -> Vec<i32> {
         outcomes.iter().map(|o| f(o) as i32).collect()
     };
@@ -666,9 +694,9 @@ async fn insert_events(
             (received_at, object, fields, body, messages_total, messages_new, \
              messages_skipped, statuses_total, statuses_new, errors) \
          SELECT received_at, object, \
-                ARRAY(SELECT jsonb_array_elements_text(fields)), body, \
+                ARRAY(SELECT jsonb_array_elements_text(fields)), body::jsonb, \
                 mt, mn, ms, st, sn, errors \
-         FROM unnest($1::timestamptz[], $2::text[], $3::jsonb[], $4::jsonb[], $5::int[], \
+         FROM unnest($1::timestamptz[], $2::text[], $3::jsonb[], $4::text[], $5::int[], \
                      $6::int[], $7::int[], $8::int[], $9::int[], $10::jsonb[]) WITH ORDINALITY \
               AS e(received_at, object, fields, body, mt, mn, ms, st, sn, errors, n) \
          ORDER BY n RETURNING id",

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::ingest::{
-    self, BatchOutcome, InboundRow, IngestError, IngestOutcome, Lease, WebhookRows, NAME_MAX_CHARS,
+    self, BatchOutcome, InboundRow, IngestError, IngestOutcome, Lease, RawEvent, WebhookRows, NAME_MAX_CHARS,
     PHONE_MAX_CHARS, WAMID_MAX_CHARS,
 };
 use crate::store::statuses::StatusRow;
@@ -270,7 +270,7 @@ fn is_business_id(id: &str) -> bool {
 /// (see `is_business_id`) stays in the raw event only and never becomes a user.
 pub fn rows(
     envelope: &Envelope,
-    body: Value,
+    raw: RawEvent,
     received_at: DateTime<Utc>,
     served: Option<&str>,
 ) -> WebhookRows {
@@ -278,14 +278,13 @@ pub fn rows(
         received_at,
         object: envelope.object.clone(),
         fields: envelope.fields(),
-        body,
+        raw,
         messages: Vec::new(),
         messages_skipped: 0,
         statuses: Vec::new(),
         statuses_skipped: 0,
         errors: Value::Array(Vec::new()),
         errors_count: 0,
-        replay_of: None,
     };
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
     let mut errors = Vec::new();

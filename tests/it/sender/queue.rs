@@ -399,7 +399,7 @@ async fn a_status_naming_an_unrecorded_send_finishes_it_instead_of_a_second_send
     let envelope = wabot::whatsapp::webhook::Envelope::from_value(&value).unwrap();
     let rows = wabot::worker::ingest::rows(
         &envelope,
-        value,
+        wabot::store::ingest::RawEvent::New(value.to_string()),
         Utc::now(),
         Some(crate::helpers::PHONE_NUMBER_ID),
     );
