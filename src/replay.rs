@@ -191,11 +191,7 @@ pub enum DryRunHttp {
     /// node's error edge handles it); the URLs are reported.
     Refuse,
     /// Real calls, through the same guarded clients the daemon uses.
-    Real {
-        rest: crate::egress::rest_api::ReqwestHttp,
-        pool: PgPool,
-        datasources: crate::datasource::DataSourceClient,
-    },
+    Real(crate::datasource::EngineHttp),
 }
 
 /// One reply, as the inbox stores it and as text for people.
@@ -548,43 +544,17 @@ impl Refusals for HttpLog<'_> {
 
 impl HttpClient for HttpLog<'_> {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let (rest, pool, datasources) = match self.http {
+        match self.http {
             DryRunHttp::Refuse => {
                 let url = crate::text::redact_url(&request.url).to_string();
                 if let Ok(mut refused) = self.refused.lock() {
                     refused.push(url);
                 }
-                return Err(HttpError::Forbidden(
+                Err(HttpError::Forbidden(
                     "rest_api calls are not made in a dry run".to_owned(),
-                ));
+                ))
             }
-            DryRunHttp::Real {
-                rest,
-                pool,
-                datasources,
-            } => (rest, pool, datasources),
-        };
-        let Some(id) = request.url.strip_prefix(engine::http::CONNECTION_SCHEME) else {
-            return rest.send(request).await;
-        };
-        let id = Uuid::parse_str(id)
-            .map_err(|_| HttpError::InvalidRequest(format!("`{id}` is not a connection id")))?;
-        let input: Value = request
-            .body
-            .as_deref()
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or(Value::Null);
-        let resolve = crate::datasource::resolve_connection_items(pool, datasources, id, &input);
-        match tokio::time::timeout(request.timeout, resolve).await {
-            Err(_) => Err(HttpError::Timeout),
-            Ok(Err(e)) => Ok(HttpResponse {
-                status: 502,
-                body: e.to_string().into_bytes(),
-            }),
-            Ok(Ok(items)) => Ok(HttpResponse {
-                status: 200,
-                body: serde_json::to_vec(&items).unwrap_or_default(),
-            }),
+            DryRunHttp::Real(http) => http.send(request).await,
         }
     }
 }

@@ -120,11 +120,11 @@ pub async fn run(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
 
     let http = if args.real_http {
-        DryRunHttp::Real {
+        DryRunHttp::Real(crate::datasource::EngineHttp {
             rest: crate::egress::rest_api::ReqwestHttp::new(&config)?,
             pool: pool.clone(),
             datasources: crate::datasource::DataSourceClient::new(&config.datasource),
-        }
+        })
     } else {
         DryRunHttp::Refuse
     };

@@ -8,6 +8,7 @@
 //! egress guard ([`crate::egress`]), has a timeout and a response size cap.
 
 pub mod client;
+mod engine_http;
 pub mod extract;
 pub mod flow;
 pub mod model;
@@ -18,6 +19,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use client::DataSourceClient;
+pub use engine_http::EngineHttp;
 pub use model::{Connection, DataSource};
 
 use crate::store;

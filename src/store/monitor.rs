@@ -18,27 +18,28 @@ pub struct QueueStats {
 /// The turn queue (`turn_jobs`) and the send queue (`send_jobs`). Both scans use the
 /// queues' partial indexes on unfinished jobs, so they cost what the backlog costs.
 pub async fn queue_stats(pool: &PgPool) -> Result<(QueueStats, QueueStats), sqlx::Error> {
-    let turns: QueueStats = sqlx::query_as(
-        "SELECT count(*) AS depth, \
-                count(*) FILTER (WHERE run_at <= now() \
-                                   AND (locked_until IS NULL OR locked_until < now())) AS due, \
-                extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now() \
-                    AND (locked_until IS NULL OR locked_until < now())))::float8 AS oldest_due_secs \
-         FROM turn_jobs WHERE done_at IS NULL",
-    )
-    .fetch_one(pool)
-    .await?;
-    let sends: QueueStats = sqlx::query_as(
-        "SELECT count(*) AS depth, \
-                count(*) FILTER (WHERE next_attempt_at <= now() \
-                                   AND (locked_until IS NULL OR locked_until < now())) AS due, \
-                extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now() \
-                    AND (locked_until IS NULL OR locked_until < now())))::float8 AS oldest_due_secs \
-         FROM send_jobs WHERE done_at IS NULL",
-    )
-    .fetch_one(pool)
-    .await?;
+    let turns = one_queue(pool, "turn_jobs", "run_at").await?;
+    let sends = one_queue(pool, "send_jobs", "next_attempt_at").await?;
     Ok((turns, sends))
+}
+
+/// One queue's stats; `due_column` is when a job falls due. Both names are this
+/// module's constants, never input.
+async fn one_queue(
+    pool: &PgPool,
+    table: &'static str,
+    due_column: &'static str,
+) -> Result<QueueStats, sqlx::Error> {
+    let waiting =
+        format!("{due_column} <= now() AND (locked_until IS NULL OR locked_until < now())");
+    sqlx::query_as(&format!(
+        "SELECT count(*) AS depth, count(*) FILTER (WHERE {waiting}) AS due, \
+                extract(epoch FROM now() - min({due_column}) FILTER (WHERE {waiting}))::float8 \
+                    AS oldest_due_secs \
+         FROM {table} WHERE done_at IS NULL"
+    ))
+    .fetch_one(pool)
+    .await
 }
 
 /// This process as it reports itself.

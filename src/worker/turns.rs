@@ -28,11 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::datasource::EngineHttp;
 use crate::egress::rest_api::ReqwestHttp;
 use crate::engine::cache::ChatbotCache;
 use crate::engine::{
-    self, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event, HttpClient,
-    HttpError, HttpRequest, HttpResponse, Inbound,
+    self, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event, Inbound,
 };
 use crate::metrics::TurnOutcome;
 use crate::store;
@@ -170,7 +170,7 @@ impl Drop for Busy {
 /// Runs turns for one process.
 pub struct TurnStage {
     ctx: Arc<AppContext>,
-    http: TurnHttp,
+    http: EngineHttp,
     cache: ChatbotCache,
     limits: EngineLimits,
     leases: Arc<Leases>,
@@ -190,7 +190,7 @@ impl TurnStage {
     ) -> anyhow::Result<TurnStage> {
         let config = &ctx.config;
         Ok(TurnStage {
-            http: TurnHttp {
+            http: EngineHttp {
                 rest: ReqwestHttp::new(config)?,
                 pool: ctx.pool.clone(),
                 datasources: ctx.datasources.clone(),
@@ -882,43 +882,6 @@ fn preview(message: &engine::Outgoing) -> &str {
         | engine::Outgoing::Buttons { body, .. }
         | engine::Outgoing::List { body, .. }
         | engine::Outgoing::Flow { body, .. } => body,
-    }
-}
-
-/// The HTTP the engine asks for during a turn: rest_api nodes go out through the
-/// guarded reqwest client; `wabot-connection:<id>` requests of dynamic questions are
-/// answered from the data source connection.
-struct TurnHttp {
-    rest: ReqwestHttp,
-    pool: sqlx::PgPool,
-    datasources: crate::datasource::DataSourceClient,
-}
-
-impl HttpClient for TurnHttp {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let Some(id) = request.url.strip_prefix(engine::http::CONNECTION_SCHEME) else {
-            return self.rest.send(request).await;
-        };
-        let id = Uuid::parse_str(id)
-            .map_err(|_| HttpError::InvalidRequest(format!("`{id}` is not a connection id")))?;
-        let input: Value = request
-            .body
-            .as_deref()
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or(Value::Null);
-        let resolve =
-            crate::datasource::resolve_connection_items(&self.pool, &self.datasources, id, &input);
-        match tokio::time::timeout(request.timeout, resolve).await {
-            Err(_) => Err(HttpError::Timeout),
-            Ok(Err(e)) => Ok(HttpResponse {
-                status: 502,
-                body: e.to_string().into_bytes(),
-            }),
-            Ok(Ok(items)) => Ok(HttpResponse {
-                status: 200,
-                body: serde_json::to_vec(&items).unwrap_or_default(),
-            }),
-        }
     }
 }
 

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::ingest::{
-    self, BatchOutcome, InboundRow, IngestError, IngestOutcome, Lease, RawEvent, WebhookRows, NAME_MAX_CHARS,
-    PHONE_MAX_CHARS, WAMID_MAX_CHARS,
+    self, BatchOutcome, InboundRow, IngestError, IngestOutcome, Lease, RawEvent, WebhookRows,
+    NAME_MAX_CHARS, PHONE_MAX_CHARS, WAMID_MAX_CHARS,
 };
 use crate::store::statuses::StatusRow;
 use crate::text::truncate_chars;
