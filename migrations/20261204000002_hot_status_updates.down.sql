@@ -1,0 +1,2 @@
+ALTER TABLE public.messages RESET (fillfactor);
+ALTER TABLE public.conversation_contexts RESET (fillfactor);
