@@ -1,8 +1,10 @@
 -- Room on every page for the updates a row gets after its insert, so PostgreSQL can
 -- make them heap-only (HOT: no new index entries). An outbound message is updated
--- three or four times (the wamid Meta returned, then sent, delivered, read); a
--- context once per turn. With full pages only a third of the status updates of
--- `messages` were HOT, each other one inserting into all four of its indexes.
+-- three times after its insert (the wamid Meta returned, which changes an indexed
+-- expression and so is never HOT, then delivered and read); a context once per turn.
+-- Measured on the e2e bench (500 customers, statuses on): HOT updates of `messages`
+-- 34% -> 52% (nearly every status update), of `conversation_contexts` 62% -> 90%;
+-- fewer index entries to write and to vacuum, no CPU change visible in 15 s runs.
 -- Storage parameters only: the columns and indexes stay WhatsApp Builder's. They
 -- apply to pages written from now on.
 ALTER TABLE public.messages SET (fillfactor = 80);
