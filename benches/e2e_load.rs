@@ -225,6 +225,10 @@ struct Driver {
     fake: Arc<FakeGraph>,
 }
 
+/// Message webhooks whose POST ended without any answer (hyper's IncompleteMessage:
+/// the connection closed; wabot may have stored the message all the same).
+pub static NO_ANSWER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Driver {
     /// Posts one message webhook; the ack latency when wabot answered 200.
     async fn post(&self, u: usize, s: usize) -> Option<Duration> {
@@ -241,7 +245,11 @@ impl Driver {
             .await;
         match response {
             Ok(r) if r.status() == reqwest::StatusCode::OK => Some(sent.elapsed()),
-            _ => None,
+            Ok(_) => None,
+            Err(_) => {
+                NO_ANSWER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
         }
     }
 

@@ -161,9 +161,11 @@ pub fn report(opts: &Options, fake: &FakeGraph, phase: &Phase, r: Run<'_>) -> us
     println!(
         "  load phase {load:.2} s: {in_load} turns completed = {:.0} turns/s; \
          {acked_in_load} message webhooks acked = {:.0} acks/s; {offered} offered, \
-         {refused_msgs} refused ({refusals} non-200 answers)",
+         {refused_msgs} refused ({refusals} not answered 200, of which {} with no answer at \
+         all)",
         in_load as f64 / load,
         acked_in_load as f64 / load,
+        crate::NO_ANSWER.load(Ordering::Relaxed),
     );
     let s = r.statuses_load;
     let all = status_counts(fake);

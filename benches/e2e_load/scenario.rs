@@ -199,7 +199,24 @@ fn judge_echo(u: usize, sent: &[Sent], acked: &[&Sent], log: &[Reply], v: &mut V
             .map_or(log[first].at, |&i| log[i].at);
         v.turns.push((m.due, log[first].at, last));
     }
-    let extra_asks = asks.len().saturating_sub(answered_asks);
+    // Echoes of refused messages, and anything else, belong to no acked message. A
+    // refused webhook can still have been stored (the connection broke after wabot
+    // committed and answered 200: hyper's IncompleteMessage on the driver's side),
+    // and its turn asks again: that question is its own, not a duplicate.
+    let refused: Vec<String> = sent
+        .iter()
+        .filter(|m| m.ack.is_none())
+        .map(|m| echo_text(u, m.s))
+        .collect();
+    let refused_turns = log
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| !used[*i] && refused.contains(&r.text))
+        .count();
+    let extra_asks = asks
+        .len()
+        .saturating_sub(answered_asks)
+        .saturating_sub(refused_turns);
     if extra_asks > 0 {
         v.duplicates += extra_asks;
         v.duplicated.push((
@@ -207,12 +224,6 @@ fn judge_echo(u: usize, sent: &[Sent], acked: &[&Sent], log: &[Reply], v: &mut V
             Vec::new(),
         ));
     }
-    // Echoes of refused messages, and anything else, belong to no acked message.
-    let refused: Vec<String> = sent
-        .iter()
-        .filter(|m| m.ack.is_none())
-        .map(|m| echo_text(u, m.s))
-        .collect();
     for (i, r) in log.iter().enumerate() {
         if used[i] {
             continue;
