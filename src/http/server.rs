@@ -1,9 +1,9 @@
 //! The listener loop: hyper connections with the limits `axum::serve` lacks.
 //!
 //! Anyone can open a socket to the webhook URL, so a connection must not be able
-//! to hold resources by saying nothing: a request head must arrive within
-//! `header_timeout` (hyper restarts that clock whenever a keep-alive connection goes
-//! idle), a connection with no request in flight is closed after `idle_timeout`, a
+//! to hold resources by saying nothing: a request head must arrive whole within
+//! `header_timeout` of its first byte (of the accept, for a connection's first
+//! request), a connection with no request in flight is closed after `idle_timeout`, a
 //! body must arrive whole within `body_timeout`, a declared `Content-Length` above
 //! `max_body_bytes` is refused at once with 413, and past `max_connections` new
 //! sockets get a 503 and are closed without a task of their own.
@@ -28,7 +28,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -85,7 +85,13 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        // hyper starts its header timer when a kept-alive connection goes idle, so
+        // it also bounds the wait between requests: set to the header timeout it
+        // closed connections idle for 10 s while `idle_timeout` promised a minute,
+        // without a word, and a client (Meta) reusing one at that moment lost its
+        // request's answer. It is only the backstop now; a head's own deadline is
+        // `Activity::head_overdue`.
+        .header_read_timeout(limits.header_timeout.max(limits.idle_timeout))
         .keep_alive(true);
     builder
         .http2()
@@ -188,6 +194,10 @@ async fn connection(
             }
         })
     };
+    let stream = Watched {
+        inner: stream,
+        activity: activity.clone(),
+    };
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     // hyper's header timeout starts once the protocol is known; a socket that never
@@ -195,11 +205,24 @@ async fn connection(
     // deadline of its own.
     let first_head = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(first_head);
+    // A select's conditions are read when it starts, not when a branch fires: the
+    // sleep has to look again once it fires. (Without that look every connection
+    // was cut `header_timeout` after its accept, requests in flight or not: their
+    // webhooks were stored but the answers were lost.)
+    let mut first_head_armed = true;
     let mut closing = false;
     loop {
         tokio::select! {
-            _ = &mut first_head, if !activity.started() => {
+            _ = &mut first_head, if first_head_armed => {
+                first_head_armed = false;
+                if activity.started() {
+                    continue;
+                }
                 tracing::debug!("no request head in time: connection closed");
+                return;
+            }
+            _ = activity.head_overdue(limits.header_timeout) => {
+                tracing::debug!("a request head did not arrive whole in time: connection closed");
                 return;
             }
             result = conn.as_mut() => {
@@ -298,6 +321,16 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds from `start` to the end of the last response.
     last_done_ms: AtomicU64,
+    /// Milliseconds from `start` (plus one; 0: none) to the first byte read while no
+    /// request was in flight: a head has begun and not yet been taken.
+    head_since_ms: AtomicU64,
+    /// Wakes `head_overdue` when a head begins.
+    head_began: Notify,
+    /// Whether the first bytes were HTTP/2's preface: its frames (pings, settings)
+    /// flow between requests and begin no head; h2 is bounded by its keep-alive.
+    http2: AtomicBool,
+    /// Whether any bytes were read yet.
+    any_bytes: AtomicBool,
 }
 
 impl Activity {
@@ -307,6 +340,47 @@ impl Activity {
             any: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(0),
+            head_began: Notify::new(),
+            http2: AtomicBool::new(false),
+            any_bytes: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Bytes arrived: with no request in flight they begin a head.
+    fn bytes_read(&self, bytes: &[u8]) {
+        if !self.any_bytes.swap(true, Ordering::SeqCst) && bytes.starts_with(b"PRI ") {
+            self.http2.store(true, Ordering::SeqCst);
+        }
+        if !self.http2.load(Ordering::SeqCst)
+            && self.in_flight.load(Ordering::SeqCst) == 0
+            && self
+                .head_since_ms
+                .compare_exchange(0, self.now_ms() + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            self.head_began.notify_one();
+        }
+    }
+
+    /// Resolves once a head has been arriving for longer than `timeout` without
+    /// becoming a request.
+    async fn head_overdue(&self, timeout: Duration) {
+        loop {
+            let since = self.head_since_ms.load(Ordering::SeqCst);
+            if since == 0 {
+                self.head_began.notified().await;
+                continue;
+            }
+            let deadline = self.start + Duration::from_millis(since - 1) + timeout;
+            tokio::time::sleep_until(deadline).await;
+            if self.head_since_ms.load(Ordering::SeqCst) == since {
+                return;
+            }
         }
     }
 
@@ -317,6 +391,8 @@ impl Activity {
     fn begin(self: &Arc<Self>) -> InFlight {
         self.any.store(true, Ordering::SeqCst);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        // The head it began with is whole.
+        self.head_since_ms.store(0, Ordering::SeqCst);
         InFlight(self.clone())
     }
 
@@ -375,5 +451,57 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The socket, telling `Activity` when bytes arrive (hyper owns the reads, so this
+/// is where the start of a head can be seen).
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -184,6 +184,96 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_request_in_flight_when_the_first_head_deadline_passes_is_answered() {
+    // The first head's deadline counts from the accept; a request that began before
+    // it is not cut off by it, nor is the connection afterwards.
+    let server = start(ServerLimits {
+        header_timeout: Duration::from_secs(1),
+        ..limits()
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let slow = read_response(&mut stream).await;
+    assert!(slow.starts_with("HTTP/1.1 200"), "{slow}");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let next = read_response(&mut stream).await;
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_idle_past_the_header_timeout_still_answers() {
+    // The wait between requests is the idle timeout's to bound, not the header
+    // timeout's: a client that reuses a connection after a pause (Meta does) must
+    // not find it closed under its next request.
+    let server = start(ServerLimits {
+        header_timeout: Duration::from_secs(1),
+        ..limits()
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let second = read_response(&mut stream).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+}
+
+#[tokio::test]
+async fn a_later_head_that_trickles_is_closed_after_the_header_timeout() {
+    let server = start(ServerLimits {
+        header_timeout: Duration::from_secs(1),
+        ..limits()
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // The second head trickles in header by header, for far longer than a second.
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let trickle = async {
+        for i in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if stream
+                .write_all(format!("x-h{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return true;
+            }
+        }
+        false
+    };
+    let mut closed = trickle.await;
+    if !closed {
+        closed = read_to_close(&mut stream).await.is_empty();
+    }
+    assert!(
+        closed,
+        "a trickled second head got an answer instead of a close"
+    );
+}
+
+#[tokio::test]
 async fn connections_past_the_cap_are_refused_and_served_again_once_one_closes() {
     let server = start(ServerLimits {
         max_connections: 2,
