@@ -98,9 +98,9 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// `WABOT_REQUEST_TIMEOUT_SECS`: the longest any one HTTP request may take.
     pub request_timeout_secs: u64,
-    /// `WABOT_HEADER_TIMEOUT_SECS`: from accept (or the end of the previous
-    /// response) to a complete request head; a silent or half-written connection is
-    /// closed after it.
+    /// `WABOT_HEADER_TIMEOUT_SECS`: from accept to the first complete request head,
+    /// and from a later head's first byte to its end; a silent or half-written
+    /// connection is closed after it.
     pub header_timeout_secs: u64,
     /// `WABOT_IDLE_TIMEOUT_SECS`: a connection with no request in flight is closed
     /// after this long.
