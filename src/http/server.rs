@@ -197,6 +197,7 @@ async fn connection(
     let stream = Watched {
         inner: stream,
         activity: activity.clone(),
+        protocol: Protocol::Undecided(0),
     };
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -326,11 +327,6 @@ struct Activity {
     head_since_ms: AtomicU64,
     /// Wakes `head_overdue` when a head begins.
     head_began: Notify,
-    /// Whether the first bytes were HTTP/2's preface: its frames (pings, settings)
-    /// flow between requests and begin no head; h2 is bounded by its keep-alive.
-    http2: AtomicBool,
-    /// Whether any bytes were read yet.
-    any_bytes: AtomicBool,
 }
 
 impl Activity {
@@ -342,8 +338,6 @@ impl Activity {
             last_done_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(0),
             head_began: Notify::new(),
-            http2: AtomicBool::new(false),
-            any_bytes: AtomicBool::new(false),
         }
     }
 
@@ -352,12 +346,8 @@ impl Activity {
     }
 
     /// Bytes arrived: with no request in flight they begin a head.
-    fn bytes_read(&self, bytes: &[u8]) {
-        if !self.any_bytes.swap(true, Ordering::SeqCst) && bytes.starts_with(b"PRI ") {
-            self.http2.store(true, Ordering::SeqCst);
-        }
-        if !self.http2.load(Ordering::SeqCst)
-            && self.in_flight.load(Ordering::SeqCst) == 0
+    fn bytes_read(&self) {
+        if self.in_flight.load(Ordering::SeqCst) == 0
             && self
                 .head_since_ms
                 .compare_exchange(0, self.now_ms() + 1, Ordering::SeqCst, Ordering::SeqCst)
@@ -455,10 +445,40 @@ impl http_body::Body for Tracked {
 }
 
 /// The socket, telling `Activity` when bytes arrive (hyper owns the reads, so this
-/// is where the start of a head can be seen).
+/// is where the start of a head can be seen). HTTP/1 only: an HTTP/2 connection's
+/// frames (pings, settings) flow between requests and begin no head; h2 is bounded
+/// by its keep-alive.
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    protocol: Protocol,
+}
+
+/// What the first bytes of a connection said.
+enum Protocol {
+    /// Fewer bytes than HTTP/2's `PRI ` so far, all of them its prefix (the first
+    /// head's deadline from the accept covers this time).
+    Undecided(usize),
+    Http1,
+    Http2,
+}
+
+impl Protocol {
+    fn read(&mut self, bytes: &[u8]) {
+        const PREFACE: &[u8] = b"PRI ";
+        if let Protocol::Undecided(seen) = *self {
+            let more = &bytes[..bytes.len().min(PREFACE.len() - seen)];
+            *self = if PREFACE[seen..].starts_with(more) {
+                if seen + more.len() == PREFACE.len() {
+                    Protocol::Http2
+                } else {
+                    Protocol::Undecided(seen + more.len())
+                }
+            } else {
+                Protocol::Http1
+            };
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for Watched {
@@ -470,7 +490,11 @@ impl tokio::io::AsyncRead for Watched {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.bytes_read(&buf.filled()[before..]);
+            let this = &mut *self;
+            this.protocol.read(&buf.filled()[before..]);
+            if matches!(this.protocol, Protocol::Http1) {
+                this.activity.bytes_read();
+            }
         }
         polled
     }
@@ -503,5 +527,33 @@ impl tokio::io::AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Protocol;
+
+    fn after(reads: &[&[u8]]) -> Protocol {
+        let mut protocol = Protocol::Undecided(0);
+        for bytes in reads {
+            protocol.read(bytes);
+        }
+        protocol
+    }
+
+    #[test]
+    fn the_first_bytes_tell_http1_from_http2_even_split_across_reads() {
+        assert!(matches!(after(&[b"GET / HTTP/1.1\r\n"]), Protocol::Http1));
+        assert!(matches!(after(&[b"POST /webhook"]), Protocol::Http1));
+        assert!(matches!(
+            after(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]),
+            Protocol::Http2
+        ));
+        assert!(matches!(after(&[b"PR", b"I * HTTP/2.0"]), Protocol::Http2));
+        assert!(matches!(after(&[b"P", b"OST /"]), Protocol::Http1));
+        assert!(matches!(after(&[b"PR"]), Protocol::Undecided(2)));
+        // Once decided, later bytes change nothing.
+        assert!(matches!(after(&[b"GET ", b"PRI "]), Protocol::Http1));
     }
 }
