@@ -284,8 +284,9 @@ fn timeline(
             .map(order_time)
     };
     for (n, t) in turns.into_iter().enumerate() {
-        let at = answered_at(t.message_id).map_or(t.created_at, |m| m.max(t.created_at));
-        let (variables, engine_state) = split_variables(t.variables);
+        let turn = t.turn;
+        let at = answered_at(turn.message_id).map_or(t.created_at, |m| m.max(t.created_at));
+        let (variables, engine_state) = split_variables(turn.variables);
         keyed.push((
             at,
             1,
@@ -294,14 +295,14 @@ fn timeline(
                 at: t.created_at,
                 id: t.id,
                 job_id: t.job_id,
-                kind: t.kind,
-                message_id: t.message_id,
-                chatbot_id: t.chatbot_id,
-                nodes: t.nodes,
-                steps: t.steps,
-                current_node_id: t.current_node_id,
-                status: t.status,
-                completion_reason: t.completion_reason,
+                kind: turn.kind,
+                message_id: turn.message_id,
+                chatbot_id: turn.chatbot_id,
+                nodes: turn.nodes,
+                steps: turn.steps,
+                current_node_id: turn.current_node_id,
+                status: turn.status,
+                completion_reason: turn.completion_reason,
                 variables,
                 engine_state,
                 sends: t.sends,

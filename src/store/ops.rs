@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::store::chatbots::ChatbotRow;
+use crate::store::turns::TurnLogRow;
 
 /// Most groups listed per error kind, so that the screen stays bounded.
 pub const ERROR_GROUPS_PER_KIND: i64 = 10;
@@ -421,16 +422,10 @@ pub async fn messages(
 pub struct TurnLogEntry {
     pub id: i64,
     pub job_id: i64,
-    pub kind: String,
-    pub message_id: Option<Uuid>,
-    pub chatbot_id: Option<Uuid>,
-    pub context_id: Option<Uuid>,
-    pub nodes: Vec<String>,
-    pub steps: i32,
-    pub current_node_id: Option<String>,
-    pub status: Option<String>,
-    pub completion_reason: Option<String>,
-    pub variables: Option<Value>,
+    /// What the turn did, as the commit wrote it.
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub turn: TurnLogRow,
     pub sends: i32,
     pub note: Option<String>,
     pub created_at: DateTime<Utc>,

@@ -325,8 +325,9 @@ pub struct TurnEffects {
     pub log: TurnLogRow,
 }
 
-/// One row of `wabot_turn_log`: what a finished turn did.
-#[derive(Debug, Clone, Default)]
+/// One row of `wabot_turn_log`: what a finished turn did (written by the turn
+/// commit, read back by `store::ops::turn_log`).
+#[derive(Debug, Clone, Default, serde::Serialize, sqlx::FromRow)]
 pub struct TurnLogRow {
     pub kind: String,
     pub message_id: Option<Uuid>,
