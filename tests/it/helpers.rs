@@ -28,13 +28,84 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// A unique name for a scratch database: `<prefix>_<unix seconds>_<uuid>`. The
+/// time lets a later run tell a leftover from a database in use.
+pub fn scratch_database_name(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        chrono::Utc::now().timestamp(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Scratch databases of runs at least this old are leftovers.
+const LEFTOVER_AFTER_SECS: i64 = 3600;
+
+/// Whether a database this suite (or `wabot serve`'s tests) made is a leftover of
+/// an earlier run: named with a creation time an hour or more ago, or in the old
+/// form without one.
+fn is_leftover(name: &str, now: i64) -> bool {
+    let Some(rest) = ["wabot_test_", "wabot_serve_"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+    else {
+        return false;
+    };
+    match rest.split_once('_') {
+        Some((secs, _)) => secs
+            .parse::<i64>()
+            .is_ok_and(|t| t <= now - LEFTOVER_AFTER_SECS),
+        // `<uuid>` alone: the names before the creation time was added.
+        None => rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()),
+    }
+}
+
+/// Drops the scratch databases earlier runs left (tests do not drop their own: a
+/// failed test's database is there to look at), once per test process. A database
+/// somebody is connected to is not dropped (no FORCE), so a run in progress
+/// elsewhere keeps its databases.
+async fn sweep_leftovers(admin: &mut PgConnection) {
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| async {
+            let now = chrono::Utc::now().timestamp();
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT datname FROM pg_database \
+                 WHERE datname LIKE 'wabot\\_test\\_%' OR datname LIKE 'wabot\\_serve\\_%'",
+            )
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+            for name in names.iter().filter(|n| is_leftover(n, now)) {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                    .execute(&mut *admin)
+                    .await;
+            }
+        })
+        .await;
+}
+
+#[test]
+fn leftovers_are_told_by_their_creation_time() {
+    let now = 1_800_000_000;
+    let old = format!("wabot_test_{}_{}", now - 7200, "a".repeat(32));
+    let fresh = format!("wabot_test_{}_{}", now - 60, "b".repeat(32));
+    assert!(is_leftover(&old, now));
+    assert!(!is_leftover(&fresh, now));
+    assert!(is_leftover(&format!("wabot_serve_{}", "c".repeat(32)), now));
+    assert!(!is_leftover("wabot_e2e_0123", now));
+    assert!(!is_leftover("wabot", now));
+    assert!(!is_leftover("wabot_test_notatime_x", now));
+}
+
 /// Creates an empty database with a unique name; returns its URL.
 pub async fn create_empty_database() -> String {
     let options = PgConnectOptions::from_str(&server_url()).expect("DATABASE_URL is a URL");
-    let name = format!("wabot_test_{}", uuid::Uuid::new_v4().simple());
+    let name = scratch_database_name("wabot_test");
     let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
         .await
         .expect("PostgreSQL is reachable at DATABASE_URL");
+    sweep_leftovers(&mut admin).await;
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
         .execute(&mut admin)
         .await

@@ -26,7 +26,7 @@ pub fn wabot() -> Command {
 pub fn new_database_url() -> String {
     let base = url::Url::parse(&server_url()).unwrap();
     let mut url = base.clone();
-    url.set_path(&format!("wabot_serve_{}", uuid::Uuid::new_v4().simple()));
+    url.set_path(&crate::helpers::scratch_database_name("wabot_serve"));
     url.to_string()
 }
 
