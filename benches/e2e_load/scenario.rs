@@ -208,22 +208,6 @@ fn judge_echo(u: usize, sent: &[Sent], acked: &[&Sent], log: &[Reply], v: &mut V
         .filter(|m| m.ack.is_none())
         .map(|m| echo_text(u, m.s))
         .collect();
-    let refused_turns = log
-        .iter()
-        .enumerate()
-        .filter(|(i, r)| !used[*i] && refused.contains(&r.text))
-        .count();
-    let extra_asks = asks
-        .len()
-        .saturating_sub(answered_asks)
-        .saturating_sub(refused_turns);
-    if extra_asks > 0 {
-        v.duplicates += extra_asks;
-        v.duplicated.push((
-            format!("customer {u}: {ASK:?} {extra_asks} more than its turns"),
-            Vec::new(),
-        ));
-    }
     for (i, r) in log.iter().enumerate() {
         if used[i] {
             continue;
@@ -233,6 +217,17 @@ fn judge_echo(u: usize, sent: &[Sent], acked: &[&Sent], log: &[Reply], v: &mut V
         } else {
             v.wrong += 1;
         }
+    }
+    let extra_asks = asks
+        .len()
+        .saturating_sub(answered_asks)
+        .saturating_sub(v.refused_answered);
+    if extra_asks > 0 {
+        v.duplicates += extra_asks;
+        v.duplicated.push((
+            format!("customer {u}: {ASK:?} {extra_asks} more than its turns"),
+            Vec::new(),
+        ));
     }
     // Turns in order: a message acked before another was even posted must be
     // answered first (messages in flight together may reach wabot in either order).

@@ -107,6 +107,22 @@ async fn read_response(stream: &mut TcpStream) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// Writes a header every 250 ms for ten seconds, far past any header timeout here;
+/// whether the server closed the connection rather than answer.
+async fn trickle_headers_until_closed(stream: &mut TcpStream) -> bool {
+    for i in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if stream
+            .write_all(format!("x-h{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return true;
+        }
+    }
+    read_to_close(stream).await.is_empty()
+}
+
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
     let server = start(ServerLimits {
@@ -137,23 +153,7 @@ async fn a_half_written_request_line_is_closed_after_the_header_timeout() {
     // timeout is for the whole head, not for each read.
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    let trickle = async {
-        for i in 0..40 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            if stream
-                .write_all(format!("x-h{i}: 1\r\n").as_bytes())
-                .await
-                .is_err()
-            {
-                return true;
-            }
-        }
-        false
-    };
-    let mut closed = trickle.await;
-    if !closed {
-        closed = read_to_close(&mut stream).await.is_empty();
-    }
+    let closed = trickle_headers_until_closed(&mut stream).await;
     assert!(closed, "a trickled head got an answer instead of a close");
 }
 
@@ -250,23 +250,7 @@ async fn a_later_head_that_trickles_is_closed_after_the_header_timeout() {
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     // The second head trickles in header by header, for far longer than a second.
     stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    let trickle = async {
-        for i in 0..40 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            if stream
-                .write_all(format!("x-h{i}: 1\r\n").as_bytes())
-                .await
-                .is_err()
-            {
-                return true;
-            }
-        }
-        false
-    };
-    let mut closed = trickle.await;
-    if !closed {
-        closed = read_to_close(&mut stream).await.is_empty();
-    }
+    let closed = trickle_headers_until_closed(&mut stream).await;
     assert!(
         closed,
         "a trickled second head got an answer instead of a close"

@@ -294,9 +294,10 @@ async fn store_batch(
         }
     }
     if !fresh.is_empty() {
-        let rows: Vec<(&WebhookRows, &str)> = fresh.iter().map(|&(i, t)| (&batch[i], t)).collect();
+        let rows: Vec<&WebhookRows> = fresh.iter().map(|&(i, _)| &batch[i]).collect();
+        let bodies: Vec<&str> = fresh.iter().map(|&(_, text)| text).collect();
         let counts: Vec<&IngestOutcome> = fresh.iter().map(|&(i, _)| &outcomes[i]).collect();
-        let ids = insert_events(conn, &rows, &counts).await?;
+        let ids = insert_events(conn, &rows, &bodies, &counts).await?;
         for (&(i, _), id) in fresh.iter().zip(ids) {
             outcomes[i].event_id = id;
         }
@@ -670,14 +671,14 @@ async fn update_conversations(
     Ok(())
 }
 
-/// One `webhook_events` row per webhook (with its JSON text), in order; their ids.
+/// One `webhook_events` row per webhook, with its JSON text (`bodies`, in the same
+/// order), in order; their ids.
 async fn insert_events(
     conn: &mut PgConnection,
-    batch: &[(&WebhookRows, &str)],
+    batch: &[&WebhookRows],
+    bodies: &[&str],
     outcomes: &[&IngestOutcome],
 ) -> Result<Vec<i64>, sqlx::Error> {
-    let bodies: Vec<&str> = batch.iter().map(|(_, text)| *text).collect();
-    let batch: Vec<&WebhookRows> = batch.iter().map(|(w, _)| *w).collect();
     let received: Vec<DateTime<Utc>> = batch.iter().map(|w| w.received_at).collect();
     let objects: Vec<Option<&str>> = batch.iter().map(|w| w.object.as_deref()).collect();
     // Postgres has no arrays of arrays of different lengths: the fields go as JSON.
@@ -704,7 +705,7 @@ async fn insert_events(
     .bind(&received)
     .bind(&objects)
     .bind(&fields)
-    .bind(&bodies)
+    .bind(bodies)
     .bind(count(|o| o.messages_total))
     .bind(count(|o| o.messages_new))
     .bind(count(|o| o.messages_skipped))
