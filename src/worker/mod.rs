@@ -239,74 +239,130 @@ impl Pipeline {
 
     /// Stops the stages in order, within `deadline`: ingest stores what was queued
     /// (its handlers are waiting), the turn stage runs and commits what it holds, the
-    /// sender sends what was committed. What cannot finish by the deadline is left
-    /// and its leases are handed back, so another process (or the next start) takes
-    /// it at once instead of after `WABOT_LEASE_SECS`.
+    /// sender sends what was committed. What cannot finish is cut short a little
+    /// before the deadline (see [`cut_at`]), every task still running is ended, and
+    /// the leases left are handed back, so another process (or the next start)
+    /// takes their jobs at once instead of after `WABOT_LEASE_SECS`.
+    ///
+    /// Every wait here ends when its stage is done, never on a clone of a sink or a
+    /// handle going away (the monitor keeps clones until the end): an idle pipeline
+    /// drains in a few milliseconds.
     pub async fn drain(mut self, deadline: tokio::time::Instant) {
-        // No new claims (and no sinks held by the poll); the lease keeper keeps going
-        // until the end.
+        let started = tokio::time::Instant::now();
+        let cut = cut_at(started, deadline);
+        let mut cut_short: Vec<&'static str> = Vec::new();
+        // No new claims (and no pushes from the poll); maintenance ends its
+        // statement at once. The lease keeper keeps going until the end.
         self.recovery_stop.cancel();
         self.recovery.close();
-        let _ = tokio::time::timeout_at(deadline, self.recovery.wait()).await;
-        self.ingest_close.cancel();
-        self.ingest_tasks.close();
-        if tokio::time::timeout_at(deadline, self.ingest_tasks.wait())
+        if tokio::time::timeout_at(cut, self.recovery.wait())
             .await
             .is_err()
         {
-            tracing::warn!("ingest did not finish within the drain time");
+            cut_short.push("recovery");
+        }
+        self.ingest_close.cancel();
+        self.ingest_tasks.close();
+        if tokio::time::timeout_at(cut, self.ingest_tasks.wait())
+            .await
+            .is_err()
+        {
+            cut_short.push("ingest");
+        }
+        if let Some(sender) = &self.sender {
+            sender.draining(cut);
         }
         if let Some(turns) = self.turns.take() {
-            self.turns_stop_when_idle(turns, deadline).await;
+            // The stage ends by itself once its queue is empty and its turns are
+            // committed; `turns_stop` cuts it short.
+            self.turns_idle.cancel();
+            tokio::pin!(turns);
+            if tokio::time::timeout_at(cut, &mut turns).await.is_err() {
+                cut_short.push("turns");
+                self.turns_stop.cancel();
+                let _ = tokio::time::timeout_at(deadline, turns).await;
+            }
         }
         if let Some(sender) = self.sender.take() {
-            let stop = self.sender_stop.clone();
-            let finish = sender.finish();
-            tokio::pin!(finish);
-            if tokio::time::timeout_at(deadline, &mut finish)
-                .await
-                .is_err()
-            {
-                tracing::warn!("replies still unsent at the drain's deadline; handing them back");
-                stop.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
+            if tokio::time::timeout_at(cut, sender.sent()).await.is_err() {
+                cut_short.push("sender");
+                // Waits end at once; calls in flight get until the deadline.
+                self.sender_stop.cancel();
+                let _ = tokio::time::timeout_at(deadline, sender.sent()).await;
             }
+            // Meta has the messages of these records: writing them spares a re-send.
+            let _ = tokio::time::timeout_at(deadline, sender.close()).await;
         }
         self.keeper_stop.cancel();
         self.keeper.close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.keeper.wait()).await;
+        let _ = tokio::time::timeout_at(deadline, self.keeper.wait()).await;
+        // Whatever still runs (a call or a turn past the deadline) ends here, before
+        // its lease is handed back: nothing of this process acts on a job after that.
+        self.kill.cancel();
+        self.hand_back(started, &cut_short).await;
+    }
+
+    /// Hands back every lease this process still holds, saying what was handed back
+    /// and which stage did not finish, and signs the process off.
+    async fn hand_back(&self, started: tokio::time::Instant, cut_short: &[&'static str]) {
         let pool = &self.ctx.pool;
         let holder = &self.ctx.holder;
-        match store::turns::release_all(pool, holder).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "handed back turn jobs"),
+        let turn_jobs = match within(store::turns::release_all(pool, holder)).await {
+            Ok(n) => n,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot hand back turn jobs; their leases will expire")
+                tracing::warn!(error = %e, "cannot hand back turn jobs; their leases will expire");
+                0
             }
-        }
-        match store::outbox::release_all(pool, holder).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "handed back send jobs"),
+        };
+        let send_jobs = match within(store::outbox::release_all(pool, holder)).await {
+            Ok(n) => n,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot hand back send jobs; their leases will expire")
+                tracing::warn!(error = %e, "cannot hand back send jobs; their leases will expire");
+                0
             }
+        };
+        let took_ms = started.elapsed().as_millis() as u64;
+        if turn_jobs + send_jobs > 0 {
+            tracing::warn!(
+                turn_jobs, send_jobs, took_ms, cut_short = ?cut_short,
+                "the drain handed back {send_jobs} send jobs and {turn_jobs} turn jobs \
+                 unfinished; the next process takes them at once"
+            );
+        } else if !cut_short.is_empty() {
+            tracing::warn!(took_ms, cut_short = ?cut_short, "the drain cut stages short; no job was left");
+        } else {
+            tracing::info!(took_ms, "drained: nothing left unfinished");
         }
-        if let Err(e) = store::monitor::signed_off(pool, holder).await {
+        if let Err(e) = within(store::monitor::signed_off(pool, holder)).await {
             tracing::debug!(error = %e, "cannot mark this process stopped in wabot_processes");
         }
     }
+}
 
-    async fn turns_stop_when_idle(&self, turns: JoinHandle<()>, deadline: tokio::time::Instant) {
-        // The stage ends by itself once its queue is empty and its turns are
-        // committed; `turns_stop` cuts it short at the deadline.
-        self.turns_idle.cancel();
-        tokio::pin!(turns);
-        if tokio::time::timeout_at(deadline, &mut turns).await.is_err() {
-            tracing::warn!("turns still running at the drain's deadline; handing them back");
-            self.turns_stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), turns).await;
-        }
+/// How long each statement of the hand-back may take, after the deadline.
+const HAND_BACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs one statement of the hand-back, for at most [`HAND_BACK_TIMEOUT`]: a
+/// database that does not answer now will not soon, and the leases then expire.
+async fn within<T>(
+    statement: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(HAND_BACK_TIMEOUT, statement).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {HAND_BACK_TIMEOUT:?}")),
     }
+}
+
+/// When a drain that began at `started` stops waiting for stages that have not
+/// finished: a fifth of the drain time before `deadline`, at most 2 s, so that the
+/// calls and turns still running can end and the leases be handed back by the
+/// deadline.
+pub fn cut_at(
+    started: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+) -> tokio::time::Instant {
+    let total = deadline.saturating_duration_since(started);
+    deadline - (total / 5).min(Duration::from_secs(2))
 }
 
 impl Drop for Pipeline {

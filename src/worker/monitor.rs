@@ -1,7 +1,8 @@
 //! The pipeline reporting on itself, every few seconds: the database queues' depth
 //! and the age of their oldest due job, the in-memory queues between the stages and
 //! the pool as gauges for `/metrics`; and this process's row in `wabot_processes`
-//! (alive, leases held, sending on hold and why) for `wabot status`.
+//! (alive, leases held, sending on hold or the Graph API unreachable, and why) for
+//! `wabot status`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,8 @@ pub struct Watched {
     pub sends: SendSink,
 }
 
-/// Samples and reports every [`every`] until `stop`.
+/// Samples and reports every [`every`], and at once when sending is held or the
+/// Graph API becomes unreachable (or either ends), until `stop`.
 pub async fn run(ctx: Arc<AppContext>, watched: Watched, stop: CancellationToken) {
     let started_at = Utc::now();
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -49,7 +51,12 @@ pub async fn run(ctx: Arc<AppContext>, watched: Watched, stop: CancellationToken
             hostname: hostname.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at,
-            send_hold: watched.sends.hold(),
+            // One field says why nothing goes out: a rejected token (nothing is
+            // tried) before an unreachable Graph API (calls are tried and fail).
+            send_hold: watched
+                .sends
+                .hold()
+                .or_else(|| watched.sends.graph_unreachable()),
             turn_leases: watched.leases.turns.len() as i32,
             send_leases: watched.leases.sends.len() as i32,
         };
@@ -58,6 +65,7 @@ pub async fn run(ctx: Arc<AppContext>, watched: Watched, stop: CancellationToken
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = watched.sends.changed() => {}
             _ = stop.cancelled() => return,
         }
     }

@@ -93,7 +93,9 @@ pub async fn keep_leases(ctx: Arc<AppContext>, leases: Arc<Leases>, stop: Cancel
 }
 
 /// Every minute, drops finished jobs kept for an hour and vacuums the queues.
-/// Several processes may do it at once; the statements are idempotent.
+/// Several processes may do it at once; the statements are idempotent, so a drain
+/// does not wait for a purge or a VACUUM to end: `stop` abandons it (the next
+/// round, here or elsewhere, does it again).
 pub async fn maintain(ctx: Arc<AppContext>, stop: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(60);
     const KEEP: Duration = Duration::from_secs(60 * 60);
@@ -102,7 +104,11 @@ pub async fn maintain(ctx: Arc<AppContext>, stop: CancellationToken) {
             _ = tokio::time::sleep(EVERY) => {}
             _ = stop.cancelled() => return,
         }
-        match store::turns::purge_finished(&ctx.pool, KEEP).await {
+        let purged = tokio::select! {
+            purged = store::turns::purge_finished(&ctx.pool, KEEP) => purged,
+            _ = stop.cancelled() => return,
+        };
+        match purged {
             Ok(0) => {}
             Ok(n) => tracing::debug!(jobs = n, "purged finished jobs"),
             Err(e) => tracing::warn!(error = %e, "queue maintenance failed"),

@@ -17,6 +17,12 @@
 //! fail for good with the error kept, or, when the token is rejected (190), hold
 //! all sending until the credentials change.
 //!
+//! When the Graph API cannot be reached at all (connection refused, DNS, TLS, a
+//! timeout) every queued reply fails the same way; that is one condition, not one
+//! per call: a warning naming the URL and the cause when it starts, a throttled
+//! reminder while it lasts, an info line when Meta answers again, and the
+//! condition in this process's heartbeat for `wabot status`.
+//!
 //! [`Sender::send_one`] is one step (claim one job, send it, record the outcome at
 //! once) for tests and tools.
 
@@ -38,6 +44,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::credentials::{CredentialStore, Credentials};
 use crate::store::outbox::{self, SendJob, SendRecord};
+use crate::telemetry::Throttle;
 use crate::whatsapp::graph::{Backoff, ErrorClass, GraphClient, GraphError};
 use crate::worker::rate_limit::RateLimiter;
 use crate::worker::{spawn_killable, spawn_tracked, Leases};
@@ -62,6 +69,9 @@ pub struct SenderOptions {
     pub rate_per_sec: u32,
     /// Messages of different conversations sent at once.
     pub max_in_flight: usize,
+    /// The Graph API's base URL (`WABOT_GRAPH_API_BASE`), named when it cannot be
+    /// reached. It holds no secret: the token travels in a header.
+    pub graph_base: String,
 }
 
 impl SenderOptions {
@@ -76,6 +86,11 @@ impl SenderOptions {
             rate_per_sec: w.send_rate_per_sec,
             // Enough parallel calls to reach the rate at Meta's usual latency.
             max_in_flight: (w.send_rate_per_sec as usize / 2).clamp(8, 256),
+            graph_base: config
+                .whatsapp
+                .graph_api_base
+                .trim_end_matches('/')
+                .to_owned(),
         }
     }
 }
@@ -112,6 +127,25 @@ struct Hold {
     since: DateTime<Utc>,
 }
 
+/// How often a Graph API that stays unreachable is mentioned again.
+const UNREACHABLE_REMINDER_SECS: u64 = 60;
+
+/// The Graph API could not be reached by the last call that tried.
+struct Outage {
+    /// The latest call's error, as an operator should read it.
+    cause: String,
+    since: DateTime<Utc>,
+    /// The reminders while it lasts; the first hit is the warning that opened it.
+    reminder: Throttle,
+}
+
+/// Whether a failed call reached Meta at all: a connection that could not be made
+/// or broke, a name that did not resolve, a TLS failure, or no answer in time. Any
+/// answer, even an error, proves the Graph API reachable.
+fn unreachable(error: &GraphError) -> bool {
+    matches!(error, GraphError::Transport(..) | GraphError::Timeout)
+}
+
 /// Where outcomes go: written at once (steps), or to the batching recorder.
 enum Recording {
     Direct,
@@ -128,6 +162,11 @@ pub struct Sender {
     holder: String,
     limiter: RateLimiter,
     hold: Mutex<Option<Hold>>,
+    /// Set while the Graph API cannot be reached.
+    outage: Mutex<Option<Outage>>,
+    /// Woken when a hold or an outage begins or ends, so that the heartbeat shows
+    /// it without waiting for its next beat.
+    changed: tokio::sync::Notify,
     recording: Recording,
 }
 
@@ -163,6 +202,8 @@ impl Sender {
             options,
             holder,
             hold: Mutex::new(None),
+            outage: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
             recording,
         }
     }
@@ -206,6 +247,7 @@ impl Sender {
         let stop = CancellationToken::new();
         let kill = CancellationToken::new();
         let sink = SendSink::new(self.clone(), leases.clone(), 1024, stop.clone(), kill);
+        // No drain deadline here: at shutdown the calls in flight finish, waits end.
         let poll = self.options.poll_interval;
         while !shutdown.is_cancelled() {
             let free = sink.shared.in_flight.available_permits().max(1) as i64;
@@ -295,6 +337,12 @@ impl Sender {
         let call = std::time::Instant::now();
         let answer = self.graph.send_message(&credentials, &job.body).await;
         crate::metrics::graph_request(call.elapsed());
+        match &answer {
+            Err(e) if unreachable(e) => self.cannot_reach(e),
+            // Nothing was called without credentials: it says nothing either way.
+            Err(GraphError::NotConfigured(_)) => {}
+            _ => self.reached(),
+        }
         let error = match answer {
             Ok(accepted) => {
                 crate::metrics::send("sent");
@@ -324,11 +372,16 @@ impl Sender {
                 crate::metrics::send("retry");
                 let delay = backoff(&self.options, schedule, attempts);
                 let next_attempt_at = now + delay;
-                // A Graph API outage retries every queued reply: one line per
-                // interval, the rest counted in wabot_sends_total{result="retry"}.
-                static RETRYING: crate::telemetry::Throttle =
-                    crate::telemetry::Throttle::new("send_retry", 10);
-                if let Some(count) = RETRYING.hit() {
+                // Meta refusing for a while retries every queued reply: one line
+                // per interval, the rest counted in wabot_sends_total{result="retry"}.
+                // An unreachable Graph API has its own lines (`cannot_reach`).
+                static RETRYING: Throttle = Throttle::new("send_retry", 10);
+                let line = if unreachable(&error) {
+                    None
+                } else {
+                    RETRYING.hit()
+                };
+                if let Some(count) = line {
                     tracing::warn!(
                         message_id = %job.message_id, attempts, code = ?error.code(), count,
                         retry_in_ms = delay.as_millis() as u64,
@@ -401,6 +454,7 @@ impl Sender {
             if hold.take().is_some() {
                 crate::metrics::sending_held(false);
                 tracing::warn!("WhatsApp credentials changed: sending resumes");
+                self.changed.notify_one();
             }
         }
         Ok(false)
@@ -436,6 +490,72 @@ impl Sender {
              ({error}). No message is sent until the token changes (whatsapp_config or \
              WABOT_ACCESS_TOKEN); queued messages wait."
         );
+        self.changed.notify_one();
+    }
+
+    /// A call could not reach the Graph API: the warning when that starts, then a
+    /// reminder per interval with the calls that failed meanwhile.
+    fn cannot_reach(&self, error: &GraphError) {
+        let Ok(mut outage) = self.outage.lock() else {
+            return;
+        };
+        let url = &self.options.graph_base;
+        let cause = format!("{error:#}");
+        match outage.as_mut() {
+            None => {
+                let reminder = Throttle::new("graph_unreachable", UNREACHABLE_REMINDER_SECS);
+                // The warning below is the first line of the outage.
+                reminder.hit();
+                tracing::warn!(
+                    url = %url, cause = %cause,
+                    "Graph API unreachable at {url} ({cause}); replies wait and are \
+                     retried with backoff"
+                );
+                *outage = Some(Outage {
+                    cause,
+                    since: Utc::now(),
+                    reminder,
+                });
+                self.changed.notify_one();
+            }
+            Some(o) => {
+                if let Some(failed) = o.reminder.hit() {
+                    let since = o.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    tracing::warn!(
+                        url = %url, cause = %cause, failed_calls = failed, since = %since,
+                        "Graph API still unreachable at {url} since {since} ({cause})"
+                    );
+                }
+                o.cause = cause;
+            }
+        }
+    }
+
+    /// A call reached the Graph API (whatever it answered): ends an outage.
+    fn reached(&self) {
+        let Some(outage) = self.outage.lock().ok().and_then(|mut o| o.take()) else {
+            return;
+        };
+        let down_secs = (Utc::now() - outage.since).num_seconds().max(0);
+        let url = &self.options.graph_base;
+        tracing::info!(
+            url = %url, down_secs,
+            "Graph API reachable again at {url}; queued replies are being sent"
+        );
+        self.changed.notify_one();
+    }
+
+    /// Why the Graph API cannot be reached, and since when (`None`: the last call
+    /// that tried reached it).
+    fn outage(&self) -> Option<(String, DateTime<Utc>)> {
+        let outage = self.outage.lock().ok()?;
+        let url = &self.options.graph_base;
+        outage.as_ref().map(|o| {
+            (
+                format!("Graph API unreachable at {url}: {}", o.cause),
+                o.since,
+            )
+        })
     }
 }
 
@@ -492,7 +612,12 @@ struct Shared {
     /// Bounds the calls in flight.
     in_flight: Semaphore,
     tasks: TaskTracker,
-    /// Cancelled at the drain's deadline: waits (backoff, hold) end, jobs stay
+    /// Cancelled when the drain begins; `cut` is set by then.
+    draining: CancellationToken,
+    /// When the drain stops waiting for this stage: a wait (backoff, hold) that
+    /// would end later is not worth starting, and its job is handed back at once.
+    cut: std::sync::OnceLock<tokio::time::Instant>,
+    /// Cancelled at the drain's cut: waits (backoff, hold) end, jobs stay
     /// leased until the pipeline hands them back.
     stop: CancellationToken,
     kill: CancellationToken,
@@ -508,6 +633,8 @@ pub struct SendSink {
 pub struct SenderStage {
     pub sink: SendSink,
     recorder: tokio::task::JoinHandle<()>,
+    /// Tells the recorder that no more records come through its queue.
+    recorder_close: CancellationToken,
 }
 
 impl SenderStage {
@@ -530,9 +657,15 @@ impl SenderStage {
             );
         }
         let (tx, rx) = mpsc::channel(config.pipeline.send_queue.max(1));
+        let recorder_close = CancellationToken::new();
         let recorder = spawn_killable(
             &kill,
-            record_loop(pool.clone(), rx, config.pipeline.send_batch),
+            record_loop(
+                pool.clone(),
+                rx,
+                config.pipeline.send_batch,
+                recorder_close.clone(),
+            ),
         );
         let sender = Sender::with_holder(
             pool,
@@ -551,18 +684,34 @@ impl SenderStage {
                 kill,
             ),
             recorder,
+            recorder_close,
         }
     }
 
-    /// Waits until every job in memory was sent (or the stop token ended the
-    /// waits), then until every outcome is recorded.
-    pub async fn finish(self) {
-        let SenderStage { sink, recorder } = self;
-        sink.shared.tasks.close();
-        sink.shared.tasks.wait().await;
-        // The recorder ends when the last sender of records is gone.
-        drop(sink);
-        let _ = recorder.await;
+    /// The drain begins; it stops waiting for this stage at `cut`. From now on a
+    /// conversation whose next step is a wait past `cut` (a backoff) or with no end
+    /// in sight (a hold) stops there: its jobs stay leased, for the pipeline to hand
+    /// back, instead of holding the drain until its deadline.
+    pub fn draining(&self, cut: tokio::time::Instant) {
+        let shared = &self.sink.shared;
+        let _ = shared.cut.set(cut);
+        shared.draining.cancel();
+    }
+
+    /// Resolves once every job in memory was sent, failed for good or stopped (see
+    /// [`SenderStage::draining`]; the stop token ends every wait). Jobs pushed later
+    /// are waited for too.
+    pub async fn sent(&self) {
+        self.sink.shared.tasks.close();
+        self.sink.shared.tasks.wait().await;
+    }
+
+    /// Writes the outcomes still queued for the recorder and ends it. Clones of the
+    /// sink may live on (the monitor has one): the recorder does not wait for them
+    /// to go, and a record made after this is written directly.
+    pub async fn close(self) {
+        self.recorder_close.cancel();
+        let _ = self.recorder.await;
     }
 }
 
@@ -582,6 +731,8 @@ impl SendSink {
                 conversations: Mutex::new(HashMap::new()),
                 queue: Arc::new(Semaphore::new(queue.max(1))),
                 tasks: TaskTracker::new(),
+                draining: CancellationToken::new(),
+                cut: std::sync::OnceLock::new(),
                 stop,
                 kill,
             }),
@@ -634,13 +785,24 @@ impl SendSink {
         }
     }
 
-    /// Jobs waiting or being sent, for tests and the shutdown log.
     /// Why sending is on hold, and since when (`None`: it is not).
     pub fn hold(&self) -> Option<(String, DateTime<Utc>)> {
         let hold = self.shared.sender.hold.lock().ok()?;
         hold.as_ref().map(|h| (h.reason.clone(), h.since))
     }
 
+    /// Why the Graph API cannot be reached (naming its URL), and since when
+    /// (`None`: the last call that tried reached it).
+    pub fn graph_unreachable(&self) -> Option<(String, DateTime<Utc>)> {
+        self.shared.sender.outage()
+    }
+
+    /// Resolves when a hold or a Graph API outage begins or ends.
+    pub async fn changed(&self) {
+        self.shared.sender.changed.notified().await
+    }
+
+    /// Jobs waiting or being sent, for tests and the shutdown log.
     pub fn queued(&self) -> usize {
         self.shared
             .conversations
@@ -651,7 +813,9 @@ impl SendSink {
 }
 
 impl Shared {
-    /// Sends a conversation's jobs one after the other until none is left.
+    /// Sends a conversation's jobs one after the other until none is left, or until
+    /// the drain stops one: then the rest stay leased (in order, for whoever takes
+    /// them next) and nothing more of this conversation is sent here.
     async fn run_conversation(self: Arc<Self>, conversation: Uuid) {
         loop {
             let next = {
@@ -669,39 +833,49 @@ impl Shared {
                     }
                 }
             };
-            if self.stop.is_cancelled() {
-                // Past the drain's deadline: the job stays leased and is handed back.
-                continue;
-            }
             let token = next.job.token.clone().unwrap_or_default();
-            self.send(next.job, next.since).await;
+            if self.stop.is_cancelled() || !self.send(next.job, next.since).await {
+                // The job stays leased and is handed back with the rest. The entry
+                // stays, marked running, so that a job pushed after this one never
+                // overtakes it.
+                if let Ok(mut map) = self.conversations.lock() {
+                    if let Some(entry) = map.get_mut(&conversation) {
+                        entry.waiting.clear();
+                    }
+                }
+                return;
+            }
             self.leases.sends.release(&token);
         }
     }
 
-    /// Sends one job until Meta accepted it, it failed for good, or the drain's
-    /// deadline came.
-    async fn send(&self, mut job: SendJob, since: Option<DateTime<Utc>>) {
+    /// Sends one job until Meta accepted it or it failed for good (true), or until
+    /// the drain stopped it (false: it stays leased, to be handed back).
+    async fn send(&self, mut job: SendJob, since: Option<DateTime<Utc>>) -> bool {
         loop {
             match self.sender.held().await {
                 Ok(false) => {}
                 Ok(true) => {
-                    if self.pause(self.sender.options.poll_interval).await {
-                        return;
+                    // A hold lasts until someone changes the token: waiting for it
+                    // would hold the drain until its deadline for nothing.
+                    if self.draining.is_cancelled()
+                        || self.pause(self.sender.options.poll_interval).await
+                    {
+                        return false;
                     }
                     continue;
                 }
                 Err(e) => {
                     tracing::error!(error.cause_chain = ?e, "sender cannot read the credentials");
                     if self.pause(self.sender.options.poll_interval).await {
-                        return;
+                        return false;
                     }
                     continue;
                 }
             }
             let outcome = {
                 let Ok(_call) = self.in_flight.acquire().await else {
-                    return;
+                    return false;
                 };
                 // The lease keeper renews every lease this process holds, so the
                 // lease is checked only when the keeper has fallen behind.
@@ -717,7 +891,7 @@ impl Shared {
                     job.attempts = attempts;
                     let wait = (next_attempt_at - Utc::now()).to_std().unwrap_or_default();
                     if self.pause(wait).await {
-                        return;
+                        return false;
                     }
                     // A call that timed out may have been accepted: Meta's `sent`
                     // status (it carries the message's callback data) then finished
@@ -728,7 +902,7 @@ impl Shared {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::info!(message_id = %job.message_id, "not sent again: the job was finished meanwhile (Meta confirmed it) or taken over");
-                            return;
+                            return true;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot check the send job before its retry")
@@ -743,33 +917,61 @@ impl Shared {
                         );
                     }
                     tracing::debug!(message_id = %job.message_id, ?outcome, "send step");
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     tracing::error!(
                         message_id = %job.message_id, error.cause_chain = ?e,
                         "cannot record a send; the job is retried when its lease expires"
                     );
-                    return;
+                    return true;
                 }
             }
         }
     }
 
-    /// Sleeps `period` unless the drain's deadline comes first; true when it did.
+    /// Sleeps `period`; true when the drain stopped the wait instead: at once when
+    /// it would end past the drain's cut (also when the drain begins during it), or
+    /// at the cut.
     async fn pause(&self, period: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => false,
-            _ = self.stop.cancelled() => true,
+        let until = tokio::time::Instant::now() + period;
+        loop {
+            if self.cut.get().is_some_and(|cut| until > *cut) {
+                return true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return false,
+                _ = self.draining.cancelled(), if !self.draining.is_cancelled() => {}
+                _ = self.stop.cancelled() => return true,
+            }
         }
     }
 }
 
 /// Writes queued records, everything that queued while the last write was in
-/// flight in one transaction.
-async fn record_loop(pool: PgPool, mut rx: mpsc::Receiver<SendRecord>, max: usize) {
+/// flight in one transaction, until `close`; then what is queued by then.
+async fn record_loop(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<SendRecord>,
+    max: usize,
+    close: CancellationToken,
+) {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, max.max(1)).await > 0 {
+    loop {
+        let received = tokio::select! {
+            biased;
+            n = rx.recv_many(&mut batch, max.max(1)) => n,
+            _ = close.cancelled() => {
+                // Closed, the channel yields what it holds and then ends, however
+                // many senders of records are still alive (`Sender::record` writes
+                // directly once the channel is closed).
+                rx.close();
+                rx.recv_many(&mut batch, max.max(1)).await
+            }
+        };
+        if received == 0 {
+            return;
+        }
         let records = std::mem::take(&mut batch);
         if let Err(e) = record_durably(&pool, &records).await {
             tracing::error!(
