@@ -129,7 +129,18 @@ impl GraphError {
                 // A body too long to be an error object is cut; it is only a clue.
                 "body": body.chars().take(1000).collect::<String>(),
             }),
-            other => json!({ "message": other.to_string() }),
+            // `reason` names the kind of failure in a word or two, so that `wabot
+            // status` counts a DNS failure and a refused connection as one kind of
+            // error; `message` says exactly why.
+            GraphError::Timeout => {
+                json!({ "reason": "Graph API timeout", "message": self.to_string() })
+            }
+            GraphError::Transport(_) => {
+                json!({ "reason": "Graph API unreachable", "message": self.to_string() })
+            }
+            GraphError::NotConfigured(_) => {
+                json!({ "reason": "no WhatsApp credentials", "message": self.to_string() })
+            }
         }
     }
 
@@ -313,13 +324,16 @@ impl GraphClient {
     }
 }
 
-/// reqwest's errors carry the URL, which holds no secret (the token travels in a
-/// header), but the message is kept short and free of it anyway.
+/// A failed call as text a person can act on. reqwest's own message is only "error
+/// sending request"; why (the DNS lookup failed, the connection was refused, the
+/// certificate was not trusted) is in its sources, so the whole chain is kept. The
+/// URL holds no secret (the token travels in a header) but is left out anyway: the
+/// phone number id adds nothing to the log line and the causes carry no URL.
 fn transport_error(e: reqwest::Error) -> GraphError {
     if e.is_timeout() {
         return GraphError::Timeout;
     }
-    GraphError::Transport(e.without_url().to_string())
+    GraphError::Transport(crate::egress::error_text(e))
 }
 
 #[derive(Deserialize)]
@@ -451,5 +465,74 @@ mod tests {
         assert_eq!(html(502).class(), Retryable(Backoff::Exponential));
         assert_eq!(html(401).class(), TokenInvalid);
         assert_eq!(html(404).class(), Permanent);
+    }
+
+    const TOKEN: &str = "EAAG-secret-token-never-shown";
+
+    /// Sends one message to `base` and returns the error, which must be a transport
+    /// error (neither Meta's nor a timeout).
+    async fn unreachable(base: &str) -> GraphError {
+        let client = GraphClient::new(&WhatsAppConfig {
+            graph_api_base: base.to_owned(),
+            graph_timeout_ms: 5_000,
+            ..WhatsAppConfig::default()
+        })
+        .expect("client");
+        let credentials = Credentials {
+            source: crate::credentials::Source::Environment,
+            phone_number_id: Some("1234567890".into()),
+            business_account_id: None,
+            access_token: Some(TOKEN.to_owned().into()),
+            app_secret: None,
+            verify_token: None,
+            api_version: None,
+        };
+        let body = json!({"messaging_product": "whatsapp", "to": "905551234567"});
+        let error = client
+            .send_message(&credentials, &body)
+            .await
+            .expect_err("nothing answers");
+        assert!(matches!(error, GraphError::Transport(_)), "{error:?}");
+        error
+    }
+
+    /// What a person reads about the error: the log line and the error kept on the
+    /// message. Neither may hold the token or Rust's Option text.
+    fn readable(error: &GraphError) -> (String, String) {
+        let (shown, kept) = (error.to_string(), error.to_json().to_string());
+        for text in [&shown, &kept] {
+            assert!(!text.contains(TOKEN), "{text}");
+            assert!(!text.contains("Some(") && !text.contains("None"), "{text}");
+        }
+        assert_eq!(error.to_json()["message"], shown.as_str());
+        assert_eq!(error.to_json()["reason"], "Graph API unreachable");
+        (shown, kept)
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so() {
+        // A port that was just free: nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let error = unreachable(&format!("http://127.0.0.1:{port}")).await;
+        let (shown, kept) = readable(&error);
+        assert!(shown.starts_with("cannot reach the Graph API: "), "{shown}");
+        assert!(shown.contains("Connection refused"), "{shown}");
+        assert!(kept.contains("Connection refused"), "{kept}");
+        assert_eq!(error.class(), ErrorClass::Retryable(Backoff::Exponential));
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_says_so() {
+        // `.invalid` never resolves (RFC 6761).
+        let error = unreachable("http://wabot-no-such-host.invalid").await;
+        let (shown, kept) = readable(&error);
+        assert!(shown.contains("dns error"), "{shown}");
+        // The resolver's own words follow: why the lookup failed.
+        let after = shown.split("dns error").nth(1).unwrap_or_default();
+        assert!(after.len() > 2, "the resolver's reason is kept: {shown}");
+        assert!(kept.contains("dns error"), "{kept}");
     }
 }
