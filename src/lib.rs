@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod datasource;
+pub mod dev;
 pub mod egress;
 pub mod engine;
 pub mod http;

@@ -183,7 +183,7 @@ pub fn report(opts: &Options, fake: &FakeGraph, phase: &Phase, r: Run<'_>) -> us
         all.dropped,
         fake.accepted.load(Ordering::Relaxed),
         fake.receipts.load(Ordering::Relaxed),
-        fake.strangers.load(Ordering::Relaxed),
+        fake.strangers(),
     );
     println!("  webhook -> first reply: {}", summary(&mut first));
     println!("  webhook -> last reply:  {}", summary(&mut last));

@@ -42,10 +42,6 @@ pub fn wa_id(user: usize) -> String {
     format!("1999{user:08}")
 }
 
-pub fn user_index(wa_id: &str) -> Option<usize> {
-    wa_id.strip_prefix("1999")?.parse().ok()
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

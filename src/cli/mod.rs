@@ -3,12 +3,15 @@
 mod chatbot;
 mod conversation;
 mod datasource;
+mod dev;
 mod flows;
+mod fmt;
 mod migrate;
 mod replay;
 mod serve;
 mod simulate;
 mod status;
+mod try_it;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +40,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Chat with a chatbot in the terminal through the whole daemon, without Meta:
+    /// `wabot serve` on a database of its own (`wabot_try`), a fake Graph API, and
+    /// each line you type posted as Meta's signed webhook. The sample chatbot unless
+    /// a file is given; input may be piped.
+    Try(try_it::TryArgs),
     /// Run the daemon: webhooks, the Flows endpoint, the turn worker and the sender.
     ///
     /// Creates the database when it does not exist and applies pending migrations
@@ -71,6 +79,9 @@ pub enum Command {
     /// turns, variables, errors).
     #[command(subcommand)]
     Conversation(conversation::Command),
+    /// Tools for wiring wabot into your own tests: `fake-graph`, a fake Graph API.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
 }
 
 /// Parses the command line and runs it; the process's exit code.
@@ -83,7 +94,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(&config.log);
+    let mut log = config.log.clone();
+    if matches!(cli.command, Command::Try(_)) {
+        // The chat owns the terminal: only warnings and errors of the daemon inside
+        // it are worth a line there (RUST_LOG still overrides).
+        log.filter = "warn".to_owned();
+    }
+    crate::telemetry::init(&log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -106,12 +123,15 @@ pub fn main() -> ExitCode {
             Command::Replay(args) => replay::run(config, args).await,
             Command::Status(args) => status::run(config, args).await,
             Command::Conversation(cmd) => conversation::run(config, cmd).await,
+            Command::Try(args) => try_it::run(config, args).await,
+            Command::Dev(cmd) => dev::run(config, cmd).await,
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "wabot failed");
+            // Said once, to the person who ran the command; a daemon's failure is
+            // also in its log lines before this (systemd keeps stderr).
             eprintln!("wabot: {e:#}");
             ExitCode::FAILURE
         }

@@ -105,3 +105,18 @@ pub async fn insert(pool: &PgPool, new: &NewChatbot<'_>) -> Result<Uuid, sqlx::E
     .fetch_one(pool)
     .await
 }
+
+/// Makes every chatbot inactive (`isActive = false`, status `draft` where it was
+/// `active`), so that the next one activated answers alone; the count changed.
+pub async fn deactivate_all(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE chatbots SET \"isActive\" = false, \
+                status = CASE WHEN status = 'active' THEN 'draft'::chatbots_status_enum \
+                              ELSE status END, \
+                \"updatedAt\" = now() \
+         WHERE \"isActive\"",
+    )
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected())
+}

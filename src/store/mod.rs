@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod monitor;
 pub mod ops;
 pub mod outbox;
+pub mod quiescence;
 pub mod replay;
 pub mod retention;
 pub mod statuses;
@@ -159,6 +160,27 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), sqlx::Error> {
             Err(e) => return Err(e),
         }
     }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Drops the database named in `url` when it exists, closing its other sessions
+/// first (`wabot try` starts afresh this way). Refuses the maintenance database.
+pub async fn drop_database(url: &str) -> Result<(), sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    if name == "postgres" {
+        return Err(sqlx::Error::Configuration(
+            "refusing to drop the maintenance database `postgres`".into(),
+        ));
+    }
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
     admin.close().await?;
     Ok(())
 }
