@@ -9,7 +9,7 @@ use petgraph::visit::{Dfs, EdgeRef};
 use serde_json::Value;
 
 use super::doc::{ChatbotDoc, Fields};
-use super::node::NodeKind;
+use super::node::{NodeKind, QuestionType};
 use super::parse::parse_kind;
 use super::validate::{NodeRef, Problem, ValidationError, Warning, WarningKind};
 
@@ -292,6 +292,24 @@ fn warnings(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Vec<Warning> {
                 kind: WarningKind::Unreachable,
             });
         }
+        let has_default = node.out.iter().any(OutEdge::is_default);
+        let has_exhausted = node
+            .out
+            .iter()
+            .any(|e| e.handle.as_deref() == Some("exhausted"));
+        if let NodeKind::Question(q) = &node.kind {
+            // Typed text at a choice question leaves by `default`; without one it is
+            // asked again and then needs `exhausted`, else the conversation ends.
+            let choices = q.question_type != QuestionType::Text;
+            if choices && !has_default && !has_exhausted {
+                warnings.push(Warning {
+                    node: node_ref.clone(),
+                    kind: WarningKind::NoPathForTypedText {
+                        retries: q.max_retries(),
+                    },
+                });
+            }
+        }
         let Some(handles) = node.kind.handles() else {
             continue;
         };
@@ -312,10 +330,16 @@ fn warnings(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Vec<Warning> {
         let optional = matches!(node.kind, NodeKind::Flow(_) | NodeKind::Calendar);
         // A choice without its own edge falls back to the default edge, a common
         // design (a list feeding a condition), so only choices with nowhere to go warn.
-        let has_default = node.out.iter().any(OutEdge::is_default);
         let is_question = matches!(node.kind, NodeKind::Question(_));
+        // Without validation, a choice question's `exhausted` is one of two ways to
+        // give typed text a path; the warning above covers having neither.
+        let exhausted_optional =
+            matches!(&node.kind, NodeKind::Question(q) if q.validation.is_none());
         for handle in handles {
             if optional && handle == "error" {
+                continue;
+            }
+            if exhausted_optional && handle == "exhausted" {
                 continue;
             }
             let is_choice = is_question && handle != "exhausted" && handle != "timeout";

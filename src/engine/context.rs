@@ -64,6 +64,9 @@ pub mod reason {
     pub const STEP_LIMIT: &str = "step_limit_exceeded";
     pub const SEND_LIMIT: &str = "send_limit_exceeded";
     pub const VALIDATION_FAILED: &str = "validation_failed";
+    /// A buttons or list question with no `default` and no `exhausted` edge was
+    /// answered with something other than its choices more times than it asks again.
+    pub const NO_PATH_FOR_TYPED_TEXT: &str = "no_path_for_typed_text";
     pub const TIMEOUT: &str = "timeout";
     pub const EXPIRED: &str = "expired";
     pub const RESTARTED: &str = "restarted";

@@ -450,42 +450,39 @@ impl<H: HttpClient> Turn<'_, H> {
                 return;
             }
         }
-        let (answer, handle) = match (q.question_type, &button_id, &list_row_id) {
-            (QuestionType::Buttons, Some(id), _) => (id.clone(), Some(id.as_str())),
-            (QuestionType::List, _, Some(id)) => (id.clone(), Some(id.as_str())),
+        // `chosen`: the reply is one of the question's own choices. Anything else
+        // at a buttons or list question (typed text, a caption, a reply to an older
+        // message's buttons) is typed text to it.
+        let (answer, handle, chosen) = match (q.question_type, &button_id, &list_row_id) {
+            (QuestionType::Buttons, Some(id), _) | (QuestionType::List, _, Some(id)) => {
+                (id.clone(), Some(id.as_str()), q.offers(id))
+            }
             (QuestionType::Text, _, _) => match &text {
-                Some(t) => (t.clone(), None),
+                Some(t) => (t.clone(), None, true),
                 None => return,
             },
             _ => match &text {
-                Some(t) => (t.clone(), Some("default")),
+                Some(t) => (t.clone(), Some("default"), false),
                 None => return,
             },
         };
         if let (true, Some(validation)) = (typed, &q.validation) {
             if let Err(prompt) = question::check(validation, &answer) {
-                self.state.retries += 1;
-                if self.state.retries <= validation.max_retries {
-                    self.sends.push(Outgoing::Text {
-                        body: cut(&render(&prompt, &self.ctx.variables), TEXT_BODY_MAX),
-                    });
-                    // The error alone would leave the customer without the buttons or
-                    // the list to answer with: ask again after it.
-                    if matches!(q.question_type, QuestionType::Buttons | QuestionType::List) {
-                        self.sends.push(question::ask(q, &self.ctx.variables));
-                    }
-                    self.wait(ContextStatus::WaitingInput, q.timeout_secs);
-                    return;
-                }
-                self.state.retries = 0;
-                self.record(index, json!({"success": false, "userResponse": answer, "error": "validation_exhausted"}));
-                self.ctx.node_history.push(self.bot.node(index).id.clone());
-                match self.bot.next_exact(index, "exhausted") {
-                    Some(next) => self.advance(Some(next), reason::FLOW_COMPLETED).await,
-                    None => self.end(ContextStatus::Completed, reason::VALIDATION_FAILED),
-                }
+                let prompt = Some(prompt.as_str());
+                self.reject(index, q, prompt, answer, reason::VALIDATION_FAILED)
+                    .await;
                 return;
             }
+        }
+        let next = self.bot.next(index, handle);
+        if next.is_none() && !chosen {
+            // WhatsApp Builder ends the conversation here without a word (the sample
+            // chatbot does, on any typed text): ask again instead, and past the retry
+            // limit leave by `exhausted` or end with a reason that says why.
+            let prompt = q.invalid_choice_message.as_deref();
+            self.reject(index, q, prompt, answer, reason::NO_PATH_FOR_TYPED_TEXT)
+                .await;
+            return;
         }
         self.store_answer(index, q, &answer);
         self.record(
@@ -493,7 +490,48 @@ impl<H: HttpClient> Turn<'_, H> {
             json!({"userResponse": answer, "buttonId": button_id, "listRowId": list_row_id,
                    "outputVariable": self.bot.node(index).var_name}),
         );
-        self.leave(index, handle).await;
+        self.leave_to(index, next).await;
+    }
+
+    /// An answer the waiting question cannot take: asks again (`prompt` first, when
+    /// there is one; a buttons or list question re-sends its choices, which an
+    /// error alone would leave the customer without) until the question's retry
+    /// limit, then leaves by `exhausted`, else ends the context with `why`.
+    async fn reject(
+        &mut self,
+        index: NodeIndex,
+        q: &QuestionNode,
+        prompt: Option<&str>,
+        answer: String,
+        why: &'static str,
+    ) {
+        self.state.retries += 1;
+        if self.state.retries <= q.max_retries() {
+            if let Some(prompt) = prompt {
+                self.sends.push(Outgoing::Text {
+                    body: cut(&render(prompt, &self.ctx.variables), TEXT_BODY_MAX),
+                });
+            }
+            if matches!(q.question_type, QuestionType::Buttons | QuestionType::List) {
+                self.sends.push(question::ask(q, &self.ctx.variables));
+            }
+            self.wait(ContextStatus::WaitingInput, q.timeout_secs);
+            return;
+        }
+        self.state.retries = 0;
+        let error = match why {
+            reason::VALIDATION_FAILED => "validation_exhausted",
+            other => other,
+        };
+        self.record(
+            index,
+            json!({"success": false, "userResponse": answer, "error": error}),
+        );
+        self.ctx.node_history.push(self.bot.node(index).id.clone());
+        match self.bot.next_exact(index, "exhausted") {
+            Some(next) => self.advance(Some(next), reason::FLOW_COMPLETED).await,
+            None => self.end(ContextStatus::Completed, why),
+        }
     }
 
     fn store_answer(&mut self, index: NodeIndex, q: &QuestionNode, answer: &str) {
@@ -512,12 +550,16 @@ impl<H: HttpClient> Turn<'_, H> {
 
     /// Leaves a waiting node by `handle` and runs on.
     async fn leave(&mut self, index: NodeIndex, handle: Option<&str>) {
+        self.leave_to(index, self.bot.next(index, handle)).await;
+    }
+
+    /// Leaves a waiting node for `next` (the end when `None`) and runs on.
+    async fn leave_to(&mut self, index: NodeIndex, next: Option<NodeIndex>) {
         self.state.retries = 0;
         self.state.deadline = None;
         self.state.node_timeout = false;
         self.ctx.expires_at = None;
         self.ctx.node_history.push(self.bot.node(index).id.clone());
-        let next = self.bot.next(index, handle);
         self.advance(next, reason::FLOW_COMPLETED).await;
     }
 

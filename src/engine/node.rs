@@ -74,7 +74,9 @@ impl NodeKind {
                         .flat_map(|s| s.rows.iter().map(|r| r.id.clone()))
                         .collect(),
                 };
-                if q.validation.is_some() {
+                // A choice question leaves by `exhausted` after too many answers that
+                // are not its choices, a text question only after failed validation.
+                if q.validation.is_some() || q.question_type != QuestionType::Text {
                     handles.push("exhausted".to_owned());
                 }
                 if q.timeout_secs.is_some() {
@@ -117,6 +119,10 @@ pub struct QuestionNode {
     /// The older documents' explicit `variable`.
     pub legacy_variable: Option<String>,
     pub validation: Option<Validation>,
+    /// wabot: on a buttons or list question without a `default` edge, the text sent
+    /// before the question is asked again when the answer is not one of its choices
+    /// (`invalidChoiceMessage`).
+    pub invalid_choice_message: Option<String>,
     /// wabot: how long the question waits before following `timeout`.
     pub timeout_secs: Option<u64>,
     pub timeout_message: Option<String>,
@@ -130,6 +136,10 @@ pub struct DynamicSource {
     pub label_field: Option<String>,
     pub desc_field: Option<String>,
 }
+
+/// Answers a question asks again for before it leaves by `exhausted`, unless its
+/// `validation.maxRetries` says otherwise.
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
 
 /// wabot: the checks a typed answer must pass.
 #[derive(Debug, Clone)]
@@ -178,6 +188,32 @@ pub enum Operator {
     Le,
     IsEmpty,
     IsNotEmpty,
+}
+
+impl QuestionNode {
+    /// How many answers it cannot take the question asks again for before it
+    /// leaves by `exhausted`: `validation.maxRetries`, else the default.
+    pub fn max_retries(&self) -> u32 {
+        self.validation
+            .as_ref()
+            .map_or(DEFAULT_MAX_RETRIES, |v| v.max_retries)
+    }
+
+    /// Whether `id` is one of the choices the question offers. Dynamic choices are
+    /// known only when asked, so any id counts as one of them.
+    pub fn offers(&self, id: &str) -> bool {
+        if self.dynamic.is_some() {
+            return true;
+        }
+        match self.question_type {
+            QuestionType::Text => false,
+            QuestionType::Buttons => self.buttons.iter().any(|b| b.id == id),
+            QuestionType::List => self
+                .sections
+                .iter()
+                .any(|s| s.rows.iter().any(|r| r.id == id)),
+        }
+    }
 }
 
 impl Operator {

@@ -9,14 +9,13 @@ use super::doc::{pairs, Fields};
 use super::limits::{cut, BUTTON_ID_MAX, MAX_BUTTONS, MAX_LIST_ROWS, ROW_ID_MAX};
 use super::node::{
     Auth, Condition, ConditionNode, ContentType, DynamicSource, FlowNode, MessageNode, NodeKind,
-    Operator, QuestionNode, QuestionType, RestApiNode, Rule, Validation,
+    Operator, QuestionNode, QuestionType, RestApiNode, Rule, Validation, DEFAULT_MAX_RETRIES,
 };
 use super::outgoing::{Choice, FlowAction, ListSection};
 use super::validate::Problem;
 
 /// The default `apiTimeout` (ms).
 pub const DEFAULT_API_TIMEOUT_MS: u64 = 30_000;
-const DEFAULT_MAX_RETRIES: u32 = 2;
 
 /// Reads a node's kind from its type name and `data`; every problem found is pushed.
 pub(crate) fn parse_kind(
@@ -118,6 +117,9 @@ fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
         connection,
         legacy_variable: data.string("variable").map(|v| v.trim().to_owned()),
         validation: validation(data, problems),
+        invalid_choice_message: (question_type != QuestionType::Text)
+            .then(|| data.string("invalidChoiceMessage"))
+            .flatten(),
         timeout_secs: data.u64("timeoutSeconds").filter(|s| *s > 0),
         timeout_message: data.string("timeoutMessage"),
     }

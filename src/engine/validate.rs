@@ -95,6 +95,9 @@ pub enum WarningKind {
     /// These nodes (ids, in document order) form a cycle with no question or Flow
     /// in it: one turn would go round it without waiting for the customer.
     CycleWithoutWait(Vec<String>),
+    /// A buttons or list question with neither a `default` nor an `exhausted` edge:
+    /// typed text is asked again (`retries` times) and then ends the conversation.
+    NoPathForTypedText { retries: u32 },
 }
 
 impl fmt::Display for Warning {
@@ -119,6 +122,14 @@ impl fmt::Display for Warning {
                     ids.join(", ")
                 )
             }
+            WarningKind::NoPathForTypedText { retries } => write!(
+                f,
+                "{}: typed text has no path (no `default` or `exhausted` edge): the question \
+                 is asked again {retries} {}, then the conversation ends ({})",
+                self.node,
+                if *retries == 1 { "time" } else { "times" },
+                super::context::reason::NO_PATH_FOR_TYPED_TEXT
+            ),
         }
     }
 }

@@ -331,6 +331,268 @@ async fn typed_text_at_a_buttons_prompt_follows_the_default_edge() {
     assert_eq!(chat.var("question_1.response"), Some(json!("Ada Lovelace")));
 }
 
+/// The sample menu with changes to its `menu` node's data and extra nodes and edges.
+fn support_menu_with(data: Value, nodes: Vec<Value>, edges: Vec<Value>) -> Value {
+    let mut doc = sample("support-menu.json");
+    for node in doc["nodes"].as_array_mut().expect("nodes") {
+        if node["id"] == "menu" {
+            for (key, value) in data.as_object().expect("an object") {
+                node["data"][key] = value.clone();
+            }
+        }
+    }
+    doc["nodes"].as_array_mut().expect("nodes").extend(nodes);
+    doc["edges"].as_array_mut().expect("edges").extend(edges);
+    doc
+}
+
+/// A node that tells the customer a person will answer, for `exhausted` edges.
+fn human_node() -> Value {
+    json!({"id": "human", "type": "message", "data": {"type": "message", "label": "Human",
+        "content": "A person from the bakery will write to you soon."}})
+}
+
+#[tokio::test]
+async fn typed_text_at_a_menu_without_a_default_edge_asks_again_then_ends_with_a_reason() {
+    let mut chat = Chat::new(&sample("support-menu.json"));
+    let asked = chat.start().await.pop().expect("the menu");
+    assert!(matches!(asked, Outgoing::Buttons { .. }), "{asked:?}");
+
+    // WhatsApp Builder completes the context here without a word; wabot re-sends the
+    // menu, twice (the default retry limit).
+    for retry in 1..=2 {
+        let sends = chat.say("hi").await;
+        assert_eq!(sends, [asked.clone()], "retry {retry}");
+        assert_eq!(chat.ctx.status, ContextStatus::WaitingInput);
+        assert_eq!(chat.ctx.current_node_id, "menu");
+        assert!(chat.deadline.is_some(), "the wait starts again");
+        assert_eq!(chat.ctx.variables["__wabot"]["retries"], retry);
+    }
+    assert_eq!(chat.var("question_1.response"), None, "nothing is stored");
+
+    let sends = chat.say("hello?").await;
+    assert!(sends.is_empty(), "{sends:?}");
+    assert_eq!(chat.ctx.status, ContextStatus::Completed);
+    assert!(!chat.ctx.is_active);
+    assert_eq!(
+        chat.ctx.completion_reason.as_deref(),
+        Some(reason::NO_PATH_FOR_TYPED_TEXT)
+    );
+    assert_eq!(reason::NO_PATH_FOR_TYPED_TEXT, "no_path_for_typed_text");
+    assert_eq!(chat.ctx.node_history, ["start", "welcome", "menu"]);
+    let output = &chat.ctx.node_outputs["menu"];
+    assert_eq!(output["success"], false);
+    assert_eq!(output["error"], "no_path_for_typed_text");
+    assert_eq!(output["userResponse"], "hello?");
+}
+
+#[tokio::test]
+async fn an_invalid_choice_message_is_sent_before_the_question_again() {
+    let doc = support_menu_with(
+        json!({"invalidChoiceMessage": "Sorry {{customer_name}}, please tap one of the buttons."}),
+        vec![],
+        vec![],
+    );
+    let mut chat = Chat::new(&doc);
+    let asked = chat.start().await.pop().expect("the menu");
+    let sends = chat.say("prices please").await;
+    assert_eq!(sends.len(), 2, "{sends:?}");
+    assert_eq!(
+        sends[0],
+        Outgoing::Text {
+            body: "Sorry Ayşe, please tap one of the buttons.".into()
+        }
+    );
+    assert_eq!(sends[1], asked);
+
+    // A choice after a re-ask is an ordinary answer, and the count starts over.
+    let sends = chat.click("btn_team").await;
+    assert!(bodies(&sends)[0].starts_with("About us:"), "{sends:?}");
+    assert_eq!(
+        chat.ctx.completion_reason.as_deref(),
+        Some(reason::FLOW_COMPLETED)
+    );
+    assert_eq!(chat.var("question_1.response"), Some(json!("btn_team")));
+    assert_eq!(chat.ctx.node_outputs["menu"]["buttonId"], "btn_team");
+    assert!(chat.ctx.variables["__wabot"].get("retries").is_none());
+}
+
+#[tokio::test]
+async fn past_the_retry_limit_typed_text_follows_the_exhausted_edge() {
+    let exhausted =
+        json!({"id": "x1", "source": "menu", "target": "human", "sourceHandle": "exhausted"});
+    let doc = support_menu_with(
+        json!({"invalidChoiceMessage": "Please tap a button."}),
+        vec![human_node()],
+        vec![exhausted.clone()],
+    );
+    let mut chat = Chat::new(&doc);
+    chat.start().await;
+    assert_eq!(chat.say("one").await.len(), 2);
+    assert_eq!(chat.say("two").await.len(), 2);
+    let sends = chat.say("three").await;
+    assert_eq!(
+        bodies(&sends),
+        ["A person from the bakery will write to you soon."]
+    );
+    assert_eq!(
+        chat.ctx.completion_reason.as_deref(),
+        Some(reason::FLOW_COMPLETED)
+    );
+    assert_eq!(chat.ctx.node_history, ["start", "welcome", "menu", "human"]);
+    assert_eq!(
+        chat.ctx.node_outputs["menu"]["error"],
+        "no_path_for_typed_text"
+    );
+
+    // `validation.maxRetries` is the limit here too: 0 leaves at the first typed text.
+    let doc = support_menu_with(
+        json!({"validation": {"maxRetries": 0}}),
+        vec![human_node()],
+        vec![exhausted],
+    );
+    let mut chat = Chat::new(&doc);
+    chat.start().await;
+    assert_eq!(
+        bodies(&chat.say("hi").await),
+        ["A person from the bakery will write to you soon."]
+    );
+}
+
+#[tokio::test]
+async fn typed_text_at_a_menu_with_a_default_edge_follows_it_as_before() {
+    let doc = support_menu_with(
+        json!({"invalidChoiceMessage": "Please tap a button."}),
+        vec![],
+        vec![json!({"id": "d1", "source": "menu", "target": "goodbye"})],
+    );
+    let mut chat = Chat::new(&doc);
+    chat.start().await;
+    let sends = chat.say("hi").await;
+    assert_eq!(
+        bodies(&sends),
+        ["Thank you for writing to us! Write again any time."]
+    );
+    assert_eq!(chat.var("menu_selection"), Some(json!("hi")));
+    assert_eq!(
+        chat.ctx.completion_reason.as_deref(),
+        Some(reason::FLOW_COMPLETED)
+    );
+}
+
+#[tokio::test]
+async fn skip_and_restart_words_at_a_menu_without_a_default_edge_are_not_asked_again() {
+    let mut chat = Chat::new(&sample("support-menu.json"));
+    let asked = chat.start().await.pop().expect("the menu");
+    let sends = chat.say("skip").await;
+    assert!(!sends.contains(&asked), "{sends:?}");
+    assert_eq!(chat.ctx.node_outputs["menu"]["skipped"], true);
+    assert_ne!(
+        chat.ctx.completion_reason.as_deref(),
+        Some(reason::NO_PATH_FOR_TYPED_TEXT)
+    );
+
+    let mut doc = sample("support-menu.json");
+    doc["metadata"] = json!({"restartKeywords": ["menu"]});
+    let mut chat = Chat::new(&doc);
+    chat.start().await;
+    assert!(chat.say("Menu").await.is_empty());
+    assert!(chat.restart);
+    assert_eq!(
+        chat.ctx.completion_reason.as_deref(),
+        Some(reason::RESTARTED)
+    );
+}
+
+#[tokio::test]
+async fn a_list_without_a_default_edge_and_replies_to_older_messages_are_asked_again() {
+    let doc = json!({"name": "days", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "S"}},
+        {"id": "q", "type": "question", "data": {"label": "Day", "questionType": "list",
+            "content": "Pick a day", "listButtonText": "Days",
+            "invalidChoiceMessage": "Please pick a day from the list.",
+            "listSections": [{"title": "Days", "rows": [
+                {"id": "mon", "title": "Monday"}, {"id": "tue", "title": "Tuesday"}]}]}},
+        {"id": "size", "type": "question", "data": {"label": "Size", "questionType": "buttons",
+            "content": "Which size?", "buttons": [{"id": "s", "title": "Small"}, {"id": "l", "title": "Large"}]}},
+        {"id": "m", "type": "message", "data": {"label": "M", "content": "{{question_1.response}}, {{question_2.response}}"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "q"},
+        {"id": "e2", "source": "q", "target": "size", "sourceHandle": "mon"},
+        {"id": "e3", "source": "q", "target": "size", "sourceHandle": "tue"},
+        {"id": "e4", "source": "size", "target": "m", "sourceHandle": "s"},
+        {"id": "e5", "source": "size", "target": "m", "sourceHandle": "l"}
+    ]});
+    let mut chat = Chat::new(&doc);
+    chat.start().await;
+    let sends = chat.say("monday").await;
+    assert_eq!(
+        bodies(&sends),
+        ["Please pick a day from the list.", "Pick a day"]
+    );
+    assert_eq!(list_row_ids(&sends[1]), ["mon", "tue"]);
+    let sends = chat.pick("tue").await;
+    assert_eq!(bodies(&sends), ["Which size?"]);
+
+    // A tap on the list again, or on another message's button, is not one of this
+    // question's choices: asked again, not the end.
+    let sends = chat.pick("mon").await;
+    assert_eq!(bodies(&sends), ["Which size?"]);
+    assert!(matches!(&sends[0], Outgoing::Buttons { .. }), "{sends:?}");
+    assert_eq!(bodies(&chat.click("xl").await), ["Which size?"]);
+    assert_eq!(chat.ctx.status, ContextStatus::WaitingInput);
+    assert_eq!(bodies(&chat.click("l").await), ["tue, l"]);
+}
+
+#[tokio::test]
+async fn validation_warns_about_a_menu_with_no_path_for_typed_text() {
+    let (_, warnings) = compile_json(&sample("support-menu.json")).expect("compiles");
+    let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        [
+            "node `menu` (Main menu): typed text has no path (no `default` or `exhausted` \
+          edge): the question is asked again 2 times, then the conversation ends \
+          (no_path_for_typed_text)"
+        ]
+    );
+
+    let with_default = support_menu_with(
+        json!({}),
+        vec![],
+        vec![json!({"id": "d1", "source": "menu", "target": "goodbye"})],
+    );
+    let with_exhausted = support_menu_with(
+        json!({}),
+        vec![human_node()],
+        vec![json!({"id": "x1", "source": "menu", "target": "human", "sourceHandle": "exhausted"})],
+    );
+    for doc in [with_default, with_exhausted] {
+        let (_, warnings) = compile_json(&doc).expect("compiles");
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+    // A list question warns the same, and the retry limit is the node's own.
+    let doc = json!({"name": "l", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "S"}},
+        {"id": "q", "type": "question", "data": {"label": "Q", "questionType": "list",
+            "content": "Pick", "validation": {"maxRetries": 1},
+            "listSections": [{"title": "A", "rows": [{"id": "a", "title": "A"}]}]}},
+        {"id": "m", "type": "message", "data": {"label": "M", "content": "ok"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "q"},
+        {"id": "e2", "source": "q", "target": "m", "sourceHandle": "a"}
+    ]});
+    let (_, warnings) = compile_json(&doc).expect("compiles");
+    let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter().any(|w| w.starts_with(
+            "node `q` (Q): typed text has no path (no `default` or `exhausted` edge): \
+             the question is asked again 1 time,"
+        )),
+        "{text:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_list_pick_and_a_true_condition_send_the_flow_and_its_reply_resumes() {
     let mut chat = Chat::new(&sample("demo-center.json"));

@@ -37,7 +37,17 @@ fn validate_reports_errors_with_node_names_and_exits_1() {
         "",
     );
     assert!(good.status.success(), "{}", stdout(&good));
-    assert!(stdout(&good).contains("ok: \"Support Menu\", 7 nodes, 0 warnings"));
+    // WhatsApp Builder's sample has no path for typed text at its menu: a warning,
+    // not an error.
+    let text = stdout(&good);
+    assert!(
+        text.contains("warning: node `menu` (Main menu): typed text has no path"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok: \"Support Menu\", 7 nodes, 1 warning"),
+        "{text}"
+    );
 
     let bad = fixture("bad-graph.json");
     let out = wabot(
@@ -107,6 +117,35 @@ fn simulate_gives_a_new_user_a_working_conversation() {
         2,
         "{text}"
     );
+}
+
+#[test]
+fn simulate_asks_the_sample_menu_again_on_typed_text_then_ends_with_the_reason() {
+    let file = fixture("support-menu.json");
+    let out = wabot(
+        &["simulate", file.to_str().unwrap_or_default()],
+        &[],
+        "hi\nwhat?\nhello\nagain\n/quit\n",
+    );
+    assert!(out.status.success());
+    let text = stdout(&out);
+    // The menu is shown at the start and after each of the first two typed texts.
+    assert_eq!(
+        text.matches("bot> What can we help you with?").count(),
+        4,
+        "{text}"
+    );
+    assert!(
+        text.contains("you> hi\nbot> What can we help you with?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("you> hello\n[conversation completed: no_path_for_typed_text]"),
+        "{text}"
+    );
+    // The next message starts the chatbot again.
+    let after = text.split("you> again").nth(1).unwrap_or_default();
+    assert!(after.contains("bot> Hi! Welcome"), "{text}");
 }
 
 #[test]
