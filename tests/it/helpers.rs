@@ -1,7 +1,11 @@
 //! The test harness: a fresh, migrated database per test and the real server on a
 //! random port (zero-to-production's `spawn_app`).
+//!
+//! A test's scratch databases are dropped when it passes and kept when it fails
+//! (their names are printed with the failure): see [`drop_when_the_test_passes`].
 #![allow(dead_code)]
 
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -60,8 +64,8 @@ fn is_leftover(name: &str, now: i64) -> bool {
     }
 }
 
-/// Drops the scratch databases earlier runs left (tests do not drop their own: a
-/// failed test's database is there to look at), once per test process. A database
+/// Drops the scratch databases earlier runs left (a failed test keeps its own to be
+/// looked at; a killed run drops nothing), once per test process. A database
 /// somebody is connected to is not dropped (no FORCE), so a run in progress
 /// elsewhere keeps its databases.
 async fn sweep_leftovers(admin: &mut PgConnection) {
@@ -110,8 +114,119 @@ pub async fn create_empty_database() -> String {
         .execute(&mut admin)
         .await
         .expect("create the test database");
+    drop_when_the_test_passes(&name);
     admin.close().await.ok();
     options.database(&name).to_url_lossy().to_string()
+}
+
+/// The scratch databases made on this thread, and whether a panic happened on it.
+///
+/// libtest runs each test on a thread of its own (the body of a `#[tokio::test]`
+/// too, whatever the runtime's flavor) and joins that thread before it reports the
+/// run, so the end of the thread is the end of the test: the thread-local's
+/// destructor drops the databases then, after the test's runtime, pools and child
+/// processes are gone. A test fails by panicking on its thread; the panic hook
+/// marks the thread and prints the names, inside the failure's captured output.
+struct ScratchDatabases {
+    names: RefCell<Vec<String>>,
+    /// How many of `names` were printed as kept.
+    announced: Cell<usize>,
+    panicked: Cell<bool>,
+}
+
+thread_local! {
+    static SCRATCH: ScratchDatabases = const {
+        ScratchDatabases {
+            names: RefCell::new(Vec::new()),
+            announced: Cell::new(0),
+            panicked: Cell::new(false),
+        }
+    };
+}
+
+impl ScratchDatabases {
+    /// Prints the names not printed yet.
+    fn announce_kept(&self) {
+        let Ok(names) = self.names.try_borrow() else {
+            return;
+        };
+        for name in names.iter().skip(self.announced.get()) {
+            eprintln!("test database kept for inspection: {name}");
+        }
+        self.announced.set(names.len());
+    }
+}
+
+impl Drop for ScratchDatabases {
+    fn drop(&mut self) {
+        if self.panicked.get() || std::thread::panicking() {
+            self.announce_kept();
+            return;
+        }
+        let names = self.names.take();
+        if !names.is_empty() {
+            drop_databases(names);
+        }
+    }
+}
+
+/// Drops database `name` (made by this test, or to be made by the `wabot` it runs)
+/// when the test passes; keeps it and prints its name when the test fails.
+pub fn drop_when_the_test_passes(name: &str) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let _ = SCRATCH.try_with(|s| {
+                s.panicked.set(true);
+                s.announce_kept();
+            });
+        }));
+    });
+    SCRATCH.with(|s| s.names.borrow_mut().push(name.to_owned()));
+}
+
+/// Drops `names` WITH (FORCE), on a thread of its own with a runtime of its own:
+/// called from a destructor, maybe on a thread whose runtime is gone or running.
+/// Never panics; a failure is printed.
+fn drop_databases(names: Vec<String>) {
+    let url = server_url();
+    let listed = names.join(", ");
+    let dropping = std::thread::Builder::new()
+        .name("drop-test-databases".to_owned())
+        .spawn(move || -> Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let options = PgConnectOptions::from_str(&url).map_err(|e| e.to_string())?;
+                let work = async {
+                    let mut admin =
+                        PgConnection::connect_with(&options.database("postgres")).await?;
+                    for name in &names {
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut admin)
+                            .await?;
+                    }
+                    admin.close().await
+                };
+                match tokio::time::timeout(std::time::Duration::from_secs(60), work).await {
+                    Ok(done) => done.map_err(|e| e.to_string()),
+                    Err(_) => Err("timed out after 60 s".to_owned()),
+                }
+            })
+        });
+    let outcome = match dropping {
+        Ok(thread) => thread
+            .join()
+            .unwrap_or_else(|_| Err("the dropping thread panicked".to_owned())),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = outcome {
+        eprintln!("could not drop test databases {listed}: {e}");
+    }
 }
 
 /// A pool on a fresh database with every migration applied.

@@ -22,11 +22,14 @@ pub fn wabot() -> Command {
     cmd
 }
 
-/// A URL for a database that does not exist yet.
+/// A URL for a database that does not exist yet (`wabot` creates it), dropped
+/// when the test passes.
 pub fn new_database_url() -> String {
     let base = url::Url::parse(&server_url()).unwrap();
     let mut url = base.clone();
-    url.set_path(&crate::helpers::scratch_database_name("wabot_serve"));
+    let name = crate::helpers::scratch_database_name("wabot_serve");
+    url.set_path(&name);
+    crate::helpers::drop_when_the_test_passes(&name);
     url.to_string()
 }
 
