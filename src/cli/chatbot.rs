@@ -9,6 +9,7 @@ use clap::Subcommand;
 use petgraph::visit::EdgeRef;
 use serde_json::Value;
 
+use super::fmt::count;
 use crate::config::Config;
 use crate::engine::node::NodeKind;
 use crate::engine::{compile, ChatbotDoc, CompiledChatbot};
@@ -60,9 +61,9 @@ pub async fn run(config: Config, cmd: ChatbotCommand) -> anyhow::Result<ExitCode
                     eprintln!("{}: error: {e}", file.display());
                 }
                 anyhow::bail!(
-                    "{} has {} errors; not imported",
+                    "{} has {}; not imported",
                     file.display(),
-                    errors.len()
+                    count(errors.len(), "error")
                 );
             }
             let pool = store::connect(&config).await?;
@@ -112,11 +113,11 @@ fn validate(file: &Path) -> bool {
                 println!("{}: warning: {w}", file.display());
             }
             println!(
-                "{}: ok: \"{}\", {} nodes, {} warnings",
+                "{}: ok: \"{}\", {}, {}",
                 file.display(),
                 bot.name(),
-                bot.node_count(),
-                warnings.len()
+                count(bot.node_count(), "node"),
+                count(warnings.len(), "warning")
             );
             true
         }
@@ -124,7 +125,7 @@ fn validate(file: &Path) -> bool {
             for e in &errors {
                 println!("{}: error: {e}", file.display());
             }
-            println!("{}: {} errors", file.display(), errors.len());
+            println!("{}: {}", file.display(), count(errors.len(), "error"));
             false
         }
     }

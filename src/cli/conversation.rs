@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::fmt::{count, Align, Table};
 use crate::config::Config;
 use crate::engine::context::STATE_KEY;
 use crate::store;
@@ -524,13 +525,24 @@ pub fn render(t: &Transcript) -> String {
     if t.items.len() < t.total_items {
         let _ = writeln!(
             out,
-            "({} earlier items not shown)",
-            t.total_items - t.items.len()
+            "({} not shown)",
+            count(t.total_items - t.items.len(), "earlier item")
         );
     }
     if t.items.is_empty() {
         let _ = writeln!(out, "no messages");
     }
+    // Message types as wide as the widest shown, so that every summary starts in
+    // the same column.
+    let kind_width = t
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Message(m) => Some(m.kind.chars().count()),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
     for item in &t.items {
         let at = time(&item.at());
         match item {
@@ -538,7 +550,7 @@ pub fn render(t: &Transcript) -> String {
                 let arrow = if m.direction == "in" { "IN " } else { "OUT" };
                 let _ = writeln!(
                     out,
-                    "{at}  {arrow}  {:<11} {}",
+                    "{at}  {arrow}  {:<kind_width$}  {}",
                     m.kind,
                     if m.summary.is_empty() {
                         "\"\"".to_owned()
@@ -610,8 +622,9 @@ pub fn render(t: &Transcript) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "{at}  {what}  {walked} ({} steps, {} sends){after}",
-                    turn.steps, turn.sends
+                    "{at}  {what}  {walked} ({}, {}){after}",
+                    count(turn.steps, "step"),
+                    count(turn.sends, "send")
                 );
                 if let Some(note) = &turn.note {
                     let _ = writeln!(out, "{:25}note: {note}", "");
@@ -627,10 +640,10 @@ pub fn render(t: &Transcript) -> String {
             Item::GivenUp(job) => {
                 let _ = writeln!(
                     out,
-                    "{at}  GIVEN UP  {} job {} after {} attempts: {}",
+                    "{at}  GIVEN UP  {} job {} after {}: {}",
                     job.kind,
                     job.id,
-                    job.attempts,
+                    count(job.attempts, "attempt"),
                     job.last_error.as_deref().unwrap_or("")
                 );
             }
@@ -638,20 +651,28 @@ pub fn render(t: &Transcript) -> String {
     }
     if !t.pending.is_empty() {
         let _ = writeln!(out, "\nPending turn jobs");
+        let mut table = Table::new(
+            "  ",
+            &[
+                ("kind", Align::Left),
+                ("job", Align::Right),
+                ("due", Align::Left),
+                ("state", Align::Left),
+                ("attempts", Align::Right),
+                ("last error", Align::Left),
+            ],
+        );
         for job in &t.pending {
-            let _ = writeln!(
-                out,
-                "  {} job {} due {}{}{}",
-                job.kind,
-                job.id,
+            table.row(vec![
+                job.kind.clone(),
+                job.id.to_string(),
                 time(&job.run_at),
-                if job.leased { ", running" } else { "" },
-                job.last_error
-                    .as_deref()
-                    .map(|e| format!(", last error: {e}"))
-                    .unwrap_or_default()
-            );
+                if job.leased { "running" } else { "waiting" }.to_owned(),
+                job.attempts.to_string(),
+                job.last_error.clone().unwrap_or_default(),
+            ]);
         }
+        out.push_str(&table.render());
     }
     out
 }

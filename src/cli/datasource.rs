@@ -92,7 +92,7 @@ pub async fn run_connection(config: Config, cmd: ConnectionCommand) -> anyhow::R
 
 fn print_items(items: &[datasource::Item]) -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(items)?);
-    eprintln!("{} item(s)", items.len());
+    eprintln!("{}", super::fmt::count(items.len(), "item"));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
+use super::fmt::count;
 use crate::config::Config;
 use crate::credentials::CredentialStore;
 use crate::engine::{compile, EngineLimits};
@@ -167,8 +168,10 @@ pub async fn run(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 fn print_summary(s: &IngestSummary) {
     println!(
-        "replayed {} stored webhooks ({} unreadable, {} refused)",
-        s.events, s.unreadable, s.failed
+        "replayed {} ({} unreadable, {} refused)",
+        count(s.events, "stored webhook"),
+        s.unreadable,
+        s.failed
     );
     println!(
         "messages: {} new, {} already stored",
@@ -202,10 +205,10 @@ fn print_report(report: &DryRunReport, name: &str, real_http: bool) {
         print_exchange(e);
     }
     println!(
-        "\n{} messages of {} customers from {} stored webhooks: {} answered differently, {} the same",
-        report.exchanges.len(),
-        report.customers,
-        report.events,
+        "\n{} of {} from {}: {} answered differently, {} the same",
+        count(report.exchanges.len(), "message"),
+        count(report.customers, "customer"),
+        count(report.events, "stored webhook"),
         report.differing(),
         report.exchanges.len() - report.differing()
     );

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::egress::rest_api::{HttpOptions, ReqwestHttp};
 use crate::engine::{
     compile, is_skip_word, run_turn, CompiledChatbot, Context, ContextStatus, Customer,
-    EngineLimits, Event, Outgoing,
+    EngineLimits, Event, FlowAction, Outgoing,
 };
 
 #[derive(Debug, Args)]
@@ -110,6 +110,39 @@ fn parse_vars(pairs: &[String]) -> anyhow::Result<Vec<(String, Value)>> {
             let value =
                 serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
             Ok((name.trim().to_owned(), value))
+        })
+        .collect()
+}
+
+/// A line for each rest_api call of the turn that failed, and why: the chatbot may
+/// go on along its error path without saying so, and the person at the terminal is
+/// the one who has to fix the URL or start the service.
+fn failed_calls(walked: &[String], context: &Context) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    walked
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .filter_map(|id| {
+            let output = context.node_outputs.get(id)?;
+            let text = |key: &str| output.get(key).and_then(Value::as_str);
+            if text("nodeType") != Some("rest_api")
+                || output.get("success").and_then(Value::as_bool) != Some(false)
+            {
+                return None;
+            }
+            let label = text("nodeLabel")
+                .filter(|l| !l.is_empty() && *l != id)
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            let why = match (
+                text("error"),
+                output.get("statusCode").and_then(Value::as_i64),
+            ) {
+                (Some(error), _) => error.to_owned(),
+                (None, Some(status)) => format!("HTTP {status}"),
+                (None, None) => "no reason given".to_owned(),
+            };
+            Some(format!("[rest_api `{id}`{label} failed: {why}]"))
         })
         .collect()
 }
@@ -241,6 +274,9 @@ impl Simulator {
             return false;
         };
         let result = run_turn(&self.bot, context, event, now, &self.http, &self.limits).await;
+        for line in failed_calls(&result.walked, &result.context) {
+            println!("{line}");
+        }
         self.choices.clear();
         for send in &result.sends {
             self.show(send);
@@ -327,7 +363,11 @@ impl Simulator {
             } => {
                 framed(header, body, footer);
                 println!(
-                    "     [Flow {flow_id}: \"{flow_cta}\", {flow_action:?}, screen {}, data {}] answer with /flow {{...}}",
+                    "     [Flow {flow_id}: \"{flow_cta}\", {}, screen {}, data {}] answer with /flow {{...}}",
+                    match flow_action {
+                        FlowAction::Navigate => "navigate",
+                        FlowAction::DataExchange => "data_exchange",
+                    },
                     screen.as_deref().unwrap_or("-"),
                     data.as_ref().map(Value::to_string).unwrap_or_else(|| "-".into())
                 );

@@ -14,6 +14,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::fmt::{count, Align, Table};
 use crate::config::Config;
 use crate::engine::compile;
 use crate::engine::context::reason;
@@ -331,20 +332,20 @@ pub fn render(r: &StatusReport) -> String {
     for bot in &r.chatbots {
         let state = if bot.compiles {
             format!(
-                "compiles: {} nodes, {} warnings",
-                bot.nodes.unwrap_or(0),
-                bot.warnings.len()
+                "compiles: {}, {}",
+                count(bot.nodes.unwrap_or(0), "node"),
+                count(bot.warnings.len(), "warning")
             )
         } else {
-            format!("DOES NOT COMPILE: {} errors", bot.errors.len())
+            format!("DOES NOT COMPILE: {}", count(bot.errors.len(), "error"))
         };
         let _ = writeln!(
             out,
-            "  {} \"{}\" updated {}; {state}; {} active conversations",
+            "  {} \"{}\" updated {}; {state}; {}",
             bot.id,
             bot.name,
             time(&bot.updated_at),
-            bot.active_contexts
+            count(bot.active_contexts, "active conversation")
         );
         for e in bot.errors.iter().take(5) {
             let _ = writeln!(out, "    error: {e}");
@@ -358,8 +359,8 @@ pub fn render(r: &StatusReport) -> String {
     let _ = match w.config_id {
         Some(id) => writeln!(
             out,
-            "\nWhatsApp credentials: whatsapp_config row {id} (of {} rows)",
-            w.config_rows
+            "\nWhatsApp credentials: whatsapp_config row {id} (of {})",
+            count(w.config_rows, "row")
         ),
         None => writeln!(
             out,
@@ -386,53 +387,54 @@ pub fn render(r: &StatusReport) -> String {
     if r.queues.is_empty() {
         let _ = writeln!(out, "  empty");
     } else {
-        let _ = writeln!(
-            out,
-            "  {:<18} {:>6} {:>8} {:>7} {:>10} {:>8} {:>9}  {:<15} oldest",
-            "queue",
-            "open",
-            "waiting",
-            "leased",
-            "scheduled",
-            "expired",
-            "retrying",
-            "longest wait"
+        let mut table = Table::new(
+            "  ",
+            &[
+                ("queue", Align::Left),
+                ("open", Align::Right),
+                ("waiting", Align::Right),
+                ("leased", Align::Right),
+                ("scheduled", Align::Right),
+                ("expired", Align::Right),
+                ("retrying", Align::Right),
+                ("longest wait", Align::Left),
+                ("oldest", Align::Left),
+            ],
         );
         for q in &r.queues {
-            let _ = writeln!(
-                out,
-                "  {:<18} {:>6} {:>8} {:>7} {:>10} {:>8} {:>9}  {:<15} {}",
+            table.row(vec![
                 format!("{} {}", q.queue, q.kind),
-                q.open,
-                q.waiting,
-                q.leased,
-                q.scheduled,
-                q.expired_leases,
-                q.retrying,
+                q.open.to_string(),
+                q.waiting.to_string(),
+                q.leased.to_string(),
+                q.scheduled.to_string(),
+                q.expired_leases.to_string(),
+                q.retrying.to_string(),
                 q.oldest_waiting_secs.map(age).unwrap_or_else(|| "-".into()),
                 q.oldest_open_secs.map(age).unwrap_or_else(|| "-".into()),
-            );
+            ]);
         }
+        out.push_str(&table.render());
     }
 
     if r.sending.on_hold {
         for h in &r.sending.holds {
             let _ = writeln!(
                 out,
-                "\nSENDING ON HOLD in {}{}: {}; {} sends queued",
+                "\nSENDING ON HOLD in {}{}: {}; {} queued",
                 h.holder,
                 h.since
                     .map(|s| format!(" since {}", time(&s)))
                     .unwrap_or_default(),
                 h.reason,
-                r.sending.queued
+                count(r.sending.queued, "send")
             );
         }
     } else {
         let _ = writeln!(
             out,
-            "\nSending: not on hold; {} sends queued",
-            r.sending.queued
+            "\nSending: not on hold; {} queued",
+            count(r.sending.queued, "send")
         );
     }
 
@@ -444,15 +446,15 @@ pub fn render(r: &StatusReport) -> String {
         let state = if p.alive { "alive" } else { "STOPPED" };
         let _ = writeln!(
             out,
-            "  {} {state}: pid {} on {} v{}, started {}, seen {} ago; leases now: {} turns, {} sends",
+            "  {} {state}: pid {} on {} v{}, started {}, seen {} ago; leases now: {}, {}",
             p.row.holder,
             p.row.pid,
             p.row.hostname.as_deref().unwrap_or("?"),
             p.row.version,
             time(&p.row.started_at),
             age(p.row.seen_secs_ago),
-            p.leased_turns,
-            p.leased_sends
+            count(p.leased_turns, "turn"),
+            count(p.leased_sends, "send")
         );
     }
     for l in r
@@ -462,10 +464,9 @@ pub fn render(r: &StatusReport) -> String {
     {
         let _ = writeln!(
             out,
-            "  {} (no process row): {} {} leases, the first runs out {}",
+            "  {} (no process row): {}, the first runs out {}",
             l.holder,
-            l.jobs,
-            l.queue,
+            count(l.jobs, &format!("{} lease", l.queue)),
             time(&l.first_expiry)
         );
     }
@@ -478,20 +479,35 @@ pub fn render(r: &StatusReport) -> String {
     let _ = writeln!(out, "\nErrors in the last {window} (jobs retrying: now)");
     if r.errors.groups.is_empty() {
         let _ = writeln!(out, "  none");
-    }
-    for g in &r.errors.groups {
-        let _ = writeln!(
-            out,
-            "  {:<18} {:<12} x{:<5} last {}{}",
-            g.kind,
-            g.code.as_deref().unwrap_or("-"),
-            g.count,
-            g.last_at.as_ref().map(time).unwrap_or_else(|| "-".into()),
-            g.example
-                .as_deref()
-                .map(|e| format!("  {}", crate::text::truncate_chars(e, 120)))
-                .unwrap_or_default()
+    } else {
+        let mut table = Table::new(
+            "  ",
+            &[
+                ("kind", Align::Left),
+                ("code", Align::Left),
+                ("count", Align::Right),
+                ("last", Align::Left),
+                ("latest example", Align::Left),
+            ],
         );
+        for g in &r.errors.groups {
+            table.row(vec![
+                g.kind.clone(),
+                // A completion reason or a note can be a sentence: cut, so that one
+                // long one does not push every example off the screen.
+                g.code
+                    .as_deref()
+                    .map(|c| crate::text::truncate_chars(c, 40))
+                    .unwrap_or_else(|| "-".into()),
+                g.count.to_string(),
+                g.last_at.as_ref().map(time).unwrap_or_else(|| "-".into()),
+                g.example
+                    .as_deref()
+                    .map(|e| crate::text::truncate_chars(e, 120))
+                    .unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&table.render());
     }
     out
 }

@@ -389,7 +389,7 @@ async fn a_dry_run_shows_the_new_chatbots_answers_next_to_the_old_and_writes_not
         "{shown}"
     );
     assert!(shown.contains("    then: Prices: bread"), "{shown}");
-    assert!(shown.contains("2 messages of 1 customers"), "{shown}");
+    assert!(shown.contains("2 messages of 1 customer from"), "{shown}");
     assert!(
         shown.contains("1 answered differently, 1 the same"),
         "{shown}"
