@@ -450,19 +450,18 @@ impl<H: HttpClient> Turn<'_, H> {
                 return;
             }
         }
-        // `chosen`: the reply is one of the question's own choices. Anything else
-        // at a buttons or list question (typed text, a caption, a reply to an older
-        // message's buttons) is typed text to it.
-        let (answer, handle, chosen) = match (q.question_type, &button_id, &list_row_id) {
+        // `as_text`: a reply of the other kind than the question offers (a typed text,
+        // a caption, a list row at a buttons question) is typed text to it.
+        let (answer, handle, as_text) = match (q.question_type, &button_id, &list_row_id) {
             (QuestionType::Buttons, Some(id), _) | (QuestionType::List, _, Some(id)) => {
-                (id.clone(), Some(id.as_str()), q.offers(id))
+                (id.clone(), Some(id.as_str()), false)
             }
             (QuestionType::Text, _, _) => match &text {
-                Some(t) => (t.clone(), None, true),
+                Some(t) => (t.clone(), None, false),
                 None => return,
             },
             _ => match &text {
-                Some(t) => (t.clone(), Some("default"), false),
+                Some(t) => (t.clone(), Some("default"), true),
                 None => return,
             },
         };
@@ -475,10 +474,13 @@ impl<H: HttpClient> Turn<'_, H> {
             }
         }
         let next = self.bot.next(index, handle);
-        if next.is_none() && !chosen {
-            // WhatsApp Builder ends the conversation here without a word (the sample
-            // chatbot does, on any typed text): ask again instead, and past the retry
-            // limit leave by `exhausted` or end with a reason that says why.
+        // Typed text, or a tap on an older message's choice, that leads nowhere.
+        // WhatsApp Builder ends the conversation here without a word (its sample
+        // chatbot does, on any typed text): ask again instead, and past the retry
+        // limit leave by `exhausted` or end with a reason that says why. One of the
+        // question's own choices with no edge ends it as designed. Checked only
+        // when there is no next node, so an ordinary answer pays nothing for it.
+        if next.is_none() && (as_text || handle.is_some_and(|id| !q.offers(id))) {
             let prompt = q.invalid_choice_message.as_deref();
             self.reject(index, q, prompt, answer, reason::NO_PATH_FOR_TYPED_TEXT)
                 .await;

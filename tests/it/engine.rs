@@ -358,8 +358,9 @@ async fn typed_text_at_a_menu_without_a_default_edge_asks_again_then_ends_with_a
     let asked = chat.start().await.pop().expect("the menu");
     assert!(matches!(asked, Outgoing::Buttons { .. }), "{asked:?}");
 
-    // WhatsApp Builder completes the context here without a word; wabot re-sends the
-    // menu, twice (the default retry limit).
+    // WhatsApp Builder completes the context here without a word: classified as
+    // WhatsApp Builder's defect (docs/chatbot-fields.md, conformance). wabot re-sends
+    // the menu, twice (the default retry limit).
     for retry in 1..=2 {
         let sends = chat.say("hi").await;
         assert_eq!(sends, [asked.clone()], "retry {retry}");
@@ -461,6 +462,8 @@ async fn past_the_retry_limit_typed_text_follows_the_exhausted_edge() {
 
 #[tokio::test]
 async fn typed_text_at_a_menu_with_a_default_edge_follows_it_as_before() {
+    // Conformant with WhatsApp Builder (docs/chatbot-fields.md): the text is the answer
+    // and the default edge is followed; invalidChoiceMessage plays no part.
     let doc = support_menu_with(
         json!({"invalidChoiceMessage": "Please tap a button."}),
         vec![],
@@ -535,7 +538,8 @@ async fn a_list_without_a_default_edge_and_replies_to_older_messages_are_asked_a
     assert_eq!(bodies(&sends), ["Which size?"]);
 
     // A tap on the list again, or on another message's button, is not one of this
-    // question's choices: asked again, not the end.
+    // question's choices: asked again, not the end (WhatsApp Builder ends silently:
+    // its defect, docs/chatbot-fields.md).
     let sends = chat.pick("mon").await;
     assert_eq!(bodies(&sends), ["Which size?"]);
     assert!(matches!(&sends[0], Outgoing::Buttons { .. }), "{sends:?}");

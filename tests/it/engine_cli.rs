@@ -129,7 +129,9 @@ fn simulate_asks_the_sample_menu_again_on_typed_text_then_ends_with_the_reason()
     );
     assert!(out.status.success());
     let text = stdout(&out);
-    // The menu is shown at the start and after each of the first two typed texts.
+    // WhatsApp Builder ends at the first typed text without a word, its defect
+    // (docs/chatbot-fields.md). The menu is shown at the start and after each of the
+    // first two typed texts.
     assert_eq!(
         text.matches("bot> What can we help you with?").count(),
         4,

@@ -76,30 +76,36 @@ fn node_data() -> impl Strategy<Value = Value> {
         prop::collection::vec(text(), 0..14),
         prop::option::of(text()),
         any::<bool>(),
+        prop::option::of(text()),
     )
-        .prop_map(|(qt, content, header, buttons, rows, dynamic, validate)| {
-            let buttons: Vec<Value> = buttons
-                .into_iter()
-                .enumerate()
-                .map(|(i, t)| json!({"id": format!("btn_{i}"), "title": t}))
-                .collect();
-            let rows: Vec<Value> = rows
-                .into_iter()
-                .enumerate()
-                .map(|(i, t)| json!({"id": format!("row_{i}"), "title": t, "description": t}))
-                .collect();
-            let mut data = json!({"type": "question", "questionType": qt, "content": content,
+        .prop_map(
+            |(qt, content, header, buttons, rows, dynamic, validate, invalid)| {
+                let buttons: Vec<Value> = buttons
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| json!({"id": format!("btn_{i}"), "title": t}))
+                    .collect();
+                let rows: Vec<Value> = rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| json!({"id": format!("row_{i}"), "title": t, "description": t}))
+                    .collect();
+                let mut data = json!({"type": "question", "questionType": qt, "content": content,
                 "headerText": header, "buttons": buttons,
                 "listSections": [{"title": "S", "rows": rows}], "timeoutSeconds": 60});
-            if let Some(source) = dynamic {
-                data["dynamicListSource"] = json!(source);
-                data["dynamicButtonsSource"] = json!(source);
-            }
-            if validate {
-                data["validation"] = json!({"type": "email", "maxRetries": 1});
-            }
-            data
-        });
+                if let Some(source) = dynamic {
+                    data["dynamicListSource"] = json!(source);
+                    data["dynamicButtonsSource"] = json!(source);
+                }
+                if validate {
+                    data["validation"] = json!({"type": "email", "maxRetries": 1});
+                }
+                if let Some(message) = invalid {
+                    data["invalidChoiceMessage"] = json!(message);
+                }
+                data
+            },
+        );
     let condition = (text(), text()).prop_map(|(variable, value)| {
         json!({"type": "condition", "conditionGroup": {"logicalOperator": "AND",
             "conditions": [{"id": "c", "variable": variable, "operator": "==", "value": value}]}})
@@ -120,8 +126,18 @@ fn node_data() -> impl Strategy<Value = Value> {
 fn chatbot() -> impl Strategy<Value = Value> {
     (1usize..11).prop_flat_map(|n| {
         let handles = prop::sample::select(vec![
-            "", "default", "success", "error", "timeout", "true", "false", "btn_0", "btn_1",
-            "row_0", "row_1",
+            "",
+            "default",
+            "success",
+            "error",
+            "timeout",
+            "exhausted",
+            "true",
+            "false",
+            "btn_0",
+            "btn_1",
+            "row_0",
+            "row_1",
         ]);
         (
             prop::collection::vec(node_data(), n),

@@ -214,6 +214,83 @@ async fn a_context_round_trips_through_save_and_load() {
     assert!(ended.completed_at.is_some());
 }
 
+/// What the turn stage does between two messages: the context saved after each
+/// turn and loaded for the next, so the re-ask count must live in the row.
+#[tokio::test]
+async fn typed_text_at_the_sample_menu_is_counted_across_saved_turns_and_the_reason_stored() {
+    let pool = helpers::fresh_pool().await;
+    let chatbot_id = import(&pool, &fixture("support-menu.json"), true).await;
+    let conversation = new_conversation(&pool).await;
+    let row = chatbots::load(&pool, chatbot_id)
+        .await
+        .expect("load")
+        .expect("row");
+    let (bot, _) = compile(&row.to_doc()).expect("compiles");
+    let context = Context::start(
+        Uuid::new_v4(),
+        conversation,
+        chatbot_id,
+        &bot,
+        &Customer::default(),
+    );
+    let id = context.id;
+    let now = Utc::now();
+    let turn = |context: Context, event: Event| {
+        let bot = &bot;
+        async move {
+            run_turn(
+                bot,
+                context,
+                event,
+                now,
+                &wabot::engine::http::NoHttp,
+                &EngineLimits::default(),
+            )
+            .await
+        }
+    };
+    let typed = |body: &str| {
+        wabot::engine::Inbound::Text {
+            body: body.to_owned(),
+        }
+        .into_event()
+    };
+    let mut conn = pool.acquire().await.expect("connection");
+    let started = turn(context, Event::ConversationStarted).await;
+    contexts::save(&mut conn, &started.context)
+        .await
+        .expect("save");
+    for retry in 1..=2 {
+        let loaded = contexts::load_active(&pool, conversation)
+            .await
+            .expect("load")
+            .expect("still active");
+        let result = turn(loaded, typed("hi")).await;
+        assert_eq!(result.sends.len(), 1, "the menu again");
+        assert_eq!(result.context.variables["__wabot"]["retries"], retry);
+        contexts::save(&mut conn, &result.context)
+            .await
+            .expect("save");
+    }
+    let loaded = contexts::load_active(&pool, conversation)
+        .await
+        .expect("load")
+        .expect("still active");
+    let ended = turn(loaded, typed("hi")).await;
+    assert!(ended.sends.is_empty());
+    contexts::save(&mut conn, &ended.context)
+        .await
+        .expect("save");
+    let row = contexts::load(&pool, id).await.expect("load").expect("row");
+    assert_eq!(row.status, ContextStatus::Completed);
+    assert!(!row.is_active);
+    assert_eq!(
+        row.completion_reason.as_deref(),
+        Some("no_path_for_typed_text")
+    );
+    assert_eq!(row.node_outputs["menu"]["error"], "no_path_for_typed_text");
+}
+
 #[tokio::test]
 async fn a_conversation_cannot_have_two_active_contexts() {
     let pool = helpers::fresh_pool().await;
