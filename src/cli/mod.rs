@@ -132,8 +132,60 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // Said once, to the person who ran the command; a daemon's failure is
             // also in its log lines before this (systemd keeps stderr).
-            eprintln!("wabot: {e:#}");
+            eprintln!("wabot: {}", error_chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, `: ` between them, leaving out a cause that
+/// only repeats what is already said (sqlx's database error, for one, is its own
+/// source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_that_repeats_its_error_is_said_once() {
+        #[derive(Debug)]
+        struct Inner;
+        impl std::fmt::Display for Inner {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("relation \"chatbots\" does not exist")
+            }
+        }
+        impl std::error::Error for Inner {}
+        #[derive(Debug)]
+        struct Outer(Inner);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "error returned from database: {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Outer(Inner)).context("cannot import");
+        assert_eq!(
+            error_chain(&e),
+            "cannot import: error returned from database: relation \"chatbots\" does not exist"
+        );
     }
 }
