@@ -363,7 +363,7 @@ async fn typed_text_at_a_menu_without_a_default_edge_asks_again_then_ends_with_a
     // the menu, twice (the default retry limit).
     for retry in 1..=2 {
         let sends = chat.say("hi").await;
-        assert_eq!(sends, [asked.clone()], "retry {retry}");
+        assert_eq!(sends, std::slice::from_ref(&asked), "retry {retry}");
         assert_eq!(chat.ctx.status, ContextStatus::WaitingInput);
         assert_eq!(chat.ctx.current_node_id, "menu");
         assert!(chat.deadline.is_some(), "the wait starts again");
