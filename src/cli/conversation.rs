@@ -455,6 +455,34 @@ fn compact(value: &Value, max: usize) -> String {
     }
 }
 
+/// A kept error (Meta's error object, a status's error, or wabot's own `reason`) as
+/// one sentence: the code, what went wrong, Meta's details, the HTTP status. `--json`
+/// has the object as it was stored; anything without a message is shown as JSON.
+fn error_prose(error: &Value) -> String {
+    fn text(v: Option<&Value>) -> Option<&str> {
+        v.and_then(Value::as_str).filter(|s| !s.is_empty())
+    }
+    let Some(what) = text(error.get("message"))
+        .or(text(error.get("title")))
+        .or(text(error.get("reason")))
+    else {
+        return compact(error, 300);
+    };
+    let mut prose = match error.get("code").and_then(Value::as_i64) {
+        // Meta's messages often name their code already: `(#131047) ...`.
+        Some(code) if !what.contains(&code.to_string()) => format!("{code} {what}"),
+        _ => what.to_owned(),
+    };
+    let details = text(error.pointer("/error_data/details")).or(text(error.get("details")));
+    if let Some(details) = details.filter(|d| !what.contains(d)) {
+        let _ = write!(prose, " ({details})");
+    }
+    if let Some(status) = error.get("httpStatus").and_then(Value::as_i64) {
+        let _ = write!(prose, ", HTTP {status}");
+    }
+    truncate_chars(&prose, 300)
+}
+
 /// The transcript as the terminal shows it.
 pub fn render(t: &Transcript) -> String {
     let mut out = String::new();
@@ -589,14 +617,14 @@ pub fn render(t: &Transcript) -> String {
                 }
                 let _ = writeln!(out, "{line}");
                 if let Some(error) = &m.error {
-                    let _ = writeln!(out, "{:25}FAILED: {}", "", compact(error, 300));
+                    let _ = writeln!(out, "{:25}FAILED: {}", "", error_prose(error));
                 } else if let Some(e) = m
                     .send
                     .as_ref()
                     .and_then(|s| s.get("last_error"))
                     .filter(|e| !e.is_null())
                 {
-                    let _ = writeln!(out, "{:25}last error: {}", "", compact(e, 300));
+                    let _ = writeln!(out, "{:25}last error: {}", "", error_prose(e));
                 }
             }
             Item::Turn(turn) => {
@@ -741,6 +769,29 @@ mod tests {
             summarize("text", &json!({ "text": long })).chars().count(),
             161
         );
+    }
+
+    #[test]
+    fn kept_errors_read_as_sentences() {
+        assert_eq!(
+            error_prose(&json!({"code": 131026, "title": "Message undeliverable",
+                                "details": "Receiver is incapable", "message": null})),
+            "131026 Message undeliverable (Receiver is incapable)"
+        );
+        assert_eq!(
+            error_prose(
+                &json!({"code": 131047, "message": "(#131047) Re-engagement message",
+                                "error_data": {"details": "Re-engagement message"},
+                                "httpStatus": 400})
+            ),
+            "(#131047) Re-engagement message, HTTP 400"
+        );
+        assert_eq!(
+            error_prose(&json!({"reason": "Graph API unreachable",
+                                "message": "cannot reach the Graph API: dns error"})),
+            "cannot reach the Graph API: dns error"
+        );
+        assert_eq!(error_prose(&json!({"odd": 1})), "{\"odd\":1}");
     }
 
     #[test]

@@ -209,6 +209,73 @@ fn validate_and_simulate_warn_about_a_message_cycle() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("form a cycle"));
 }
 
+#[test]
+fn counts_read_as_english_one_warning_two_warnings_no_warnings() {
+    let files = [
+        "ping-pong-loop.json",
+        "flow-desk.json",
+        "table-booking.json",
+    ]
+    .map(fixture);
+    let mut args = vec!["chatbot", "validate"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap_or_default()));
+    let out = wabot(&args, &[], "");
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("3 nodes, 1 warning\n"), "{text}");
+    assert!(text.contains("8 nodes, 2 warnings\n"), "{text}");
+    assert!(text.contains("9 nodes, 0 warnings\n"), "{text}");
+    assert!(!text.contains("1 warnings"), "{text}");
+}
+
+#[test]
+fn simulate_help_documents_var() {
+    let out = wabot(&["simulate", "--help"], &[], "");
+    assert!(out.status.success());
+    let help = stdout(&out);
+    assert!(help.contains("--var <NAME=VALUE>"), "{help}");
+    assert!(
+        help.contains("Set a variable before the conversation starts"),
+        "{help}"
+    );
+}
+
+#[tokio::test]
+async fn simulate_says_in_prose_why_a_rest_api_call_failed() {
+    // A port that was just free: the order service is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = tokio::task::spawn_blocking(move || {
+        let file = fixture("order-status.json");
+        let var = format!("api_base=http://127.0.0.1:{port}/api");
+        let args = [
+            "simulate",
+            file.to_str().unwrap_or_default(),
+            "--allow-private",
+            "--var",
+            var.as_str(),
+        ];
+        wabot(&args, &[], "ada@example.com\n/quit\n")
+    })
+    .await
+    .expect("simulator");
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let failed = text
+        .lines()
+        .find(|l| l.starts_with("[rest_api `fetch_orders` (Fetch orders) failed: "))
+        .unwrap_or_else(|| panic!("no line about the failed call: {text}"));
+    assert!(failed.contains("Connection refused"), "{failed}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for shown in [text.as_str(), &*stderr] {
+        for debug in ["Some(", "None", "DataExchange", "Navigate"] {
+            assert!(!shown.contains(debug), "Rust debug text `{debug}`: {shown}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn simulate_makes_rest_api_calls_for_real() {
     let base = spawn_orders_api().await;

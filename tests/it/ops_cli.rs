@@ -53,6 +53,59 @@ fn json_of(output: &Output) -> Value {
     })
 }
 
+/// Checks that the table under the line `header` (its column names, in the order
+/// given) lines up: every row's cell starts where its heading starts (a heading of
+/// a right-aligned column: ends where it ends), and two spaces part the columns.
+/// Counted in characters. Returns the table's rows.
+fn assert_aligned<'a>(screen: &'a str, header: &[(&str, bool)]) -> Vec<&'a str> {
+    let names: Vec<&str> = header.iter().map(|(n, _)| *n).collect();
+    let mut lines = screen.lines();
+    let head = lines
+        .find(|l| {
+            let words: Vec<&str> = l
+                .split("  ")
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .collect();
+            words == names
+        })
+        .unwrap_or_else(|| panic!("no table headed {names:?}: {screen}"));
+    // (start, end) of each heading, in characters.
+    let mut from = 0;
+    let spans: Vec<(usize, usize)> = names
+        .iter()
+        .map(|name| {
+            let at = from + head[from..].find(name).expect("the heading");
+            from = at + name.len();
+            let start = head[..at].chars().count();
+            (start, start + name.chars().count())
+        })
+        .collect();
+    let rows: Vec<&str> = lines.take_while(|l| l.starts_with("  ")).collect();
+    assert!(!rows.is_empty(), "the table has rows: {screen}");
+    for row in &rows {
+        let chars: Vec<char> = row.chars().collect();
+        let at = |i: usize| chars.get(i).copied().unwrap_or(' ');
+        for (n, ((start, end), (name, right))) in spans.iter().zip(header).enumerate() {
+            let shown = format!("`{name}` in\n{head}\n{row}");
+            if *right {
+                assert!(at(end - 1) != ' ' && at(*end) == ' ', "{shown}");
+                continue;
+            }
+            // The last column may be empty (the line ends before it).
+            if n + 1 == spans.len() && chars.len() <= *start {
+                continue;
+            }
+            assert!(at(*start) != ' ', "{shown}");
+            assert!(
+                *start < 2 || at(start - 1) == ' ' && at(start - 2) == ' ',
+                "{shown}"
+            );
+        }
+    }
+    rows
+}
+
 /// The daemon with its worker on, its credentials in an active `whatsapp_config`
 /// row (the environment holds the same token, so no send races the first read).
 async fn start_engine() -> Engine {
@@ -277,6 +330,49 @@ async fn status_and_transcript_show_a_real_conversation() {
     assert!(screen.contains("SENDING ON HOLD in p4242-live"), "{screen}");
     assert!(screen.contains("p17-gone STOPPED"), "{screen}");
     assert!(screen.contains("send_refused"), "{screen}");
+    // Counts in the right number; no Rust debug text.
+    assert!(
+        screen.contains("compiles: 7 nodes, 1 warning; 0 active conversations"),
+        "{screen}"
+    );
+    assert!(screen.contains("(190); 0 sends queued"), "{screen}");
+    assert!(screen.contains("leases now: 1 turn, 0 sends"), "{screen}");
+    for debug in ["Some(", "None", "1 warnings", "1 turns"] {
+        assert!(!screen.contains(debug), "`{debug}` in {screen}");
+    }
+    // Every table lines up, whatever the width of its cells.
+    let errors = assert_aligned(
+        &screen,
+        &[
+            ("kind", false),
+            ("code", false),
+            ("count", true),
+            ("last", false),
+            ("latest example", false),
+        ],
+    );
+    assert_eq!(errors.len(), 4, "{screen}");
+    assert!(
+        errors
+            .iter()
+            .any(|r| r.contains("webhook_error")
+                && r.ends_with("The message could not be processed.")),
+        "{screen}"
+    );
+    assert_aligned(
+        &screen,
+        &[
+            ("queue", false),
+            ("open", true),
+            ("waiting", true),
+            ("leased", true),
+            ("scheduled", true),
+            ("expired", true),
+            ("retrying", true),
+            ("longest wait", false),
+            ("oldest", false),
+        ],
+    );
 
     // --- wabot conversation show +PHONE --json
     let phone = format!("+{CUSTOMER}");
@@ -392,9 +488,54 @@ async fn status_and_transcript_show_a_real_conversation() {
             .contains("TURN  start > welcome > menu (3 steps, 2 sends); now `menu`, waiting_input"),
         "{screen}"
     );
-    assert!(screen.contains("FAILED:"), "{screen}");
+    assert!(
+        screen.contains("FAILED: 131026 Message undeliverable (Receiver is incapable)\n"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("FAILED: (#131047) Re-engagement message, HTTP 400\n"),
+        "{screen}"
+    );
     assert!(screen.contains("Pending turn jobs"), "{screen}");
     assert!(!screen.contains("__wabot"), "{screen}");
+    let pending = assert_aligned(
+        &screen,
+        &[
+            ("kind", false),
+            ("job", true),
+            ("due", false),
+            ("state", false),
+            ("attempts", true),
+            ("last error", false),
+        ],
+    );
+    assert_eq!(pending.len(), 1, "{screen}");
+    assert!(
+        pending[0].contains("timeout") && pending[0].contains("running"),
+        "{screen}"
+    );
+    // Each message's summary starts in the same column, after its type.
+    let starts: Vec<usize> = screen
+        .lines()
+        .filter(|l| l.contains("  IN   ") || l.contains("  OUT  "))
+        .map(|l| {
+            let chars: Vec<char> = l.chars().collect();
+            // The time, the arrow, the type, then spaces up to the summary.
+            let kind = 30 + chars[30..].iter().position(|c| *c == ' ').expect("a type");
+            kind + chars[kind..]
+                .iter()
+                .position(|c| *c != ' ')
+                .expect("a summary")
+        })
+        .collect();
+    assert_eq!(starts.len(), 6, "{screen}");
+    assert!(
+        starts.iter().all(|s| *s == starts[0]),
+        "{starts:?}: {screen}"
+    );
+    for debug in ["Some(", "None"] {
+        assert!(!screen.contains(debug), "`{debug}` in {screen}");
+    }
 }
 
 #[tokio::test]

@@ -165,3 +165,59 @@ async fn a_message_that_keeps_failing_retryably_fails_after_the_last_attempt() {
     assert_eq!(s.message(ids[1]).await.0, "sent");
     assert_eq!(s.graph.requests().len(), 4);
 }
+
+#[tokio::test]
+async fn an_unreachable_graph_api_is_recorded_with_its_cause_and_no_code() {
+    // A port that was just free: nothing answers there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let s = Setup::with(|c| {
+        c.whatsapp.graph_api_base = format!("http://127.0.0.1:{port}");
+        c.worker.send_max_attempts = 2;
+    })
+    .await;
+    let token = s
+        .config
+        .whatsapp
+        .access_token
+        .as_ref()
+        .map(|t| secrecy::ExposeSecret::expose_secret(t).to_owned())
+        .expect("the test configuration has a token");
+    let (conversation, to) = s.conversation(Utc::now()).await;
+    let ids = s.enqueue(conversation, &to, &texts("unreachable", 1)).await;
+    let sender = s.sender();
+
+    // The first attempt is retried, and the job keeps why it failed.
+    assert!(matches!(
+        sender.send_one(Utc::now()).await.unwrap(),
+        SendOutcome::Retrying { attempts: 1, .. }
+    ));
+    let last_error: Value =
+        sqlx::query_scalar("SELECT last_error FROM send_jobs WHERE message_id = $1")
+            .bind(ids[0])
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    let check = |error: &Value| {
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("cannot reach the Graph API: ")
+                && message.contains("Connection refused"),
+            "{error}"
+        );
+        assert_eq!(error["reason"], "Graph API unreachable", "{error}");
+        // No code: Meta said nothing. Not `null`, not "None".
+        assert!(error.get("code").is_none(), "{error}");
+        let text = error.to_string();
+        assert!(!text.contains(&token) && !text.contains("None"), "{text}");
+    };
+    check(&last_error);
+
+    // The last attempt fails the message, which keeps the same error.
+    drain(&sender, &s.pool).await;
+    let (status, content) = s.message(ids[0]).await;
+    assert_eq!(status, "failed");
+    check(&content["error"]);
+}
