@@ -10,6 +10,7 @@ use sqlx::PgPool;
 
 use crate::e2e::{install_chatbot, text};
 use crate::helpers::{spawn_app_with, ACCESS_TOKEN};
+use crate::shutdown::Logs;
 use crate::webhook::messages_webhook;
 
 /// A loopback port nothing listens on (it was free a moment ago).
@@ -49,6 +50,7 @@ async fn hold_until(
 
 #[tokio::test]
 async fn an_unreachable_graph_api_is_in_the_heartbeat_and_in_wabot_status_until_it_answers() {
+    let (logs, _guard) = Logs::capture();
     let port = closed_port();
     let base = format!("http://127.0.0.1:{port}");
     let app = spawn_app_with(|c| {
@@ -120,4 +122,26 @@ async fn an_unreachable_graph_api_is_in_the_heartbeat_and_in_wabot_status_until_
         0,
     )
     .await;
+
+    // The reply was tried several times, and the log has one warning for all of
+    // them, naming the URL and the cause, and one line when it was over.
+    let attempts: i32 = sqlx::query_scalar("SELECT max(attempts) FROM send_jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(attempts >= 2, "tried {attempts} times");
+    let warnings = logs.messages("WARN");
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with(&format!("Graph API unreachable at {base} (")),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("Connection refused"), "{warnings:?}");
+    let back = format!("Graph API reachable again at {base}");
+    let infos = logs.messages("INFO");
+    assert_eq!(
+        infos.iter().filter(|m| m.starts_with(&back)).count(),
+        1,
+        "{infos:#?}"
+    );
 }
