@@ -15,7 +15,7 @@ use crate::datasource::DataSourceClient;
 use crate::http::{self, AppState};
 use crate::store;
 use crate::whatsapp::flows_crypto::FlowsKey;
-use crate::worker::Pipeline;
+use crate::worker::{cut_at, Pipeline};
 
 /// How `build` prepares the database.
 #[derive(Debug, Clone, Copy)]
@@ -149,8 +149,12 @@ impl Application {
             }
             _ = shutdown.cancelled() => {
                 tracing::info!(drain_secs = drain.as_secs(), "shutting down: draining");
-                let deadline = tokio::time::Instant::now() + drain;
-                match tokio::time::timeout_at(deadline, &mut server).await {
+                let now = tokio::time::Instant::now();
+                let deadline = now + drain;
+                // Requests get until the pipeline's cut, not the deadline: whatever
+                // the stages hold must still be handed back in time. (The stages keep
+                // working meanwhile; they are stopped only by `drain`.)
+                match tokio::time::timeout_at(cut_at(now, deadline), &mut server).await {
                     Ok(result) => result.context("HTTP server failed")?,
                     Err(_) => tracing::warn!("in-flight requests did not finish within the drain time"),
                 }
