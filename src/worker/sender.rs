@@ -601,6 +601,9 @@ struct Conversation {
     waiting: BTreeMap<i64, Queued>,
     /// Whether a task is sending this conversation's jobs.
     running: bool,
+    /// The drain stopped it: later jobs are not sent by this process either (they
+    /// would overtake the one handed back), nor kept in the queue.
+    stopped: bool,
 }
 
 struct Shared {
@@ -767,6 +770,10 @@ impl SendSink {
                     return;
                 };
                 let entry = map.entry(conversation).or_default();
+                if entry.stopped {
+                    // Leased to us and handed back with the rest; its slot is free.
+                    continue;
+                }
                 entry.waiting.insert(
                     job.id,
                     Queued {
@@ -836,11 +843,12 @@ impl Shared {
             let token = next.job.token.clone().unwrap_or_default();
             if self.stop.is_cancelled() || !self.send(next.job, next.since).await {
                 // The job stays leased and is handed back with the rest. The entry
-                // stays, marked running, so that a job pushed after this one never
+                // stays, stopped, so that a job pushed after this one never
                 // overtakes it.
                 if let Ok(mut map) = self.conversations.lock() {
                     if let Some(entry) = map.get_mut(&conversation) {
                         entry.waiting.clear();
+                        entry.stopped = true;
                     }
                 }
                 return;
