@@ -372,3 +372,24 @@ impl Drop for Pipeline {
         self.kill.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cut_leaves_a_fifth_of_the_drain_at_most_two_seconds_for_the_hand_back() {
+        let start = tokio::time::Instant::now();
+        let secs = Duration::from_secs;
+        assert_eq!(cut_at(start, start + secs(20)), start + secs(18));
+        assert_eq!(cut_at(start, start + secs(60)), start + secs(58));
+        assert_eq!(
+            cut_at(start, start + secs(2)),
+            start + Duration::from_millis(1600)
+        );
+        // A drain that begins past its deadline (the requests took it all) cuts at
+        // once.
+        let late = start + secs(5);
+        assert_eq!(cut_at(late, start + secs(3)), start + secs(3));
+    }
+}
