@@ -72,8 +72,10 @@ pub async fn run(_config: Config, cmd: DevCommand) -> anyhow::Result<ExitCode> {
             if let Some(webhook) = webhook {
                 fake.set_webhook_url(webhook);
             }
-            eprintln!("fake Graph API on {url} (WABOT_GRAPH_API_BASE={url}); Ctrl-C stops it");
+            // Subscribed before the address is out: a message sent the moment it is
+            // known must be printed too.
             let mut feed = fake.subscribe();
+            eprintln!("fake Graph API on {url} (WABOT_GRAPH_API_BASE={url}); Ctrl-C stops it");
             let shutdown = shutdown_on_signals();
             loop {
                 tokio::select! {

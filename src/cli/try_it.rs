@@ -12,6 +12,7 @@
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -36,6 +37,8 @@ const PHONE_NUMBER_ID: &str = "100000000000001";
 const DISPLAY_NUMBER: &str = "15550783881";
 /// How long one line may keep the pipeline busy before the chat moves on.
 const ANSWER_WAIT: Duration = Duration::from_secs(30);
+/// How long the end waits for the fake's last status webhooks.
+const STATUS_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct TryArgs {
@@ -169,6 +172,15 @@ pub async fn run(config: Config, args: TryArgs) -> anyhow::Result<ExitCode> {
         echo: !std::io::stdin().is_terminal(),
     };
     let outcome = session.talk(&shutdown).await;
+    // Let Meta's last statuses (delivered, read) reach wabot before it stops, so the
+    // database shows the conversation as the customer's phone does.
+    let statuses_deadline = tokio::time::Instant::now() + STATUS_WAIT;
+    while fake.statuses.pending.load(Ordering::Relaxed) > 0
+        && tokio::time::Instant::now() < statuses_deadline
+        && !shutdown.is_cancelled()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     shutdown.cancel();
     let stopped = server.await;

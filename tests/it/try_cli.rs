@@ -165,7 +165,12 @@ async fn dev_fake_graph_answers_like_meta_and_posts_signed_statuses() {
     let wamid = sent["messages"][0]["id"].as_str().unwrap().to_owned();
 
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let printed: Value = serde_json::from_str(&stdout.next_line().await.unwrap().unwrap()).unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+        .await
+        .expect("the accepted message is printed")
+        .unwrap()
+        .expect("a line on stdout");
+    let printed: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(printed["wamid"], wamid.as_str());
     assert_eq!(printed["body"]["text"]["body"], "hello");
 
