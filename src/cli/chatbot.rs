@@ -66,7 +66,14 @@ pub async fn run(config: Config, cmd: ChatbotCommand) -> anyhow::Result<ExitCode
                     count(errors.len(), "error")
                 );
             }
-            let pool = store::connect(&config).await?;
+            // Like `wabot serve`, import creates the database and applies the
+            // migrations: it is often the first command run against a new one.
+            let pool = store::connect(&config)
+                .await
+                .context("cannot connect to the database (DATABASE_URL)")?;
+            store::migrate(&pool)
+                .await
+                .context("cannot apply database migrations")?;
             let id = store::chatbots::insert(&pool, &NewChatbot::from_doc(&doc, activate)).await?;
             println!("{id}");
             Ok(ExitCode::SUCCESS)

@@ -127,6 +127,9 @@ pub fn main() -> ExitCode {
             Command::Dev(cmd) => dev::run(config, cmd).await,
         }
     });
+    // A blocking task still running (a DNS lookup that hangs) must not hold up the
+    // exit of a process that has finished its work.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -123,7 +123,10 @@ impl Masked {
 /// Whether sending is on hold, and what waits.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sending {
+    /// A live process refuses to send: its access token was rejected.
     pub on_hold: bool,
+    /// A live process cannot reach the Graph API (its calls fail and are retried).
+    pub failing: bool,
     pub holds: Vec<Hold>,
     /// Unfinished send jobs.
     pub queued: i64,
@@ -133,6 +136,9 @@ pub struct Sending {
 #[derive(Debug, Clone, Serialize)]
 pub struct Hold {
     pub holder: String,
+    /// `token_rejected`, `graph_unreachable`, or `unknown` (a process of an older
+    /// version, which did not say).
+    pub kind: String,
     pub reason: String,
     pub since: Option<DateTime<Utc>>,
 }
@@ -271,13 +277,19 @@ pub async fn report(pool: &PgPool, config: &Config) -> anyhow::Result<StatusRepo
         .filter_map(|p| {
             p.row.send_hold.as_ref().map(|reason| Hold {
                 holder: p.row.holder.clone(),
+                kind: p
+                    .row
+                    .send_hold_kind
+                    .clone()
+                    .unwrap_or_else(|| "unknown".to_owned()),
                 reason: reason.clone(),
                 since: p.row.send_hold_since,
             })
         })
         .collect();
     let sending = Sending {
-        on_hold: !holds.is_empty(),
+        on_hold: holds.iter().any(|h| h.kind != "graph_unreachable"),
+        failing: holds.iter().any(|h| h.kind == "graph_unreachable"),
         holds,
         queued: queues
             .iter()
@@ -417,11 +429,15 @@ pub fn render(r: &StatusReport) -> String {
         out.push_str(&table.render());
     }
 
-    if r.sending.on_hold {
+    if !r.sending.holds.is_empty() {
         for h in &r.sending.holds {
+            let heading = match h.kind.as_str() {
+                "graph_unreachable" => "SENDING FAILING (retried with backoff)",
+                _ => "SENDING ON HOLD",
+            };
             let _ = writeln!(
                 out,
-                "\nSENDING ON HOLD in {}{}: {}; {} queued",
+                "\n{heading} in {}{}: {}; {} queued",
                 h.holder,
                 h.since
                     .map(|s| format!(" since {}", time(&s)))

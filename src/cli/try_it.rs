@@ -22,6 +22,7 @@ use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use super::fmt::count;
 use crate::config::Config;
 use crate::dev::chat::{Chat, Customer, Typed, HELP};
 use crate::dev::fake_graph::{self, FakeGraph, StatusOptions};
@@ -86,7 +87,7 @@ pub async fn run(config: Config, args: TryArgs) -> anyhow::Result<ExitCode> {
             }
             anyhow::bail!(
                 "{source} has {}; `wabot chatbot validate` explains them",
-                plural(errors.len(), "error")
+                count(errors.len(), "error")
             );
         }
     };
@@ -306,7 +307,7 @@ impl Session {
                 }
             }
             Err(RecvError::Lagged(n)) => {
-                println!("  ({} not shown)", plural(n as usize, "message"))
+                println!("  ({} not shown)", count(n, "message"))
             }
             Err(RecvError::Closed) => {}
         }
@@ -334,11 +335,3 @@ fn database_url(base: &str, name: &str) -> anyhow::Result<String> {
     Ok(url.to_string())
 }
 
-/// "1 error", "2 errors".
-fn plural(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}

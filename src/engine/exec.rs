@@ -288,7 +288,7 @@ impl<H: HttpClient> Turn<'_, H> {
                     Err(e) => rest::read_response(api, vars, Err(HttpError::InvalidRequest(e))),
                 };
                 if !outcome.success {
-                    tracing::info!(node = %node.id, error = ?outcome.error, "rest_api call failed");
+                    tracing::info!(node = %node.id, error = outcome.error.as_deref(), "rest_api call failed");
                 }
                 let status = outcome.status.map_or(Value::Null, Value::from);
                 let error = outcome.error.clone().map_or(Value::Null, Value::String);

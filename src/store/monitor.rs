@@ -51,9 +51,19 @@ pub struct ProcessRow {
     pub version: String,
     pub started_at: DateTime<Utc>,
     /// Why sending is on hold, and since when.
-    pub send_hold: Option<(String, DateTime<Utc>)>,
+    pub send_hold: Option<SendHold>,
     pub turn_leases: i32,
     pub send_leases: i32,
+}
+
+/// Why nothing goes out from a process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendHold {
+    /// `token_rejected` (nothing is tried until the token changes) or
+    /// `graph_unreachable` (calls are tried and retried with backoff).
+    pub kind: &'static str,
+    pub reason: String,
+    pub since: DateTime<Utc>,
 }
 
 /// Upserts this process's row (`seen_at = now()`), and drops rows nobody has
@@ -61,10 +71,11 @@ pub struct ProcessRow {
 pub async fn heartbeat(pool: &PgPool, row: &ProcessRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO wabot_processes (holder, pid, hostname, version, started_at, seen_at, \
-             send_hold, send_hold_since, turn_leases, send_leases) \
-         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9) \
+             send_hold, send_hold_since, turn_leases, send_leases, send_hold_kind) \
+         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10) \
          ON CONFLICT (holder) DO UPDATE SET seen_at = now(), send_hold = EXCLUDED.send_hold, \
-             send_hold_since = EXCLUDED.send_hold_since, turn_leases = EXCLUDED.turn_leases, \
+             send_hold_since = EXCLUDED.send_hold_since, \
+             send_hold_kind = EXCLUDED.send_hold_kind, turn_leases = EXCLUDED.turn_leases, \
              send_leases = EXCLUDED.send_leases",
     )
     .bind(&row.holder)
@@ -72,10 +83,11 @@ pub async fn heartbeat(pool: &PgPool, row: &ProcessRow) -> Result<(), sqlx::Erro
     .bind(&row.hostname)
     .bind(&row.version)
     .bind(row.started_at)
-    .bind(row.send_hold.as_ref().map(|h| h.0.as_str()))
-    .bind(row.send_hold.as_ref().map(|h| h.1))
+    .bind(row.send_hold.as_ref().map(|h| h.reason.as_str()))
+    .bind(row.send_hold.as_ref().map(|h| h.since))
     .bind(row.turn_leases)
     .bind(row.send_leases)
+    .bind(row.send_hold.as_ref().map(|h| h.kind))
     .execute(pool)
     .await?;
     sqlx::query("DELETE FROM wabot_processes WHERE seen_at < now() - interval '1 day'")
@@ -89,7 +101,7 @@ pub async fn heartbeat(pool: &PgPool, row: &ProcessRow) -> Result<(), sqlx::Erro
 pub async fn signed_off(pool: &PgPool, holder: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE wabot_processes SET turn_leases = 0, send_leases = 0, send_hold = NULL, \
-             send_hold_since = NULL, seen_at = now(), stopped_at = now() WHERE holder = $1",
+             send_hold_since = NULL, send_hold_kind = NULL, seen_at = now(), stopped_at = now() WHERE holder = $1",
     )
     .bind(holder)
     .execute(pool)

@@ -154,6 +154,8 @@ pub struct ProcessRow {
     pub seen_secs_ago: f64,
     pub send_hold: Option<String>,
     pub send_hold_since: Option<DateTime<Utc>>,
+    /// `token_rejected` or `graph_unreachable` (NULL on rows of older versions).
+    pub send_hold_kind: Option<String>,
     pub turn_leases: i32,
     pub send_leases: i32,
     /// When it signed off after a graceful drain (`None`: running, or killed).
@@ -165,7 +167,8 @@ pub async fn processes(pool: &PgPool) -> Result<Vec<ProcessRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT holder, pid, hostname, version, started_at, seen_at, \
                 extract(epoch FROM now() - seen_at)::float8 AS seen_secs_ago, \
-                send_hold, send_hold_since, turn_leases, send_leases, stopped_at \
+                send_hold, send_hold_since, send_hold_kind, turn_leases, send_leases, \
+                stopped_at \
          FROM wabot_processes ORDER BY seen_at DESC, holder LIMIT 50",
     )
     .fetch_all(pool)

@@ -95,6 +95,17 @@ pub enum Backoff {
 }
 
 impl GraphError {
+    /// Why the call never reached Meta (a connection that could not be made or
+    /// broke, a name that did not resolve, TLS, no answer in time), or `None` when
+    /// Meta answered: any answer, even an error, proves the Graph API reachable.
+    pub fn unreachable_because(&self) -> Option<String> {
+        match self {
+            GraphError::Transport(why) => Some(why.clone()),
+            GraphError::Timeout => Some("no answer within WABOT_GRAPH_TIMEOUT_MS".to_owned()),
+            _ => None,
+        }
+    }
+
     /// Classifies the error the way PROTOCOL.md says: by Meta's code first, and by
     /// the HTTP status only when Meta gave no code we know.
     pub fn class(&self) -> ErrorClass {

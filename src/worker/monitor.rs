@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
 use crate::store;
-use crate::store::monitor::ProcessRow;
+use crate::store::monitor::{ProcessRow, SendHold};
 use crate::worker::ingest::IngestHandle;
 use crate::worker::sender::SendSink;
 use crate::worker::turns::TurnSink;
@@ -56,7 +56,21 @@ pub async fn run(ctx: Arc<AppContext>, watched: Watched, stop: CancellationToken
             send_hold: watched
                 .sends
                 .hold()
-                .or_else(|| watched.sends.graph_unreachable()),
+                .map(|(reason, since)| SendHold {
+                    kind: "token_rejected",
+                    reason,
+                    since,
+                })
+                .or_else(|| {
+                    watched
+                        .sends
+                        .graph_unreachable()
+                        .map(|(reason, since)| SendHold {
+                            kind: "graph_unreachable",
+                            reason,
+                            since,
+                        })
+                }),
             turn_leases: watched.leases.turns.len() as i32,
             send_leases: watched.leases.sends.len() as i32,
         };

@@ -139,11 +139,9 @@ struct Outage {
     reminder: Throttle,
 }
 
-/// Whether a failed call reached Meta at all: a connection that could not be made
-/// or broke, a name that did not resolve, a TLS failure, or no answer in time. Any
-/// answer, even an error, proves the Graph API reachable.
+/// Whether a failed call never reached Meta (see `GraphError::unreachable_because`).
 fn unreachable(error: &GraphError) -> bool {
-    matches!(error, GraphError::Transport(..) | GraphError::Timeout)
+    error.unreachable_because().is_some()
 }
 
 /// Where outcomes go: written at once (steps), or to the batching recorder.
@@ -383,7 +381,7 @@ impl Sender {
                 };
                 if let Some(count) = line {
                     tracing::warn!(
-                        message_id = %job.message_id, attempts, code = ?error.code(), count,
+                        message_id = %job.message_id, attempts, code = error.code(), count,
                         retry_in_ms = delay.as_millis() as u64,
                         "send failed; retrying (count since the last such line): {error}"
                     );
@@ -407,7 +405,7 @@ impl Sender {
             ErrorClass::Retryable(_) | ErrorClass::Permanent => {
                 crate::metrics::send("failed");
                 tracing::warn!(
-                    message_id = %job.message_id, attempts, code = ?error.code(),
+                    message_id = %job.message_id, attempts, code = error.code(),
                     "send failed for good: {error}"
                 );
                 self.record(failed(job, attempts, &kept)).await?;
@@ -485,7 +483,7 @@ impl Sender {
         crate::metrics::sending_held(true);
         // Loud, and once per rejected token: an operator has to act.
         tracing::error!(
-            code = ?error.code(),
+            code = error.code(),
             "SENDING IS ON HOLD: the WhatsApp access token was rejected or is missing \
              ({error}). No message is sent until the token changes (whatsapp_config or \
              WABOT_ACCESS_TOKEN); queued messages wait."
@@ -500,7 +498,9 @@ impl Sender {
             return;
         };
         let url = &self.options.graph_base;
-        let cause = format!("{error:#}");
+        let cause = error
+            .unreachable_because()
+            .unwrap_or_else(|| error.to_string());
         match outage.as_mut() {
             None => {
                 let reminder = Throttle::new("graph_unreachable", UNREACHABLE_REMINDER_SECS);

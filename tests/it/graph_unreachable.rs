@@ -103,7 +103,21 @@ async fn an_unreachable_graph_api_is_in_the_heartbeat_and_in_wabot_status_until_
         .find(|h| h["holder"] == holder.as_str())
         .unwrap_or_else(|| panic!("no hold of {holder}: {status:#}"));
     assert_eq!(ours["reason"], hold.as_str());
+    assert_eq!(ours["kind"], "graph_unreachable");
     assert!(ours["since"].is_string(), "{ours}");
+    assert_eq!(status["sending"]["failing"], true, "{status:#}");
+    assert_eq!(status["sending"]["on_hold"], false, "calls are still tried");
+    let screen = crate::serve::wabot()
+        .arg("status")
+        .env("DATABASE_URL", &app.config.database_url)
+        .output()
+        .await
+        .unwrap();
+    let screen = String::from_utf8_lossy(&screen.stdout);
+    assert!(
+        screen.contains("SENDING FAILING (retried with backoff) in "),
+        "{screen}"
+    );
 
     // Meta answers on that port again: the replies go, and the condition clears.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))

@@ -184,11 +184,12 @@ async fn converse(engine: &Engine) -> Vec<String> {
 async fn processes(pool: &PgPool) {
     sqlx::query(
         "INSERT INTO wabot_processes (holder, pid, hostname, version, started_at, seen_at, \
-             send_hold, send_hold_since, turn_leases, send_leases) VALUES \
+             send_hold, send_hold_since, turn_leases, send_leases, send_hold_kind) VALUES \
          ('p4242-live', 4242, 'box-a', '0.1.0', now() - interval '1 hour', now(), \
-          'the access token was rejected (190)', now() - interval '5 minutes', 1, 0), \
+          'the access token was rejected (190)', now() - interval '5 minutes', 1, 0, \
+          'token_rejected'), \
          ('p17-gone', 17, 'box-b', '0.1.0', now() - interval '3 hours', \
-          now() - interval '2 hours', NULL, NULL, 0, 0)",
+          now() - interval '2 hours', NULL, NULL, 0, 0, NULL)",
     )
     .execute(pool)
     .await
@@ -268,11 +269,13 @@ async fn status_and_transcript_show_a_real_conversation() {
     assert_eq!(queues[0]["oldest_waiting_secs"], Value::Null);
 
     assert_eq!(status["sending"]["on_hold"], true);
+    assert_eq!(status["sending"]["failing"], false);
     assert_eq!(status["sending"]["queued"], 0);
     let holds = status["sending"]["holds"].as_array().unwrap();
     assert_eq!(holds.len(), 1, "the stopped process holds nothing");
     assert_eq!(holds[0]["holder"], "p4242-live");
     assert_eq!(holds[0]["reason"], "the access token was rejected (190)");
+    assert_eq!(holds[0]["kind"], "token_rejected");
 
     // The daemon of this test reports itself (its heartbeat), beside the two rows
     // inserted above.

@@ -1,0 +1,1 @@
+ALTER TABLE public.wabot_processes DROP COLUMN IF EXISTS send_hold_kind;
