@@ -106,14 +106,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// not exist yet.
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     create_database_if_missing(&config.database_url).await?;
-    let options = PgConnectOptions::from_str(&config.database_url)?
-        .application_name("wabot")
-        // The pipeline's statements take arrays of a batch: a plan made for one
-        // batch's values is no better than a generic one, and planning these
-        // statements on every execution costs more than running them at low load.
-        .options([("plan_cache_mode", "force_generic_plan")])
-        .log_statements(tracing::log::LevelFilter::Trace)
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    let options = connect_options(&config.database_url)?;
     PgPoolOptions::new()
         .max_connections(config.database.max_connections)
         // A dead connection shows as an error on use (a webhook then answers 503 and
@@ -122,6 +115,21 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
         .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
         .connect_with(options)
         .await
+}
+
+/// How every connection of a wabot process is made. It says `application_name =
+/// 'wabot'`: the `wabot_agent_message` trigger tells an agent's message (written by
+/// WhatsApp Builder's inbox) from wabot's own replies by it, so a pool that runs
+/// wabot's pipeline must be made with these options.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(url)?
+        .application_name("wabot")
+        // The pipeline's statements take arrays of a batch: a plan made for one
+        // batch's values is no better than a generic one, and planning these
+        // statements on every execution costs more than running them at low load.
+        .options([("plan_cache_mode", "force_generic_plan")])
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)))
 }
 
 /// Opens a pool without creating anything, for commands that must not change the

@@ -234,7 +234,7 @@ pub async fn fresh_pool() -> PgPool {
     let url = create_empty_database().await;
     let pool = PgPoolOptions::new()
         .max_connections(10)
-        .connect(&url)
+        .connect_with(wabot::store::connect_options(&url).expect("a database URL"))
         .await
         .expect("connect to the test database");
     wabot::store::migrate(&pool)
@@ -293,7 +293,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         .acquire_timeout(std::time::Duration::from_millis(
             config.database.acquire_timeout_ms,
         ))
-        .connect(&config.database_url)
+        .connect_with(wabot::store::connect_options(&config.database_url).expect("a database URL"))
         .await
         .expect("connect to the test database");
     wabot::store::migrate(&pool)

@@ -156,7 +156,7 @@ async fn two_processes_on_one_database_run_each_turn_once_and_send_each_reply_on
     second_config.whatsapp = engine.app.config.whatsapp.clone();
     let second_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(10)
-        .connect(&engine.app.config.database_url)
+        .connect_with(wabot::store::connect_options(&engine.app.config.database_url).unwrap())
         .await
         .unwrap();
     let second = spawn_on_pool(second_config, second_pool).await;
@@ -391,7 +391,7 @@ async fn a_wait_timeout_fires_after_the_daemon_restarts() {
     engine.app.stop().await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(5)
-        .connect(&config.database_url)
+        .connect_with(wabot::store::connect_options(&config.database_url).unwrap())
         .await
         .unwrap();
     let _restarted = spawn_on_pool(config, pool).await;
