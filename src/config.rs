@@ -37,6 +37,7 @@ pub struct Config {
     pub datasource: DataSourceConfig,
     pub log: LogConfig,
     pub retention: RetentionConfig,
+    pub session: SessionConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -53,6 +54,7 @@ impl std::fmt::Debug for Config {
             .field("datasource", &self.datasource)
             .field("log", &self.log)
             .field("retention", &self.retention)
+            .field("session", &self.session)
             .finish()
     }
 }
@@ -230,6 +232,43 @@ pub struct RetentionConfig {
     pub days: u32,
 }
 
+/// The session rules' settings (src/session/): opt-out words and texts, and how
+/// long an agent's silence gives the conversation back to the bot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// `WABOT_OPT_OUT_WORDS` (comma separated): a customer's message that is exactly
+    /// one of these, after trimming and case folding, opts them out.
+    pub opt_out_words: Vec<String>,
+    /// `WABOT_OPT_IN_WORDS`: the same, to opt back in (only an opted-out customer's).
+    pub opt_in_words: Vec<String>,
+    /// `WABOT_OPT_OUT_MESSAGE`: the confirmation sent on opt-out.
+    pub opt_out_message: String,
+    /// `WABOT_OPT_IN_MESSAGE`: the confirmation sent on opt-in.
+    pub opt_in_message: String,
+    /// `WABOT_HANDOVER_IDLE_SECS`: an agent silent this long gives the conversation
+    /// back to the bot (and a request for a person nobody took expires).
+    pub handover_idle_secs: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            opt_out_words: ["stop", "unsubscribe", "stopall", "opt out", "opt-out"]
+                .map(str::to_owned)
+                .to_vec(),
+            opt_in_words: ["start", "subscribe", "unstop", "opt in", "opt-in"]
+                .map(str::to_owned)
+                .to_vec(),
+            opt_out_message: "You will no longer receive messages from us. Reply START to \
+                              subscribe again."
+                .to_owned(),
+            opt_in_message: "You are subscribed again. Reply STOP to stop.".to_owned(),
+            handover_idle_secs: 30 * 60,
+        }
+    }
+}
+
 /// The longest retention accepted (a century): an age past it is a typo.
 pub const RETENTION_MAX_DAYS: u32 = 36_500;
 
@@ -277,6 +316,7 @@ impl Default for Config {
             datasource: DataSourceConfig::default(),
             log: LogConfig::default(),
             retention: RetentionConfig::default(),
+            session: SessionConfig::default(),
         }
     }
 }
@@ -567,6 +607,29 @@ impl Config {
             self.log.filter = v.clone();
         }
         set_parsed(env, "WABOT_RETENTION_DAYS", &mut self.retention.days)?;
+        let words = |v: &String| -> Vec<String> {
+            v.split(',')
+                .map(|w| w.trim().to_owned())
+                .filter(|w| !w.is_empty())
+                .collect()
+        };
+        if let Some(v) = get("WABOT_OPT_OUT_WORDS") {
+            self.session.opt_out_words = words(v);
+        }
+        if let Some(v) = get("WABOT_OPT_IN_WORDS") {
+            self.session.opt_in_words = words(v);
+        }
+        if let Some(v) = get("WABOT_OPT_OUT_MESSAGE") {
+            self.session.opt_out_message = v.clone();
+        }
+        if let Some(v) = get("WABOT_OPT_IN_MESSAGE") {
+            self.session.opt_in_message = v.clone();
+        }
+        set_parsed(
+            env,
+            "WABOT_HANDOVER_IDLE_SECS",
+            &mut self.session.handover_idle_secs,
+        )?;
         Ok(())
     }
 
@@ -626,6 +689,7 @@ impl Config {
         positive("WABOT_POLL_INTERVAL_MS", self.worker.poll_interval_ms)?;
         positive("WABOT_MAX_STEPS_PER_TURN", self.engine.max_steps_per_turn)?;
         positive("WABOT_CONTEXT_TTL_SECS", self.engine.context_ttl_secs)?;
+        positive("WABOT_HANDOVER_IDLE_SECS", self.session.handover_idle_secs)?;
         positive("WABOT_MAX_SENDS_PER_TURN", self.engine.max_sends_per_turn)?;
         positive("WABOT_FLOWS_DEADLINE_MS", self.flows.deadline_ms)?;
         positive("WABOT_HEADER_TIMEOUT_SECS", self.server.header_timeout_secs)?;

@@ -33,6 +33,7 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod replay;
+pub mod session;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
