@@ -8,6 +8,13 @@
 //! [`MessageKind::Unknown`], a type whose inner object does not have the documented
 //! shape keeps its raw JSON, and every message keeps the whole of Meta's object in
 //! [`Message::raw`]. Only a body that is not a JSON object is an error.
+//!
+//! On a number in coexistence (the WhatsApp Business app and the Cloud API on one
+//! number), what the business types in the app comes back as an
+//! `smb_message_echoes` change: the same value as `messages`, with
+//! `message_echoes[]` whose items are messages from the business (`from`: its
+//! display number) to the customer (`to`). Meta echoes only messages sent from the
+//! app or a linked device, not those sent through the Cloud API.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -51,7 +58,8 @@ pub struct Change {
     pub value: ChangeValue,
 }
 
-/// The value of a change: typed for `messages`, verbatim for every other field.
+/// The value of a change: typed for `messages` and `smb_message_echoes`, verbatim
+/// for every other field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChangeValue {
     Messages(Box<MessagesValue>),
@@ -59,13 +67,17 @@ pub enum ChangeValue {
 }
 
 /// The value of a `messages` change: inbound messages, statuses of our outbound
-/// messages, and errors about the business number.
+/// messages, and errors about the business number; or of an `smb_message_echoes`
+/// change: the business's own messages typed in the WhatsApp Business app.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MessagesValue {
     pub messaging_product: Option<String>,
     pub metadata: Metadata,
     pub contacts: Vec<Contact>,
     pub messages: Vec<Message>,
+    /// `message_echoes[]`: messages the business sent from the WhatsApp Business app
+    /// (or a linked device) on a number in coexistence, each with `to` set.
+    pub message_echoes: Vec<Message>,
     pub statuses: Vec<Status>,
     pub errors: Vec<ApiError>,
 }
@@ -123,7 +135,8 @@ impl Envelope {
         fields
     }
 
-    /// The typed values of every `messages` change, in order.
+    /// The typed values of every `messages` and `smb_message_echoes` change, in
+    /// order.
     pub fn messages_values(&self) -> impl Iterator<Item = &MessagesValue> {
         self.entry
             .iter()
@@ -152,7 +165,7 @@ impl Change {
         let map = value.as_object()?;
         let field = str_field(map, "field").unwrap_or_default();
         let value = match (field.as_str(), map.get("value")) {
-            ("messages", Some(Value::Object(v))) => {
+            ("messages" | "smb_message_echoes", Some(Value::Object(v))) => {
                 ChangeValue::Messages(Box::new(MessagesValue::from_map(v)))
             }
             (_, raw) => ChangeValue::Other(raw.cloned().unwrap_or(Value::Null)),
@@ -175,6 +188,9 @@ impl MessagesValue {
             messages: array(map, "messages")
                 .filter_map(Message::from_value)
                 .collect(),
+            message_echoes: array(map, "message_echoes")
+                .filter_map(Message::from_value)
+                .collect(),
             statuses: array(map, "statuses")
                 .filter_map(Status::from_value)
                 .collect(),
@@ -193,12 +209,16 @@ impl MessagesValue {
     }
 }
 
-/// One inbound message: the fields every type has, the typed body, and Meta's whole
-/// object.
+/// One inbound message (or the business's echoed one): the fields every type has,
+/// the typed body, and Meta's whole object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    /// The sender's wa_id.
+    /// The sender's wa_id (an echo's: the business's display number).
     pub from: Option<String>,
+    /// An echo's recipient: the customer's phone number, as the business addressed
+    /// it (possibly with `+`); see [`Message::recipient_wa_id`]. Absent on inbound
+    /// messages.
+    pub to: Option<String>,
     /// The wamid.
     pub id: Option<String>,
     /// Unix seconds, when Meta's `timestamp` is a number (its examples sometimes
@@ -230,6 +250,7 @@ impl Message {
             .unwrap_or_else(|| "unknown".to_owned());
         Some(Message {
             from: str_field(map, "from"),
+            to: str_field(map, "to"),
             id: str_field(map, "id"),
             timestamp: map.get("timestamp").and_then(lenient::as_i64),
             kind: MessageKind::parse(&type_name, map),
@@ -242,6 +263,28 @@ impl Message {
                 .and_then(|r| Referral::deserialize(r).ok()),
             errors: api_errors(map),
             raw: value.clone(),
+        })
+    }
+}
+
+impl Message {
+    /// An echo's recipient as a wa_id: Meta gives the number the way the business
+    /// addressed it (`+16505551234`), where wa_ids are bare digits, so a phone number
+    /// written with `+`, spaces, dashes, dots or parentheses is reduced to its
+    /// digits; anything else (a business-scoped user id) is kept as it is.
+    pub fn recipient_wa_id(&self) -> Option<String> {
+        let to = self.to.as_deref()?.trim();
+        if to.is_empty() {
+            return None;
+        }
+        let phone_like = to.bytes().any(|b| b.is_ascii_digit())
+            && to.bytes().all(|b| {
+                b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'.' | b'(' | b')')
+            });
+        Some(if phone_like {
+            to.chars().filter(char::is_ascii_digit).collect()
+        } else {
+            to.to_owned()
         })
     }
 }

@@ -16,6 +16,15 @@
 //! claimed through the `conversation_keys` primary key, on which a concurrent
 //! transaction waits for the first one and then reads its row.
 //!
+//! A coexistence echo (the business's own message, typed in the WhatsApp Business
+//! app) takes the same path as an inbound message, as the business's outbound
+//! message: the business user is its sender, its status is `sent`, it gets no turn
+//! job and leaves the 24-hour window alone. Each conversation where a batch stored
+//! a new echo gets an agent (`wabot_handover`, source `echo`) in one more statement,
+//! which a batch without a new echo does not run. A repeated echo, or an echo of a
+//! wamid already stored (a message wabot sent itself), inserts nothing and so marks
+//! nothing.
+//!
 //! The rows come in plain: the caller has read Meta's envelope (`whatsapp/`) and
 //! built WhatsApp Builder's message content; this module knows only tables.
 
@@ -86,7 +95,7 @@ impl WebhookRows {
     }
 }
 
-/// One inbound message, ready to store.
+/// One inbound message (or a coexistence echo: `echo`), ready to store.
 #[derive(Debug, Clone)]
 pub struct InboundRow {
     /// The business number's phone_number_id (the business user's "phoneNumber").
@@ -109,16 +118,22 @@ pub struct InboundRow {
     /// message's row id when it is stored.
     pub reacted_wamid: Option<String>,
     /// Whether the message gets a turn job (false for a business number wabot does
-    /// not serve: the message is kept, no chatbot answers it).
+    /// not serve: the message is kept, no chatbot answers it; false for an echo).
     pub turn: bool,
+    /// A message the business sent to `customer` from the WhatsApp Business app (an
+    /// `smb_message_echoes` item): stored as the business user's outbound message,
+    /// status `sent`; when new, an agent has the conversation from now on.
+    pub echo: bool,
 }
 
 /// What one webhook did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
     pub event_id: i64,
+    /// Messages and echoes in the POST.
     pub messages_total: u32,
-    /// Messages inserted now (each with a turn job).
+    /// Messages and echoes inserted now (each message of a served number with a
+    /// turn job).
     pub messages_new: u32,
     /// Messages that cannot become rows; they stay in the raw event.
     pub messages_skipped: u32,
@@ -249,20 +264,34 @@ async fn store_batch(
         let (inserted, new_turns) =
             insert_messages(conn, &inbound, &users, &conversations, lease).await?;
         turns = new_turns;
-        // The newest new message of each conversation moves its preview.
-        let mut latest: BTreeMap<Uuid, (DateTime<Utc>, &str)> = BTreeMap::new();
+        // The newest new message of each conversation moves its preview; the newest
+        // new customer message, its window.
+        let mut latest: BTreeMap<Uuid, Latest> = BTreeMap::new();
+        let mut agents: BTreeSet<Uuid> = BTreeSet::new();
         for (i, m) in &inbound {
             if !inserted.contains(&m.wamid) {
                 continue;
             }
             outcomes[*i].messages_new += 1;
             let conversation = conversations[&(m.business.as_str(), m.customer.as_str())];
-            let entry = latest.entry(conversation).or_insert((m.at, &m.preview));
-            if m.at >= entry.0 {
-                *entry = (m.at, &m.preview);
+            let entry = latest.entry(conversation).or_insert(Latest {
+                at: m.at,
+                preview: &m.preview,
+                customer_at: None,
+            });
+            if m.at >= entry.at {
+                (entry.at, entry.preview) = (m.at, &m.preview);
+            }
+            if m.echo {
+                agents.insert(conversation);
+            } else {
+                entry.customer_at = entry.customer_at.max(Some(m.at));
             }
         }
         update_conversations(conn, &latest).await?;
+        if !agents.is_empty() {
+            note_agents(conn, &agents).await?;
+        }
     }
 
     let statuses: Vec<(usize, &StatusRow)> = batch
@@ -558,10 +587,15 @@ async fn insert_messages(
     let mut reacted = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);
     let mut turn = Vec::with_capacity(n);
+    let mut echo = Vec::with_capacity(n);
     for (_, m) in inbound {
-        turn.push(m.turn);
+        // An echo never gets a turn, whatever its row says.
+        turn.push(m.turn && !m.echo);
+        echo.push(m.echo);
         conv.push(conversations[&(m.business.as_str(), m.customer.as_str())]);
-        sender.push(users.get(&m.customer).copied().unwrap_or_else(Uuid::nil));
+        // An echo is the business's message.
+        let from = if m.echo { &m.business } else { &m.customer };
+        sender.push(users.get(from).copied().unwrap_or_else(Uuid::nil));
         kinds.push(m.db_type);
         contents.push(&m.content);
         ats.push(m.at);
@@ -572,8 +606,10 @@ async fn insert_messages(
     let rows: Vec<Row> = sqlx::query_as(
         "WITH input AS ( \
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], \
-                                 $5::timestamptz[], $6::text[], $7::text[], $9::bool[]) \
-                WITH ORDINALITY AS i(conv, sender, kind, content, at, reacted, token, turn, n)), \
+                                 $5::timestamptz[], $6::text[], $7::text[], $9::bool[], \
+                                 $10::bool[]) \
+                WITH ORDINALITY AS i(conv, sender, kind, content, at, reacted, token, turn, \
+                                     echo, n)), \
          m AS ( \
             INSERT INTO messages (\"conversationId\", \"senderId\", type, content, status, \"timestamp\") \
             SELECT i.conv, i.sender, i.kind::messages_type_enum, \
@@ -581,7 +617,8 @@ async fn insert_messages(
                         ELSE i.content || jsonb_build_object('reactedMessageId', \
                              (SELECT x.id FROM messages x \
                               WHERE x.content ->> 'whatsappMessageId' = i.reacted)) END, \
-                   'delivered', i.at \
+                   CASE WHEN i.echo THEN 'sent' ELSE 'delivered' END::messages_status_enum, \
+                   i.at \
             FROM input i ORDER BY i.n \
             ON CONFLICT DO NOTHING \
             RETURNING id, \"conversationId\" AS conv, content ->> 'whatsappMessageId' AS wamid), \
@@ -613,6 +650,7 @@ async fn insert_messages(
     .bind(&tokens)
     .bind(lease.map_or(0.0, |l| l.duration.as_secs_f64()))
     .bind(&turn)
+    .bind(&echo)
     .fetch_all(&mut *conn)
     .await?;
     let mut inserted = HashSet::with_capacity(rows.len());
@@ -640,32 +678,65 @@ async fn insert_messages(
     Ok((inserted, turns))
 }
 
+/// What a batch's new messages do to one conversation.
+struct Latest<'a> {
+    /// The newest new message (customer's or echo) and its preview.
+    at: DateTime<Utc>,
+    preview: &'a str,
+    /// The newest new customer message: an echo does not open the window.
+    customer_at: Option<DateTime<Utc>>,
+}
+
 /// Moves each conversation's preview and times forward (never back: deliveries come
-/// in any order) and recomputes the 24-hour window from the newest customer message.
+/// in any order) and recomputes the 24-hour window from the newest customer message
+/// (kept as it is while no customer message is known).
 async fn update_conversations(
     conn: &mut PgConnection,
-    latest: &BTreeMap<Uuid, (DateTime<Utc>, &str)>,
+    latest: &BTreeMap<Uuid, Latest<'_>>,
 ) -> Result<(), sqlx::Error> {
     if latest.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = latest.keys().copied().collect();
-    let ats: Vec<DateTime<Utc>> = latest.values().map(|v| v.0).collect();
-    let previews: Vec<&str> = latest.values().map(|v| v.1).collect();
+    let ats: Vec<DateTime<Utc>> = latest.values().map(|v| v.at).collect();
+    let previews: Vec<&str> = latest.values().map(|v| v.preview).collect();
+    let customer_ats: Vec<Option<DateTime<Utc>>> = latest.values().map(|v| v.customer_at).collect();
     sqlx::query(
         "UPDATE conversations c SET \
             \"lastMessage\" = CASE WHEN c.\"lastMessageAt\" IS NULL OR c.\"lastMessageAt\" <= u.at \
                                    THEN u.preview ELSE c.\"lastMessage\" END, \
             \"lastMessageAt\" = GREATEST(c.\"lastMessageAt\", u.at), \
-            \"lastCustomerMessageAt\" = GREATEST(c.\"lastCustomerMessageAt\", u.at), \
-            \"isWindowOpen\" = GREATEST(c.\"lastCustomerMessageAt\", u.at) > now() - interval '24 hours', \
+            \"lastCustomerMessageAt\" = GREATEST(c.\"lastCustomerMessageAt\", u.customer_at), \
+            \"isWindowOpen\" = COALESCE(GREATEST(c.\"lastCustomerMessageAt\", u.customer_at) \
+                                      > now() - interval '24 hours', c.\"isWindowOpen\"), \
             \"updatedAt\" = now() \
-         FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS u(id, at, preview) \
+         FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::timestamptz[]) \
+              AS u(id, at, preview, customer_at) \
          WHERE c.id = u.id",
     )
     .bind(&ids)
     .bind(&ats)
     .bind(&previews)
+    .bind(&customer_ats)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// An agent has each of these conversations now: the business wrote in them from
+/// the WhatsApp Business app (a new echo). An operator's pause stays a pause; a
+/// customer's request for a person becomes the agent's conversation; the idle clock
+/// restarts. The conversations are locked by this transaction already.
+async fn note_agents(conn: &mut PgConnection, ids: &BTreeSet<Uuid>) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = ids.iter().copied().collect();
+    sqlx::query(
+        "INSERT INTO wabot_handover AS h (conversation_id, state, source) \
+         SELECT unnest($1::uuid[]), 'agent', 'echo' \
+         ON CONFLICT (conversation_id) DO UPDATE \
+             SET last_agent_at = now(), \
+                 state = CASE WHEN h.state = 'paused' THEN 'paused' ELSE 'agent' END",
+    )
+    .bind(&ids)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -412,6 +412,8 @@ fn every_fixture_payload_parses_to_its_kind() {
         ("errors.json", (vec![], vec![], vec![131000])),
         ("batch.json", (vec!["text".into(); 3], vec![], vec![])),
         ("other_field.json", (vec![], vec![], vec![])),
+        // An echo is no inbound message (checked below).
+        ("smb_message_echoes.json", (vec![], vec![], vec![])),
     ];
     for (name, want) in &expected {
         assert_eq!(&summary(&read(name)), want, "{name}");
@@ -454,6 +456,67 @@ fn every_fixture_payload_parses_to_its_kind() {
     );
     let other = read("other_field.json");
     assert_eq!(other.fields(), ["account_update"]);
+
+    let echoes = read("smb_message_echoes.json");
+    assert_eq!(echoes.fields(), ["smb_message_echoes"]);
+    let value = echoes.messages_values().next().expect("an echoes value");
+    assert_eq!(
+        value.metadata.phone_number_id.as_deref(),
+        Some("106540352242922")
+    );
+    let echo = &value.message_echoes[0];
+    assert_eq!(echo.id.as_deref(), Some("wamid.FIXTURE.ECHO"));
+    assert_eq!(echo.recipient_wa_id().as_deref(), Some("905320000001"));
+    assert!(matches!(&echo.kind, MessageKind::Text(t) if t.body.is_some()));
+}
+
+#[test]
+fn an_echo_change_reads_the_business_s_messages_with_their_recipient() {
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [
+    {"field": "smb_message_echoes", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "message_echoes": [
+            {"from": "15550783881", "to": "+1 (650) 555-1234", "id": "wamid.E1",
+             "timestamp": 1739321024, "type": "text", "text": {"body": "On my way"}},
+            {"from": "15550783881", "to": "16505551234", "id": "wamid.E2", "timestamp": "1739321030",
+             "type": "image", "image": {"id": "MEDIA", "mime_type": "image/jpeg", "caption": "Here"}},
+            {"from": "15550783881", "to": "16505551234", "id": "wamid.E3", "type": "edit",
+             "edit": {"original_message_id": "wamid.E1", "message": {"type": "text", "text": {"body": "Soon"}}}}
+        ]}}]}]});
+    let e = Envelope::from_value(&body).unwrap();
+    assert_eq!(e.fields(), ["smb_message_echoes"]);
+    let v = e.messages_values().next().expect("echoes are typed");
+    assert!(v.messages.is_empty() && v.statuses.is_empty());
+    assert_eq!(v.message_echoes.len(), 3);
+    let first = &v.message_echoes[0];
+    assert_eq!(first.from.as_deref(), Some("15550783881"));
+    assert_eq!(first.to.as_deref(), Some("+1 (650) 555-1234"));
+    assert_eq!(first.recipient_wa_id().as_deref(), Some("16505551234"));
+    assert_eq!(first.timestamp, Some(1_739_321_024));
+    assert_eq!(
+        first.kind,
+        MessageKind::Text(Text {
+            body: Some("On my way".into())
+        })
+    );
+    assert_eq!(v.message_echoes[1].kind.db_type(), "image");
+    assert_eq!(
+        v.message_echoes[2].kind,
+        MessageKind::Unknown {
+            type_name: "edit".into()
+        }
+    );
+    // An inbound message has no recipient; a business-scoped id is kept whole.
+    let inbound = message("text", json!({"body": "x"}));
+    assert_eq!((inbound.to.clone(), inbound.recipient_wa_id()), (None, None));
+    let bsuid = only_message(json!({"from": "1", "to": "US.13491208655302741918", "id": "w"}));
+    assert_eq!(
+        bsuid.recipient_wa_id().as_deref(),
+        Some("US.13491208655302741918")
+    );
+    let blank = only_message(json!({"from": "1", "to": "  ", "id": "w"}));
+    assert_eq!(blank.recipient_wa_id(), None);
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! An inbound message as WhatsApp Builder stores it: the `messages.type` value, the
+//! An inbound message (or an echo of the business's own, which has the same shape) as
+//! WhatsApp Builder stores it: the `messages.type` value, the
 //! `content` JSONB with WhatsApp Builder's keys (`text`/`body`, `buttonId`,
 //! `listTitle`, `whatsappMessageId`, `contextMessageId`, ...) plus Meta's whole
 //! message under `raw`, and the conversation's `lastMessage` preview.

@@ -27,7 +27,7 @@ use crate::store::ingest::{
 };
 use crate::store::statuses::StatusRow;
 use crate::text::truncate_chars;
-use crate::whatsapp::webhook::{Envelope, MessageKind};
+use crate::whatsapp::webhook::{Envelope, Message, MessageKind};
 use crate::worker::turns::{TurnSink, TurnWork};
 use crate::worker::AppContext;
 
@@ -263,10 +263,62 @@ fn is_business_id(id: &str) -> bool {
         || (id.parse::<f64>().is_err() && !id.chars().any(|c| c.is_whitespace() || c.is_control()))
 }
 
+/// An `smb_message_echoes` item as the business's outbound message to the customer
+/// it was sent to (`to`), in the conversation of that business number and that
+/// customer; `None` (kept in the raw event only) when its id, recipient or business
+/// number is missing or malformed. An echo never gets a turn: the business wrote it.
+fn echo_row(
+    echo: &Message,
+    business: Option<&str>,
+    received_at: DateTime<Utc>,
+) -> Option<InboundRow> {
+    let wamid = echo.id.clone().filter(|s| !s.trim().is_empty());
+    let customer = echo.recipient_wa_id();
+    let (Some(wamid), Some(customer), Some(business)) = (wamid, customer, business) else {
+        tracing::warn!(
+            "a webhook echo lacks its id, recipient or business number; kept in the raw event only"
+        );
+        return None;
+    };
+    if customer.chars().count() > PHONE_MAX_CHARS
+        || business.chars().count() > PHONE_MAX_CHARS
+        || wamid.chars().count() > WAMID_MAX_CHARS
+        || !is_business_id(business)
+    {
+        tracing::warn!(
+            "a webhook echo's recipient, business number or id is too long or malformed; kept in the raw event only"
+        );
+        return None;
+    }
+    let stored = content::build(echo, &wamid, None);
+    let reacted_wamid = match &echo.kind {
+        MessageKind::Reaction(r) => r.message_id.clone(),
+        _ => None,
+    };
+    Some(InboundRow {
+        customer_name: truncate_chars(&customer, NAME_MAX_CHARS),
+        rename: false,
+        business: business.to_owned(),
+        customer,
+        wamid,
+        db_type: stored.db_type,
+        content: stored.content,
+        at: echo
+            .timestamp
+            .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
+            .unwrap_or(received_at),
+        preview: stored.preview,
+        reacted_wamid,
+        turn: false,
+        echo: true,
+    })
+}
+
 /// Reads a verified webhook into rows. `served` is the business number wabot
 /// answers for (the credentials' phone_number_id): a message addressed to another
 /// number is stored but gets no turn (no chatbot answers it, nothing is sent), with
-/// a warning naming the number. A business number that cannot be a phone_number_id
+/// a warning naming the number. The business's echoes (`smb_message_echoes`) become
+/// its outbound messages (see `echo_row`). A business number that cannot be a phone_number_id
 /// (see `is_business_id`) stays in the raw event only and never becomes a user.
 pub fn rows(
     envelope: &Envelope,
@@ -344,7 +396,15 @@ pub fn rows(
                 preview: stored.preview,
                 reacted_wamid,
                 turn,
+                echo: false,
             });
+        }
+        for echo in &value.message_echoes {
+            if let Some(row) = echo_row(echo, business.as_deref(), received_at) {
+                out.messages.push(row);
+            } else {
+                out.messages_skipped += 1;
+            }
         }
         for status in &value.statuses {
             let Some(wamid) = status
