@@ -118,7 +118,7 @@ fn describe() {
     );
     describe_counter!(
         "wabot_sends_total",
-        "Send attempts by result (sent, retry, failed, held, lease_lost)"
+        "Send attempts by result (sent, retry, failed, held, lease_lost, window_closed, opted_out)"
     );
     describe_counter!(
         "wabot_send_errors_total",
@@ -171,6 +171,10 @@ fn describe() {
     describe_gauge!(
         "wabot_db_pool_connections",
         "Database pool connections by state"
+    );
+    describe_gauge!(
+        "wabot_handover_conversations",
+        "Conversations someone besides the bot has, by state (agent, requested, paused)"
     );
     describe_counter!(
         "wabot_log_suppressed_total",
@@ -278,7 +282,8 @@ pub fn turn_latency(since: Duration) {
 // ---- sends ----------------------------------------------------------------------
 
 /// One send attempt's result: `sent`, `retry`, `failed`, `held`, `lease_lost`,
-/// `window_closed`.
+/// `window_closed`, `opted_out` (a business-initiated message to a customer who
+/// opted out, not sent).
 pub fn send(result: &'static str) {
     counter!("wabot_sends_total", "result" => result).increment(1);
 }
@@ -321,6 +326,11 @@ pub fn lease_takeovers(queue: &'static str, jobs: usize) {
     if jobs > 0 {
         counter!("wabot_lease_takeovers_total", "queue" => queue).increment(jobs as u64);
     }
+}
+
+/// Conversations in one handover state (`agent`, `requested`, `paused`).
+pub fn handover(state: &'static str, conversations: i64) {
+    gauge!("wabot_handover_conversations", "state" => state).set(conversations as f64);
 }
 
 pub fn pool(in_use: u32, idle: usize) {

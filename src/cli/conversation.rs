@@ -1,8 +1,12 @@
 //! `wabot conversation show PHONE|ID`: one conversation's transcript from the
-//! database: inbound and outbound messages with their status history, each turn
-//! after the message it answered (the nodes it walked, the variables after it, why
-//! nothing ran), timers firing and waiting, send failures. `--json` prints it as
-//! one JSON document.
+//! database: who has it (an agent, a customer waiting for one, an operator's pause)
+//! and whether the customer opted out, inbound and outbound messages with their
+//! status history, each turn after the message it answered (the nodes it walked,
+//! the variables after it, why nothing ran), timers firing and waiting, send
+//! failures. `--json` prints it as one JSON document.
+//!
+//! `wabot conversation pause PHONE|ID` keeps the bot silent in a conversation until
+//! `wabot conversation resume PHONE|ID` gives it back.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -20,12 +24,27 @@ use crate::config::Config;
 use crate::engine::context::STATE_KEY;
 use crate::store;
 use crate::store::ops::{ConversationRow, MessageRow, TurnJobRow, TurnLogEntry};
+use crate::store::people::{Handover, OptOut};
 use crate::text::truncate_chars;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a conversation's transcript: messages, statuses, turns, variables, errors.
     Show(ShowArgs),
+    /// Pause the bot in a conversation (an agent takes it): the customer's messages
+    /// are stored, but no turn runs and nothing is sent until `resume`.
+    Pause(WhoArgs),
+    /// Give a conversation back to the bot (after a pause, an agent, or a customer's
+    /// request for one): the customer's next message starts the chatbot afresh.
+    Resume(WhoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WhoArgs {
+    /// The customer's phone number (their WhatsApp id, with or without `+`) or a
+    /// conversation id; a number with several conversations names the most recent.
+    #[arg(value_name = "PHONE|ID")]
+    pub who: String,
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +67,11 @@ pub struct Transcript {
     pub conversation: ConversationRow,
     /// The customer's other conversations (other business numbers), most recent first.
     pub other_conversations: Vec<Uuid>,
+    /// Who has the conversation besides the bot (`None`: the bot has it).
+    pub handover: Option<Handover>,
+    /// The customer's opt-out of this conversation's business number (`None`: not
+    /// opted out).
+    pub opt_out: Option<OptOut>,
     /// The active context, else the last one.
     pub context: Option<ContextView>,
     /// Items in all, before `--limit`.
@@ -147,18 +171,96 @@ pub struct TurnItem {
 }
 
 pub async fn run(config: Config, cmd: Command) -> anyhow::Result<ExitCode> {
-    let Command::Show(args) = cmd;
-    let target = Target::parse(&args.who)?;
+    let who = match &cmd {
+        Command::Show(args) => &args.who,
+        Command::Pause(args) | Command::Resume(args) => &args.who,
+    };
+    let target = Target::parse(who)?;
     let pool = store::connect_existing(&config)
         .await
         .context("cannot connect to the database (DATABASE_URL)")?;
-    let transcript = show(&pool, &target, args.limit).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&transcript)?);
-    } else {
-        print!("{}", render(&transcript));
+    match cmd {
+        Command::Show(args) => {
+            let transcript = show(&pool, &target, args.limit).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&transcript)?);
+            } else {
+                print!("{}", render(&transcript));
+            }
+        }
+        Command::Pause(_) => println!("{}", pause(&pool, &target).await?),
+        Command::Resume(_) => println!("{}", resume(&pool, &target).await?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pauses the bot in the conversation `target` names; the line saying what changed.
+pub async fn pause(pool: &PgPool, target: &Target) -> anyhow::Result<String> {
+    let (c, _) = find(pool, target).await?;
+    let before = store::people::pause(pool, c.id)
+        .await
+        .context("cannot pause the conversation (is the database migrated? `wabot migrate run`)")?;
+    let was = match before.as_deref() {
+        None => String::new(),
+        Some("paused") => " (it was paused already; the pause now counts from now)".to_owned(),
+        Some("agent") => " (an agent had it)".to_owned(),
+        Some("requested") => " (the customer was waiting for an agent)".to_owned(),
+        Some(other) => format!(" (it was `{other}`)"),
+    };
+    Ok(format!(
+        "paused: the bot stays silent in conversation {} {} until `wabot conversation resume`{was}",
+        c.id,
+        with(&c)
+    ))
+}
+
+/// Gives the conversation `target` names back to the bot; the line saying what
+/// changed.
+pub async fn resume(pool: &PgPool, target: &Target) -> anyhow::Result<String> {
+    let (c, _) = find(pool, target).await?;
+    let gone = store::people::resume(pool, c.id).await.context(
+        "cannot resume the conversation (is the database migrated? `wabot migrate run`)",
+    )?;
+    Ok(match gone {
+        Some(h) => format!(
+            "resumed: the customer's next message starts the chatbot afresh (conversation {} \
+             {}; was {} since {} UTC)",
+            c.id,
+            with(&c),
+            handover_state(&h.state),
+            time(&h.since)
+        ),
+        None => format!(
+            "nothing to resume: the bot has conversation {} {} already",
+            c.id,
+            with(&c)
+        ),
+    })
+}
+
+/// `with +905551112233 on business number 106540352242922`.
+fn with(c: &ConversationRow) -> String {
+    format!(
+        "with {}{}",
+        c.customer_phone
+            .as_deref()
+            .map(|p| format!("+{p}"))
+            .unwrap_or_else(|| "an unknown customer".into()),
+        c.business_phone_number_id
+            .as_deref()
+            .map(|b| format!(" on business number {b}"))
+            .unwrap_or_default()
+    )
+}
+
+/// A handover state as a person says it.
+fn handover_state(state: &str) -> &'static str {
+    match state {
+        "agent" => "with an agent",
+        "requested" => "waiting for an agent",
+        "paused" => "paused",
+        _ => "handed over",
+    }
 }
 
 /// What the user named.
@@ -192,15 +294,13 @@ impl Target {
     }
 }
 
-/// Reads the transcript of the conversation `target` names; an error when there is
-/// none.
-pub async fn show(
-    pool: &PgPool,
-    target: &Target,
-    limit: Option<usize>,
-) -> anyhow::Result<Transcript> {
-    let read = "cannot read the conversation (is the database migrated? `wabot migrate run`)";
-    let (conversation, other_conversations) = match target {
+const READ: &str = "cannot read the conversation (is the database migrated? `wabot migrate run`)";
+
+/// The conversation `target` names (of a phone number: the most recently active)
+/// and the customer's other conversations; an error when there is none.
+pub async fn find(pool: &PgPool, target: &Target) -> anyhow::Result<(ConversationRow, Vec<Uuid>)> {
+    let read = READ;
+    Ok(match target {
         Target::Id(id) => match store::ops::conversation_by_id(pool, *id)
             .await
             .context(read)?
@@ -218,8 +318,31 @@ pub async fn show(
                 None => anyhow::bail!("no conversation with +{phone}"),
             }
         }
-    };
+    })
+}
+
+/// Reads the transcript of the conversation `target` names; an error when there is
+/// none.
+pub async fn show(
+    pool: &PgPool,
+    target: &Target,
+    limit: Option<usize>,
+) -> anyhow::Result<Transcript> {
+    let read = READ;
+    let (conversation, other_conversations) = find(pool, target).await?;
     let id = conversation.id;
+    let handover = store::people::handover(pool, id).await.context(read)?;
+    let opt_out = match (
+        &conversation.business_phone_number_id,
+        &conversation.customer_phone,
+    ) {
+        (Some(business), Some(customer)) => store::people::opt_outs(pool, customer)
+            .await
+            .context(read)?
+            .into_iter()
+            .find(|o| &o.business_phone_number_id == business),
+        _ => None,
+    };
     let customer = conversation.customer_phone.clone();
     let messages = store::ops::messages(pool, id, customer.as_deref())
         .await
@@ -253,6 +376,8 @@ pub async fn show(
     Ok(Transcript {
         conversation,
         other_conversations,
+        handover,
+        opt_out,
         context,
         total_items,
         items: items.into_iter().skip(skip).collect(),
@@ -517,6 +642,50 @@ pub fn render(t: &Transcript) -> String {
             .map(time)
             .unwrap_or_else(|| "-".into())
     );
+    if let Some(h) = &t.handover {
+        let line = match h.state.as_str() {
+            "agent" => format!(
+                "AN AGENT HAS IT ({}) since {} UTC, agent last wrote {} UTC: the bot stays \
+                 silent until the agent is idle or `wabot conversation resume`",
+                h.source,
+                time(&h.since),
+                time(&h.last_agent_at)
+            ),
+            "requested" => format!(
+                "WAITING FOR AN AGENT ({}) for {}, since {} UTC: the bot stays silent",
+                h.source,
+                super::status::age(h.age_secs),
+                time(&h.since)
+            ),
+            "paused" => format!(
+                "PAUSED by {} since {} UTC: the bot stays silent until `wabot conversation resume`",
+                if h.source == "operator" {
+                    "an operator".to_owned()
+                } else {
+                    h.source.clone()
+                },
+                time(&h.since)
+            ),
+            other => format!(
+                "handed over ({other}, {}) since {} UTC",
+                h.source,
+                time(&h.since)
+            ),
+        };
+        let _ = writeln!(out, "  {line}");
+    }
+    if let Some(o) = &t.opt_out {
+        let _ = writeln!(
+            out,
+            "  OPTED OUT since {} UTC ({}): no message the business starts goes to this customer",
+            time(&o.opted_out_at),
+            match (o.source.as_str(), &o.word) {
+                ("keyword", Some(word)) => format!("the customer wrote \"{word}\""),
+                ("operator", _) => "by an operator".to_owned(),
+                (source, _) => source.to_owned(),
+            }
+        );
+    }
     if !t.other_conversations.is_empty() {
         let ids: Vec<String> = t.other_conversations.iter().map(Uuid::to_string).collect();
         let _ = writeln!(

@@ -2,6 +2,7 @@
 
 mod chatbot;
 mod conversation;
+mod customer;
 mod datasource;
 mod dev;
 mod flows;
@@ -79,6 +80,10 @@ pub enum Command {
     /// turns, variables, errors).
     #[command(subcommand)]
     Conversation(conversation::Command),
+    /// Customers: `opt-out PHONE` stops the messages the business starts (timers)
+    /// going to them, `opt-in PHONE` lets them go again.
+    #[command(subcommand)]
+    Customer(customer::Command),
     /// Tools for wiring wabot into your own tests: `fake-graph`, a fake Graph API.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -123,6 +128,7 @@ pub fn main() -> ExitCode {
             Command::Replay(args) => replay::run(config, args).await,
             Command::Status(args) => status::run(config, args).await,
             Command::Conversation(cmd) => conversation::run(config, cmd).await,
+            Command::Customer(cmd) => customer::run(config, cmd).await,
             Command::Try(args) => try_it::run(config, args).await,
             Command::Dev(cmd) => dev::run(config, cmd).await,
         }

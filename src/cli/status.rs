@@ -1,6 +1,7 @@
 //! `wabot status`: one screen from the database: the active chatbots and whether
 //! they compile, the WhatsApp credentials in use (secrets masked), queue depths,
-//! held sends, leases by process, and the last hour's errors by kind. `--json`
+//! held sends, customers waiting for an agent and conversations an agent has or an
+//! operator paused, leases by process, and the last hour's errors by kind. `--json`
 //! prints the same as one JSON document.
 
 use std::fmt::Write as _;
@@ -20,6 +21,7 @@ use crate::engine::compile;
 use crate::engine::context::reason;
 use crate::store;
 use crate::store::ops::{ErrorGroup, LeaseGroup, ProcessRow, QueueDepth};
+use crate::store::people::Waiting;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -28,15 +30,21 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// Most conversations waiting for an agent that the report lists.
+pub const WAITING_LISTED: i64 = 20;
+
 /// The window `errors` covers.
 pub const ERROR_WINDOW_SECS: f64 = 3600.0;
 
-/// Turn-log notes that need no operator: a timer whose wait was answered, a skip
-/// word with nothing running.
-const BENIGN_NOTES: &[&str] = &[
-    "the wait this job was for is over",
-    "a skip word starts no chatbot",
-];
+/// Turn-log notes that need no operator: the session rules' benign skips (a timer whose
+/// wait was answered, a skip word with nothing running, an agent in the conversation).
+fn benign_notes() -> Vec<&'static str> {
+    crate::session::Skip::ALL
+        .iter()
+        .filter(|s| s.is_benign())
+        .map(|s| s.note())
+        .collect()
+}
 
 /// Completion reasons that mean a chatbot run went wrong.
 const BAD_ENDINGS: &[&str] = &[
@@ -55,6 +63,7 @@ pub struct StatusReport {
     pub whatsapp: WhatsAppStatus,
     pub queues: Vec<QueueDepth>,
     pub sending: Sending,
+    pub handover: HandoverStatus,
     pub processes: Vec<ProcessStatus>,
     /// Live leases, by holder and queue.
     pub leases: Vec<LeaseGroup>,
@@ -141,6 +150,19 @@ pub struct Hold {
     pub kind: String,
     pub reason: String,
     pub since: Option<DateTime<Utc>>,
+}
+
+/// Conversations someone besides the bot has.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandoverStatus {
+    /// Customers who asked for a person and wait (state `requested`).
+    pub waiting_count: i64,
+    /// The longest-waiting of them first, at most [`WAITING_LISTED`].
+    pub waiting: Vec<Waiting>,
+    /// Conversations an agent has (state `agent`).
+    pub with_agent: i64,
+    /// Conversations an operator paused (state `paused`).
+    pub paused: i64,
 }
 
 /// A process as it last reported, whether it is alive, and the leases the database
@@ -297,9 +319,22 @@ pub async fn report(pool: &PgPool, config: &Config) -> anyhow::Result<StatusRepo
             .map(|q| q.open)
             .sum(),
     };
+    let counts = store::people::counts(pool).await?;
+    let of = |state: &str| {
+        counts
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    let handover = HandoverStatus {
+        waiting_count: of("requested"),
+        waiting: store::people::waiting(pool, &["requested"], WAITING_LISTED).await?,
+        with_agent: of("agent"),
+        paused: of("paused"),
+    };
     let errors = Errors {
         window_secs: ERROR_WINDOW_SECS,
-        groups: store::ops::recent_errors(pool, ERROR_WINDOW_SECS, BENIGN_NOTES, BAD_ENDINGS)
+        groups: store::ops::recent_errors(pool, ERROR_WINDOW_SECS, &benign_notes(), BAD_ENDINGS)
             .await?,
     };
     Ok(StatusReport {
@@ -308,6 +343,7 @@ pub async fn report(pool: &PgPool, config: &Config) -> anyhow::Result<StatusRepo
         whatsapp,
         queues,
         sending,
+        handover,
         processes,
         leases,
         errors,
@@ -451,6 +487,52 @@ pub fn render(r: &StatusReport) -> String {
             out,
             "\nSending: not on hold; {} queued",
             count(r.sending.queued, "send")
+        );
+    }
+
+    let h = &r.handover;
+    if h.waiting_count > 0 || h.with_agent > 0 || h.paused > 0 {
+        let _ = writeln!(out, "\nWaiting for an agent ({})", h.waiting_count);
+        if h.waiting.is_empty() {
+            let _ = writeln!(out, "  none");
+        } else {
+            let mut table = Table::new(
+                "  ",
+                &[
+                    ("customer", Align::Left),
+                    ("waiting", Align::Left),
+                    ("since", Align::Left),
+                    ("asked by", Align::Left),
+                    ("conversation", Align::Left),
+                ],
+            );
+            for w in &h.waiting {
+                table.row(vec![
+                    w.customer_wa_id
+                        .as_deref()
+                        .map(|p| format!("+{p}"))
+                        .unwrap_or_else(|| "?".into()),
+                    age(w.age_secs),
+                    time(&w.since),
+                    w.source.clone(),
+                    w.conversation_id.to_string(),
+                ]);
+            }
+            out.push_str(&table.render());
+            if h.waiting_count > h.waiting.len() as i64 {
+                let _ = writeln!(
+                    out,
+                    "  ... and {} more",
+                    h.waiting_count - h.waiting.len() as i64
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  with an agent: {}; paused by an operator: {} (`wabot conversation resume PHONE` \
+             gives one back to the bot)",
+            count(h.with_agent, "conversation"),
+            count(h.paused, "conversation")
         );
     }
 

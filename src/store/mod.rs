@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod monitor;
 pub mod ops;
 pub mod outbox;
+pub mod people;
 pub mod quiescence;
 pub mod replay;
 pub mod retention;

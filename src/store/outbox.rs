@@ -37,6 +37,10 @@ pub struct SendJob {
     /// Claimed after another lease on it expired (its process died or stalled).
     #[sqlx(default)]
     pub taken_over: bool,
+    /// A send the business starts (a timer's message), not a reply to the customer:
+    /// refused to a customer who opted out (`send_jobs.business_initiated`).
+    #[sqlx(default)]
+    pub business_initiated: bool,
 }
 
 /// An outbound message to store with its send job.
@@ -58,7 +62,7 @@ pub struct OutboundRow {
 const JOB_COLUMNS: &str =
     "j.id, j.message_id, j.conversation_id, j.recipient, j.body, j.attempts, \
      (SELECT c.\"lastCustomerMessageAt\" FROM conversations c WHERE c.id = j.conversation_id) \
-        AS last_customer_message_at, j.locked_by AS token";
+        AS last_customer_message_at, j.locked_by AS token, j.business_initiated";
 
 /// Stores outbound messages and their send jobs inside the caller's transaction (the
 /// turn's), in order; returns the jobs, leased to `holder` for `lease` (when given)
@@ -200,6 +204,29 @@ pub async fn renew(
     .execute(pool)
     .await?;
     Ok(updated.rows_affected() == 1)
+}
+
+/// Whether the customer of a business-initiated `job` opted out of its business
+/// number: the conversation key's number (`fallback_business`, the number sending,
+/// for a conversation wabot did not key), for the job's recipient or the key's
+/// customer. Asked only for jobs with `business_initiated`; replies never pay it.
+pub async fn opted_out(
+    pool: &PgPool,
+    job: &SendJob,
+    fallback_business: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS ( \
+             SELECT 1 FROM wabot_opt_outs o \
+             LEFT JOIN conversation_keys k ON k.conversation_id = $1 \
+             WHERE o.business_phone_number_id = coalesce(k.business_phone_number_id, $3) \
+               AND (o.customer_wa_id = $2 OR o.customer_wa_id = k.customer_wa_id))",
+    )
+    .bind(job.conversation_id)
+    .bind(&job.recipient)
+    .bind(fallback_business)
+    .fetch_one(pool)
+    .await
 }
 
 /// What became of one send, to record.

@@ -104,4 +104,16 @@ async fn sample(ctx: &AppContext, watched: &Watched) {
         }
         Err(e) => tracing::debug!(error = %e, "cannot read the queues' state"),
     }
+    match store::people::counts(&ctx.pool).await {
+        Ok(counts) => {
+            for state in store::people::STATES {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == state)
+                    .map_or(0, |(_, n)| *n);
+                metrics::handover(state, n);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot count the conversations handed over"),
+    }
 }

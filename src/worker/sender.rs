@@ -52,6 +52,10 @@ use crate::worker::{spawn_killable, spawn_tracked, Leases};
 /// The reason kept on a message that was not sent because the window was closed.
 pub const WINDOW_CLOSED: &str = "24-hour window closed";
 
+/// The `reason` kept on a business-initiated message not sent because its customer
+/// opted out.
+pub const OPTED_OUT: &str = "opted_out";
+
 /// How the sender behaves; `from_config` reads `worker.*`.
 #[derive(Debug, Clone)]
 pub struct SenderOptions {
@@ -286,6 +290,26 @@ impl Sender {
         renew: bool,
         step: bool,
     ) -> Result<SendOutcome, sqlx::Error> {
+        // A message the business starts (a timer's) never goes to a customer who
+        // opted out (STOP). Replies (the flag unset) pay nothing for this check.
+        if job.business_initiated {
+            let credentials = self.credentials.current().await?;
+            let number = credentials.phone_number_id.as_deref();
+            if outbox::opted_out(&self.pool, job, number).await? {
+                let error = json!({
+                    "reason": OPTED_OUT,
+                    "message": "the customer opted out (STOP)",
+                });
+                self.record(failed(job, job.attempts, &error)).await?;
+                crate::metrics::send("opted_out");
+                tracing::info!(message_id = %job.message_id, "not sent: the customer opted out");
+                return Ok(SendOutcome::Failed {
+                    message_id: job.message_id,
+                    error,
+                });
+            }
+        }
+
         // Outside the 24-hour window only templates may go; anything else would be
         // refused with 131047, so it fails here without a doomed call. With no
         // recorded customer message the window is unknown, and Meta decides.
