@@ -16,6 +16,7 @@ mod flows_support;
 mod graph_unreachable;
 mod graph_version;
 mod ops_cli;
+mod people_ops;
 mod pipeline;
 mod replay;
 mod retention;
