@@ -467,3 +467,44 @@ pub fn rows(
     out.errors = Value::Array(errors);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_echo_becomes_the_business_s_row_to_its_recipient_without_a_turn() {
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [
+        {"field": "smb_message_echoes", "value": {
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "message_echoes": [
+                {"from": "15550783881", "to": "+1 650-555-1234", "id": "wamid.E1",
+                 "timestamp": "1739321024", "type": "text", "text": {"body": "On my way"}},
+                {"from": "15550783881", "id": "wamid.E2", "type": "text", "text": {"body": "?"}}
+            ]}}]}]});
+        let envelope = Envelope::from_value(&body).unwrap();
+        let rows = rows(
+            &envelope,
+            RawEvent::New(body.to_string()),
+            Utc::now(),
+            Some("106540352242922"),
+        );
+        assert_eq!((rows.messages.len(), rows.messages_skipped), (1, 1));
+        let row = &rows.messages[0];
+        assert!(row.echo && !row.turn && !row.rename);
+        assert_eq!(
+            (
+                row.business.as_str(),
+                row.customer.as_str(),
+                row.wamid.as_str()
+            ),
+            ("106540352242922", "16505551234", "wamid.E1")
+        );
+        assert_eq!((row.db_type, row.preview.as_str()), ("text", "On my way"));
+        assert_eq!(row.content["whatsappMessageId"], "wamid.E1");
+        assert_eq!(row.at.timestamp(), 1_739_321_024);
+        assert_eq!(rows.fields, ["smb_message_echoes"]);
+    }
+}
