@@ -22,6 +22,8 @@ pub struct CompiledChatbot {
     start: NodeIndex,
     trigger_keywords: Vec<String>,
     restart_keywords: Vec<String>,
+    handover_keywords: Vec<String>,
+    handover_message: Option<String>,
 }
 
 /// One node of a compiled chatbot.
@@ -36,6 +38,9 @@ pub struct Node {
     /// Outgoing edges in the order of the document's `edges` array, which decides
     /// which edge wins when several share a handle.
     pub out: Vec<OutEdge>,
+    /// `data.handover: true` on a message or question node: its text is sent, then
+    /// the conversation waits for a person (the context ends, `handover`).
+    pub handover: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -129,12 +134,15 @@ pub fn compile(doc: &ChatbotDoc) -> Result<(CompiledChatbot, Vec<Warning>), Vec<
         }
         let Some(kind) = kind else { continue };
         let is_start = matches!(kind, NodeKind::Start);
+        let handover = matches!(kind, NodeKind::Message(_) | NodeKind::Question(_))
+            && data.get("handover").and_then(Value::as_bool) == Some(true);
         let index = graph.add_node(Node {
             id: id.to_owned(),
             label,
             kind,
             var_name: None,
             out: Vec::new(),
+            handover,
         });
         if is_start {
             starts.push(index);
@@ -226,6 +234,14 @@ pub fn compile(doc: &ChatbotDoc) -> Result<(CompiledChatbot, Vec<Warning>), Vec<
             start,
             trigger_keywords: keywords("triggerKeywords"),
             restart_keywords: keywords("restartKeywords"),
+            handover_keywords: keywords("handoverKeywords"),
+            handover_message: doc
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get("handoverMessage"))
+                .and_then(Value::as_str)
+                .filter(|m| !m.trim().is_empty())
+                .map(str::to_owned),
         },
         warnings,
     ))
@@ -469,6 +485,18 @@ impl CompiledChatbot {
     /// Lower-cased words that restart this chatbot (`metadata.restartKeywords`).
     pub fn restart_keywords(&self) -> &[String] {
         &self.restart_keywords
+    }
+
+    /// Lower-cased words with which a customer asks for a person
+    /// (`metadata.handoverKeywords`).
+    pub fn handover_keywords(&self) -> &[String] {
+        &self.handover_keywords
+    }
+
+    /// What the bot says when a handover keyword ends its run
+    /// (`metadata.handoverMessage`), if anything.
+    pub fn handover_message(&self) -> Option<&str> {
+        self.handover_message.as_deref()
     }
 
     /// The target of the first edge that leaves `from` by exactly `handle`.

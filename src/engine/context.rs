@@ -71,6 +71,14 @@ pub mod reason {
     pub const EXPIRED: &str = "expired";
     pub const RESTARTED: &str = "restarted";
     pub const NODE_MISSING: &str = "node_missing";
+    /// The customer asked for a person (a handover keyword or node): the
+    /// conversation now waits for an agent.
+    pub const HANDOVER: &str = "handover";
+    /// The customer opted out (an opt-out word) during the run.
+    pub const OPTED_OUT: &str = "opted_out";
+    /// An agent had the conversation; when it came back to the bot, the run from
+    /// before was ended and a new one started.
+    pub const AGENT_TOOK_OVER: &str = "agent_took_over";
 }
 
 /// One row of `conversation_contexts`, as the engine sees it.

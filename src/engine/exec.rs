@@ -36,6 +36,10 @@ pub struct TurnResult {
     /// keyword) or came back after it expired: start a new context now and run it
     /// with `Event::ConversationStarted`.
     pub restart: bool,
+    /// The context ended because the customer asked for a person: `keyword` (the
+    /// chatbot's `handoverKeywords`) or `node` (a node with `handover: true`). The
+    /// conversation now waits for an agent.
+    pub handover: Option<&'static str>,
     /// Nodes executed in this turn.
     pub steps: u32,
     /// The ids of the nodes this turn handled, in order: the waiting node an answer,
@@ -63,6 +67,7 @@ pub async fn run_turn<H: HttpClient>(
         ctx: context,
         sends: Vec::new(),
         restart: false,
+        handover: None,
         steps: 0,
         walked: Vec::new(),
     };
@@ -79,6 +84,7 @@ struct Turn<'a, H> {
     state: EngineState,
     sends: Vec<Outgoing>,
     restart: bool,
+    handover: Option<&'static str>,
     steps: u32,
     walked: Vec<String>,
 }
@@ -117,6 +123,10 @@ impl<H: HttpClient> Turn<'_, H> {
                 if typed.is_some_and(|t| self.is_restart_word(t)) {
                     self.end(ContextStatus::Stopped, reason::RESTARTED);
                     self.restart = true;
+                    return;
+                }
+                if typed.is_some_and(|t| self.is_handover_word(t)) {
+                    self.ask_for_person(None);
                     return;
                 }
                 if self.state.deadline.is_some_and(|d| self.now >= d) && !self.state.node_timeout {
@@ -195,6 +205,24 @@ impl<H: HttpClient> Turn<'_, H> {
         self.walked.push(self.bot.node(index).id.clone());
     }
 
+    fn is_handover_word(&self, text: &str) -> bool {
+        let word = fold(text);
+        self.bot.handover_keywords().contains(&word)
+    }
+
+    /// The customer asked for a person: the chatbot's handover message (for a
+    /// keyword) is said and the run ends; the caller records the request.
+    fn ask_for_person(&mut self, at: Option<NodeIndex>) {
+        if at.is_none() {
+            if let Some(text) = self.bot.handover_message() {
+                let body = cut(&render(text, &self.ctx.variables), TEXT_BODY_MAX);
+                self.sends.push(Outgoing::Text { body });
+            }
+        }
+        self.handover = Some(if at.is_some() { "node" } else { "keyword" });
+        self.end(ContextStatus::Completed, reason::HANDOVER);
+    }
+
     fn is_restart_word(&self, text: &str) -> bool {
         let word = fold(text);
         self.bot
@@ -268,6 +296,10 @@ impl<H: HttpClient> Turn<'_, H> {
                 self.sends.push(Outgoing::Text { body });
                 self.record(index, json!({}));
                 self.ctx.node_history.push(node.id.clone());
+                if node.handover {
+                    self.ask_for_person(Some(index));
+                    return Step::Wait;
+                }
                 Step::To(self.bot.next(index, None))
             }
             NodeKind::Condition(c) => {
@@ -339,6 +371,12 @@ impl<H: HttpClient> Turn<'_, H> {
                 }
                 let ask = question::ask(q, &self.ctx.variables);
                 self.sends.push(ask);
+                if node.handover {
+                    // The question is said, and a person answers it.
+                    self.ctx.node_history.push(node.id.clone());
+                    self.ask_for_person(Some(index));
+                    return Step::Wait;
+                }
                 self.wait(ContextStatus::WaitingInput, q.timeout_secs);
                 Step::Wait
             }
@@ -654,6 +692,7 @@ impl<H: HttpClient> Turn<'_, H> {
             context: self.ctx,
             sends: self.sends,
             restart: self.restart,
+            handover: self.handover,
             steps: self.steps,
             walked: self.walked,
         }

@@ -233,12 +233,12 @@ impl Rules {
 
     fn is_opt_out(&self, text: &str) -> bool {
         let word = fold(text);
-        self.opt_out_words.iter().any(|w| *w == word)
+        self.opt_out_words.contains(&word)
     }
 
     fn is_opt_in(&self, text: &str) -> bool {
         let word = fold(text);
-        self.opt_in_words.iter().any(|w| *w == word)
+        self.opt_in_words.contains(&word)
     }
 }
 
@@ -301,15 +301,17 @@ pub fn decide(rules: &Rules, state: &State, input: Input<'_>, now: DateTime<Utc>
 /// After a run whose result asks to start over (a restart word, or a message that
 /// found the context expired): whether the chatbot starts afresh. A skip word that
 /// found its wait expired answers nothing, so it starts nothing either.
-pub fn after_run(input: Input<'_>, restart: bool, status: ContextStatus) -> bool {
-    if !restart {
-        return false;
-    }
-    let skip_word = match input {
+/// `skip_word` is [`is_skip_word`] of the run's input.
+pub fn after_run(skip_word: bool, restart: bool, status: ContextStatus) -> bool {
+    restart && !(skip_word && status == ContextStatus::Expired)
+}
+
+/// Whether the input is a skip word the customer typed.
+pub fn is_skip_word(input: Input<'_>) -> bool {
+    match input {
         Input::Message(event) => typed_text(event).is_some_and(engine::is_skip_word),
         Input::Timer { .. } => false,
-    };
-    !(skip_word && status == ContextStatus::Expired)
+    }
 }
 
 /// The text the customer typed: a text message's body (a choice they tapped is not

@@ -196,22 +196,13 @@ fn a_flow_reply_with_nothing_waiting_starts_nothing() {
 fn a_restart_starts_afresh_unless_a_skip_word_found_its_wait_expired() {
     let hi = text("hi");
     let skip = text("skip");
-    assert!(after_run(Input::Message(&hi), true, ContextStatus::Expired));
-    assert!(!after_run(
-        Input::Message(&skip),
-        true,
-        ContextStatus::Expired
-    ));
-    assert!(after_run(
-        Input::Message(&skip),
-        true,
-        ContextStatus::Completed
-    ));
-    assert!(!after_run(
-        Input::Message(&hi),
-        false,
-        ContextStatus::Expired
-    ));
+    let word = |e| is_skip_word(Input::Message(e));
+    assert!(!word(&hi) && word(&skip));
+    assert!(!is_skip_word(Input::Timer { current: true }));
+    assert!(after_run(word(&hi), true, ContextStatus::Expired));
+    assert!(!after_run(word(&skip), true, ContextStatus::Expired));
+    assert!(after_run(word(&skip), true, ContextStatus::Completed));
+    assert!(!after_run(word(&hi), false, ContextStatus::Expired));
 }
 
 #[test]

@@ -57,6 +57,9 @@ pub struct OutboundRow {
     pub content: Value,
     /// The Graph API request body.
     pub body: Value,
+    /// The business starts this message (a timer's), rather than answering the
+    /// customer's message in the same turn: never sent to an opted-out customer.
+    pub business_initiated: bool,
 }
 
 const JOB_COLUMNS: &str =
@@ -86,11 +89,13 @@ pub async fn enqueue_batch(
     let recipients: Vec<&str> = rows.iter().map(|r| r.recipient.as_str()).collect();
     let bodies: Vec<&Value> = rows.iter().map(|r| &r.body).collect();
     let tokens: Vec<String> = rows.iter().map(|_| claim_token(holder)).collect();
+    let initiated: Vec<bool> = rows.iter().map(|r| r.business_initiated).collect();
     let mut jobs: Vec<SendJob> = sqlx::query_as(&format!(
         "WITH input AS ( \
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], \
-                                 $6::text[], $7::jsonb[], $8::text[]) WITH ORDINALITY \
-                AS i(id, conv, sender, kind, content, recipient, body, token, n)), \
+                                 $6::text[], $7::jsonb[], $8::text[], $11::bool[]) \
+                WITH ORDINALITY \
+                AS i(id, conv, sender, kind, content, recipient, body, token, initiated, n)), \
          m AS ( \
             INSERT INTO messages (id, \"conversationId\", \"senderId\", type, content, status, \
                                   \"timestamp\", \"createdAt\", \"updatedAt\") \
@@ -109,11 +114,13 @@ pub async fn enqueue_batch(
             FROM (SELECT DISTINCT conv FROM input) c), \
          j AS ( \
             INSERT INTO send_jobs (message_id, conversation_id, recipient, body, locked_by, \
-                                   locked_until, next_attempt_at, created_at) \
+                                   locked_until, next_attempt_at, created_at, \
+                                   business_initiated) \
             SELECT i.id, i.conv, i.recipient, i.body, \
                    CASE WHEN f.free AND $10 IS NOT NULL THEN i.token END, \
                    CASE WHEN f.free AND $10 IS NOT NULL \
-                        THEN now() + make_interval(secs => $10) END, now(), now() \
+                        THEN now() + make_interval(secs => $10) END, now(), now(), \
+                   i.initiated \
             FROM input i JOIN free f ON f.conv = i.conv JOIN m ON m.id = i.id \
             ORDER BY i.n \
             RETURNING *) \
@@ -129,6 +136,7 @@ pub async fn enqueue_batch(
     .bind(&tokens)
     .bind(holder)
     .bind(lease.map(|l| l.as_secs_f64()))
+    .bind(&initiated)
     .fetch_all(&mut *conn)
     .await?;
     jobs.sort_by_key(|j| j.id);

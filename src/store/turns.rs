@@ -231,6 +231,11 @@ pub struct TurnFacts {
     /// A version of the set of active chatbots (changes whenever one is activated,
     /// deactivated, edited or deleted), so the caller can cache what it chooses from.
     pub active_chatbots: String,
+    /// Someone other than the bot has the conversation (`wabot_handover`): its state
+    /// and the agent's latest message.
+    pub handover: Option<(String, DateTime<Utc>)>,
+    /// The customer opted out (`wabot_opt_outs`).
+    pub opted_out: bool,
 }
 
 /// One read for a batch of turns: who each conversation is between (the customer
@@ -251,6 +256,9 @@ pub async fn load_batch(
         Option<sqlx::types::Json<ContextRow>>,
         Option<DateTime<Utc>>,
         String,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        bool,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT k.conversation_id, b.id, k.business_phone_number_id::text, \
@@ -262,10 +270,15 @@ pub async fn load_batch(
                  WHERE x.\"conversationId\" = k.conversation_id AND x.\"isActive\" LIMIT 1), \
                 (SELECT count(*)::text || ':' || coalesce(max(\"updatedAt\")::text, '') || ':' \
                         || coalesce(sum(hashtext(id::text))::text, '') \
-                 FROM chatbots WHERE \"isActive\") \
+                 FROM chatbots WHERE \"isActive\"), \
+                h.state, h.last_agent_at, \
+                EXISTS (SELECT 1 FROM wabot_opt_outs o \
+                        WHERE o.business_phone_number_id = k.business_phone_number_id \
+                          AND o.customer_wa_id = k.customer_wa_id) \
          FROM conversation_keys k \
          JOIN users b ON b.\"phoneNumber\" = k.business_phone_number_id \
          JOIN users c ON c.\"phoneNumber\" = k.customer_wa_id \
+         LEFT JOIN wabot_handover h ON h.conversation_id = k.conversation_id \
          WHERE k.conversation_id = ANY($1)",
     )
     .bind(conversations)
@@ -282,6 +295,9 @@ pub async fn load_batch(
         ctx,
         bot_at,
         active,
+        handover_state,
+        last_agent_at,
+        opted_out,
     ) in rows
     {
         let context = ctx.map(|json| json.0);
@@ -296,6 +312,8 @@ pub async fn load_batch(
                 context,
                 chatbot_updated_at: bot_at,
                 active_chatbots: active,
+                handover: handover_state.zip(last_agent_at),
+                opted_out,
             },
         );
     }
@@ -321,8 +339,28 @@ pub struct TurnEffects {
     pub preview: Option<String>,
     /// Why nothing ran (kept in `last_error` of a done job).
     pub note: Option<String>,
+    /// What the turn changes of who has the conversation and of the customer's
+    /// consent (rare: most turns change nothing).
+    pub people: Vec<PeopleChange>,
     /// What the turn did, for `wabot_turn_log`.
     pub log: TurnLogRow,
+}
+
+/// A change a turn makes to `wabot_handover` or `wabot_opt_outs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeopleChange {
+    /// The bot has the conversation again (the agent's idle time ran out).
+    Release,
+    /// The customer asked for a person: `source` is `keyword` or `node`.
+    RequestAgent { source: &'static str },
+    /// The customer said an opt-out word.
+    OptOut {
+        business: String,
+        customer: String,
+        word: String,
+    },
+    /// The customer said an opt-in word.
+    OptIn { business: String, customer: String },
 }
 
 /// One row of `wabot_turn_log`: what a finished turn did (written by the turn
@@ -473,6 +511,8 @@ pub async fn commit_batch(
         .await?;
     }
 
+    apply_people(&mut tx, &done).await?;
+
     let outbound: Vec<OutboundRow> = done.iter().flat_map(|t| t.sends.clone()).collect();
     let sends = outbox::enqueue_batch(&mut tx, &outbound, holder, Some(lease)).await?;
 
@@ -517,6 +557,79 @@ pub async fn commit_batch(
         sends,
         next,
     })
+}
+
+/// The batch's handover and opt-out changes: one statement per kind of change
+/// present, none for a batch without any (almost every batch).
+async fn apply_people(conn: &mut PgConnection, done: &[&TurnEffects]) -> Result<(), sqlx::Error> {
+    let mut release = Vec::new();
+    let mut request: Vec<(Uuid, &str)> = Vec::new();
+    let mut out: Vec<(&str, &str, &str)> = Vec::new();
+    let mut back: Vec<(&str, &str)> = Vec::new();
+    for t in done {
+        for change in &t.people {
+            match change {
+                PeopleChange::Release => release.push(t.conversation_id),
+                PeopleChange::RequestAgent { source } => request.push((t.conversation_id, source)),
+                PeopleChange::OptOut {
+                    business,
+                    customer,
+                    word,
+                } => out.push((business, customer, word)),
+                PeopleChange::OptIn { business, customer } => back.push((business, customer)),
+            }
+        }
+    }
+    if !release.is_empty() {
+        sqlx::query("DELETE FROM wabot_handover WHERE conversation_id = ANY($1)")
+            .bind(&release)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !request.is_empty() {
+        let c: Vec<Uuid> = request.iter().map(|r| r.0).collect();
+        let src: Vec<&str> = request.iter().map(|r| r.1).collect();
+        // An agent or an operator who got there first keeps the conversation.
+        sqlx::query(
+            "INSERT INTO wabot_handover (conversation_id, state, source) \
+             SELECT c, 'requested', s FROM unnest($1::uuid[], $2::text[]) AS u(c, s) \
+             ON CONFLICT (conversation_id) DO NOTHING",
+        )
+        .bind(&c)
+        .bind(&src)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !out.is_empty() {
+        let b: Vec<&str> = out.iter().map(|o| o.0).collect();
+        let c: Vec<&str> = out.iter().map(|o| o.1).collect();
+        let w: Vec<&str> = out.iter().map(|o| o.2).collect();
+        sqlx::query(
+            "INSERT INTO wabot_opt_outs (business_phone_number_id, customer_wa_id, source, word) \
+             SELECT b, c, 'keyword', w FROM unnest($1::text[], $2::text[], $3::text[]) \
+                 AS u(b, c, w) \
+             ON CONFLICT (business_phone_number_id, customer_wa_id) \
+             DO UPDATE SET opted_out_at = now(), source = 'keyword', word = EXCLUDED.word",
+        )
+        .bind(&b)
+        .bind(&c)
+        .bind(&w)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !back.is_empty() {
+        let b: Vec<&str> = back.iter().map(|o| o.0).collect();
+        let c: Vec<&str> = back.iter().map(|o| o.1).collect();
+        sqlx::query(
+            "DELETE FROM wabot_opt_outs o USING unnest($1::text[], $2::text[]) AS u(b, c) \
+             WHERE o.business_phone_number_id = u.b AND o.customer_wa_id = u.c",
+        )
+        .bind(&b)
+        .bind(&c)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The batch's `wabot_turn_log` rows, one set-based insert.

@@ -31,14 +31,18 @@ use uuid::Uuid;
 use crate::datasource::EngineHttp;
 use crate::egress::rest_api::ReqwestHttp;
 use crate::engine::cache::ChatbotCache;
+use crate::engine::context::reason;
 use crate::engine::{
     self, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event, Inbound,
 };
 use crate::metrics::TurnOutcome;
+use crate::session::{self, Decision, Handover, HandoverState, Input, Rules, Skip};
 use crate::store;
 use crate::store::contexts::ContextRow;
 use crate::store::outbox::OutboundRow;
-use crate::store::turns::{ClaimedTurn, Committed, JobKind, TurnEffects, TurnFacts, TurnLogRow};
+use crate::store::turns::{
+    ClaimedTurn, Committed, JobKind, PeopleChange, TurnEffects, TurnFacts, TurnLogRow,
+};
 use crate::whatsapp::outbound;
 use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
 use crate::worker::sender::SendSink;
@@ -179,6 +183,8 @@ pub struct TurnStage {
     busy: Arc<AtomicUsize>,
     /// The active chatbots, as of the version `load_batch` reported.
     candidates: std::sync::Mutex<Option<(String, Arc<Vec<store::chatbots::Candidate>>)>>,
+    /// The session rules (opt-out words, the handover's idle time).
+    rules: Rules,
 }
 
 impl TurnStage {
@@ -197,6 +203,7 @@ impl TurnStage {
             },
             cache: ChatbotCache::new(config.engine.chatbot_cache_size),
             limits: EngineLimits::from_config(&config.engine, config.datasource.max_timeout_ms),
+            rules: Rules::new(&config.session),
             ctx,
             leases,
             sink,
@@ -428,7 +435,9 @@ impl TurnStage {
         }
     }
 
-    /// Runs one turn: what it writes, or an error to retry it for.
+    /// Runs one turn: what it writes, or an error to retry it for. The session
+    /// rules (`crate::session`) decide what the event does; this adapter reads their
+    /// inputs from the batch's facts and carries out the decision.
     async fn turn(
         &self,
         work: &TurnWork,
@@ -444,28 +453,30 @@ impl TurnStage {
             sends: Vec::new(),
             preview: None,
             note: None,
+            people: Vec::new(),
             log: TurnLogRow {
                 kind: work.kind.as_str().to_owned(),
                 message_id: work.message_id,
                 ..TurnLogRow::default()
             },
         };
-        let skip = |mut effects: TurnEffects, why: &str| {
-            tracing::info!(job = work.job_id, why, "turn skipped");
-            effects.note = Some(why.to_owned());
+        let skip = |mut effects: TurnEffects, why: Skip, detail: Option<&str>| {
+            let note = match detail {
+                Some(detail) => format!("{}: {detail}", why.note()),
+                None => why.note().to_owned(),
+            };
+            tracing::info!(job = work.job_id, why = why.code(), "turn skipped");
+            effects.note = Some(note);
             Ok(effects)
         };
         if work.attempts > MAX_TURN_ATTEMPTS {
             // It kept failing without returning (a crash each time): give it up so
             // that the conversation's later messages are answered.
             let error = work.last_error.as_deref().unwrap_or("no outcome recorded");
-            return skip(
-                effects,
-                &format!("given up after repeated attempts: {error}"),
-            );
+            return skip(effects, Skip::GivenUp, Some(error));
         }
         let Some(facts) = facts else {
-            return skip(effects, "the conversation has no customer");
+            return skip(effects, Skip::NoCustomer, None);
         };
         let customer = Customer {
             phone: facts.customer_wa_id.clone(),
@@ -482,26 +493,88 @@ impl TurnStage {
             },
             JobKind::Inbound => match &work.raw {
                 Some(raw) => inbound_from_meta(raw).into_event(),
-                None => return skip(effects, "the message is gone"),
+                None => return skip(effects, Skip::MessageGone, None),
             },
         };
 
         let now = Utc::now();
-        let (context, chatbot, event) = match &facts.context {
-            Some(row) => {
-                let context = context_from_row(row);
-                effects.guard = Some((row.id, row.updated_at));
-                let current = match &event {
-                    Event::WaitTimedOut => timer_matches(&work.payload, &context),
-                    Event::FlowSendFailed { .. } => {
-                        work.payload["flowToken"].as_str()
-                            == Some(context.flow_token(&context.current_node_id).as_str())
-                    }
-                    _ => true,
+        let context = facts.context.as_ref().map(|row| {
+            effects.guard = Some((row.id, row.updated_at));
+            context_from_row(row)
+        });
+        let input = match &event {
+            Event::WaitTimedOut => Input::Timer {
+                current: context
+                    .as_ref()
+                    .is_some_and(|c| timer_matches(&work.payload, c)),
+            },
+            Event::FlowSendFailed { .. } => Input::Timer {
+                current: context.as_ref().is_some_and(|c| {
+                    work.payload["flowToken"].as_str()
+                        == Some(c.flow_token(&c.current_node_id).as_str())
+                }),
+            },
+            _ => Input::Message(&event),
+        };
+        let state = session::State {
+            has_context: context.is_some(),
+            handover: facts.handover.as_ref().and_then(|(state, at)| {
+                Some(Handover {
+                    state: HandoverState::parse(state)?,
+                    last_agent_at: *at,
+                })
+            }),
+            opted_out: facts.opted_out,
+        };
+        // Timers' messages are the business's; the rest answer the customer.
+        let business_initiated = matches!(input, Input::Timer { .. });
+        let skip_word = session::is_skip_word(input);
+        let decision = session::decide(&self.rules, &state, input, now);
+        let (context, chatbot, event) = match decision {
+            Decision::Skip(why) => return skip(effects, why, None),
+            Decision::OptOut { confirm } | Decision::OptIn { confirm } => {
+                let opting_out = matches!(decision, Decision::OptOut { .. });
+                let word = match &event {
+                    Event::InboundMessage {
+                        text: Some(text), ..
+                    } => text.trim().to_owned(),
+                    _ => String::new(),
                 };
-                if !current {
-                    return skip(effects, "the wait this job was for is over");
-                }
+                let (business, customer) = (
+                    facts.business_phone_number_id.clone(),
+                    facts.customer_wa_id.clone(),
+                );
+                effects.people.push(if opting_out {
+                    PeopleChange::OptOut {
+                        business,
+                        customer,
+                        word,
+                    }
+                } else {
+                    PeopleChange::OptIn { business, customer }
+                });
+                // An opt-out ends the run in progress, so that no timer of it speaks.
+                let ended = context.filter(|_| opting_out).map(|mut c| {
+                    c.finish(ContextStatus::Completed, reason::OPTED_OUT, now);
+                    c
+                });
+                let text = if opting_out {
+                    &self.rules.opt_out_message
+                } else {
+                    &self.rules.opt_in_message
+                };
+                let sends: Vec<engine::Outgoing> = if confirm && !text.trim().is_empty() {
+                    vec![engine::Outgoing::Text { body: text.clone() }]
+                } else {
+                    Vec::new()
+                };
+                self.finish(&mut effects, facts, &sends, ended.as_ref(), None, false);
+                return Ok(effects);
+            }
+            Decision::Continue => {
+                let Some(context) = context else {
+                    return skip(effects, Skip::NoActiveContext, None);
+                };
                 match self
                     .compiled(context.chatbot_id, facts.chatbot_updated_at)
                     .await?
@@ -509,30 +582,28 @@ impl TurnStage {
                     Some(bot) => (context, bot, event),
                     // The chatbot was deleted (its contexts cascade) or no longer
                     // compiles: nothing can answer.
-                    None => return skip(effects, "the context's chatbot is unusable"),
+                    None => return skip(effects, Skip::ChatbotUnusable, None),
                 }
             }
-            None => {
-                let Event::InboundMessage {
-                    text,
-                    button_id,
-                    list_row_id,
-                } = &event
-                else {
-                    return skip(effects, "no active context");
-                };
-                // A skip word answers a waiting question; with nothing waiting it
-                // starts nothing (as in WhatsApp Builder).
-                let typed = button_id.is_none() && list_row_id.is_none();
-                if typed && text.as_deref().is_some_and(engine::is_skip_word) {
-                    return skip(effects, "a skip word starts no chatbot");
+            Decision::Start { release } => {
+                if release {
+                    effects.people.push(PeopleChange::Release);
+                    if let Some(mut old) = context {
+                        // The run from before the agent took over is over.
+                        old.finish(ContextStatus::Stopped, reason::AGENT_TOOK_OVER, now);
+                        effects.contexts.push(context_to_row(&old));
+                    }
                 }
+                let text = match &event {
+                    Event::InboundMessage { text, .. } => text.clone(),
+                    _ => None,
+                };
                 match self
                     .start(work.conversation_id, text.as_deref(), &customer, facts)
                     .await?
                 {
                     Some((context, bot)) => (context, bot, Event::ConversationStarted),
-                    None => return skip(effects, "no active chatbot answers"),
+                    None => return skip(effects, Skip::NoActiveChatbot, None),
                 }
             }
         };
@@ -546,7 +617,10 @@ impl TurnStage {
         self.launch_flows(&chatbot, &mut sends).await?;
         let mut context = result.context;
         let mut deadline = result.wait_deadline;
-        if result.restart {
+        if let Some(source) = result.handover {
+            effects.people.push(PeopleChange::RequestAgent { source });
+        }
+        if session::after_run(skip_word, result.restart, context.status) {
             // The customer asked to start over (a restart keyword), or came back
             // after the context ended: keep the ended context and start the same
             // chatbot afresh.
@@ -569,7 +643,7 @@ impl TurnStage {
                 }
             };
             let Some((fresh, bot)) = fresh else {
-                self.finish(&mut effects, facts, &sends, None, None);
+                self.finish(&mut effects, facts, &sends, None, None, business_initiated);
                 return Ok(effects);
             };
             let mut again = engine::run_turn(
@@ -588,7 +662,14 @@ impl TurnStage {
             context = again.context;
             deadline = again.wait_deadline;
         }
-        self.finish(&mut effects, facts, &sends, Some(&context), deadline);
+        self.finish(
+            &mut effects,
+            facts,
+            &sends,
+            Some(&context),
+            deadline,
+            business_initiated,
+        );
         Ok(effects)
     }
 
@@ -600,6 +681,7 @@ impl TurnStage {
         sends: &[engine::Outgoing],
         context: Option<&Context>,
         deadline: Option<DateTime<Utc>>,
+        business_initiated: bool,
     ) {
         if let Some(context) = context {
             let row = context_to_row(context);
@@ -622,8 +704,9 @@ impl TurnStage {
         }
         effects.sends = sends
             .iter()
-            .map(|msg| {
-                outbound_row(
+            .map(|msg| OutboundRow {
+                business_initiated,
+                ..outbound_row(
                     effects.conversation_id,
                     facts.business_user_id,
                     &facts.customer_wa_id,
@@ -818,6 +901,7 @@ pub fn outbound_row(
         kind,
         content,
         body,
+        business_initiated: false,
     }
 }
 
