@@ -26,10 +26,12 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::engine::context::reason;
 use crate::engine::{
-    self, compile::choose_chatbot, CompiledChatbot, Context, Customer, EngineLimits, Event,
-    HttpClient, HttpError, HttpRequest, HttpResponse, Inbound,
+    self, compile::choose_chatbot, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits,
+    Event, HttpClient, HttpError, HttpRequest, HttpResponse, Inbound,
 };
+use crate::session::{self, Decision, Input, Rules, Skip};
 use crate::store::ingest::{self, InboundRow, IngestError, RawEvent, WebhookRows};
 use crate::store::replay::{self as stored, EventFilter, StoredEvent, StoredMessage};
 use crate::whatsapp::webhook::Envelope;
@@ -252,6 +254,8 @@ pub struct DryRun<'a> {
     pub metadata: Option<&'a Value>,
     pub limits: &'a EngineLimits,
     pub http: &'a DryRunHttp,
+    /// The session rules the daemon runs with (opt-out words, ...).
+    pub rules: &'a Rules,
     /// Where the replayed range ends (for waits that ran out after the last
     /// message).
     pub end: DateTime<Utc>,
@@ -269,6 +273,7 @@ pub async fn dry_run(
         metadata,
         limits,
         http,
+        rules,
         end,
     } = *run;
     let mut report = DryRunReport::default();
@@ -318,8 +323,10 @@ pub async fn dry_run(
             metadata,
             limits,
             http: &tracker,
+            rules,
             context: None,
             deadline: None,
+            opted_out: false,
         };
         let count = messages.len();
         for (i, (event_id, m)) in messages.into_iter().enumerate() {
@@ -401,9 +408,12 @@ struct Simulation<'a, H> {
     metadata: Option<&'a Value>,
     limits: &'a EngineLimits,
     http: &'a H,
+    rules: &'a Rules,
     /// The active context, if any.
     context: Option<Context>,
     deadline: Option<DateTime<Utc>>,
+    /// The customer said an opt-out word (and no opt-in word since).
+    opted_out: bool,
 }
 
 type Step = (Vec<Reply>, Vec<String>);
@@ -424,7 +434,7 @@ impl<H: HttpClient + Refusals> Simulation<'_, H> {
             deadline.to_rfc3339()
         )];
         let (mut replies, more) = self
-            .run(context, Event::WaitTimedOut, deadline, customer)
+            .run(context, Event::WaitTimedOut, deadline, customer, false)
             .await;
         for r in &mut replies {
             r.after_timeout = true;
@@ -433,36 +443,67 @@ impl<H: HttpClient + Refusals> Simulation<'_, H> {
         Some((replies, notes))
     }
 
-    /// A customer's message, as the turn stage handles it.
+    /// A customer's message, as the turn stage handles it: the session rules
+    /// decide (a dry run knows no agent: stored traffic has no handover).
     async fn message(&mut self, event: Event, at: DateTime<Utc>, customer: &Customer) -> Step {
-        if let Some(context) = self.context.take() {
-            self.deadline = None;
-            return self.run(context, event, at, customer).await;
-        }
-        let Event::InboundMessage {
-            text,
-            button_id,
-            list_row_id,
-        } = &event
-        else {
-            return (
-                Vec::new(),
-                vec!["no active context: nothing runs".to_owned()],
-            );
+        let state = session::State {
+            has_context: self.context.is_some(),
+            handover: None,
+            opted_out: self.opted_out,
         };
-        let typed = button_id.is_none() && list_row_id.is_none();
-        if typed && text.as_deref().is_some_and(engine::is_skip_word) {
-            return (Vec::new(), vec!["a skip word starts no chatbot".to_owned()]);
+        let input = Input::Message(&event);
+        let skip_word = session::is_skip_word(input);
+        match session::decide(self.rules, &state, input, at) {
+            Decision::Skip(why) => (Vec::new(), vec![why.note().to_owned()]),
+            decision @ (Decision::OptOut { .. } | Decision::OptIn { .. }) => {
+                let out = matches!(decision, Decision::OptOut { .. });
+                self.opted_out = out;
+                let mut notes = Vec::new();
+                if out {
+                    if let Some(mut context) = self.context.take() {
+                        context.finish(ContextStatus::Completed, reason::OPTED_OUT, at);
+                        notes.push("the customer opts out: the conversation ends".to_owned());
+                    }
+                    self.deadline = None;
+                }
+                let text = if out {
+                    &self.rules.opt_out_message
+                } else {
+                    &self.rules.opt_in_message
+                };
+                let replies = vec![Reply {
+                    kind: "text".to_owned(),
+                    text: text.clone(),
+                    after_timeout: false,
+                }];
+                (replies, notes)
+            }
+            Decision::Continue => match self.context.take() {
+                Some(context) => {
+                    self.deadline = None;
+                    self.run(context, event, at, customer, skip_word).await
+                }
+                None => (Vec::new(), vec![Skip::NoActiveContext.note().to_owned()]),
+            },
+            Decision::Start { .. } => {
+                let text = match &event {
+                    Event::InboundMessage { text, .. } => text.as_deref(),
+                    _ => None,
+                };
+                if choose_chatbot([((), self.metadata)], text).is_none() {
+                    return (
+                        Vec::new(),
+                        vec![format!(
+                            "{}: the chatbot's trigger keywords do not match",
+                            Skip::NoActiveChatbot.note()
+                        )],
+                    );
+                }
+                let context = self.start(customer);
+                self.run(context, Event::ConversationStarted, at, customer, false)
+                    .await
+            }
         }
-        if choose_chatbot([((), self.metadata)], text.as_deref()).is_none() {
-            return (
-                Vec::new(),
-                vec!["the chatbot's trigger keywords do not match: it does not start".to_owned()],
-            );
-        }
-        let context = self.start(customer);
-        self.run(context, Event::ConversationStarted, at, customer)
-            .await
     }
 
     /// Runs one turn (and the fresh start a restart asks for); keeps the context
@@ -473,12 +514,13 @@ impl<H: HttpClient + Refusals> Simulation<'_, H> {
         event: Event,
         now: DateTime<Utc>,
         customer: &Customer,
+        skip_word: bool,
     ) -> Step {
         let mut result =
             engine::run_turn(self.bot, context, event, now, self.http, self.limits).await;
         let mut sends = std::mem::take(&mut result.sends);
         let mut notes = Vec::new();
-        if result.restart {
+        if session::after_run(skip_word, result.restart, result.context.status) {
             notes.push("the chatbot starts over".to_owned());
             let fresh = self.start(customer);
             let mut again = engine::run_turn(

@@ -130,11 +130,13 @@ pub async fn run(config: Config, args: ReplayArgs) -> anyhow::Result<ExitCode> {
         DryRunHttp::Refuse
     };
     let limits = EngineLimits::from_config(&config.engine, config.datasource.max_timeout_ms);
+    let rules = crate::session::Rules::new(&config.session);
     let run = DryRun {
         bot: &bot,
         metadata: metadata.as_ref(),
         limits: &limits,
         http: &http,
+        rules: &rules,
         end: until.unwrap_or(now),
     };
     let report = replay::dry_run(&pool, &selection, served, &run).await?;

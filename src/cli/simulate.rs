@@ -13,10 +13,13 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::egress::rest_api::{HttpOptions, ReqwestHttp};
+use crate::engine::compile::matches_keyword;
+use crate::engine::context::reason;
 use crate::engine::{
-    compile, is_skip_word, run_turn, CompiledChatbot, Context, ContextStatus, Customer,
-    EngineLimits, Event, FlowAction, Outgoing,
+    compile, run_turn, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event,
+    FlowAction, Outgoing,
 };
+use crate::session::{self, Decision, Input, Rules, Skip};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -74,6 +77,8 @@ pub async fn run(config: Config, args: SimulateArgs) -> anyhow::Result<ExitCode>
         context: None,
         deadline: None,
         choices: Vec::new(),
+        rules: Rules::new(&config.session),
+        opted_out: false,
         bot,
         http,
     };
@@ -157,6 +162,10 @@ struct Simulator {
     deadline: Option<DateTime<Utc>>,
     /// The ids of the buttons or rows the last prompt offered, in display order.
     choices: Vec<(String, bool)>,
+    /// The session rules, as the daemon runs them.
+    rules: Rules,
+    /// The customer said an opt-out word (and no opt-in word since).
+    opted_out: bool,
 }
 
 impl Simulator {
@@ -200,69 +209,107 @@ impl Simulator {
             "" => return true,
             _ => {}
         }
-        if !active {
-            // As in the daemon: a message after the end starts the chatbot again,
-            // unless it is a skip word (WhatsApp Builder ignores those).
-            if is_skip_word(line) {
-                println!("[skip word ignored: no conversation is active]");
-            } else {
-                self.begin().await;
-            }
-            return true;
-        }
         if line == "/timeout" {
+            if !active {
+                println!("[{}]", Skip::NoActiveContext.note());
+                return true;
+            }
             let at = self.deadline.unwrap_or_else(Utc::now);
             if self.turn(Event::WaitTimedOut, at).await {
                 self.begin().await;
             }
             return true;
         }
-        if let Some(json) = line.strip_prefix("/flow") {
+        let event = if let Some(json) = line.strip_prefix("/flow") {
             let response = serde_json::from_str(json.trim())
                 .unwrap_or_else(|_| Value::Object(Default::default()));
-            self.turn(
-                Event::FlowReply {
-                    flow_token: None,
-                    response,
+            Event::FlowReply {
+                flow_token: None,
+                response,
+            }
+        } else {
+            let picked = line
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| self.choices.get(i).cloned());
+            match picked {
+                Some((id, true)) => Event::InboundMessage {
+                    text: None,
+                    button_id: None,
+                    list_row_id: Some(id),
                 },
-                Utc::now(),
-            )
-            .await;
-            return true;
-        }
-        let picked = line
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| self.choices.get(i).cloned());
-        let typed_skip = picked.is_none() && is_skip_word(line);
-        let event = match picked {
-            Some((id, true)) => Event::InboundMessage {
-                text: None,
-                button_id: None,
-                list_row_id: Some(id),
-            },
-            Some((id, false)) => Event::InboundMessage {
-                text: None,
-                button_id: Some(id),
-                list_row_id: None,
-            },
-            None => Event::InboundMessage {
-                text: Some(line.to_owned()),
-                button_id: None,
-                list_row_id: None,
-            },
+                Some((id, false)) => Event::InboundMessage {
+                    text: None,
+                    button_id: Some(id),
+                    list_row_id: None,
+                },
+                None => Event::InboundMessage {
+                    text: Some(line.to_owned()),
+                    button_id: None,
+                    list_row_id: None,
+                },
+            }
         };
-        if self.turn(event, Utc::now()).await {
-            // A skip word that found its conversation expired starts nothing either.
-            let expired = self
-                .context
-                .as_ref()
-                .is_some_and(|c| c.status == ContextStatus::Expired);
-            if typed_skip && expired {
-                println!("[skip word ignored: no conversation is active]");
-            } else {
-                self.begin().await;
+        // The daemon's rules decide (the terminal has no agent: no handover).
+        let state = session::State {
+            has_context: active,
+            handover: None,
+            opted_out: self.opted_out,
+        };
+        let input = Input::Message(&event);
+        let skip_word = session::is_skip_word(input);
+        match session::decide(&self.rules, &state, input, Utc::now()) {
+            Decision::Skip(why) => println!("[{}]", why.note()),
+            decision @ (Decision::OptOut { .. } | Decision::OptIn { .. }) => {
+                let out = matches!(decision, Decision::OptOut { .. });
+                self.opted_out = out;
+                let text = if out {
+                    self.rules.opt_out_message.clone()
+                } else {
+                    self.rules.opt_in_message.clone()
+                };
+                self.show(&Outgoing::Text { body: text });
+                if out {
+                    if let Some(context) = self.context.as_mut().filter(|c| c.is_active) {
+                        context.finish(ContextStatus::Completed, reason::OPTED_OUT, Utc::now());
+                        println!("[conversation completed: {}]", reason::OPTED_OUT);
+                    }
+                }
+                println!(
+                    "[the customer is opted {}]",
+                    if out { "out" } else { "back in" }
+                );
+            }
+            Decision::Start { .. } => {
+                let text = match &event {
+                    Event::InboundMessage { text, .. } => text.as_deref(),
+                    _ => None,
+                };
+                let keywords = self.bot.trigger_keywords();
+                if !keywords.is_empty() && !text.is_some_and(|t| matches_keyword(keywords, t)) {
+                    println!(
+                        "[{}: the chatbot's trigger keywords do not match]",
+                        Skip::NoActiveChatbot.note()
+                    );
+                } else {
+                    self.begin().await;
+                }
+            }
+            Decision::Continue => {
+                let restart = self.turn(event, Utc::now()).await;
+                let status = self
+                    .context
+                    .as_ref()
+                    .map_or(ContextStatus::Completed, |c| c.status);
+                if session::after_run(skip_word, restart, status) {
+                    self.begin().await;
+                } else if restart {
+                    println!(
+                        "[{}: no conversation is active]",
+                        Skip::SkipWordStartsNothing.note()
+                    );
+                }
             }
         }
         true

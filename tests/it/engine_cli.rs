@@ -165,8 +165,7 @@ fn simulate_ignores_a_skip_word_when_no_conversation_is_active() {
         "{text}"
     );
     assert_eq!(
-        text.matches("[skip word ignored: no conversation is active]")
-            .count(),
+        text.matches("[a skip word starts no chatbot]").count(),
         2,
         "{text}"
     );
