@@ -13,7 +13,9 @@ CREATE TABLE IF NOT EXISTS public.wabot_handover (
     -- 'requested': the customer asked for a person (a handover keyword or node) and
     --              waits for an agent; same idle rule, counted from the request.
     -- 'paused':    an operator paused the bot; only `resume` gives it back.
-    state text NOT NULL CHECK (state IN ('agent', 'requested', 'paused')),
+    -- 'released':  an operator resumed the bot: the customer's next message starts
+    --              the chatbot afresh (and the row goes).
+    state text NOT NULL CHECK (state IN ('agent', 'requested', 'paused', 'released')),
     since timestamptz NOT NULL DEFAULT now(),
     -- The agent's latest message (for 'requested' and 'paused': when it was asked);
     -- the idle clock runs from here.

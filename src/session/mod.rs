@@ -42,6 +42,9 @@ pub enum HandoverState {
     Requested,
     /// An operator paused the bot (`wabot conversation pause`).
     Paused,
+    /// An operator gave the conversation back (`wabot conversation resume`): like a
+    /// handover that ran out, the customer's next message starts the chatbot afresh.
+    Released,
 }
 
 impl HandoverState {
@@ -50,6 +53,7 @@ impl HandoverState {
             HandoverState::Agent => "agent",
             HandoverState::Requested => "requested",
             HandoverState::Paused => "paused",
+            HandoverState::Released => "released",
         }
     }
 
@@ -59,6 +63,7 @@ impl HandoverState {
             "agent" => Some(HandoverState::Agent),
             "requested" => Some(HandoverState::Requested),
             "paused" => Some(HandoverState::Paused),
+            "released" => Some(HandoverState::Released),
             _ => None,
         }
     }
@@ -153,6 +158,7 @@ impl Skip {
             Skip::AgentHasConversation(HandoverState::Agent) => "agent_has_conversation",
             Skip::AgentHasConversation(HandoverState::Requested) => "waiting_for_agent",
             Skip::AgentHasConversation(HandoverState::Paused) => "paused",
+            Skip::AgentHasConversation(HandoverState::Released) => "released",
             Skip::SkipWordStartsNothing => "skip_word",
             Skip::WaitOver => "wait_over",
             Skip::NoActiveContext => "no_active_context",
@@ -175,6 +181,10 @@ impl Skip {
             }
             Skip::AgentHasConversation(HandoverState::Paused) => {
                 "the bot is paused in this conversation"
+            }
+            // Never decided (a released handover does not hold); said for completeness.
+            Skip::AgentHasConversation(HandoverState::Released) => {
+                "the conversation was given back to the bot"
             }
             Skip::SkipWordStartsNothing => "a skip word starts no chatbot",
             Skip::WaitOver => "the wait this job was for is over",
@@ -225,6 +235,7 @@ impl Rules {
     pub fn holds(&self, handover: &Handover, now: DateTime<Utc>) -> bool {
         match handover.state {
             HandoverState::Paused => true,
+            HandoverState::Released => false,
             HandoverState::Agent | HandoverState::Requested => {
                 now < handover.last_agent_at + self.handover_idle
             }

@@ -155,6 +155,9 @@ fn an_agent_silent_for_the_idle_time_gives_the_conversation_back_afresh() {
         ),
         Decision::Skip(Skip::NoActiveContext)
     );
+    // An operator's resume gives it back at once, afresh.
+    let s = with_agent(state(true), HandoverState::Released, 0);
+    assert_eq!(decide_text(&s, "hi"), Decision::Start { release: true });
     // An operator's pause does not run out.
     let s = with_agent(state(true), HandoverState::Paused, 10 * idle);
     assert_eq!(
