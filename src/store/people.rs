@@ -87,7 +87,8 @@ pub async fn resume(pool: &PgPool, conversation: Uuid) -> Result<Option<Handover
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Waiting {
     pub conversation_id: Uuid,
-    /// The customer's wa_id (the conversation key's, else the participant's).
+    /// The customer's wa_id: the conversation key's, else (a conversation WhatsApp
+    /// Builder made) the sender of its latest message from Meta.
     pub customer_wa_id: Option<String>,
     pub business_phone_number_id: Option<String>,
     pub state: String,
@@ -108,11 +109,10 @@ pub async fn waiting(
     sqlx::query_as(
         "SELECT h.conversation_id, \
                 coalesce(k.customer_wa_id, ( \
-                    SELECT u.\"phoneNumber\" FROM conversation_participants p \
-                    JOIN users u ON u.id = p.\"userId\" \
-                    WHERE p.\"conversationId\" = h.conversation_id \
-                      AND u.\"phoneNumber\" IS DISTINCT FROM k.business_phone_number_id \
-                    ORDER BY u.\"phoneNumber\" LIMIT 1)) AS customer_wa_id, \
+                    SELECT u.\"phoneNumber\" FROM messages m \
+                    JOIN users u ON u.id = m.\"senderId\" \
+                    WHERE m.\"conversationId\" = h.conversation_id AND m.content ? 'raw' \
+                    ORDER BY m.\"timestamp\" DESC LIMIT 1)) AS customer_wa_id, \
                 k.business_phone_number_id, h.state, h.source, h.since, h.last_agent_at, \
                 extract(epoch FROM now() - h.since)::float8 AS age_secs \
          FROM wabot_handover h \
