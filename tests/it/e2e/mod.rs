@@ -2,6 +2,7 @@
 //! through a fake Graph API on loopback, the database checked after every step.
 
 mod conversations;
+mod people;
 mod reliability;
 
 use std::time::Duration;
