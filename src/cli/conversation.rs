@@ -67,7 +67,9 @@ pub struct Transcript {
     pub conversation: ConversationRow,
     /// The customer's other conversations (other business numbers), most recent first.
     pub other_conversations: Vec<Uuid>,
-    /// Who has the conversation besides the bot (`None`: the bot has it).
+    /// Who has the conversation besides the bot (`None`: the bot has it; state
+    /// `released`: an operator resumed it and the customer's next message starts the
+    /// chatbot afresh).
     pub handover: Option<Handover>,
     /// The customer's opt-out of this conversation's business number (`None`: not
     /// opted out).
@@ -201,7 +203,7 @@ pub async fn pause(pool: &PgPool, target: &Target) -> anyhow::Result<String> {
         .await
         .context("cannot pause the conversation (is the database migrated? `wabot migrate run`)")?;
     let was = match before.as_deref() {
-        None => String::new(),
+        None | Some("released") => String::new(),
         Some("paused") => " (it was paused already; the pause now counts from now)".to_owned(),
         Some("agent") => " (an agent had it)".to_owned(),
         Some("requested") => " (the customer was waiting for an agent)".to_owned(),
@@ -655,6 +657,11 @@ pub fn render(t: &Transcript) -> String {
                 "WAITING FOR AN AGENT ({}) for {}, since {} UTC: the bot stays silent",
                 h.source,
                 super::status::age(h.age_secs),
+                time(&h.since)
+            ),
+            "released" => format!(
+                "RESUMED by an operator at {} UTC: the customer's next message starts the \
+                 chatbot afresh",
                 time(&h.since)
             ),
             "paused" => format!(

@@ -12,14 +12,20 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// The handover states, as `wabot_handover.state` holds them.
+/// The handover states in which someone besides the bot has the conversation, as
+/// `wabot_handover.state` holds them. A fourth, `released` (an operator resumed the
+/// bot; the turn stage starts the chatbot afresh at the customer's next message and
+/// deletes the row), is the bot's.
 pub const STATES: [&str; 3] = ["agent", "requested", "paused"];
+
+/// The state `resume` leaves: the bot has the conversation back.
+pub const RELEASED: &str = "released";
 
 /// A conversation's `wabot_handover` row.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Handover {
     pub conversation_id: Uuid,
-    /// `agent`, `requested` or `paused`.
+    /// `agent`, `requested`, `paused`, or `released` (resumed; the bot has it).
     pub state: String,
     /// `inbox`, `echo`, `operator`, `keyword` or `node`.
     pub source: String,
@@ -68,19 +74,34 @@ pub async fn pause(pool: &PgPool, conversation: Uuid) -> Result<Option<String>, 
     Ok(before)
 }
 
-/// Gives `conversation` back to the bot: deletes its handover row; returns the row
-/// it deleted (`None`: the bot had it already). Contexts are left to the turn stage.
+/// Gives `conversation` back to the bot: its handover row becomes `released` (the
+/// turn stage starts the chatbot afresh at the customer's next message, and deletes
+/// the row); returns the row as it was (`None`: the bot had it already: no row, or
+/// released). Contexts are left to the turn stage.
 pub async fn resume(pool: &PgPool, conversation: Uuid) -> Result<Option<Handover>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     crate::store::lock_conversations(&mut tx, &[conversation]).await?;
-    let gone: Option<Handover> = sqlx::query_as(&format!(
-        "DELETE FROM wabot_handover h WHERE h.conversation_id = $1 RETURNING {HANDOVER_COLUMNS}"
+    let before: Option<Handover> = sqlx::query_as(&format!(
+        "SELECT {HANDOVER_COLUMNS} FROM wabot_handover h \
+         WHERE h.conversation_id = $1 AND h.state <> $2"
     ))
     .bind(conversation)
+    .bind(RELEASED)
     .fetch_optional(&mut *tx)
     .await?;
+    if before.is_some() {
+        sqlx::query(
+            "UPDATE wabot_handover \
+             SET state = $2, source = 'operator', since = now(), last_agent_at = now() \
+             WHERE conversation_id = $1",
+        )
+        .bind(conversation)
+        .bind(RELEASED)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
-    Ok(gone)
+    Ok(before)
 }
 
 /// A conversation someone besides the bot has, with its customer.

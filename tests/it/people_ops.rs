@@ -115,10 +115,21 @@ async fn pause_and_resume_change_the_handover_row() {
         "{out}"
     );
     assert!(out.contains("was paused since"), "{out}");
-    assert_eq!(handover_row(&app.pool, conversation).await, None);
+    // Released: the turn stage starts the chatbot afresh at the next message and
+    // deletes the row.
+    assert_eq!(
+        handover_row(&app.pool, conversation).await,
+        Some(("released".into(), "operator".into()))
+    );
     let json: Value =
         serde_json::from_str(&ok(&app, &["conversation", "show", &id, "--json"]).await).unwrap();
-    assert!(json["handover"].is_null(), "{json}");
+    assert_eq!(json["handover"]["state"], "released", "{json}");
+    let screen = ok(&app, &["conversation", "show", &id]).await;
+    assert!(
+        screen.contains("RESUMED by an operator at")
+            && screen.contains("the customer's next message starts the chatbot afresh"),
+        "{screen}"
+    );
 
     let out = ok(&app, &["conversation", "resume", CUSTOMER]).await;
     assert!(out.starts_with("nothing to resume"), "{out}");
