@@ -25,6 +25,7 @@ mod secrets;
 mod sender;
 mod serve;
 mod server_limits;
+mod session_parity;
 mod shutdown;
 mod support_graph;
 mod try_cli;
