@@ -74,6 +74,9 @@ pub mod reason {
     /// The customer asked for a person (a handover keyword or node): the
     /// conversation now waits for an agent.
     pub const HANDOVER: &str = "handover";
+    /// A skip word at a choice question with no `default` edge: the customer
+    /// stepped out, and no choice of theirs leads on.
+    pub const SKIPPED: &str = "skipped";
     /// The customer opted out (an opt-out word) during the run.
     pub const OPTED_OUT: &str = "opted_out";
     /// An agent had the conversation; when it came back to the bot, the run from

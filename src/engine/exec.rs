@@ -473,7 +473,20 @@ impl<H: HttpClient> Turn<'_, H> {
         let typed = button_id.is_none() && list_row_id.is_none();
         if typed && text.as_deref().is_some_and(is_skip_word) {
             self.record(index, json!({"skipped": true}));
-            self.leave(index, None).await;
+            if q.question_type == QuestionType::Text {
+                self.leave(index, None).await;
+                return;
+            }
+            // At a choice question a skip word takes the `default` edge; without one
+            // the run ends. Taking the first edge of all (WhatsApp Builder's reading)
+            // would answer "cancel" with a choice the customer never made.
+            match self.bot.next_exact(index, "default") {
+                Some(next) => self.leave_to(index, Some(next)).await,
+                None => {
+                    self.ctx.node_history.push(self.bot.node(index).id.clone());
+                    self.end(ContextStatus::Completed, reason::SKIPPED);
+                }
+            }
             return;
         }
         if let (Some(row), Some(source)) = (&list_row_id, &q.dynamic) {

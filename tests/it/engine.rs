@@ -490,9 +490,23 @@ async fn skip_and_restart_words_at_a_menu_without_a_default_edge_are_not_asked_a
     let sends = chat.say("skip").await;
     assert!(!sends.contains(&asked), "{sends:?}");
     assert_eq!(chat.ctx.node_outputs["menu"]["skipped"], true);
-    assert_ne!(
+    // No `default` edge: the run ends; no choice the customer never made is taken
+    // (WhatsApp Builder's defect: it follows the first edge, the opening hours).
+    assert!(sends.is_empty(), "{sends:?}");
+    assert_eq!(chat.ctx.completion_reason.as_deref(), Some(reason::SKIPPED));
+    // With a `default` edge, a skip word follows it.
+    let mut doc = sample("support-menu.json");
+    doc["edges"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "d", "source": "menu", "target": "goodbye", "sourceHandle": "default"}));
+    let mut chat = Chat::new(&doc);
+    chat.start().await;
+    let sends = chat.say("cancel").await;
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    assert_eq!(
         chat.ctx.completion_reason.as_deref(),
-        Some(reason::NO_PATH_FOR_TYPED_TEXT)
+        Some(reason::FLOW_COMPLETED)
     );
 
     let mut doc = sample("support-menu.json");
