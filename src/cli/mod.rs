@@ -77,7 +77,8 @@ pub enum Command {
     /// held sends, leases by process, the last hour's errors. `--json` for scripts.
     Status(status::StatusArgs),
     /// Conversations: `show PHONE|ID` prints one's transcript (messages, statuses,
-    /// turns, variables, errors).
+    /// turns, variables, errors); `pause` keeps the bot silent there while an agent
+    /// answers, `resume` gives it back (the customer's next message starts afresh).
     #[command(subcommand)]
     Conversation(conversation::Command),
     /// Customers: `opt-out PHONE` stops the messages the business starts (timers)

@@ -380,3 +380,14 @@ pub fn shared(rel: &str) -> PathBuf {
         .join("../shared")
         .join(rel)
 }
+
+/// `shared(rel)` when it exists; otherwise `None`, after saying on stderr that the
+/// part of the test that needs it was skipped (a pass must not hide that).
+pub fn shared_if_present(rel: &str) -> Option<PathBuf> {
+    let path = shared(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    eprintln!("skipped: ../shared/{rel} is not beside this checkout (the fixtures stand for it)");
+    None
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use crate::helpers::{create_empty_database, fresh_pool, shared};
+use crate::helpers::{create_empty_database, fresh_pool};
 
 const TABLES: [&str; 10] = [
     "users",
@@ -101,7 +101,8 @@ fn fixture_columns() -> BTreeMap<String, Columns> {
 /// The columns of every table in WhatsApp Builder's own dump (`../shared`), when it is
 /// beside the checkout.
 fn reference_columns() -> Option<BTreeMap<String, Columns>> {
-    let sql = std::fs::read_to_string(shared("whatsapp-builder/reference-schema.sql")).ok()?;
+    let path = crate::helpers::shared_if_present("whatsapp-builder/reference-schema.sql")?;
+    let sql = std::fs::read_to_string(path).ok()?;
     let mut tables = BTreeMap::new();
     let mut current: Option<(String, Columns)> = None;
     for line in sql.lines() {
