@@ -334,4 +334,3 @@ fn database_url(base: &str, name: &str) -> anyhow::Result<String> {
     url.set_path(&format!("/{name}"));
     Ok(url.to_string())
 }
-
