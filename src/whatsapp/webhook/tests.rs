@@ -509,7 +509,10 @@ fn an_echo_change_reads_the_business_s_messages_with_their_recipient() {
     );
     // An inbound message has no recipient; a business-scoped id is kept whole.
     let inbound = message("text", json!({"body": "x"}));
-    assert_eq!((inbound.to.clone(), inbound.recipient_wa_id()), (None, None));
+    assert_eq!(
+        (inbound.to.clone(), inbound.recipient_wa_id()),
+        (None, None)
+    );
     let bsuid = only_message(json!({"from": "1", "to": "US.13491208655302741918", "id": "w"}));
     assert_eq!(
         bsuid.recipient_wa_id().as_deref(),
