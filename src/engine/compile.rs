@@ -24,6 +24,9 @@ pub struct CompiledChatbot {
     restart_keywords: Vec<String>,
     handover_keywords: Vec<String>,
     handover_message: Option<String>,
+    /// The version ([`super::version::hash`]) it was compiled from, when the caller
+    /// named one: a context started on it is pinned to it.
+    version: Option<String>,
 }
 
 /// One node of a compiled chatbot.
@@ -242,6 +245,7 @@ pub fn compile(doc: &ChatbotDoc) -> Result<(CompiledChatbot, Vec<Warning>), Vec<
                 .and_then(Value::as_str)
                 .filter(|m| !m.trim().is_empty())
                 .map(str::to_owned),
+            version: None,
         },
         warnings,
     ))
@@ -445,6 +449,18 @@ pub fn choose_chatbot<'a, Id: Copy>(
 impl CompiledChatbot {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The version it was compiled from, if named ([`CompiledChatbot::with_version`]).
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// Names the version this chatbot was compiled from: contexts that start on it
+    /// are pinned to it ([`super::Context::start`]).
+    pub fn with_version(mut self, version: String) -> CompiledChatbot {
+        self.version = Some(version);
+        self
     }
 
     pub fn start(&self) -> NodeIndex {

@@ -125,6 +125,11 @@ pub struct EngineState {
     /// than the context's time to live (expire).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub node_timeout: bool,
+    /// The chatbot version ([`super::version::hash`]) the context runs on: set when
+    /// it starts, kept until it ends. A context from before versions has none and
+    /// is pinned to the chatbot's graph at its next turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -133,7 +138,9 @@ fn is_zero(n: &u32) -> bool {
 
 impl Context {
     /// A new context at the chatbot's start node; run it with
-    /// `Event::ConversationStarted`. `id` is the row id the caller will insert.
+    /// `Event::ConversationStarted`. `id` is the row id the caller will insert. The
+    /// context is pinned to the chatbot's version, when it has one: its later turns
+    /// run on that graph, whatever the editor does meanwhile.
     pub fn start(
         id: Uuid,
         conversation_id: Uuid,
@@ -150,7 +157,7 @@ impl Context {
             "customer_name".into(),
             Value::String(customer.name.clone().unwrap_or_default()),
         );
-        Context {
+        let mut context = Context {
             id,
             conversation_id,
             chatbot_id,
@@ -163,7 +170,11 @@ impl Context {
             completion_reason: None,
             completed_at: None,
             expires_at: None,
+        };
+        if let Some(version) = chatbot.version() {
+            context.pin(version);
         }
+        context
     }
 
     /// The Flow token of a flow message sent from `node_id`.
@@ -182,6 +193,18 @@ impl Context {
         if let Ok(v) = serde_json::to_value(state) {
             self.variables.insert(STATE_KEY.to_owned(), v);
         }
+    }
+
+    /// The chatbot version the context runs on, if it was pinned.
+    pub fn version(&self) -> Option<String> {
+        self.state().version
+    }
+
+    /// Pins the context to a chatbot version: every later turn runs on that graph.
+    pub fn pin(&mut self, version: &str) {
+        let mut state = self.state();
+        state.version = Some(version.to_owned());
+        self.set_state(&state);
     }
 
     /// Ends the context; `now` becomes `completedAt`.

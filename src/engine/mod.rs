@@ -8,7 +8,8 @@
 //! * [`run_turn`] applies an [`Event`] to a [`Context`] and returns the new context
 //!   and the [`Outgoing`] messages. HTTP for rest_api nodes goes through the
 //!   caller's [`HttpClient`]; the time is the caller's `now`.
-//! * [`cache::ChatbotCache`] keeps compiled chatbots by id and `updatedAt`.
+//! * [`cache::ChatbotCache`] keeps compiled chatbots by id and version
+//!   ([`version::hash`]: what a context is pinned to).
 //!
 //! NODES.md (WhatsApp Builder's node kinds, and what wabot does differently) is
 //! the specification.
@@ -29,6 +30,7 @@ pub mod question;
 pub mod rest;
 pub mod validate;
 pub mod vars;
+pub mod version;
 
 pub use compile::{compile, compile_json, CompiledChatbot};
 pub use context::{Context, ContextStatus, Customer};

@@ -22,6 +22,7 @@ pub mod replay;
 pub mod retention;
 pub mod statuses;
 pub mod turns;
+pub mod versions;
 pub mod whatsapp_config;
 
 use std::str::FromStr;

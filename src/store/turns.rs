@@ -11,6 +11,7 @@
 //! are not written.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 use crate::store::contexts::{self, ContextRow};
 use crate::store::outbox::{self, OutboundRow, SendJob};
+use crate::store::versions::{self, VersionRow};
 use crate::store::CLAIM_TOKEN_SQL as NEW_TOKEN;
 
 /// What a turn job is for; each kind is handled in its own place.
@@ -331,6 +333,9 @@ pub struct TurnEffects {
     pub guard: Option<(Uuid, DateTime<Utc>)>,
     /// Contexts to save, in order (an ended context before the one replacing it).
     pub contexts: Vec<ContextRow>,
+    /// Chatbot versions the turn pinned a context to that may not be stored yet
+    /// (the first start on a graph): written with the context, or neither is.
+    pub versions: Vec<Arc<VersionRow>>,
     /// A timer to schedule: when, and its payload.
     pub timer: Option<(DateTime<Utc>, Value)>,
     /// The replies, in order.
@@ -403,7 +408,8 @@ pub struct BatchCommit {
 }
 
 /// Commits a batch of turns in one transaction: every turn whose lease still holds
-/// and whose context is unchanged has its contexts, timer, replies and send jobs,
+/// and whose context is unchanged has its new chatbot versions, contexts, timer,
+/// replies and send jobs,
 /// preview and job completion written; its conversation's next job (a message that
 /// came in meanwhile) is leased to `holder` in the same transaction.
 pub async fn commit_batch(
@@ -477,6 +483,11 @@ pub async fn commit_batch(
         });
     }
 
+    let new_versions: Vec<&VersionRow> = done
+        .iter()
+        .flat_map(|t| t.versions.iter().map(|v| &**v))
+        .collect();
+    versions::insert_batch(&mut tx, &new_versions).await?;
     contexts::save_all(&mut tx, done.iter().flat_map(|t| &t.contexts)).await?;
 
     // Every turn replaces the wait it was for: the conversation's pending timers go

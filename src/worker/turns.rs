@@ -43,6 +43,7 @@ use crate::store::outbox::OutboundRow;
 use crate::store::turns::{
     ClaimedTurn, Committed, JobKind, PeopleChange, TurnEffects, TurnFacts, TurnLogRow,
 };
+use crate::store::versions::VersionRow;
 use crate::whatsapp::outbound;
 use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
 use crate::worker::sender::SendSink;
@@ -175,7 +176,8 @@ impl Drop for Busy {
 pub struct TurnStage {
     ctx: Arc<AppContext>,
     http: EngineHttp,
-    cache: ChatbotCache,
+    /// Compiled chatbot versions, with the content of those not yet known stored.
+    cache: ChatbotCache<VersionRow>,
     limits: EngineLimits,
     leases: Arc<Leases>,
     sink: TurnSink,
@@ -257,6 +259,7 @@ impl TurnStage {
                     continue;
                 }
             };
+            self.warm_versions(&facts).await;
             for work in batch {
                 let busy = Busy::new(&self.busy);
                 let slot = tokio::select! {
@@ -341,6 +344,10 @@ impl TurnStage {
                     let kind = work.kind.as_str();
                     match verdict {
                         Committed::Done => {
+                            // Written with the turn: later turns need not write it.
+                            for version in &effects.versions {
+                                self.cache.stored(version.chatbot_id, &version.hash);
+                            }
                             if effects.note.is_some() {
                                 crate::metrics::turn(kind, TurnOutcome::Skipped);
                             } else {
@@ -449,6 +456,7 @@ impl TurnStage {
             conversation_id: work.conversation_id,
             guard: None,
             contexts: Vec::new(),
+            versions: Vec::new(),
             timer: None,
             sends: Vec::new(),
             preview: None,
@@ -572,13 +580,10 @@ impl TurnStage {
                 return Ok(effects);
             }
             Decision::Continue => {
-                let Some(context) = context else {
+                let Some(mut context) = context else {
                     return skip(effects, Skip::NoActiveContext, None);
                 };
-                match self
-                    .compiled(context.chatbot_id, facts.chatbot_updated_at)
-                    .await?
-                {
+                match self.context_chatbot(&mut context, facts).await? {
                     Some(bot) => (context, bot, event),
                     // The chatbot was deleted (its contexts cascade) or no longer
                     // compiles: nothing can answer.
@@ -693,6 +698,25 @@ impl TurnStage {
             log.completion_reason = row.completion_reason.clone();
             log.variables = Some(row.variables.clone());
             effects.contexts.push(row);
+            // A version first run by this turn is written with its contexts.
+            for row in &effects.contexts {
+                let Some(hash) = row_version(row) else {
+                    continue;
+                };
+                let unstored = self
+                    .cache
+                    .get(row.chatbot_id, hash)
+                    .and_then(|cached| cached.unstored);
+                if let Some(version) = unstored {
+                    let known = effects
+                        .versions
+                        .iter()
+                        .any(|v| v.chatbot_id == version.chatbot_id && v.hash == version.hash);
+                    if !known {
+                        effects.versions.push(version);
+                    }
+                }
+            }
             if let Some(at) = deadline.filter(|_| context.is_active) {
                 let payload = json!({
                     "contextId": context.id,
@@ -815,8 +839,92 @@ impl TurnStage {
         Ok(Some((context, bot)))
     }
 
-    /// The compiled chatbot `id`, from the cache while its `updatedAt` (when the
-    /// caller read it) is unchanged.
+    /// The chatbot a context runs on: the version it is pinned to, whatever the
+    /// editor did to the chatbot since. A context from before versions (or whose
+    /// version is not stored, which maintenance never allows for a live context) is
+    /// pinned to the chatbot's graph now.
+    async fn context_chatbot(
+        &self,
+        context: &mut Context,
+        facts: &TurnFacts,
+    ) -> anyhow::Result<Option<Arc<CompiledChatbot>>> {
+        let id = context.chatbot_id;
+        if let Some(hash) = context.version() {
+            if let Some(cached) = self.cache.get(id, &hash) {
+                return Ok(Some(cached.chatbot));
+            }
+            // The batch's read (`warm_versions`) failed, or another turn's version
+            // pushed this one out of the cache since.
+            let key = [(id, hash.clone())];
+            match store::versions::load_many(&self.ctx.pool, &key)
+                .await?
+                .pop()
+            {
+                Some(row) => return Ok(self.compile_version(row)),
+                None => tracing::warn!(chatbot = %id, version = %hash,
+                    "the context's chatbot version is not stored; it continues on the chatbot's graph"),
+            }
+        }
+        let Some(bot) = self.compiled(id, facts.chatbot_updated_at).await? else {
+            return Ok(None);
+        };
+        if let Some(version) = bot.version() {
+            context.pin(version);
+        }
+        Ok(Some(bot))
+    }
+
+    /// Compiles, in one read for the whole batch, the versions its contexts are
+    /// pinned to that the cache does not hold: none in the steady state; a version
+    /// this process has not run yet (another process started its contexts, or this
+    /// one restarted), or one the cache let go. A failed read is only logged: each
+    /// turn then reads its own.
+    async fn warm_versions(&self, facts: &HashMap<Uuid, TurnFacts>) {
+        let mut missing: Vec<(Uuid, String)> = facts
+            .values()
+            .filter_map(|f| f.context.as_ref())
+            .filter_map(|row| row_version(row).map(|hash| (row.chatbot_id, hash.to_owned())))
+            .filter(|(id, hash)| self.cache.get(*id, hash).is_none())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        missing.sort();
+        missing.dedup();
+        match store::versions::load_many(&self.ctx.pool, &missing).await {
+            Ok(rows) => {
+                for row in rows {
+                    self.compile_version(row);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, versions = missing.len(), "cannot read chatbot versions")
+            }
+        }
+    }
+
+    /// A stored version, compiled and cached.
+    fn compile_version(&self, row: VersionRow) -> Option<Arc<CompiledChatbot>> {
+        let doc = engine::ChatbotDoc::from_columns(&row.name, row.nodes, row.edges, row.metadata);
+        match engine::compile(&doc) {
+            Ok((bot, _warnings)) => {
+                let bot = Arc::new(bot.with_version(row.hash.clone()));
+                self.cache
+                    .insert(row.chatbot_id, &row.hash, bot.clone(), None);
+                Some(bot)
+            }
+            Err(errors) => {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                tracing::error!(chatbot = %row.chatbot_id, version = %row.hash, ?errors,
+                    "the chatbot version does not compile");
+                None
+            }
+        }
+    }
+
+    /// The chatbot `id` as its row holds it now, compiled once per version: from the
+    /// cache while its `updatedAt` (when the caller read it) is unchanged. A context
+    /// started on it is pinned to its version.
     async fn compiled(
         &self,
         id: Uuid,
@@ -826,32 +934,55 @@ impl TurnStage {
             Some(at) => Some(at),
             None => store::chatbots::updated_at(&self.ctx.pool, id).await?,
         };
-        if let Some(bot) = updated_at.and_then(|at| self.cache.get(id, at)) {
-            return Ok(Some(bot));
+        if let Some(cached) = updated_at.and_then(|at| self.cache.current(id, at)) {
+            return Ok(Some(cached.chatbot));
         }
         let Some(row) = store::chatbots::load(&self.ctx.pool, id).await? else {
             return Ok(None);
         };
-        Ok(self.compile_row(&row))
+        Ok(self.compile_row(row))
     }
 
-    fn compile_row(&self, row: &store::chatbots::ChatbotRow) -> Option<Arc<CompiledChatbot>> {
-        if let Some(bot) = self.cache.get(row.id, row.updated_at) {
-            return Some(bot);
-        }
-        match engine::compile(&row.to_doc()) {
-            Ok((bot, _warnings)) => {
-                let bot = Arc::new(bot);
-                self.cache.insert(row.id, row.updated_at, bot.clone());
-                Some(bot)
-            }
-            Err(errors) => {
-                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                tracing::error!(chatbot = %row.id, ?errors, "the chatbot does not compile");
-                None
-            }
-        }
+    fn compile_row(&self, row: store::chatbots::ChatbotRow) -> Option<Arc<CompiledChatbot>> {
+        let hash = engine::version::hash(&row.nodes, &row.edges, row.metadata.as_ref());
+        // An edit that changed nothing the version covers (a rename, switching the
+        // chatbot on) finds its graph compiled already.
+        let bot = match self.cache.get(row.id, &hash) {
+            Some(cached) => cached.chatbot,
+            None => match engine::compile(&row.to_doc()) {
+                Ok((bot, _warnings)) => {
+                    let bot = Arc::new(bot.with_version(hash.clone()));
+                    let version = VersionRow {
+                        chatbot_id: row.id,
+                        hash: hash.clone(),
+                        name: row.name,
+                        nodes: row.nodes,
+                        edges: row.edges,
+                        metadata: row.metadata,
+                    };
+                    self.cache
+                        .insert(row.id, &hash, bot.clone(), Some(Arc::new(version)));
+                    bot
+                }
+                Err(errors) => {
+                    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    tracing::error!(chatbot = %row.id, ?errors, "the chatbot does not compile");
+                    return None;
+                }
+            },
+        };
+        self.cache.set_current(row.id, row.updated_at, &hash);
+        Some(bot)
     }
+}
+
+/// The chatbot version a context row is pinned to (`variables.__wabot.version`,
+/// what `Context::version` reads), without converting the row.
+fn row_version(row: &ContextRow) -> Option<&str> {
+    row.variables
+        .get(engine::context::STATE_KEY)?
+        .get("version")?
+        .as_str()
 }
 
 /// The `messages.type` and `messages.content` WhatsApp Builder stores for an outbound
