@@ -1,4 +1,5 @@
-//! `wabot chatbot validate | import | render`: chatbot documents from files.
+//! `wabot chatbot validate | import | render`: chatbot documents from files;
+//! `wabot chatbot versions`: the versions of a stored chatbot that conversations run on.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use clap::Subcommand;
 use petgraph::visit::EdgeRef;
 use serde_json::Value;
 
-use super::fmt::count;
+use super::fmt::{count, Align, Table};
 use crate::config::Config;
 use crate::engine::node::NodeKind;
 use crate::engine::{compile, ChatbotDoc, CompiledChatbot};
@@ -38,6 +39,13 @@ pub enum ChatbotCommand {
     Render {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// List the versions of a stored chatbot that conversations ran on, newest
+    /// first, with the live conversations on each: a conversation finishes on the
+    /// version it started on, whatever the editor changed since.
+    Versions {
+        #[arg(value_name = "ID")]
+        id: uuid::Uuid,
     },
 }
 
@@ -78,6 +86,17 @@ pub async fn run(config: Config, cmd: ChatbotCommand) -> anyhow::Result<ExitCode
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
+        ChatbotCommand::Versions { id } => {
+            let pool = store::connect(&config)
+                .await
+                .context("cannot connect to the database (DATABASE_URL)")?;
+            let Some(row) = store::chatbots::load(&pool, id).await? else {
+                anyhow::bail!("no chatbot {id}");
+            };
+            let versions = store::versions::list(&pool, id).await?;
+            print!("{}", render_versions(&row, &versions));
+            Ok(ExitCode::SUCCESS)
+        }
         ChatbotCommand::Render { file } => {
             let doc = read_doc(&file)?;
             match compile(&doc) {
@@ -94,6 +113,61 @@ pub async fn run(config: Config, cmd: ChatbotCommand) -> anyhow::Result<ExitCode
             }
         }
     }
+}
+
+/// `wabot chatbot versions`: one line per version, the current graph marked.
+pub fn render_versions(
+    chatbot: &store::chatbots::ChatbotRow,
+    versions: &[store::versions::VersionSummary],
+) -> String {
+    let current = crate::engine::version::hash(
+        &chatbot.nodes,
+        &chatbot.edges,
+        chatbot.metadata.as_ref(),
+    );
+    let short = |hash: &str| hash.chars().take(12).collect::<String>();
+    let mut out = format!(
+        "{} ({}): {}\n",
+        chatbot.name,
+        chatbot.id,
+        count(versions.len(), "version")
+    );
+    if versions.is_empty() {
+        out.push_str("no conversation has run on it yet\n");
+        return out;
+    }
+    let mut table = Table::new(
+        "  ",
+        &[
+            ("VERSION", Align::Left),
+            ("FIRST RUN", Align::Left),
+            ("NODES", Align::Right),
+            ("LIVE", Align::Right),
+            ("", Align::Left),
+        ],
+    );
+    for v in versions {
+        table.row(vec![
+            short(&v.hash),
+            v.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            v.nodes.to_string(),
+            v.live.to_string(),
+            if v.hash == current {
+                "current".to_owned()
+            } else {
+                String::new()
+            },
+        ]);
+    }
+    out.push_str(&table.render());
+    if !versions.iter().any(|v| v.hash == current) {
+        let _ = writeln!(
+            out,
+            "the current graph ({}) has not run yet: the next conversation starts on it",
+            short(&current)
+        );
+    }
+    out
 }
 
 /// Reads and parses a chatbot file.

@@ -62,7 +62,8 @@ fn flow_from(row: &PgRow) -> Result<Option<FlowRow>, sqlx::Error> {
 }
 
 /// The live target of a flow token, or `None` when the token is unknown or dead.
-/// One statement: the context, its chatbot's node and the flow row.
+/// One statement: the context, its chatbot's node (in the version the context is
+/// pinned to, else the chatbot's graph) and the flow row.
 #[tracing::instrument(skip(pool))]
 pub async fn token_target(
     pool: &PgPool,
@@ -74,8 +75,10 @@ pub async fn token_target(
         flow_columns!(),
         " FROM conversation_contexts c \
          JOIN chatbots b ON b.id = c.\"chatbotId\" \
+         LEFT JOIN wabot_chatbot_versions v ON v.chatbot_id = c.\"chatbotId\" \
+              AND v.hash = c.variables #>> '{__wabot,version}' \
          CROSS JOIN LATERAL ( \
-             SELECT e AS node FROM jsonb_array_elements(b.nodes) e \
+             SELECT e AS node FROM jsonb_array_elements(coalesce(v.nodes, b.nodes)) e \
              WHERE e ->> 'id' = $2 LIMIT 1) n \
          LEFT JOIN LATERAL ( \
              SELECT * FROM whatsapp_flows w \

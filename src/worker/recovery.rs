@@ -92,7 +92,8 @@ pub async fn keep_leases(ctx: Arc<AppContext>, leases: Arc<Leases>, stop: Cancel
     }
 }
 
-/// Every minute, drops finished jobs kept for an hour and vacuums the queues.
+/// Every minute, drops finished jobs kept for an hour and vacuums the queues, and
+/// the chatbot versions nothing needs.
 /// Several processes may do it at once; the statements are idempotent, so a drain
 /// does not wait for a purge or a VACUUM to end: `stop` abandons it (the next
 /// round, here or elsewhere, does it again).
@@ -112,6 +113,14 @@ pub async fn maintain(ctx: Arc<AppContext>, stop: CancellationToken) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(jobs = n, "purged finished jobs"),
             Err(e) => tracing::warn!(error = %e, "queue maintenance failed"),
+        }
+        let settled = crate::worker::retention::VERSIONS_SETTLED;
+        let purged = tokio::select! {
+            purged = crate::worker::retention::purge_versions(&ctx.pool, settled) => purged,
+            _ = stop.cancelled() => return,
+        };
+        if let Err(e) = purged {
+            tracing::warn!(error = %e, "chatbot version purge failed");
         }
         crate::worker::retention::purge_expired(&ctx.pool, &ctx.config.retention, &stop).await;
     }

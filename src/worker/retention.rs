@@ -1,7 +1,8 @@
 //! Retention of the raw records: `webhook_events`, `webhook_unreadable` and
 //! `wabot_turn_log` rows older than `WABOT_RETENTION_DAYS` are deleted in batches
 //! of at most [`BATCH`] rows, each its own short statement, with a pause between,
-//! so a backlog never holds up ingest or the queues. Run by maintenance
+//! so a backlog never holds up ingest or the queues. Chatbot versions that no live
+//! conversation needs go too ([`purge_versions`]). Run by maintenance
 //! (`recovery::maintain`); several processes may run it at once.
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RetentionConfig;
 use crate::store::retention::{self, Purged};
+use crate::store::versions;
 
 /// The most rows one statement deletes.
 pub const BATCH: i64 = 1000;
@@ -100,4 +102,32 @@ pub async fn purge_expired(
         );
     }
     report
+}
+
+/// How long after a chatbot's last edit its old versions are kept whatever else:
+/// a turn that read the graph before the edit may still be running (a slow rest_api
+/// call) and about to pin a new context to it.
+pub const VERSIONS_SETTLED: Duration = Duration::from_secs(60 * 60);
+
+/// Deletes the chatbot versions that no live context is pinned to and that are not
+/// their chatbot's graph any more (the current graph's version stays: new
+/// conversations start on it); chatbots edited within `settled` wait for a later
+/// round. Two statements, whatever the number of versions: the chatbots that have
+/// such versions, with their graphs (hashed here, as the turn stage hashes them),
+/// then one delete that checks the live contexts again.
+pub async fn purge_versions(pool: &PgPool, settled: Duration) -> Result<u64, sqlx::Error> {
+    let chatbots = versions::purgeable(pool, settled).await?;
+    if chatbots.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<uuid::Uuid> = chatbots.iter().map(|c| c.id).collect();
+    let current: Vec<String> = chatbots
+        .iter()
+        .map(|c| crate::engine::version::hash(&c.nodes, &c.edges, c.metadata.as_ref()))
+        .collect();
+    let purged = versions::purge(pool, &ids, &current, settled).await?;
+    if purged > 0 {
+        tracing::info!(versions = purged, "purged chatbot versions no conversation needs");
+    }
+    Ok(purged)
 }
