@@ -116,7 +116,7 @@ pub async fn run(config: Config, cmd: ChatbotCommand) -> anyhow::Result<ExitCode
 }
 
 /// `wabot chatbot versions`: one line per version, the current graph marked.
-pub fn render_versions(
+fn render_versions(
     chatbot: &store::chatbots::ChatbotRow,
     versions: &[store::versions::VersionSummary],
 ) -> String {

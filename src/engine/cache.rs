@@ -84,7 +84,9 @@ impl<S> ChatbotCache<S> {
     }
 
     /// Stores a compiled version. `unstored` is its content when it may not be in
-    /// the database yet; a version already known stored stays so.
+    /// the database (any more: maintenance may have purged a version this process
+    /// still holds, after it stopped being current); `None` when it was just read
+    /// from there.
     pub fn insert(
         &self,
         id: Uuid,
@@ -98,9 +100,7 @@ impl<S> ChatbotCache<S> {
         let key = (id, hash.to_owned());
         if let Some(entry) = inner.entries.get_mut(&key) {
             entry.used = used;
-            if entry.unstored.is_some() {
-                entry.unstored = unstored;
-            }
+            entry.unstored = unstored;
             return;
         }
         if inner.entries.len() >= self.capacity {

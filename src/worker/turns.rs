@@ -950,20 +950,7 @@ impl TurnStage {
         let bot = match self.cache.get(row.id, &hash) {
             Some(cached) => cached.chatbot,
             None => match engine::compile(&row.to_doc()) {
-                Ok((bot, _warnings)) => {
-                    let bot = Arc::new(bot.with_version(hash.clone()));
-                    let version = VersionRow {
-                        chatbot_id: row.id,
-                        hash: hash.clone(),
-                        name: row.name,
-                        nodes: row.nodes,
-                        edges: row.edges,
-                        metadata: row.metadata,
-                    };
-                    self.cache
-                        .insert(row.id, &hash, bot.clone(), Some(Arc::new(version)));
-                    bot
-                }
+                Ok((bot, _warnings)) => Arc::new(bot.with_version(hash.clone())),
                 Err(errors) => {
                     let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
                     tracing::error!(chatbot = %row.id, ?errors, "the chatbot does not compile");
@@ -971,6 +958,19 @@ impl TurnStage {
                 }
             },
         };
+        // Written again (or for the first time) by the next turn that pins a context
+        // to it: the graph may be an old one the editor went back to, whose version
+        // maintenance purged while it was not current. Once per edit and process.
+        let version = VersionRow {
+            chatbot_id: row.id,
+            hash: hash.clone(),
+            name: row.name,
+            nodes: row.nodes,
+            edges: row.edges,
+            metadata: row.metadata,
+        };
+        self.cache
+            .insert(row.id, &hash, bot.clone(), Some(Arc::new(version)));
         self.cache.set_current(row.id, row.updated_at, &hash);
         Some(bot)
     }

@@ -354,25 +354,45 @@ async fn a_conversation_cannot_have_two_active_contexts() {
 }
 
 #[tokio::test]
-async fn the_cache_serves_a_version_until_updated_at_changes() {
+async fn the_cache_serves_versions_by_hash_and_the_current_one_by_updated_at() {
     let doc = ChatbotDoc::from_json(&read_json(&fixture("order-status.json"))).expect("doc");
     let bot = Arc::new(compile(&doc).expect("compiles").0);
-    let cache = ChatbotCache::new(2);
+    let cache: ChatbotCache<&'static str> = ChatbotCache::new(2);
     let id = Uuid::new_v4();
     let v1 = Utc::now();
-    assert!(cache.get(id, v1).is_none());
-    cache.insert(id, v1, bot.clone());
-    assert!(cache.get(id, v1).is_some_and(|b| Arc::ptr_eq(&b, &bot)));
+    assert!(cache.get(id, "h1").is_none());
+    cache.insert(id, "h1", bot.clone(), Some(Arc::new("content")));
     assert!(
-        cache.get(id, v1 + chrono::Duration::seconds(1)).is_none(),
+        cache.current(id, v1).is_none(),
+        "not known as the row's graph yet"
+    );
+    cache.set_current(id, v1, "h1");
+    let hit = cache.current(id, v1).expect("the current version");
+    assert!(Arc::ptr_eq(&hit.chatbot, &bot));
+    assert_eq!(hit.hash, "h1");
+    assert_eq!(hit.unstored.as_deref(), Some(&"content"));
+    assert!(
+        cache.current(id, v1 + chrono::Duration::seconds(1)).is_none(),
         "a newer updatedAt misses"
     );
-    cache.insert(Uuid::new_v4(), v1, bot.clone());
-    cache.get(id, v1);
-    cache.insert(Uuid::new_v4(), v1, bot.clone());
+    // A pinned version stays served whatever the row holds now.
+    assert!(cache.get(id, "h1").is_some());
+    cache.stored(id, "h1");
+    assert!(cache.get(id, "h1").unwrap().unstored.is_none());
+
+    cache.insert(Uuid::new_v4(), "h2", bot.clone(), None);
+    cache.get(id, "h1");
+    cache.insert(Uuid::new_v4(), "h3", bot.clone(), None);
     assert_eq!(cache.len(), 2);
     assert!(
-        cache.get(id, v1).is_some(),
+        cache.get(id, "h1").is_some(),
         "the least recently used entry went, not this one"
+    );
+    cache.insert(Uuid::new_v4(), "h4", bot.clone(), None);
+    cache.insert(Uuid::new_v4(), "h5", bot.clone(), None);
+    assert!(cache.get(id, "h1").is_none());
+    assert!(
+        cache.current(id, v1).is_none(),
+        "an evicted version is no chatbot's current one"
     );
 }

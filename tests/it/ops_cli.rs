@@ -22,7 +22,7 @@ const ROW_VERIFY_TOKEN: &str = "row-verify-token-secret";
 
 /// Runs the built binary against `database_url` in an empty directory (no
 /// `wabot.toml`), with no fallback credentials in its environment.
-fn wabot(database_url: &str, args: &[&str]) -> Output {
+pub fn wabot(database_url: &str, args: &[&str]) -> Output {
     let dir = tempfile::tempdir().expect("a temporary directory");
     Command::new(env!("CARGO_BIN_EXE_wabot"))
         .args(args)

@@ -4,6 +4,7 @@
 mod conversations;
 mod people;
 mod reliability;
+mod versions;
 
 use std::time::Duration;
 
