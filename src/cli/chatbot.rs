@@ -120,11 +120,8 @@ fn render_versions(
     chatbot: &store::chatbots::ChatbotRow,
     versions: &[store::versions::VersionSummary],
 ) -> String {
-    let current = crate::engine::version::hash(
-        &chatbot.nodes,
-        &chatbot.edges,
-        chatbot.metadata.as_ref(),
-    );
+    let current =
+        crate::engine::version::hash(&chatbot.nodes, &chatbot.edges, chatbot.metadata.as_ref());
     let short = |hash: &str| hash.chars().take(12).collect::<String>();
     let mut out = format!(
         "{} ({}): {}\n",

@@ -127,7 +127,10 @@ pub async fn purge_versions(pool: &PgPool, settled: Duration) -> Result<u64, sql
         .collect();
     let purged = versions::purge(pool, &ids, &current, settled).await?;
     if purged > 0 {
-        tracing::info!(versions = purged, "purged chatbot versions no conversation needs");
+        tracing::info!(
+            versions = purged,
+            "purged chatbot versions no conversation needs"
+        );
     }
     Ok(purged)
 }

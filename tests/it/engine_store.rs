@@ -372,7 +372,9 @@ async fn the_cache_serves_versions_by_hash_and_the_current_one_by_updated_at() {
     assert_eq!(hit.hash, "h1");
     assert_eq!(hit.unstored.as_deref(), Some(&"content"));
     assert!(
-        cache.current(id, v1 + chrono::Duration::seconds(1)).is_none(),
+        cache
+            .current(id, v1 + chrono::Duration::seconds(1))
+            .is_none(),
         "a newer updatedAt misses"
     );
     // A pinned version stays served whatever the row holds now.

@@ -39,11 +39,13 @@ fn edited(original: &Value) -> (Value, Value) {
             _ => {}
         }
     }
-    nodes.push(json!({"id": "menu-v2", "type": "question", "position": {"x": 0, "y": 200},
+    nodes.push(
+        json!({"id": "menu-v2", "type": "question", "position": {"x": 0, "y": 200},
         "data": {"type": "question", "label": "Menu", "questionType": "buttons",
                  "content": "Pick one:", "variable": "menu_selection",
                  "buttons": [{"id": "btn_hours", "title": "Hours"},
-                             {"id": "btn_prices", "title": "Prices"}]}}));
+                             {"id": "btn_prices", "title": "Prices"}]}}),
+    );
     let edges = json!([
         {"id": "e1", "source": "start", "target": "welcome"},
         {"id": "e2b", "source": "welcome", "target": "menu-v2"},
@@ -152,13 +154,13 @@ async fn a_conversation_finishes_on_the_version_it_started_on_after_an_edit_dele
     let replies = engine.replies(4, 2).await;
     assert_eq!(replies[0].to(), Some(OTHER));
     assert_eq!(replies[0].text(), Some("Welcome to the new help line."));
-    assert_eq!(
-        replies[1].body["interactive"]["body"]["text"],
-        "Pick one:"
-    );
+    assert_eq!(replies[1].body["interactive"]["body"]["text"], "Pick one:");
     assert_eq!(pinned(pool, OTHER).await, v2);
     let (status, node, _) = active_context(pool).await.expect("waiting");
-    assert_eq!((status.as_str(), node.as_str()), ("waiting_input", "menu-v2"));
+    assert_eq!(
+        (status.as_str(), node.as_str()),
+        ("waiting_input", "menu-v2")
+    );
 
     // Both versions are kept, newest first, with the live conversation on each.
     assert_eq!(
@@ -187,7 +189,10 @@ async fn a_conversation_finishes_on_the_version_it_started_on_after_an_edit_dele
     let listing = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = listing.lines().collect();
     assert_eq!(lines[0], format!("Support Menu ({bot}): 2 versions"));
-    assert!(lines[1].contains("VERSION") && lines[1].contains("LIVE"), "{listing}");
+    assert!(
+        lines[1].contains("VERSION") && lines[1].contains("LIVE"),
+        "{listing}"
+    );
     assert!(
         lines[2].starts_with(&format!("  {}", &v2[..12])) && lines[2].ends_with("1  current"),
         "{listing}"
@@ -232,7 +237,11 @@ async fn a_conversation_finishes_on_the_version_it_started_on_after_an_edit_dele
         "button_reply": {"id": "btn_prices", "title": "Prices"}}});
     let response = engine
         .app
-        .post_webhook(&crate::webhook::messages_webhook(OTHER, "Other", vec![answer]))
+        .post_webhook(&crate::webhook::messages_webhook(
+            OTHER,
+            "Other",
+            vec![answer],
+        ))
         .await;
     assert_eq!(response.status(), 200);
     let replies = engine.replies(6, 2).await;
