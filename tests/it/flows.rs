@@ -204,6 +204,68 @@ async fn an_error_notification_is_acknowledged() {
 }
 
 #[tokio::test]
+async fn a_flow_token_finds_its_node_in_the_version_its_context_runs_on_after_an_edit() {
+    let app = spawn_flows_app(900).await;
+    let pool = &app.pool;
+    let (_fake, token) = cascade(&app, "META_FLOW_PINNED").await;
+    let context = Uuid::parse_str(token.split(':').next().unwrap()).unwrap();
+    // The context is pinned to the graph it started on, as the turn stage leaves it.
+    let (chatbot, nodes, edges): (Uuid, Value, Value) = sqlx::query_as(
+        "SELECT b.id, b.nodes, b.edges FROM chatbots b \
+         JOIN conversation_contexts c ON c.\"chatbotId\" = b.id WHERE c.id = $1",
+    )
+    .bind(context)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let hash = wabot::engine::version::hash(&nodes, &edges, None);
+    sqlx::query(
+        "INSERT INTO wabot_chatbot_versions (chatbot_id, hash, name, nodes, edges) \
+         VALUES ($1, $2, 'flows bot', $3, $4)",
+    )
+    .bind(chatbot)
+    .bind(&hash)
+    .bind(&nodes)
+    .bind(&edges)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE conversation_contexts \
+         SET variables = jsonb_build_object('__wabot', jsonb_build_object('version', $2::text)) \
+         WHERE id = $1",
+    )
+    .bind(context)
+    .bind(&hash)
+    .execute(pool)
+    .await
+    .unwrap();
+    // The editor deletes the Flow node.
+    sqlx::query(
+        "UPDATE chatbots SET nodes = '[{\"id\": \"start-1\", \"type\": \"start\", \"data\": {}}]', \
+                \"updatedAt\" = now() WHERE id = $1",
+    )
+    .bind(chatbot)
+    .execute(pool)
+    .await
+    .unwrap();
+
+    let init = json!({"version": "3.0", "action": "INIT", "flow_token": token});
+    let (status, answer) = exchange(&app, init.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["screen"], "BRAND_SCREEN");
+
+    // Without its version the token would name a node the chatbot no longer has.
+    sqlx::query("UPDATE conversation_contexts SET variables = '{}' WHERE id = $1")
+        .bind(context)
+        .execute(pool)
+        .await
+        .unwrap();
+    let (status, _) = exchange(&app, init).await;
+    assert_eq!(status, 427);
+}
+
+#[tokio::test]
 async fn an_unknown_or_finished_flow_token_gets_427() {
     let app = spawn_flows_app(900).await;
     let (_, token) = cascade(&app, "META_FLOW_DEAD").await;
