@@ -125,13 +125,15 @@ fn chatbot(api: &str, connection: &str) -> Value {
 }
 
 /// Every row of every table, as text, except the tables that hold the configuration
-/// the secrets were typed into.
+/// the secrets were typed into (`wabot_chatbot_versions` is the chatbot's graph as
+/// the editor saved it, kept while a conversation runs on it).
 async fn stored_rows(pool: &PgPool) -> String {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables \
          WHERE table_schema = 'public' AND table_type = 'BASE TABLE' \
-           AND table_name NOT IN ('chatbots', 'data_sources', 'data_source_connections', \
-                                  'whatsapp_config', '_sqlx_migrations')",
+           AND table_name NOT IN ('chatbots', 'wabot_chatbot_versions', 'data_sources', \
+                                  'data_source_connections', 'whatsapp_config', \
+                                  '_sqlx_migrations')",
     )
     .fetch_all(pool)
     .await
