@@ -84,6 +84,44 @@ mod tests {
     }
 
     #[test]
+    fn a_context_started_on_a_named_version_is_pinned_to_it_for_its_life() {
+        use crate::engine::{compile_json, Context, ContextStatus, Customer};
+        let doc = json!({"name": "t",
+            "nodes": [{"id": "s", "type": "start", "data": {"type": "start"}},
+                      {"id": "m", "type": "message", "data": {"type": "message", "content": "hi"}}],
+            "edges": [{"id": "e", "source": "s", "target": "m"}]});
+        let (bot, _) = compile_json(&doc).unwrap();
+        let start = |bot: &crate::engine::CompiledChatbot| {
+            Context::start(
+                uuid::Uuid::nil(),
+                uuid::Uuid::nil(),
+                uuid::Uuid::nil(),
+                bot,
+                &Customer::default(),
+            )
+        };
+        assert_eq!(
+            start(&bot).version(),
+            None,
+            "a file's chatbot has no version"
+        );
+        let version = hash(&doc["nodes"], &doc["edges"], None);
+        let bot = bot.with_version(version.clone());
+        let mut context = start(&bot);
+        assert_eq!(context.version(), Some(version.clone()));
+        // wabot's other bookkeeping comes and goes; the version stays.
+        let mut state = context.state();
+        state.retries = 2;
+        context.set_state(&state);
+        context.finish(
+            ContextStatus::Completed,
+            "flow_completed",
+            chrono::Utc::now(),
+        );
+        assert_eq!(context.version(), Some(version));
+    }
+
+    #[test]
     fn any_change_of_content_is_a_new_version() {
         let nodes = json!([{"id": "s", "data": {"type": "start"}}]);
         let edges = json!([{"id": "e", "source": "s", "target": "m"}]);
