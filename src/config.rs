@@ -249,6 +249,9 @@ pub struct SessionConfig {
     /// `WABOT_HANDOVER_IDLE_SECS`: an agent silent this long gives the conversation
     /// back to the bot (and a request for a person nobody took expires).
     pub handover_idle_secs: u64,
+    /// `WABOT_MARK_READ`: when a turn starts for a customer's message, mark it read
+    /// and show the typing indicator (one Graph call, never retried).
+    pub mark_read: bool,
 }
 
 impl Default for SessionConfig {
@@ -265,6 +268,7 @@ impl Default for SessionConfig {
                 .to_owned(),
             opt_in_message: "You are subscribed again. Reply STOP to stop.".to_owned(),
             handover_idle_secs: 30 * 60,
+            mark_read: true,
         }
     }
 }
@@ -630,6 +634,7 @@ impl Config {
             "WABOT_HANDOVER_IDLE_SECS",
             &mut self.session.handover_idle_secs,
         )?;
+        set_parsed(env, "WABOT_MARK_READ", &mut self.session.mark_read)?;
         Ok(())
     }
 

@@ -117,6 +117,10 @@ fn describe() {
         "Contexts ended by a loop guard (steps per turn / sends per turn)"
     );
     describe_counter!(
+        "wabot_read_receipts_total",
+        "Read receipts with the typing indicator by result (sent, failed, skipped: too many in flight)"
+    );
+    describe_counter!(
         "wabot_sends_total",
         "Send attempts by result (sent, retry, failed, held, lease_lost, window_closed, opted_out)"
     );
@@ -280,6 +284,12 @@ pub fn turn_latency(since: Duration) {
 }
 
 // ---- sends ----------------------------------------------------------------------
+
+/// A read receipt with the typing indicator: `sent`, `failed` (not retried),
+/// `skipped` (too many in flight).
+pub fn read_receipt(result: &'static str) {
+    counter!("wabot_read_receipts_total", "result" => result).increment(1);
+}
 
 /// One send attempt's result: `sent`, `retry`, `failed`, `held`, `lease_lost`,
 /// `window_closed`, `opted_out` (a business-initiated message to a customer who

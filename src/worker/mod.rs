@@ -20,6 +20,7 @@
 pub mod ingest;
 pub mod monitor;
 pub mod rate_limit;
+pub mod receipts;
 pub mod recovery;
 pub mod retention;
 pub mod sender;

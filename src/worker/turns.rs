@@ -46,6 +46,7 @@ use crate::store::turns::{
 use crate::store::versions::VersionRow;
 use crate::whatsapp::outbound;
 use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
+use crate::worker::receipts::Receipts;
 use crate::worker::sender::SendSink;
 use crate::worker::{spawn_killable, AppContext, Leases};
 
@@ -187,6 +188,8 @@ pub struct TurnStage {
     candidates: std::sync::Mutex<Option<(String, Arc<Vec<store::chatbots::Candidate>>)>>,
     /// The session rules (opt-out words, the handover's idle time).
     rules: Rules,
+    /// Read receipts and the typing indicator (`WABOT_MARK_READ`).
+    receipts: Receipts,
 }
 
 impl TurnStage {
@@ -206,6 +209,11 @@ impl TurnStage {
             cache: ChatbotCache::new(config.engine.chatbot_cache_size),
             limits: EngineLimits::from_config(&config.engine, config.datasource.max_timeout_ms),
             rules: Rules::new(&config.session),
+            receipts: Receipts::new(
+                ctx.graph.clone(),
+                ctx.credentials.clone(),
+                config.session.mark_read,
+            ),
             ctx,
             leases,
             sink,
@@ -538,6 +546,13 @@ impl TurnStage {
         let business_initiated = matches!(input, Input::Timer { .. });
         let skip_word = session::is_skip_word(input);
         let decision = session::decide(&self.rules, &state, input, now);
+        if let (Input::Message(_), false) = (input, matches!(decision, Decision::Skip(_))) {
+            // The bot answers this message: the customer sees it read and the bot
+            // typing while the turn runs (in the background; never retried).
+            if let Some(wamid) = work.raw.as_ref().and_then(|raw| raw["id"].as_str()) {
+                self.receipts.mark(wamid);
+            }
+        }
         let (context, chatbot, event) = match decision {
             Decision::Skip(why) => return skip(effects, why, None),
             Decision::OptOut { confirm } | Decision::OptIn { confirm } => {

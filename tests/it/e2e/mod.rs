@@ -3,6 +3,7 @@
 
 mod conversations;
 mod people;
+mod receipts;
 mod reliability;
 mod versions;
 

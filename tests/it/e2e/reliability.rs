@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::helpers::{spawn_on_pool, test_config};
-use crate::support_graph::Failure;
+use crate::support_graph::{Failure, Outcome};
 
 fn echo_bot() -> Value {
     load_json(std::path::Path::new(concat!(
@@ -101,7 +101,7 @@ async fn throttling_server_errors_and_timeouts_delay_replies_but_never_lose_or_d
         .graph
         .requests()
         .iter()
-        .filter(|r| r.wamid().is_none())
+        .filter(|r| matches!(r.outcome, Outcome::Injected(_)))
         .count();
     assert_eq!(failures, 4, "every injected failure was met and retried");
     eventually(&engine.app.pool, UNSENT, 0).await;
