@@ -609,11 +609,24 @@ fn describe_inbound(inbound: &Inbound, db_type: &str) -> String {
         Inbound::ListReply { id, title } => format!("[list row {id}] {title}"),
         Inbound::QuickReply { payload, text } => format!("[quick reply {payload}] {text}"),
         Inbound::FlowReply { response_json } => format!("[Flow reply] {response_json}"),
-        Inbound::Media { caption } => match caption {
+        Inbound::Media(m) => match &m.caption {
             Some(c) => format!("[{db_type}] {c}"),
             None => format!("[{db_type}]"),
         },
-        Inbound::Other => format!("[{db_type}]"),
+        Inbound::Location {
+            latitude,
+            longitude,
+            name,
+            ..
+        } => format!(
+            "[location {}, {}] {}",
+            latitude.unwrap_or_default(),
+            longitude.unwrap_or_default(),
+            name.as_deref().unwrap_or_default()
+        )
+        .trim_end()
+        .to_owned(),
+        Inbound::Contacts { .. } | Inbound::Other { .. } => format!("[{db_type}]"),
     }
 }
 

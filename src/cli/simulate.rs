@@ -16,8 +16,8 @@ use crate::egress::rest_api::{HttpOptions, ReqwestHttp};
 use crate::engine::compile::matches_keyword;
 use crate::engine::context::reason;
 use crate::engine::{
-    compile, run_turn, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event,
-    FlowAction, Outgoing,
+    compile, run_turn, AnswerKind, CompiledChatbot, Context, ContextStatus, Customer,
+    EngineLimits, Event, FlowAction, Inbound, MediaMessage, Outgoing,
 };
 use crate::session::{self, Decision, Input, Rules, Skip};
 
@@ -43,7 +43,8 @@ pub struct SimulateArgs {
 }
 
 const HELP: &str = "Type an answer; a number picks a button or list row. Commands: /flow {json} \
-                    answers a Flow, /timeout lets the wait run out, /vars shows the variables, \
+                    answers a Flow, /location LAT LNG [NAME] shares a location, /image \
+                    [CAPTION] sends a photo, /timeout lets the wait run out, /vars shows the variables, \
                     /restart starts over, /quit ends.";
 
 pub async fn run(config: Config, args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -220,7 +221,32 @@ impl Simulator {
             }
             return true;
         }
-        let event = if let Some(json) = line.strip_prefix("/flow") {
+        let event = if let Some(rest) = line.strip_prefix("/location") {
+            let mut parts = rest.split_whitespace();
+            let mut number = || parts.next().and_then(|v| v.trim_end_matches(',').parse().ok());
+            let (latitude, longitude) = (number(), number());
+            let name: Vec<&str> = parts.collect();
+            Inbound::Location {
+                latitude,
+                longitude,
+                name: (!name.is_empty()).then(|| name.join(" ")),
+                address: None,
+            }
+            .into_event()
+        } else if let Some(caption) = line.strip_prefix("/image") {
+            let caption = caption.trim();
+            Inbound::Media(MediaMessage {
+                kind: AnswerKind::Image,
+                caption: (!caption.is_empty()).then(|| caption.to_owned()),
+                mime_type: Some("image/jpeg".to_owned()),
+                media_id: Some("simulated".to_owned()),
+                sha256: None,
+                filename: None,
+                voice: None,
+                stored: None,
+            })
+            .into_event()
+        } else if let Some(json) = line.strip_prefix("/flow") {
             let response = serde_json::from_str(json.trim())
                 .unwrap_or_else(|_| Value::Object(Default::default()));
             Event::FlowReply {
@@ -238,16 +264,19 @@ impl Simulator {
                     text: None,
                     button_id: None,
                     list_row_id: Some(id),
+                    answer: None,
                 },
                 Some((id, false)) => Event::InboundMessage {
                     text: None,
                     button_id: Some(id),
                     list_row_id: None,
+                    answer: None,
                 },
                 None => Event::InboundMessage {
                     text: Some(line.to_owned()),
                     button_id: None,
                     list_row_id: None,
+                    answer: None,
                 },
             }
         };
@@ -418,6 +447,35 @@ impl Simulator {
                     screen.as_deref().unwrap_or("-"),
                     data.as_ref().map(Value::to_string).unwrap_or_else(|| "-".into())
                 );
+            }
+            Outgoing::Media {
+                media,
+                link,
+                id,
+                caption,
+                filename,
+            } => {
+                let source = link.as_deref().or(id.as_deref()).unwrap_or_default();
+                let mut line = format!("bot> [{}] {source}", media.as_str());
+                for extra in [filename, caption].into_iter().flatten() {
+                    line.push_str(" · ");
+                    line.push_str(extra);
+                }
+                println!("{line}");
+            }
+            Outgoing::CtaUrl {
+                header,
+                body,
+                footer,
+                button,
+                url,
+            } => {
+                framed(header, body, footer);
+                println!("     [{button}] → {url}");
+            }
+            Outgoing::LocationRequest { body } => {
+                println!("bot> {}", body.replace('\n', "\n     "));
+                println!("     [Send location] answer with /location LAT LNG [NAME]");
             }
         }
     }

@@ -67,6 +67,10 @@ pub mod reason {
     /// A buttons or list question with no `default` and no `exhausted` edge was
     /// answered with something other than its choices more times than it asks again.
     pub const NO_PATH_FOR_TYPED_TEXT: &str = "no_path_for_typed_text";
+    /// The customer sent a kind of message the engine cannot read (an order, a
+    /// message Meta could not deliver, a type newer than wabot) more times than the
+    /// question asks again.
+    pub const UNSUPPORTED_MESSAGE: &str = "unsupported_message";
     pub const TIMEOUT: &str = "timeout";
     pub const EXPIRED: &str = "expired";
     pub const RESTARTED: &str = "restarted";

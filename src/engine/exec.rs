@@ -8,13 +8,14 @@ use serde_json::{json, Map, Value};
 use super::compile::{CompiledChatbot, Node};
 use super::condition;
 use super::context::{reason, Context, ContextStatus, EngineState};
-use super::event::Event;
+use super::event::{Answer, AnswerKind, Event};
 use super::http::{HttpClient, HttpError, HttpRequest, CONNECTION_SCHEME};
 use super::limits::{
-    cut, EngineLimits, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX, TEXT_BODY_MAX,
+    cut, EngineLimits, CAPTION_MAX, CTA_BUTTON_MAX, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX,
+    TEXT_BODY_MAX,
 };
-use super::node::{FlowNode, NodeKind, QuestionNode, QuestionType};
-use super::outgoing::Outgoing;
+use super::node::{FlowNode, MessageNode, NodeKind, QuestionNode, QuestionType};
+use super::outgoing::{MediaType, Outgoing};
 use super::question::{self, navigation_page, page_variable};
 use super::rest;
 use super::vars::{assign, render, render_value, scrub_nul, scrub_nul_text};
@@ -116,6 +117,7 @@ impl<H: HttpClient> Turn<'_, H> {
                 text,
                 button_id,
                 list_row_id,
+                answer,
             } => {
                 let typed = text
                     .as_deref()
@@ -139,7 +141,8 @@ impl<H: HttpClient> Turn<'_, H> {
                 match status {
                     ContextStatus::WaitingInput => {
                         self.handled(current);
-                        self.answer(current, text, button_id, list_row_id).await
+                        self.answer(current, text, button_id, list_row_id, answer)
+                            .await
                     }
                     ContextStatus::WaitingFlow if typed.is_some_and(is_skip_word) => {
                         self.handled(current);
@@ -292,9 +295,8 @@ impl<H: HttpClient> Turn<'_, H> {
                 Step::To(self.bot.next(index, None))
             }
             NodeKind::Message(m) => {
-                let body = cut(&render(&m.content, vars), TEXT_BODY_MAX);
-                self.sends.push(Outgoing::Text { body });
-                self.record(index, json!({}));
+                let output = self.message(m);
+                self.record(index, output);
                 self.ctx.node_history.push(node.id.clone());
                 if node.handover {
                     self.ask_for_person(Some(index));
@@ -389,6 +391,79 @@ impl<H: HttpClient> Turn<'_, H> {
         }
     }
 
+    /// Sends a message node's text, media or CTA URL message; returns its output
+    /// (`{}`, or why a media or CTA link could not be sent).
+    fn message(&mut self, m: &MessageNode) -> Value {
+        let vars = &self.ctx.variables;
+        let text = |t: &str| render(t, vars);
+        if let Some(cta) = &m.cta {
+            let url = text(&cta.url).trim().to_owned();
+            if let Err(error) = web_link(&url) {
+                return self.unsendable("ctaUrl.url", error);
+            }
+            let body = text(cta.text.as_deref().unwrap_or(&m.content));
+            self.sends.push(Outgoing::CtaUrl {
+                header: cta.header.as_deref().map(|h| cut(&text(h), HEADER_MAX)),
+                body: cut(&body, INTERACTIVE_BODY_MAX),
+                footer: cta.footer.as_deref().map(|f| cut(&text(f), FOOTER_MAX)),
+                button: cut(&text(&cta.button), CTA_BUTTON_MAX),
+                url,
+            });
+            return json!({});
+        }
+        let Some(media) = &m.media else {
+            let body = cut(&text(&m.content), TEXT_BODY_MAX);
+            self.sends.push(Outgoing::Text { body });
+            return json!({});
+        };
+        // The text goes first, then the media: a caption belongs to the media alone.
+        let body = cut(&text(&m.content), TEXT_BODY_MAX);
+        let link = media.link.as_deref().map(|l| text(l).trim().to_owned());
+        let id = media.id.as_deref().map(|i| text(i).trim().to_owned());
+        let checked = match (&link, &id) {
+            (Some(link), _) => web_link(link),
+            (None, Some(id)) if id.is_empty() || id.contains("{{") => {
+                Err(format!("the media id `{id}` is empty or names an unknown variable"))
+            }
+            _ => Ok(()),
+        };
+        let media_send = checked.map(|()| Outgoing::Media {
+            media: media.kind,
+            link,
+            id,
+            caption: media
+                .caption
+                .as_deref()
+                .filter(|_| media.kind.takes_caption())
+                .map(|c| cut(&text(c), CAPTION_MAX))
+                .filter(|c| !c.trim().is_empty()),
+            filename: media
+                .filename
+                .as_deref()
+                .filter(|_| media.kind == MediaType::Document)
+                .map(|f| text(f))
+                .filter(|f| !f.trim().is_empty()),
+        });
+        if !body.trim().is_empty() {
+            self.sends.push(Outgoing::Text { body });
+        }
+        match media_send {
+            Ok(send) => {
+                self.sends.push(send);
+                json!({})
+            }
+            Err(error) => self.unsendable("media", error),
+        }
+    }
+
+    /// A media or CTA link that is no URL once its variables are filled in: Meta
+    /// would refuse the message for good, so it is not sent, and the node's output
+    /// says why; the conversation goes on.
+    fn unsendable(&self, field: &str, error: String) -> Value {
+        tracing::info!(node = %self.ctx.current_node_id, field, %error, "message not sent");
+        json!({"success": false, "error": format!("{field}: {error}")})
+    }
+
     fn flow_message(&self, node: &Node, f: &FlowNode) -> Outgoing {
         let vars = &self.ctx.variables;
         Outgoing::Flow {
@@ -464,6 +539,7 @@ impl<H: HttpClient> Turn<'_, H> {
         text: Option<String>,
         button_id: Option<String>,
         list_row_id: Option<String>,
+        answer: Option<Answer>,
     ) {
         let NodeKind::Question(q) = &self.bot.node(index).kind else {
             // The chatbot changed under a waiting context; carry on from this node.
@@ -473,7 +549,7 @@ impl<H: HttpClient> Turn<'_, H> {
         let typed = button_id.is_none() && list_row_id.is_none();
         if typed && text.as_deref().is_some_and(is_skip_word) {
             self.record(index, json!({"skipped": true}));
-            if q.question_type == QuestionType::Text {
+            if !q.question_type.has_choices() {
                 self.leave(index, None).await;
                 return;
             }
@@ -501,28 +577,54 @@ impl<H: HttpClient> Turn<'_, H> {
                 return;
             }
         }
+        let choices = q.question_type.has_choices();
+        let kind = answer.as_ref().map(|a| a.kind);
         // `as_text`: a reply of the other kind than the question offers (a typed text,
-        // a caption, a list row at a buttons question) is typed text to it.
-        let (answer, handle, as_text) = match (q.question_type, &button_id, &list_row_id) {
-            (QuestionType::Buttons, Some(id), _) | (QuestionType::List, _, Some(id)) => {
-                (id.clone(), Some(id.as_str()), false)
+        // media, a location, a list row at a buttons question) is typed text to it.
+        let (response, handle, as_text) =
+            match (q.question_type, &button_id, &list_row_id, answer) {
+                (QuestionType::Buttons, Some(id), _, _) | (QuestionType::List, _, Some(id), _) => {
+                    (Value::String(id.clone()), Some(id.as_str()), false)
+                }
+                (_, _, _, Some(a)) => (a.value, choices.then_some("default"), choices),
+                (QuestionType::Text | QuestionType::Location, _, _, None) => match &text {
+                    Some(t) => (Value::String(t.clone()), None, false),
+                    None => return,
+                },
+                _ => match &text {
+                    Some(t) => (Value::String(t.clone()), Some("default"), true),
+                    None => return,
+                },
+            };
+        // A message the engine cannot read is asked again, or sent by `default` at
+        // a choice question, and the node's output says why.
+        let unsupported = kind == Some(AnswerKind::Unsupported);
+        let checked = match kind {
+            Some(kind) if !choices || (q.validation.is_some() && !unsupported) => {
+                question::check_kind(q, kind)
             }
-            (QuestionType::Text, _, _) => match &text {
-                Some(t) => (t.clone(), None, false),
-                None => return,
-            },
-            _ => match &text {
-                Some(t) => (t.clone(), Some("default"), true),
-                None => return,
-            },
+            Some(_) => Ok(()),
+            None if typed || q.question_type == QuestionType::Location => {
+                question::check_text(q, text.as_deref().unwrap_or_default())
+            }
+            None => Ok(()),
         };
-        if let (true, Some(validation)) = (typed, &q.validation) {
-            if let Err(prompt) = question::check(validation, &answer) {
-                let prompt = Some(prompt.as_str());
-                self.reject(index, q, prompt, answer, reason::VALIDATION_FAILED)
-                    .await;
-                return;
+        if let Err(prompt) = checked {
+            let why = if unsupported {
+                reason::UNSUPPORTED_MESSAGE
+            } else {
+                reason::VALIDATION_FAILED
+            };
+            if let Some(kind) = kind {
+                self.record(
+                    index,
+                    json!({"success": false, "userResponse": response,
+                           "messageType": kind.as_str(), "error": why}),
+                );
             }
+            self.reject(index, q, Some(prompt.as_str()), response, why)
+                .await;
+            return;
         }
         let next = self.bot.next(index, handle);
         // Typed text, or a tap on an older message's choice, that leads nowhere.
@@ -533,16 +635,32 @@ impl<H: HttpClient> Turn<'_, H> {
         // when there is no next node, so an ordinary answer pays nothing for it.
         if next.is_none() && (as_text || handle.is_some_and(|id| !q.offers(id))) {
             let prompt = q.invalid_choice_message.as_deref();
-            self.reject(index, q, prompt, answer, reason::NO_PATH_FOR_TYPED_TEXT)
-                .await;
+            let why = if unsupported {
+                reason::UNSUPPORTED_MESSAGE
+            } else {
+                reason::NO_PATH_FOR_TYPED_TEXT
+            };
+            if let Some(kind) = kind {
+                self.record(
+                    index,
+                    json!({"success": false, "userResponse": response,
+                           "messageType": kind.as_str(), "error": why}),
+                );
+            }
+            self.reject(index, q, prompt, response, why).await;
             return;
         }
-        self.store_answer(index, q, &answer);
-        self.record(
-            index,
-            json!({"userResponse": answer, "buttonId": button_id, "listRowId": list_row_id,
-                   "outputVariable": self.bot.node(index).var_name}),
-        );
+        self.store_answer(index, q, &response);
+        let mut output = json!({"userResponse": response, "buttonId": button_id,
+                                "listRowId": list_row_id,
+                                "outputVariable": self.bot.node(index).var_name});
+        if let Some(kind) = kind {
+            output["messageType"] = json!(kind.as_str());
+        }
+        if unsupported {
+            output["reason"] = json!(reason::UNSUPPORTED_MESSAGE);
+        }
+        self.record(index, output);
         self.leave_to(index, next).await;
     }
 
@@ -555,7 +673,7 @@ impl<H: HttpClient> Turn<'_, H> {
         index: NodeIndex,
         q: &QuestionNode,
         prompt: Option<&str>,
-        answer: String,
+        answer: Value,
         why: &'static str,
     ) {
         self.state.retries += 1;
@@ -565,7 +683,8 @@ impl<H: HttpClient> Turn<'_, H> {
                     body: cut(&render(prompt, &self.ctx.variables), TEXT_BODY_MAX),
                 });
             }
-            if matches!(q.question_type, QuestionType::Buttons | QuestionType::List) {
+            // A location question re-sends its button too: the customer needs it.
+            if q.question_type != QuestionType::Text {
                 self.sends.push(question::ask(q, &self.ctx.variables));
             }
             self.wait(ContextStatus::WaitingInput, q.timeout_secs);
@@ -587,17 +706,13 @@ impl<H: HttpClient> Turn<'_, H> {
         }
     }
 
-    fn store_answer(&mut self, index: NodeIndex, q: &QuestionNode, answer: &str) {
+    fn store_answer(&mut self, index: NodeIndex, q: &QuestionNode, answer: &Value) {
         let vars = &mut self.ctx.variables;
         if let Some(name) = &self.bot.node(index).var_name {
-            assign(
-                vars,
-                &format!("{name}.response"),
-                Value::String(answer.to_owned()),
-            );
+            assign(vars, &format!("{name}.response"), answer.clone());
         }
         if let Some(legacy) = &q.legacy_variable {
-            assign(vars, legacy, Value::String(answer.to_owned()));
+            assign(vars, legacy, answer.clone());
         }
     }
 
@@ -732,5 +847,13 @@ fn token_matches(token: Option<&str>, context: uuid::Uuid, node: &str) -> bool {
     match token.and_then(super::context::parse_flow_token) {
         None => true,
         Some((id, n)) => id == context && n == node,
+    }
+}
+
+/// Whether a rendered link is one Meta can fetch or open: an http(s) URL.
+fn web_link(link: &str) -> Result<(), String> {
+    match url::Url::parse(link) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(format!("`{}` is not an http(s) URL", cut(link, 200))),
     }
 }

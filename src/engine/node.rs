@@ -4,7 +4,8 @@
 use regex::Regex;
 use serde_json::Value;
 
-use super::outgoing::{Choice, FlowAction, ListSection};
+use super::event::AnswerKind;
+use super::outgoing::{Choice, FlowAction, ListSection, MediaType};
 
 /// What a node does.
 #[derive(Debug, Clone)]
@@ -66,7 +67,7 @@ impl NodeKind {
                     return None;
                 }
                 let mut handles: Vec<String> = match q.question_type {
-                    QuestionType::Text => Vec::new(),
+                    QuestionType::Text | QuestionType::Location => Vec::new(),
                     QuestionType::Buttons => q.buttons.iter().map(|b| b.id.clone()).collect(),
                     QuestionType::List => q
                         .sections
@@ -75,7 +76,8 @@ impl NodeKind {
                         .collect(),
                 };
                 // A choice question leaves by `exhausted` after too many answers that
-                // are not its choices, a text question only after failed validation.
+                // are not its choices, a location question after too many that are
+                // not locations, a text question only after failed validation.
                 if q.validation.is_some() || q.question_type != QuestionType::Text {
                     handles.push("exhausted".to_owned());
                 }
@@ -90,7 +92,34 @@ impl NodeKind {
 
 #[derive(Debug, Clone)]
 pub struct MessageNode {
+    /// The text; with `media` it is sent before the media (when not empty), with
+    /// `cta` it is the body unless the CTA has its own.
     pub content: String,
+    /// wabot: `data.media`.
+    pub media: Option<MediaSpec>,
+    /// wabot: `data.ctaUrl`.
+    pub cta: Option<CtaSpec>,
+}
+
+/// wabot: media a message node sends; every text is interpolated when sent.
+#[derive(Debug, Clone)]
+pub struct MediaSpec {
+    pub kind: MediaType,
+    pub link: Option<String>,
+    pub id: Option<String>,
+    pub caption: Option<String>,
+    pub filename: Option<String>,
+}
+
+/// wabot: a CTA URL button message; every text is interpolated when sent.
+#[derive(Debug, Clone)]
+pub struct CtaSpec {
+    /// The body; the node's `content` when absent.
+    pub text: Option<String>,
+    pub button: String,
+    pub url: String,
+    pub header: Option<String>,
+    pub footer: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +127,16 @@ pub enum QuestionType {
     Text,
     Buttons,
     List,
+    /// wabot: asks for the customer's location (a location request message); the
+    /// answer is a location.
+    Location,
+}
+
+impl QuestionType {
+    /// Buttons or list: a question that offers choices.
+    pub fn has_choices(self) -> bool {
+        matches!(self, QuestionType::Buttons | QuestionType::List)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +200,58 @@ pub enum Rule {
     Number,
     Phone,
     Regex(Regex),
+    /// wabot: the answer must be a message of one of these kinds (`image`,
+    /// `document`, `media`, `location`, ...), not text.
+    Kind(KindRule),
+}
+
+/// The kinds of message a `validation.type` of wabot's asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindRule {
+    Image,
+    Video,
+    Audio,
+    Document,
+    /// Any of image, video, audio, document or sticker.
+    Media,
+    Location,
+}
+
+impl KindRule {
+    pub fn parse(name: &str) -> Option<KindRule> {
+        Some(match name {
+            "image" => KindRule::Image,
+            "video" => KindRule::Video,
+            "audio" => KindRule::Audio,
+            "document" => KindRule::Document,
+            "media" => KindRule::Media,
+            "location" => KindRule::Location,
+            _ => return None,
+        })
+    }
+
+    pub fn accepts(self, kind: AnswerKind) -> bool {
+        match self {
+            KindRule::Image => kind == AnswerKind::Image,
+            KindRule::Video => kind == AnswerKind::Video,
+            KindRule::Audio => kind == AnswerKind::Audio,
+            KindRule::Document => kind == AnswerKind::Document,
+            KindRule::Media => kind.is_media(),
+            KindRule::Location => kind == AnswerKind::Location,
+        }
+    }
+
+    /// The retry prompt when the node has no `errorMessage`.
+    pub fn prompt(self) -> &'static str {
+        match self {
+            KindRule::Image => "Please send a photo.",
+            KindRule::Video => "Please send a video.",
+            KindRule::Audio => "Please send an audio or voice message.",
+            KindRule::Document => "Please send a document.",
+            KindRule::Media => "Please send a photo, video, audio or document.",
+            KindRule::Location => "Please share a location.",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -206,7 +297,7 @@ impl QuestionNode {
             return true;
         }
         match self.question_type {
-            QuestionType::Text => false,
+            QuestionType::Text | QuestionType::Location => false,
             QuestionType::Buttons => self.buttons.iter().any(|b| b.id == id),
             QuestionType::List => self
                 .sections

@@ -45,6 +45,90 @@ pub enum Outgoing {
         screen: Option<String>,
         data: Option<Value>,
     },
+    /// wabot: an image, video, audio, document or sticker, by public `link` or by
+    /// Meta's media `id` (exactly one of them).
+    Media {
+        media: MediaType,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Not for audio or stickers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caption: Option<String>,
+        /// Documents only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filename: Option<String>,
+    },
+    /// wabot: a message with one button that opens `url` (Meta's `cta_url`).
+    CtaUrl {
+        header: Option<String>,
+        body: String,
+        footer: Option<String>,
+        /// The button's label.
+        button: String,
+        url: String,
+    },
+    /// wabot: asks the customer to share a location (Meta's
+    /// `location_request_message`); the answer is a `location` message.
+    LocationRequest { body: String },
+}
+
+impl Outgoing {
+    /// The text a person reads first (a caption, or nothing, for media).
+    pub fn text(&self) -> &str {
+        match self {
+            Outgoing::Text { body }
+            | Outgoing::Buttons { body, .. }
+            | Outgoing::List { body, .. }
+            | Outgoing::Flow { body, .. }
+            | Outgoing::CtaUrl { body, .. }
+            | Outgoing::LocationRequest { body } => body,
+            Outgoing::Media { caption, .. } => caption.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+/// The kinds of media a message node can send (Meta's message `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaType {
+    Image,
+    Video,
+    Audio,
+    Document,
+    Sticker,
+}
+
+impl MediaType {
+    pub fn parse(name: &str) -> Option<MediaType> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "image" => MediaType::Image,
+            "video" => MediaType::Video,
+            "audio" => MediaType::Audio,
+            "document" => MediaType::Document,
+            "sticker" => MediaType::Sticker,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaType::Image => "image",
+            MediaType::Video => "video",
+            MediaType::Audio => "audio",
+            MediaType::Document => "document",
+            MediaType::Sticker => "sticker",
+        }
+    }
+
+    /// Meta takes a caption with images, videos and documents only.
+    pub fn takes_caption(self) -> bool {
+        matches!(
+            self,
+            MediaType::Image | MediaType::Video | MediaType::Document
+        )
+    }
 }
 
 /// A reply button or a list row.

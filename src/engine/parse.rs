@@ -6,12 +6,16 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::doc::{pairs, Fields};
-use super::limits::{cut, BUTTON_ID_MAX, MAX_BUTTONS, MAX_LIST_ROWS, ROW_ID_MAX};
-use super::node::{
-    Auth, Condition, ConditionNode, ContentType, DynamicSource, FlowNode, MessageNode, NodeKind,
-    Operator, QuestionNode, QuestionType, RestApiNode, Rule, Validation, DEFAULT_MAX_RETRIES,
+use super::limits::{
+    cut, BUTTON_ID_MAX, CAPTION_MAX, CTA_BUTTON_MAX, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX,
+    MAX_BUTTONS, MAX_LIST_ROWS, ROW_ID_MAX,
 };
-use super::outgoing::{Choice, FlowAction, ListSection};
+use super::node::{
+    Auth, Condition, ConditionNode, ContentType, CtaSpec, DynamicSource, FlowNode, KindRule,
+    MediaSpec, MessageNode, NodeKind, Operator, QuestionNode, QuestionType, RestApiNode, Rule,
+    Validation, DEFAULT_MAX_RETRIES,
+};
+use super::outgoing::{Choice, FlowAction, ListSection, MediaType};
 use super::validate::Problem;
 
 /// The default `apiTimeout` (ms).
@@ -25,9 +29,7 @@ pub(crate) fn parse_kind(
 ) -> Option<NodeKind> {
     Some(match type_name {
         "start" => NodeKind::Start,
-        "message" => NodeKind::Message(MessageNode {
-            content: required(data, "content", problems).unwrap_or_default(),
-        }),
+        "message" => NodeKind::Message(message(data, problems)),
         "question" => NodeKind::Question(Box::new(question(data, problems))),
         "condition" => NodeKind::Condition(condition(data, problems)),
         "rest_api" => NodeKind::RestApi(Box::new(rest_api(data, problems))),
@@ -52,15 +54,185 @@ fn required(data: Fields<'_>, key: &'static str, problems: &mut Vec<Problem>) ->
     value
 }
 
+/// A message node: text, or wabot's `media` / `ctaUrl` (then `content` may be empty).
+fn message(data: Fields<'_>, problems: &mut Vec<Problem>) -> MessageNode {
+    let media = data.get("media").and_then(|m| media(m, problems));
+    let cta = data.get("ctaUrl").and_then(|c| cta_url(c, problems));
+    if media.is_some() && cta.is_some() {
+        problems.push(Problem::InvalidField {
+            field: "ctaUrl",
+            reason: "a message node sends `media` or `ctaUrl`, not both".to_owned(),
+        });
+    }
+    let content = match (&media, &cta) {
+        (None, None) => required(data, "content", problems),
+        (_, Some(c)) if c.text.is_none() => {
+            let content = data.string("content");
+            if content.is_none() {
+                problems.push(Problem::MissingField("ctaUrl.text"));
+            }
+            content
+        }
+        _ => data.string("content"),
+    };
+    MessageNode {
+        content: content.unwrap_or_default(),
+        media,
+        cta,
+    }
+}
+
+/// Whether a text is literally longer than `max` characters (interpolated texts
+/// are cut when sent; only what is wrong as written is reported).
+fn too_long(text: &Option<String>, max: usize) -> bool {
+    text.as_ref()
+        .is_some_and(|t| !t.contains("{{") && t.chars().count() > max)
+}
+
+/// A link as written: an http(s) URL, or a template that becomes one when sent.
+fn check_link(field: &'static str, link: &str, problems: &mut Vec<Problem>) {
+    let link = link.trim();
+    if link.starts_with("{{") {
+        return;
+    }
+    let ok = match url::Url::parse(link) {
+        Ok(u) => matches!(u.scheme(), "http" | "https") && u.host().is_some(),
+        // A template inside the URL (`https://x.test/{{id}}`) may not parse as written.
+        Err(_) => link.contains("{{") && (link.starts_with("https://") || link.starts_with("http://")),
+    };
+    if !ok {
+        problems.push(Problem::InvalidField {
+            field,
+            reason: format!("`{link}` is not an http(s) URL"),
+        });
+    }
+}
+
+fn media(value: &serde_json::Value, problems: &mut Vec<Problem>) -> Option<MediaSpec> {
+    let Some(object) = value.as_object() else {
+        problems.push(Problem::InvalidField {
+            field: "media",
+            reason: "must be an object: {type, link | id, caption, filename}".to_owned(),
+        });
+        return None;
+    };
+    let m = Fields(object);
+    let kind = match m.string("type") {
+        None => {
+            problems.push(Problem::MissingField("media.type"));
+            return None;
+        }
+        Some(t) => match MediaType::parse(&t) {
+            Some(kind) => kind,
+            None => {
+                problems.push(Problem::InvalidField {
+                    field: "media.type",
+                    reason: format!("`{t}` is not image, video, audio, document or sticker"),
+                });
+                return None;
+            }
+        },
+    };
+    let (link, id) = (m.string("link"), m.string("id"));
+    match (&link, &id) {
+        (Some(_), Some(_)) => problems.push(Problem::InvalidField {
+            field: "media",
+            reason: "give `link` or `id`, not both".to_owned(),
+        }),
+        (None, None) => problems.push(Problem::InvalidField {
+            field: "media",
+            reason: "needs `link` (a public http(s) URL) or `id` (a media id uploaded to Meta)"
+                .to_owned(),
+        }),
+        (Some(link), None) => check_link("media.link", link, problems),
+        (None, Some(_)) => {}
+    }
+    let caption = m.string("caption");
+    if caption.is_some() && !kind.takes_caption() {
+        problems.push(Problem::InvalidField {
+            field: "media.caption",
+            reason: format!("WhatsApp takes no caption with {}", kind.as_str()),
+        });
+    }
+    if too_long(&caption, CAPTION_MAX) {
+        problems.push(Problem::InvalidField {
+            field: "media.caption",
+            reason: format!("longer than {CAPTION_MAX} characters"),
+        });
+    }
+    let filename = m.string("filename");
+    if filename.is_some() && kind != MediaType::Document {
+        problems.push(Problem::InvalidField {
+            field: "media.filename",
+            reason: format!("only a document has a file name, not {}", kind.as_str()),
+        });
+    }
+    Some(MediaSpec {
+        kind,
+        link,
+        id,
+        caption,
+        filename,
+    })
+}
+
+fn cta_url(value: &serde_json::Value, problems: &mut Vec<Problem>) -> Option<CtaSpec> {
+    let Some(object) = value.as_object() else {
+        problems.push(Problem::InvalidField {
+            field: "ctaUrl",
+            reason: "must be an object: {text, buttonText, url, header, footer}".to_owned(),
+        });
+        return None;
+    };
+    let c = Fields(object);
+    let button = c.string("buttonText");
+    match &button {
+        None => problems.push(Problem::MissingField("ctaUrl.buttonText")),
+        b if too_long(b, CTA_BUTTON_MAX) => problems.push(Problem::InvalidField {
+            field: "ctaUrl.buttonText",
+            reason: format!("longer than {CTA_BUTTON_MAX} characters"),
+        }),
+        _ => {}
+    }
+    let url = c.string("url");
+    match &url {
+        None => problems.push(Problem::MissingField("ctaUrl.url")),
+        Some(url) => check_link("ctaUrl.url", url, problems),
+    }
+    let text = c.string("text");
+    let header = c.string("header");
+    let footer = c.string("footer");
+    for (field, value, max) in [
+        ("ctaUrl.text", &text, INTERACTIVE_BODY_MAX),
+        ("ctaUrl.header", &header, HEADER_MAX),
+        ("ctaUrl.footer", &footer, FOOTER_MAX),
+    ] {
+        if too_long(value, max) {
+            problems.push(Problem::InvalidField {
+                field,
+                reason: format!("longer than {max} characters"),
+            });
+        }
+    }
+    Some(CtaSpec {
+        text,
+        button: button?,
+        url: url?,
+        header,
+        footer,
+    })
+}
+
 fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
     let question_type = match data.string("questionType").as_deref().map(str::trim) {
         Some("text") => QuestionType::Text,
         Some("buttons") | Some("button") => QuestionType::Buttons,
         Some("list") => QuestionType::List,
+        Some("location") => QuestionType::Location,
         Some(other) => {
             problems.push(Problem::InvalidField {
                 field: "questionType",
-                reason: format!("`{other}` is not text, buttons or list"),
+                reason: format!("`{other}` is not text, buttons, list or location"),
             });
             QuestionType::Text
         }
@@ -72,12 +244,13 @@ fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
         QuestionType::List => "dynamicListSource",
         _ => "dynamicButtonsSource",
     };
-    let connection = (question_type != QuestionType::Text)
+    let choices = question_type.has_choices();
+    let connection = choices
         .then(|| data.string("dynamicConnectionId"))
         .flatten()
         .map(|c| c.trim().to_owned())
         .filter(|c| !c.is_empty());
-    let dynamic = (question_type != QuestionType::Text)
+    let dynamic = choices
         .then(|| {
             data.string(source_key)
                 .or_else(|| connection.as_ref().map(|_| CONNECTION_ROWS.to_owned()))
@@ -117,7 +290,7 @@ fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
         connection,
         legacy_variable: data.string("variable").map(|v| v.trim().to_owned()),
         validation: validation(data, problems),
-        invalid_choice_message: (question_type != QuestionType::Text)
+        invalid_choice_message: choices
             .then(|| data.string("invalidChoiceMessage"))
             .flatten(),
         timeout_secs: data.u64("timeoutSeconds").filter(|s| *s > 0),
@@ -247,13 +420,19 @@ fn validation(data: Fields<'_>, problems: &mut Vec<Problem>) -> Option<Validatio
                 Rule::Any
             }
         },
-        Some(other) => {
-            problems.push(Problem::InvalidField {
-                field: "validation.type",
-                reason: format!("`{other}` is not email, number, phone, regex or text"),
-            });
-            Rule::Any
-        }
+        Some(other) => match KindRule::parse(other) {
+            Some(kind) => Rule::Kind(kind),
+            None => {
+                problems.push(Problem::InvalidField {
+                    field: "validation.type",
+                    reason: format!(
+                        "`{other}` is not email, number, phone, regex, text, image, video, \
+                         audio, document, media or location"
+                    ),
+                });
+                Rule::Any
+            }
+        },
     };
     Some(Validation {
         rule,

@@ -11,7 +11,8 @@ use super::limits::{
     LIST_BUTTON_MAX, MAX_BUTTONS, MAX_LIST_ROWS, ROW_DESCRIPTION_MAX, ROW_ID_MAX, ROW_TITLE_MAX,
     SECTION_TITLE_MAX, TEXT_BODY_MAX,
 };
-use super::node::{DynamicSource, QuestionNode, QuestionType, Rule, Validation};
+use super::event::AnswerKind;
+use super::node::{DynamicSource, KindRule, QuestionNode, QuestionType, Rule, Validation};
 use super::outgoing::{Choice, ListSection, Outgoing};
 use super::vars::{display, lookup, render};
 
@@ -27,6 +28,9 @@ pub fn ask(q: &QuestionNode, vars: &Map<String, Value>) -> Outgoing {
     let footer = q.footer.as_ref().map(|f| cut(&render(f, vars), FOOTER_MAX));
     match q.question_type {
         QuestionType::Text => text(body),
+        QuestionType::Location => Outgoing::LocationRequest {
+            body: cut(&body, INTERACTIVE_BODY_MAX),
+        },
         QuestionType::Buttons => {
             let buttons: Vec<Choice> = match &q.dynamic {
                 Some(source) => dynamic_buttons(source, vars),
@@ -288,8 +292,70 @@ pub fn check(validation: &Validation, answer: &str) -> Result<(), String> {
             return fail("Please check your answer and try again.")
         }
         Rule::Regex(_) => {}
+        Rule::Kind(kind) => return fail(kind.prompt()),
     }
     Ok(())
+}
+
+/// The prompt when a text question cannot read what the customer sent.
+pub const UNSUPPORTED_PROMPT: &str =
+    "Sorry, this kind of message cannot be read here. Please answer with text.";
+
+/// The kinds of message a question takes instead of text, when it asks for one:
+/// a location question takes locations; a `validation.type` of wabot's its kinds.
+fn kind_rule(q: &QuestionNode) -> Option<KindRule> {
+    if q.question_type == QuestionType::Location {
+        return Some(KindRule::Location);
+    }
+    match q.validation.as_ref()?.rule {
+        Rule::Kind(kind) => Some(kind),
+        _ => None,
+    }
+}
+
+/// Checks typed text against what the question asks for; the error is the retry
+/// prompt. A question that asks for a kind of message (a location, a photo) does not
+/// take text.
+pub fn check_text(q: &QuestionNode, answer: &str) -> Result<(), String> {
+    if let Some(kind) = kind_rule(q) {
+        return Err(error_message(q).unwrap_or_else(|| kind.prompt().to_owned()));
+    }
+    match &q.validation {
+        Some(validation) => check(validation, answer),
+        None => Ok(()),
+    }
+}
+
+/// Checks a structured answer (media, a location, contacts) against what the
+/// question asks for; the error is the retry prompt. Without a rule of kinds, a
+/// question takes any of them, unless its validation is about text (an email, a
+/// number, a length): then only text will do.
+pub fn check_kind(q: &QuestionNode, kind: AnswerKind) -> Result<(), String> {
+    let prompt = |default: &str| Err(error_message(q).unwrap_or_else(|| default.to_owned()));
+    if kind == AnswerKind::Unsupported {
+        return prompt(kind_rule(q).map_or(UNSUPPORTED_PROMPT, KindRule::prompt));
+    }
+    if let Some(rule) = kind_rule(q) {
+        return if rule.accepts(kind) {
+            Ok(())
+        } else {
+            prompt(rule.prompt())
+        };
+    }
+    match &q.validation {
+        Some(v)
+            if !matches!(v.rule, Rule::Any)
+                || v.min_length.is_some()
+                || v.max_length.is_some() =>
+        {
+            prompt("Please answer with text.")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn error_message(q: &QuestionNode) -> Option<String> {
+    q.validation.as_ref()?.error_message.clone()
 }
 
 #[cfg(test)]

@@ -333,6 +333,7 @@ fn typed_text(event: &Event) -> Option<&str> {
             text: Some(text),
             button_id: None,
             list_row_id: None,
+            ..
         } => Some(text.as_str()),
         _ => None,
     }

@@ -85,6 +85,9 @@ pub struct ClaimedTurn {
     pub token: String,
     /// Meta's message as received, for an inbound job.
     pub raw: Option<Value>,
+    /// Where the message's media was stored (`content.media.stored`), when its
+    /// download finished before the claim.
+    pub stored_media: Option<Value>,
     /// The job had a lease that expired (its process died or stalled): a take-over.
     #[sqlx(default)]
     pub taken_over: bool,
@@ -92,7 +95,9 @@ pub struct ClaimedTurn {
 
 const CLAIMED_COLUMNS: &str = "t.id, t.conversation_id, t.message_id, t.kind, t.payload, \
      t.attempts, t.last_error, t.locked_by AS token, \
-     (SELECT m.content -> 'raw' FROM messages m WHERE m.id = t.message_id) AS raw";
+     (SELECT m.content -> 'raw' FROM messages m WHERE m.id = t.message_id) AS raw, \
+     (SELECT m.content #> '{media,stored}' FROM messages m WHERE m.id = t.message_id) \
+       AS stored_media";
 
 /// Claims up to `limit` jobs for `holder`, at most one per conversation, each the
 /// oldest unfinished job of its conversation (a timer not yet due does not hold the

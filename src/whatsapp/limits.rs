@@ -19,3 +19,7 @@ pub const ROW_ID: usize = 200;
 pub const ROW_TITLE: usize = 24;
 pub const ROW_DESCRIPTION: usize = 72;
 pub const FLOW_CTA: usize = 20;
+/// A media message's caption (images, videos, documents).
+pub const CAPTION: usize = 1024;
+/// A CTA URL button's label.
+pub const CTA_DISPLAY_TEXT: usize = 20;

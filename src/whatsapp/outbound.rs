@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::engine::{Choice, FlowAction, ListSection, Outgoing};
+use crate::engine::{Choice, FlowAction, ListSection, MediaType, Outgoing};
 
 pub use super::limits;
 /// Cuts text to at most `max` characters, at a character boundary.
@@ -43,6 +43,10 @@ pub fn graph_body(to: &str, msg: &Outgoing) -> Value {
                 "body": truncate(text, limits::TEXT_BODY),
             });
         }
+        Outgoing::Media { media, .. } => {
+            body["type"] = json!(media.as_str());
+            body[media.as_str()] = media_object(msg);
+        }
         other => {
             body["type"] = json!("interactive");
             body["interactive"] = interactive(other);
@@ -51,10 +55,47 @@ pub fn graph_body(to: &str, msg: &Outgoing) -> Value {
     body
 }
 
+/// The `<type>` object of a media message (`Value::Null` for other messages):
+/// `link` or `id`, with a caption (images, videos, documents) and a file name
+/// (documents) when there are.
+pub fn media_object(msg: &Outgoing) -> Value {
+    let Outgoing::Media {
+        media,
+        link,
+        id,
+        caption,
+        filename,
+    } = msg
+    else {
+        return Value::Null;
+    };
+    let mut object = Map::new();
+    // Meta takes one of the two; a link wins, as the engine never sets both.
+    match (link, id) {
+        (Some(link), _) => object.insert("link".to_owned(), json!(link)),
+        (None, Some(id)) => object.insert("id".to_owned(), json!(id)),
+        (None, None) => None,
+    };
+    if let Some(caption) = caption.as_deref().filter(|c| !c.is_empty()) {
+        if media.takes_caption() {
+            object.insert(
+                "caption".to_owned(),
+                json!(truncate(caption, limits::CAPTION)),
+            );
+        }
+    }
+    if let Some(filename) = filename.as_deref().filter(|f| !f.is_empty()) {
+        if *media == MediaType::Document {
+            object.insert("filename".to_owned(), json!(filename));
+        }
+    }
+    Value::Object(object)
+}
+
 /// The `interactive` object of an interactive message (`Value::Null` for text).
 pub fn interactive(msg: &Outgoing) -> Value {
     match msg {
-        Outgoing::Text { .. } => Value::Null,
+        Outgoing::Text { .. } | Outgoing::Media { .. } => Value::Null,
         Outgoing::Buttons {
             header,
             body,
@@ -132,6 +173,34 @@ pub fn interactive(msg: &Outgoing) -> Value {
                 "action".to_owned(),
                 json!({ "name": "flow", "parameters": parameters }),
             );
+            Value::Object(object)
+        }
+        Outgoing::CtaUrl {
+            header,
+            body,
+            footer,
+            button,
+            url,
+        } => {
+            let mut object = frame("cta_url", header, body, limits::INTERACTIVE_BODY, footer);
+            object.insert(
+                "action".to_owned(),
+                json!({ "name": "cta_url", "parameters": {
+                    "display_text": truncate(button, limits::CTA_DISPLAY_TEXT),
+                    "url": url,
+                }}),
+            );
+            Value::Object(object)
+        }
+        Outgoing::LocationRequest { body } => {
+            let mut object = frame(
+                "location_request_message",
+                &None,
+                body,
+                limits::INTERACTIVE_BODY,
+                &None,
+            );
+            object.insert("action".to_owned(), json!({ "name": "send_location" }));
             Value::Object(object)
         }
     }

@@ -33,7 +33,8 @@ use crate::egress::rest_api::ReqwestHttp;
 use crate::engine::cache::ChatbotCache;
 use crate::engine::context::reason;
 use crate::engine::{
-    self, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event, Inbound,
+    self, AnswerKind, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event,
+    Inbound, MediaMessage,
 };
 use crate::metrics::TurnOutcome;
 use crate::session::{self, Decision, Handover, HandoverState, Input, Rules, Skip};
@@ -45,7 +46,7 @@ use crate::store::turns::{
 };
 use crate::store::versions::VersionRow;
 use crate::whatsapp::outbound;
-use crate::whatsapp::webhook::{Interactive, Message, MessageKind};
+use crate::whatsapp::webhook::{Interactive, Media, Message, MessageKind};
 use crate::worker::receipts::Receipts;
 use crate::worker::sender::SendSink;
 use crate::worker::{spawn_killable, AppContext, Leases};
@@ -64,6 +65,9 @@ pub struct TurnWork {
     pub message_id: Option<Uuid>,
     /// Meta's message, for an inbound job.
     pub raw: Option<Value>,
+    /// Where its media was stored, when the download finished before the turn
+    /// (a claimed job; ingest pushes a job before any download).
+    pub stored_media: Option<Value>,
     pub payload: Value,
     pub attempts: i32,
     pub last_error: Option<String>,
@@ -88,6 +92,7 @@ impl TurnWork {
             kind: JobKind::Inbound,
             message_id: Some(message_id),
             raw: Some(raw),
+            stored_media: None,
             payload: Value::Null,
             attempts: 1,
             last_error: None,
@@ -105,6 +110,7 @@ impl From<ClaimedTurn> for TurnWork {
             kind: c.kind,
             message_id: c.message_id,
             raw: c.raw,
+            stored_media: c.stored_media,
             payload: c.payload,
             attempts: c.attempts,
             last_error: c.last_error,
@@ -508,7 +514,9 @@ impl TurnStage {
                     .to_owned(),
             },
             JobKind::Inbound => match &work.raw {
-                Some(raw) => inbound_from_meta(raw).into_event(),
+                Some(raw) => inbound_from_meta(raw)
+                    .with_stored(work.stored_media.clone())
+                    .into_event(),
                 None => return skip(effects, Skip::MessageGone, None),
             },
         };
@@ -1017,9 +1025,13 @@ pub fn message_content(msg: &engine::Outgoing) -> (&'static str, Value) {
             content["whatsappFlowId"] = json!(flow_id);
             ("interactive", content)
         }
-        engine::Outgoing::Buttons { .. } | engine::Outgoing::List { .. } => {
-            ("interactive", outbound::interactive(msg))
-        }
+        engine::Outgoing::Buttons { .. }
+        | engine::Outgoing::List { .. }
+        | engine::Outgoing::CtaUrl { .. }
+        | engine::Outgoing::LocationRequest { .. } => ("interactive", outbound::interactive(msg)),
+        // Meta's media object (`link` | `id`, `caption`, `filename`), as inbound
+        // media keep theirs.
+        engine::Outgoing::Media { media, .. } => (media.as_str(), outbound::media_object(msg)),
     }
 }
 
@@ -1108,10 +1120,8 @@ pub fn context_from_row(row: &ContextRow) -> Context {
 /// The text an inbox shows for an outgoing message.
 fn preview(message: &engine::Outgoing) -> &str {
     match message {
-        engine::Outgoing::Text { body }
-        | engine::Outgoing::Buttons { body, .. }
-        | engine::Outgoing::List { body, .. }
-        | engine::Outgoing::Flow { body, .. } => body,
+        engine::Outgoing::Media { caption: None, .. } => "📎 Media",
+        other => other.text(),
     }
 }
 
@@ -1126,7 +1136,9 @@ fn timer_matches(payload: &Value, context: &Context) -> bool {
 /// Meta's message as stored at ingest, reduced to what the engine reads.
 pub fn inbound_from_meta(raw: &Value) -> Inbound {
     let Some(message) = Message::from_value(raw) else {
-        return Inbound::Other;
+        return Inbound::Other {
+            type_name: "unreadable".to_owned(),
+        };
     };
     let text = |s: &Option<String>| s.clone().unwrap_or_default();
     match message.kind {
@@ -1152,13 +1164,42 @@ pub fn inbound_from_meta(raw: &Value) -> Inbound {
                 .unwrap_or_default(),
             text: text(&b.text),
         },
-        MessageKind::Image(m)
-        | MessageKind::Video(m)
-        | MessageKind::Document(m)
-        | MessageKind::Audio(m)
-        | MessageKind::Sticker(m) => Inbound::Media { caption: m.caption },
-        _ => Inbound::Other,
+        MessageKind::Image(m) => media(AnswerKind::Image, m),
+        MessageKind::Video(m) => media(AnswerKind::Video, m),
+        MessageKind::Document(m) => media(AnswerKind::Document, m),
+        MessageKind::Audio(m) => media(AnswerKind::Audio, m),
+        MessageKind::Sticker(m) => media(AnswerKind::Sticker, m),
+        MessageKind::Location(l) => Inbound::Location {
+            latitude: l.latitude,
+            longitude: l.longitude,
+            name: l.name,
+            address: l.address,
+        },
+        // The cards as Meta sent them: every field Meta may add is kept.
+        MessageKind::Contacts(_) => Inbound::Contacts {
+            contacts: raw.get("contacts").cloned().unwrap_or(Value::Null),
+        },
+        MessageKind::Unknown { type_name } => Inbound::Other { type_name },
+        MessageKind::Interactive(Interactive::Other { type_name, .. }) => Inbound::Other {
+            type_name: format!("interactive.{type_name}"),
+        },
+        other => Inbound::Other {
+            type_name: other.db_type().to_owned(),
+        },
     }
+}
+
+fn media(kind: AnswerKind, m: Media) -> Inbound {
+    Inbound::Media(MediaMessage {
+        kind,
+        caption: m.caption,
+        mime_type: m.mime_type,
+        media_id: m.id,
+        sha256: m.sha256,
+        filename: m.filename,
+        voice: m.voice,
+        stored: None,
+    })
 }
 
 #[cfg(test)]

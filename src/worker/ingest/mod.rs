@@ -314,6 +314,17 @@ fn echo_row(
     })
 }
 
+/// Whether a customer's message is something to answer. A reaction, an edit or a
+/// deletion of an earlier message is stored and starts no turn: it answers no
+/// question, and a chatbot greeting a thumbs-up would be noise.
+fn starts_turn(kind: &MessageKind) -> bool {
+    match kind {
+        MessageKind::Reaction(_) => false,
+        MessageKind::Unknown { type_name } => !matches!(type_name.as_str(), "edit" | "revoke"),
+        _ => true,
+    }
+}
+
 /// Reads a verified webhook into rows. `served` is the business number wabot
 /// answers for (the credentials' phone_number_id): a message addressed to another
 /// number is stored but gets no turn (no chatbot answers it, nothing is sent), with
@@ -374,7 +385,7 @@ pub fn rows(
                     false
                 }
                 _ => true,
-            };
+            } && starts_turn(&message.kind);
             let profile_name = value.profile_name(&from);
             let stored = content::build(message, &wamid, None);
             let reacted_wamid = match &message.kind {
