@@ -79,11 +79,13 @@ fn bench_conversation(c: &mut Criterion) {
         text: None,
         button_id: Some(id.into()),
         list_row_id: None,
+        answer: None,
     };
     let pick = |id: &str| Event::InboundMessage {
         text: None,
         button_id: None,
         list_row_id: Some(id.into()),
+        answer: None,
     };
     // The sector bot: intro, the list, three conditions, a flow and its reply, goodbye.
     let script = [

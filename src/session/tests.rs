@@ -11,6 +11,7 @@ fn text(t: &str) -> Event {
         text: Some(t.to_owned()),
         button_id: None,
         list_row_id: None,
+        answer: None,
     }
 }
 
@@ -19,6 +20,7 @@ fn button(id: &str) -> Event {
         text: Some("Stop".to_owned()),
         button_id: Some(id.to_owned()),
         list_row_id: None,
+        answer: None,
     }
 }
 

@@ -156,10 +156,7 @@ pub fn bodies(sends: &[Outgoing]) -> Vec<String> {
     sends
         .iter()
         .map(|s| match s {
-            Outgoing::Text { body }
-            | Outgoing::Buttons { body, .. }
-            | Outgoing::List { body, .. }
-            | Outgoing::Flow { body, .. } => body.clone(),
+            other => other.text().to_owned(),
         })
         .collect()
 }
@@ -1030,16 +1027,28 @@ fn inbound_messages_become_events() {
             response: json!({"flow_token": "t", "a": 1})
         }
     );
-    let media = Inbound::Media {
+    let media = Inbound::Media(wabot::engine::MediaMessage {
+        kind: wabot::engine::AnswerKind::Image,
         caption: Some("look".into()),
-    }
+        mime_type: Some("image/jpeg".into()),
+        media_id: Some("m1".into()),
+        sha256: Some("s".into()),
+        filename: None,
+        voice: None,
+        stored: None,
+    })
     .into_event();
     assert_eq!(
         media,
         Event::InboundMessage {
             text: Some("look".into()),
             button_id: None,
-            list_row_id: None
+            list_row_id: None,
+            answer: Some(wabot::engine::Answer {
+                kind: wabot::engine::AnswerKind::Image,
+                value: json!({"type": "image", "caption": "look", "mime_type": "image/jpeg",
+                              "media_id": "m1", "sha256": "s", "location": null}),
+            }),
         }
     );
     let quick = Inbound::QuickReply {
@@ -1052,7 +1061,8 @@ fn inbound_messages_become_events() {
         Event::InboundMessage {
             text: Some("Yes".into()),
             button_id: Some("p".into()),
-            list_row_id: None
+            list_row_id: None,
+            answer: None,
         }
     );
 }

@@ -270,6 +270,25 @@ fn send_ok(send: &Outgoing) {
             frame_ok(header, body, footer, INTERACTIVE_BODY_MAX);
             assert!(chars(flow_cta) <= outbound::limits::FLOW_CTA);
         }
+        Outgoing::Media {
+            link, id, caption, ..
+        } => {
+            assert!(link.is_some() != id.is_some());
+            assert!(caption
+                .as_ref()
+                .map_or(true, |c| chars(c) <= outbound::limits::CAPTION));
+        }
+        Outgoing::CtaUrl {
+            header,
+            body,
+            footer,
+            button,
+            ..
+        } => {
+            frame_ok(header, body, footer, INTERACTIVE_BODY_MAX);
+            assert!(chars(button) <= outbound::limits::CTA_DISPLAY_TEXT);
+        }
+        Outgoing::LocationRequest { body } => assert!(chars(body) <= INTERACTIVE_BODY_MAX),
     }
     serde_json::to_string(&outbound::graph_body("905551112233", send)).unwrap();
 }
@@ -334,16 +353,19 @@ async fn converse(doc: &Value, steps: Vec<(Step, u16)>, answers: Vec<(u16, Vec<u
                 text: Some(t),
                 button_id: None,
                 list_row_id: None,
+                answer: None,
             },
             (_, Step::Button(i)) => Event::InboundMessage {
                 text: Some(format!("btn_{i}")),
                 button_id: Some(format!("btn_{i}")),
                 list_row_id: None,
+                answer: None,
             },
             (_, Step::Row(i)) => Event::InboundMessage {
                 text: Some(format!("row_{i}")),
                 button_id: None,
                 list_row_id: Some(format!("row_{i}")),
+                answer: None,
             },
             (_, Step::Flow(response)) => Event::FlowReply {
                 flow_token: Some(context.flow_token(&context.current_node_id)),
@@ -461,6 +483,7 @@ async fn a_nul_in_an_api_answer_or_a_flow_reply_still_saves_the_context() {
         text: Some("t".into()),
         button_id: None,
         list_row_id: Some("r\u{FFFD}".into()),
+        answer: None,
     };
     let second = engine::run_turn(&bot, first.context, picked, now, &http, &limits).await;
     turn_ok(&second, &limits);
