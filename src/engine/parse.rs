@@ -64,8 +64,11 @@ fn message(data: Fields<'_>, problems: &mut Vec<Problem>) -> MessageNode {
             reason: "a message node sends `media` or `ctaUrl`, not both".to_owned(),
         });
     }
+    // A `media` or `ctaUrl` with its own errors still frees `content`: one mistake,
+    // one error.
+    let rich = data.get("media").is_some() || data.get("ctaUrl").is_some();
     let content = match (&media, &cta) {
-        (None, None) => required(data, "content", problems),
+        (None, None) if !rich => required(data, "content", problems),
         (_, Some(c)) if c.text.is_none() => {
             let content = data.string("content");
             if content.is_none() {

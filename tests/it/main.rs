@@ -9,6 +9,7 @@ mod e2e;
 mod egress;
 mod engine;
 mod engine_cli;
+mod engine_kinds;
 mod engine_props;
 mod engine_store;
 mod flows;
