@@ -554,6 +554,47 @@ mod tests {
     }
 
     #[test]
+    fn what_a_chatbot_sends_beyond_text_is_drawn_as_the_phone_shows_it() {
+        use crate::engine::{MediaType, Outgoing};
+        use crate::whatsapp::outbound::graph_body;
+        let mut chat = chat();
+        let mut drawn = |msg: Outgoing| chat.bot_said(&reply(graph_body("15550001234", &msg)));
+        assert_eq!(
+            drawn(Outgoing::CtaUrl {
+                header: None,
+                body: "Follow your claim".into(),
+                footer: Some("Harbour".into()),
+                button: "Track".into(),
+                url: "https://claims.example/t".into(),
+            }),
+            vec![
+                "bot: Follow your claim",
+                "     Harbour",
+                "     [Track] https://claims.example/t"
+            ]
+        );
+        assert_eq!(
+            drawn(Outgoing::LocationRequest {
+                body: "Where are you?".into()
+            }),
+            vec![
+                "bot: Where are you?",
+                "     [Send location] (answer with /location LAT LNG)"
+            ]
+        );
+        assert_eq!(
+            drawn(Outgoing::Media {
+                media: MediaType::Document,
+                link: None,
+                id: Some("778".into()),
+                caption: Some("Your invoice".into()),
+                filename: Some("invoice.pdf".into()),
+            }),
+            vec!["bot: [document] Your invoice invoice.pdf 778"]
+        );
+    }
+
+    #[test]
     fn media_and_templates_are_drawn() {
         let mut chat = chat();
         let lines = chat.bot_said(&reply(json!({"type": "image",

@@ -522,6 +522,139 @@ mod tests {
         assert_eq!(p["flow_action"], "data_exchange");
     }
 
+    fn media(
+        media: MediaType,
+        link: Option<&str>,
+        id: Option<&str>,
+        caption: Option<&str>,
+        filename: Option<&str>,
+    ) -> Outgoing {
+        Outgoing::Media {
+            media,
+            link: link.map(str::to_owned),
+            id: id.map(str::to_owned),
+            caption: caption.map(str::to_owned),
+            filename: filename.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn media_render_in_metas_shapes_by_link_or_id() {
+        let body = graph_body(
+            "905551112233",
+            &media(
+                MediaType::Image,
+                Some("https://cdn.example/a.jpg"),
+                None,
+                Some("Şube"),
+                None,
+            ),
+        );
+        assert_eq!(
+            body,
+            json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+                   "to": "905551112233", "type": "image",
+                   "image": {"link": "https://cdn.example/a.jpg", "caption": "Şube"}})
+        );
+        let body = graph_body(
+            "1",
+            &media(
+                MediaType::Document,
+                None,
+                Some("778"),
+                Some(&"ç".repeat(2000)),
+                Some("fatura.pdf"),
+            ),
+        );
+        assert_eq!(body["type"], "document");
+        assert_eq!(body["document"]["id"], "778");
+        assert_eq!(body["document"]["filename"], "fatura.pdf");
+        assert_eq!(
+            body["document"]["caption"].as_str().unwrap().chars().count(),
+            limits::CAPTION
+        );
+        // Meta refuses a caption on audio and stickers and a file name on anything
+        // but a document: they never reach the body.
+        let body = graph_body(
+            "1",
+            &media(MediaType::Audio, None, Some("9"), Some("x"), Some("a.ogg")),
+        );
+        assert_eq!(body["audio"], json!({"id": "9"}));
+        let body = graph_body(
+            "1",
+            &media(MediaType::Sticker, Some("https://s.example/s.webp"), None, Some("x"), None),
+        );
+        assert_eq!(body["sticker"], json!({"link": "https://s.example/s.webp"}));
+    }
+
+    #[test]
+    fn media_render_like_metas_own_examples() {
+        for (name, msg) in [
+            (
+                "send_image_message_by_url.json",
+                media(MediaType::Image, Some("http(s)://image-url"), None, None, None),
+            ),
+            (
+                "send_document_message_by_id.json",
+                media(
+                    MediaType::Document,
+                    None,
+                    Some("<DOCUMENT_OBJECT_ID>"),
+                    Some("<DOCUMENT_CAPTION_TO_SEND>"),
+                    Some("<DOCUMENT_FILENAME>"),
+                ),
+            ),
+        ] {
+            let path = format!(
+                "{}/../shared/whatsapp/samples/meta-postman/send/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let Ok(text) = std::fs::read_to_string(path) else {
+                return;
+            };
+            let sample: Value = serde_json::from_str(&text).expect("sample parses");
+            assert_eq!(
+                graph_body("{{Recipient-Phone-Number}}", &msg),
+                sample["request_body"],
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cta_url_and_a_location_request_render_in_metas_shapes() {
+        let body = graph_body(
+            "1",
+            &Outgoing::CtaUrl {
+                header: Some("Claim opened".into()),
+                body: "Follow your claim online.".into(),
+                footer: None,
+                button: "Track my claim right now".into(),
+                url: "https://claims.example/track?id=9".into(),
+            },
+        );
+        assert_eq!(body["type"], "interactive");
+        assert_eq!(
+            body["interactive"],
+            json!({"type": "cta_url",
+                   "header": {"type": "text", "text": "Claim opened"},
+                   "body": {"text": "Follow your claim online."},
+                   "action": {"name": "cta_url", "parameters": {
+                       "display_text": "Track my claim right", "url": "https://claims.example/track?id=9"}}})
+        );
+        let body = graph_body(
+            "1",
+            &Outgoing::LocationRequest {
+                body: "Where are you?".into(),
+            },
+        );
+        assert_eq!(
+            body["interactive"],
+            json!({"type": "location_request_message", "body": {"text": "Where are you?"},
+                   "action": {"name": "send_location"}})
+        );
+    }
+
     #[test]
     fn text_is_sent_without_preview_and_cut_at_4096_characters() {
         let body = graph_body(

@@ -341,4 +341,29 @@ fn valid_body(body: &Value, is_read: bool) -> bool {
         .and_then(Value::as_str)
         .is_some_and(|to| !to.is_empty())
         && body.get(kind).is_some_and(Value::is_object)
+        && valid_kind(kind, &body[kind])
+}
+
+/// Meta's rules for the message types beyond text: media by `link` or `id` (one of
+/// them), captions only where Meta shows them, a file name only on documents; the
+/// actions of CTA URL and location request messages.
+fn valid_kind(kind: &str, object: &Value) -> bool {
+    let has = |key: &str| object.get(key).is_some();
+    match kind {
+        "image" | "video" | "audio" | "document" | "sticker" => {
+            has("link") != has("id")
+                && !(has("caption") && matches!(kind, "audio" | "sticker"))
+                && !(has("filename") && kind != "document")
+        }
+        "interactive" => match object["type"].as_str() {
+            Some("cta_url") => {
+                object["action"]["name"] == "cta_url"
+                    && object["action"]["parameters"]["display_text"].is_string()
+                    && object["action"]["parameters"]["url"].is_string()
+            }
+            Some("location_request_message") => object["action"]["name"] == "send_location",
+            _ => true,
+        },
+        _ => true,
+    }
 }
