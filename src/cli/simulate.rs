@@ -16,8 +16,8 @@ use crate::egress::rest_api::{HttpOptions, ReqwestHttp};
 use crate::engine::compile::matches_keyword;
 use crate::engine::context::reason;
 use crate::engine::{
-    compile, run_turn, AnswerKind, CompiledChatbot, Context, ContextStatus, Customer,
-    EngineLimits, Event, FlowAction, Inbound, MediaMessage, Outgoing,
+    compile, run_turn, AnswerKind, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits,
+    Event, FlowAction, Inbound, MediaMessage, Outgoing,
 };
 use crate::session::{self, Decision, Input, Rules, Skip};
 
@@ -223,7 +223,11 @@ impl Simulator {
         }
         let event = if let Some(rest) = line.strip_prefix("/location") {
             let mut parts = rest.split_whitespace();
-            let mut number = || parts.next().and_then(|v| v.trim_end_matches(',').parse().ok());
+            let mut number = || {
+                parts
+                    .next()
+                    .and_then(|v| v.trim_end_matches(',').parse().ok())
+            };
             let (latitude, longitude) = (number(), number());
             let name: Vec<&str> = parts.collect();
             Inbound::Location {

@@ -184,22 +184,20 @@ impl Inbound {
     }
 
     pub fn into_event(self) -> Event {
-        let message = |text: Option<String>, button_id: Option<String>, list_row_id| {
-            Event::InboundMessage {
+        let message =
+            |text: Option<String>, button_id: Option<String>, list_row_id| Event::InboundMessage {
                 text,
                 button_id,
                 list_row_id,
                 answer: None,
-            }
-        };
-        let structured = |text: Option<String>, kind: AnswerKind, value: Value| {
-            Event::InboundMessage {
+            };
+        let structured =
+            |text: Option<String>, kind: AnswerKind, value: Value| Event::InboundMessage {
                 text,
                 button_id: None,
                 list_row_id: None,
                 answer: Some(Answer { kind, value }),
-            }
-        };
+            };
         match self {
             Inbound::Text { body } => message(Some(body), None, None),
             Inbound::ButtonReply { id, title } => message(Some(title), Some(id), None),

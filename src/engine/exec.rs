@@ -422,9 +422,9 @@ impl<H: HttpClient> Turn<'_, H> {
         let id = media.id.as_deref().map(|i| text(i).trim().to_owned());
         let checked = match (&link, &id) {
             (Some(link), _) => web_link(link),
-            (None, Some(id)) if id.is_empty() || id.contains("{{") => {
-                Err(format!("the media id `{id}` is empty or names an unknown variable"))
-            }
+            (None, Some(id)) if id.is_empty() || id.contains("{{") => Err(format!(
+                "the media id `{id}` is empty or names an unknown variable"
+            )),
             _ => Ok(()),
         };
         let media_send = checked.map(|()| Outgoing::Media {
@@ -581,21 +581,21 @@ impl<H: HttpClient> Turn<'_, H> {
         let kind = answer.as_ref().map(|a| a.kind);
         // `as_text`: a reply of the other kind than the question offers (a typed text,
         // media, a location, a list row at a buttons question) is typed text to it.
-        let (response, handle, as_text) =
-            match (q.question_type, &button_id, &list_row_id, answer) {
-                (QuestionType::Buttons, Some(id), _, _) | (QuestionType::List, _, Some(id), _) => {
-                    (Value::String(id.clone()), Some(id.as_str()), false)
-                }
-                (_, _, _, Some(a)) => (a.value, choices.then_some("default"), choices),
-                (QuestionType::Text | QuestionType::Location, _, _, None) => match &text {
-                    Some(t) => (Value::String(t.clone()), None, false),
-                    None => return,
-                },
-                _ => match &text {
-                    Some(t) => (Value::String(t.clone()), Some("default"), true),
-                    None => return,
-                },
-            };
+        let (response, handle, as_text) = match (q.question_type, &button_id, &list_row_id, answer)
+        {
+            (QuestionType::Buttons, Some(id), _, _) | (QuestionType::List, _, Some(id), _) => {
+                (Value::String(id.clone()), Some(id.as_str()), false)
+            }
+            (_, _, _, Some(a)) => (a.value, choices.then_some("default"), choices),
+            (QuestionType::Text | QuestionType::Location, _, _, None) => match &text {
+                Some(t) => (Value::String(t.clone()), None, false),
+                None => return,
+            },
+            _ => match &text {
+                Some(t) => (Value::String(t.clone()), Some("default"), true),
+                None => return,
+            },
+        };
         // A message the engine cannot read is asked again, or sent by `default` at
         // a choice question, and the node's output says why.
         let unsupported = kind == Some(AnswerKind::Unsupported);

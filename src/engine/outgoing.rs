@@ -71,7 +71,9 @@ pub enum Outgoing {
     },
     /// wabot: asks the customer to share a location (Meta's
     /// `location_request_message`); the answer is a `location` message.
-    LocationRequest { body: String },
+    LocationRequest {
+        body: String,
+    },
 }
 
 impl Outgoing {

@@ -101,7 +101,9 @@ fn check_link(field: &'static str, link: &str, problems: &mut Vec<Problem>) {
     let ok = match url::Url::parse(link) {
         Ok(u) => matches!(u.scheme(), "http" | "https") && u.host().is_some(),
         // A template inside the URL (`https://x.test/{{id}}`) may not parse as written.
-        Err(_) => link.contains("{{") && (link.starts_with("https://") || link.starts_with("http://")),
+        Err(_) => {
+            link.contains("{{") && (link.starts_with("https://") || link.starts_with("http://"))
+        }
     };
     if !ok {
         problems.push(Problem::InvalidField {

@@ -6,12 +6,12 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
+use super::event::AnswerKind;
 use super::limits::{
     cut, BUTTON_ID_MAX, BUTTON_TITLE_MAX, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX,
     LIST_BUTTON_MAX, MAX_BUTTONS, MAX_LIST_ROWS, ROW_DESCRIPTION_MAX, ROW_ID_MAX, ROW_TITLE_MAX,
     SECTION_TITLE_MAX, TEXT_BODY_MAX,
 };
-use super::event::AnswerKind;
 use super::node::{DynamicSource, KindRule, QuestionNode, QuestionType, Rule, Validation};
 use super::outgoing::{Choice, ListSection, Outgoing};
 use super::vars::{display, lookup, render};
@@ -344,9 +344,7 @@ pub fn check_kind(q: &QuestionNode, kind: AnswerKind) -> Result<(), String> {
     }
     match &q.validation {
         Some(v)
-            if !matches!(v.rule, Rule::Any)
-                || v.min_length.is_some()
-                || v.max_length.is_some() =>
+            if !matches!(v.rule, Rule::Any) || v.min_length.is_some() || v.max_length.is_some() =>
         {
             prompt("Please answer with text.")
         }

@@ -570,7 +570,11 @@ mod tests {
         assert_eq!(body["document"]["id"], "778");
         assert_eq!(body["document"]["filename"], "fatura.pdf");
         assert_eq!(
-            body["document"]["caption"].as_str().unwrap().chars().count(),
+            body["document"]["caption"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
             limits::CAPTION
         );
         // Meta refuses a caption on audio and stickers and a file name on anything
@@ -582,7 +586,13 @@ mod tests {
         assert_eq!(body["audio"], json!({"id": "9"}));
         let body = graph_body(
             "1",
-            &media(MediaType::Sticker, Some("https://s.example/s.webp"), None, Some("x"), None),
+            &media(
+                MediaType::Sticker,
+                Some("https://s.example/s.webp"),
+                None,
+                Some("x"),
+                None,
+            ),
         );
         assert_eq!(body["sticker"], json!({"link": "https://s.example/s.webp"}));
     }
@@ -592,7 +602,13 @@ mod tests {
         for (name, msg) in [
             (
                 "send_image_message_by_url.json",
-                media(MediaType::Image, Some("http(s)://image-url"), None, None, None),
+                media(
+                    MediaType::Image,
+                    Some("http(s)://image-url"),
+                    None,
+                    None,
+                    None,
+                ),
             ),
             (
                 "send_document_message_by_id.json",

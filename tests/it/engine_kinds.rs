@@ -70,13 +70,17 @@ fn bot(data: Value, default_edge: bool, exhausted_edge: bool) -> Value {
     if choices {
         edges.push(json!({"id": "e2", "source": "q", "target": "picked", "sourceHandle": "a"}));
         if default_edge {
-            edges.push(json!({"id": "e3", "source": "q", "target": "next", "sourceHandle": "default"}));
+            edges.push(
+                json!({"id": "e3", "source": "q", "target": "next", "sourceHandle": "default"}),
+            );
         }
     } else {
         edges.push(json!({"id": "e3", "source": "q", "target": "next"}));
     }
     if exhausted_edge {
-        edges.push(json!({"id": "e4", "source": "q", "target": "gave_up", "sourceHandle": "exhausted"}));
+        edges.push(
+            json!({"id": "e4", "source": "q", "target": "gave_up", "sourceHandle": "exhausted"}),
+        );
     }
     json!({"name": "Kinds", "nodes": [
         {"id": "start", "type": "start", "data": {"type": "start", "label": "Start"}},
@@ -142,30 +146,42 @@ fn output(chat: &Chat) -> Value {
 async fn a_text_question_takes_media_locations_and_contacts_as_structured_answers() {
     let mut chat = started(&text_question(None)).await;
     let sends = send(&mut chat, image(Some("the dent"))).await;
-    assert_eq!(bodies(&sends), ["Got it: image {{question_1.response.latitude}}"]);
+    assert_eq!(
+        bodies(&sends),
+        ["Got it: image {{question_1.response.latitude}}"]
+    );
     assert_eq!(
         chat.var("question_1.response"),
-        Some(json!({"type": "image", "caption": "the dent", "mime_type": "image/jpeg",
-                    "media_id": "image-1", "sha256": "c2hhMjU2", "location": null}))
+        Some(
+            json!({"type": "image", "caption": "the dent", "mime_type": "image/jpeg",
+                    "media_id": "image-1", "sha256": "c2hhMjU2", "location": null})
+        )
     );
     assert_eq!(output(&chat)["messageType"], "image");
     assert_eq!(output(&chat)["userResponse"]["media_id"], "image-1");
 
     let mut chat = started(&text_question(None)).await;
     let sends = send(&mut chat, location()).await;
-    assert_eq!(bodies(&sends), ["Got it: {{question_1.response.type}} 41.0082"]);
+    assert_eq!(
+        bodies(&sends),
+        ["Got it: {{question_1.response.type}} 41.0082"]
+    );
     assert_eq!(
         chat.var("question_1.response"),
-        Some(json!({"latitude": 41.0082, "longitude": 28.9784, "name": "Sultanahmet",
-                    "address": "Fatih, İstanbul"}))
+        Some(
+            json!({"latitude": 41.0082, "longitude": 28.9784, "name": "Sultanahmet",
+                    "address": "Fatih, İstanbul"})
+        )
     );
 
     let mut chat = started(&text_question(None)).await;
     send(&mut chat, contacts()).await;
     assert_eq!(
         chat.var("question_1.response"),
-        Some(json!([{"name": {"formatted_name": "Ali Veli", "first_name": "Ali"},
-                     "phones": [{"phone": "+90 555 000 00 00", "wa_id": "905550000000", "type": "CELL"}]}]))
+        Some(
+            json!([{"name": {"formatted_name": "Ali Veli", "first_name": "Ali"},
+                     "phones": [{"phone": "+90 555 000 00 00", "wa_id": "905550000000", "type": "CELL"}]}])
+        )
     );
     assert_eq!(
         chat.var("question_1.response[0].phones[0].wa_id"),
@@ -223,7 +239,10 @@ async fn an_unsupported_message_at_a_text_question_is_asked_again_with_the_reaso
     let mut chat = started(&text_question(None)).await;
     send(&mut chat, unsupported()).await;
     let sends = chat.say("just text").await;
-    assert_eq!(bodies(&sends), ["Got it: {{question_1.response.type}} {{question_1.response.latitude}}"]);
+    assert_eq!(
+        bodies(&sends),
+        ["Got it: {{question_1.response.type}} {{question_1.response.latitude}}"]
+    );
     assert_eq!(chat.var("question_1.response"), Some(json!("just text")));
 }
 
@@ -249,7 +268,10 @@ async fn at_a_buttons_or_list_question_every_kind_follows_default_as_typed_text_
     }
     let mut chat = started(&list_question(true)).await;
     send(&mut chat, location()).await;
-    assert_eq!(chat.var("question_1.response.name"), Some(json!("Sultanahmet")));
+    assert_eq!(
+        chat.var("question_1.response.name"),
+        Some(json!("Sultanahmet"))
+    );
     // A choice is still a choice.
     let mut chat = started(&list_question(true)).await;
     assert_eq!(bodies(&chat.pick("a").await), ["Picked A"]);
@@ -290,15 +312,24 @@ async fn a_location_question_asks_with_a_location_request_and_takes_only_a_locat
         }]
     );
     let sends = chat.say("Kadıköy").await;
-    assert_eq!(bodies(&sends), ["Please share a location.", "Where are you?"]);
+    assert_eq!(
+        bodies(&sends),
+        ["Please share a location.", "Where are you?"]
+    );
     assert!(matches!(sends[1], Outgoing::LocationRequest { .. }));
     assert_eq!(chat.var("question_1.response"), None);
     let sends = send(&mut chat, image(None)).await;
     assert_eq!(bodies(&sends)[0], "Please share a location.");
     assert_eq!(output(&chat)["error"], reason::VALIDATION_FAILED);
     let sends = send(&mut chat, location()).await;
-    assert_eq!(bodies(&sends), ["Got it: {{question_1.response.type}} 41.0082"]);
-    assert_eq!(chat.var("question_1.response.longitude"), Some(json!(28.9784)));
+    assert_eq!(
+        bodies(&sends),
+        ["Got it: {{question_1.response.type}} 41.0082"]
+    );
+    assert_eq!(
+        chat.var("question_1.response.longitude"),
+        Some(json!(28.9784))
+    );
     assert_eq!(output(&chat)["messageType"], "location");
 
     // Past the retries it leaves by `exhausted`.
@@ -335,9 +366,16 @@ async fn validation_types_ask_for_a_kind_and_re_ask_with_the_nodes_error_text() 
         let mut chat = started(&text_question(v(rule))).await;
         let sends = send(&mut chat, inbound.clone()).await;
         if accepted {
-            assert!(bodies(&sends)[0].starts_with("Got it:"), "{rule} {inbound:?}");
+            assert!(
+                bodies(&sends)[0].starts_with("Got it:"),
+                "{rule} {inbound:?}"
+            );
         } else {
-            assert_eq!(bodies(&sends), [format!("Send {rule}!")], "{rule} {inbound:?}");
+            assert_eq!(
+                bodies(&sends),
+                [format!("Send {rule}!")],
+                "{rule} {inbound:?}"
+            );
             assert_eq!(chat.ctx.status, ContextStatus::WaitingInput);
         }
     }
@@ -345,7 +383,10 @@ async fn validation_types_ask_for_a_kind_and_re_ask_with_the_nodes_error_text() 
     let mut chat = started(&text_question(Some(json!({"type": "image"})))).await;
     assert_eq!(bodies(&chat.say("here").await), ["Please send a photo."]);
     assert_eq!(output(&chat), Value::Null, "a typed retry records nothing");
-    let mut chat = started(&text_question(Some(json!({"type": "location", "maxRetries": 0})))).await;
+    let mut chat = started(&text_question(Some(
+        json!({"type": "location", "maxRetries": 0}),
+    )))
+    .await;
     let sends = chat.say("Kadıköy").await;
     assert!(sends.is_empty());
     assert_eq!(
@@ -442,7 +483,9 @@ async fn a_media_link_that_is_no_url_once_filled_in_is_not_sent_and_the_run_goes
         {"id": "e1", "source": "start", "target": "m"}, {"id": "e2", "source": "m", "target": "v"},
         {"id": "e3", "source": "v", "target": "bye"}
     ]});
-    let mut chat = Chat::new(&doc).set("ticket", json!("T-9")).set("voice_id", json!("778"));
+    let mut chat = Chat::new(&doc)
+        .set("ticket", json!("T-9"))
+        .set("voice_id", json!("778"));
     let sends = chat.start().await;
     assert_eq!(bodies(&sends), ["Your ticket:", "", "Bye"]);
     assert_eq!(
@@ -479,7 +522,11 @@ async fn a_media_link_that_is_no_url_once_filled_in_is_not_sent_and_the_run_goes
             filename: Some("T-9.pdf".into())
         }
     );
-    assert_eq!(bodies(&sends[2..]), ["Bye"], "an unknown voice id is not sent");
+    assert_eq!(
+        bodies(&sends[2..]),
+        ["Bye"],
+        "an unknown voice id is not sent"
+    );
 }
 
 #[test]

@@ -57,7 +57,10 @@ async fn a_photo_and_a_location_answer_text_questions_and_media_cta_and_location
             json!({"link": "https://cdn.harbour.example/claims/desk.jpg", "caption": "Our claims team"})
         )
     );
-    assert_eq!(replies[2].text(), Some("Please send a photo of the damage."));
+    assert_eq!(
+        replies[2].text(),
+        Some("Please send a photo of the damage.")
+    );
 
     // Text at a question that asks for a photo is asked again with the node's text.
     engine.say(text("wamid.K2", "it is bad")).await;
@@ -138,7 +141,17 @@ async fn a_photo_and_a_location_answer_text_questions_and_media_cta_and_location
     sorted.sort();
     assert_eq!(
         sorted,
-        ["document", "image", "interactive", "interactive", "text", "text", "text", "text", "text"],
+        [
+            "document",
+            "image",
+            "interactive",
+            "interactive",
+            "text",
+            "text",
+            "text",
+            "text",
+            "text"
+        ],
         "{kinds:?}"
     );
 }
@@ -150,13 +163,17 @@ async fn reactions_and_edits_are_stored_and_start_no_turn() {
     install_chatbot(pool, &load_json(&fixture("claims-desk.json"))).await;
 
     engine
-        .say(json!({"from": CUSTOMER, "id": "wamid.R1", "timestamp": now_secs().to_string(),
-                    "type": "reaction", "reaction": {"message_id": "wamid.OLD", "emoji": "👍"}}))
+        .say(
+            json!({"from": CUSTOMER, "id": "wamid.R1", "timestamp": now_secs().to_string(),
+                    "type": "reaction", "reaction": {"message_id": "wamid.OLD", "emoji": "👍"}}),
+        )
         .await;
     engine
-        .say(json!({"from": CUSTOMER, "id": "wamid.R2", "timestamp": now_secs().to_string(),
+        .say(
+            json!({"from": CUSTOMER, "id": "wamid.R2", "timestamp": now_secs().to_string(),
                     "type": "edit", "edit": {"original_message_id": "wamid.OLD",
-                                             "text": {"body": "fixed typo"}}}))
+                                             "text": {"body": "fixed typo"}}}),
+        )
         .await;
     // Stored when Meta got its 200, without a turn job.
     let stored: Vec<(String, i64)> = sqlx::query_as(
@@ -201,10 +218,9 @@ async fn a_job_claimed_after_the_download_reads_the_stored_location() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let claimed =
-        wabot::store::turns::claim(&app.pool, "kinds-test", Duration::from_secs(30), 10)
-            .await
-            .unwrap();
+    let claimed = wabot::store::turns::claim(&app.pool, "kinds-test", Duration::from_secs(30), 10)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].stored_media.as_ref(), Some(&stored));
     let work = wabot::worker::turns::TurnWork::from(claimed[0].clone());
