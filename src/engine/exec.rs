@@ -441,7 +441,7 @@ impl<H: HttpClient> Turn<'_, H> {
                 .filename
                 .as_deref()
                 .filter(|_| media.kind == MediaType::Document)
-                .map(|f| text(f))
+                .map(text)
                 .filter(|f| !f.trim().is_empty()),
         });
         if !body.trim().is_empty() {

@@ -95,10 +95,10 @@ pub struct MessageNode {
     /// The text; with `media` it is sent before the media (when not empty), with
     /// `cta` it is the body unless the CTA has its own.
     pub content: String,
-    /// wabot: `data.media`.
-    pub media: Option<MediaSpec>,
+    /// wabot: `data.media` (boxed: most messages are text).
+    pub media: Option<Box<MediaSpec>>,
     /// wabot: `data.ctaUrl`.
-    pub cta: Option<CtaSpec>,
+    pub cta: Option<Box<CtaSpec>>,
 }
 
 /// wabot: media a message node sends; every text is interpolated when sent.

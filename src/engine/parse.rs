@@ -56,8 +56,14 @@ fn required(data: Fields<'_>, key: &'static str, problems: &mut Vec<Problem>) ->
 
 /// A message node: text, or wabot's `media` / `ctaUrl` (then `content` may be empty).
 fn message(data: Fields<'_>, problems: &mut Vec<Problem>) -> MessageNode {
-    let media = data.get("media").and_then(|m| media(m, problems));
-    let cta = data.get("ctaUrl").and_then(|c| cta_url(c, problems));
+    let media = data
+        .get("media")
+        .and_then(|m| media(m, problems))
+        .map(Box::new);
+    let cta = data
+        .get("ctaUrl")
+        .and_then(|c| cta_url(c, problems))
+        .map(Box::new);
     if media.is_some() && cta.is_some() {
         problems.push(Problem::InvalidField {
             field: "ctaUrl",

@@ -153,12 +153,7 @@ impl Chat {
 
 /// The text of each message: a text body, or the body of an interactive one.
 pub fn bodies(sends: &[Outgoing]) -> Vec<String> {
-    sends
-        .iter()
-        .map(|s| match s {
-            other => other.text().to_owned(),
-        })
-        .collect()
+    sends.iter().map(|s| s.text().to_owned()).collect()
 }
 
 fn list_row_ids(send: &Outgoing) -> Vec<String> {
