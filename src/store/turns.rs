@@ -95,9 +95,11 @@ pub struct ClaimedTurn {
 
 const CLAIMED_COLUMNS: &str = "t.id, t.conversation_id, t.message_id, t.kind, t.payload, \
      t.attempts, t.last_error, t.locked_by AS token, \
-     (SELECT m.content -> 'raw' FROM messages m WHERE m.id = t.message_id) AS raw, \
-     (SELECT m.content #> '{media,stored}' FROM messages m WHERE m.id = t.message_id) \
-       AS stored_media";
+     m.content -> 'raw' AS raw, m.content #> '{media,stored}' AS stored_media";
+
+/// Where [`CLAIMED_COLUMNS`] come from: the claimed jobs `t` and their messages (one
+/// lookup by key gives Meta's message and the stored media both).
+const CLAIMED_FROM: &str = "t LEFT JOIN messages m ON m.id = t.message_id";
 
 /// Claims up to `limit` jobs for `holder`, at most one per conversation, each the
 /// oldest unfinished job of its conversation (a timer not yet due does not hold the
@@ -135,7 +137,7 @@ pub async fn claim(
                     attempts = u.attempts + 1 \
                FROM candidates c WHERE u.id = c.id \
              RETURNING u.*, c.taken_over) \
-         SELECT {CLAIMED_COLUMNS}, t.taken_over FROM t ORDER BY t.id"
+         SELECT {CLAIMED_COLUMNS}, t.taken_over FROM {CLAIMED_FROM} ORDER BY t.id"
     ))
     .bind(holder)
     .bind(lease.as_secs_f64())
@@ -727,7 +729,7 @@ async fn claim_next(
               WHERE u.id = h.id AND h.run_at <= now() \
                 AND (h.locked_until IS NULL OR h.locked_until < now()) \
              RETURNING u.*) \
-         SELECT {CLAIMED_COLUMNS} FROM t ORDER BY t.id"
+         SELECT {CLAIMED_COLUMNS} FROM {CLAIMED_FROM} ORDER BY t.id"
     ))
     .bind(holder)
     .bind(lease.as_secs_f64())
