@@ -9,7 +9,7 @@ use petgraph::visit::{Dfs, EdgeRef};
 use serde_json::Value;
 
 use super::doc::{ChatbotDoc, Fields};
-use super::node::{NodeKind, QuestionType};
+use super::node::NodeKind;
 use super::parse::parse_kind;
 use super::validate::{NodeRef, Problem, ValidationError, Warning, WarningKind};
 
@@ -320,7 +320,7 @@ fn warnings(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Vec<Warning> {
         if let NodeKind::Question(q) = &node.kind {
             // Typed text at a choice question leaves by `default`; without one it is
             // asked again and then needs `exhausted`, else the conversation ends.
-            let choices = q.question_type != QuestionType::Text;
+            let choices = q.question_type.has_choices();
             if choices && !has_default && !has_exhausted {
                 warnings.push(Warning {
                     node: node_ref.clone(),

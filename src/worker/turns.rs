@@ -1029,9 +1029,15 @@ pub fn message_content(msg: &engine::Outgoing) -> (&'static str, Value) {
         | engine::Outgoing::List { .. }
         | engine::Outgoing::CtaUrl { .. }
         | engine::Outgoing::LocationRequest { .. } => ("interactive", outbound::interactive(msg)),
-        // Meta's media object (`link` | `id`, `caption`, `filename`), as inbound
-        // media keep theirs.
-        engine::Outgoing::Media { media, .. } => (media.as_str(), outbound::media_object(msg)),
+        // Meta's media object (`link` | `id`, `caption`, `filename`), with the link
+        // also under `url`, the key inbound media keep it in.
+        engine::Outgoing::Media { media, link, .. } => {
+            let mut content = outbound::media_object(msg);
+            if let Some(link) = link {
+                content["url"] = json!(link);
+            }
+            (media.as_str(), content)
+        }
     }
 }
 
@@ -1247,6 +1253,24 @@ mod tests {
         assert_eq!(content["type"], "flow");
         assert_eq!(content["whatsappFlowId"], "1234");
         assert_eq!(content["action"]["parameters"]["flow_id"], "1234");
+        let (kind, content) = message_content(&Outgoing::Media {
+            media: engine::MediaType::Document,
+            link: Some("https://cdn.example/f.pdf".into()),
+            id: None,
+            caption: Some("Form".into()),
+            filename: Some("f.pdf".into()),
+        });
+        assert_eq!(kind, "document");
+        assert_eq!(
+            content,
+            json!({"link": "https://cdn.example/f.pdf", "url": "https://cdn.example/f.pdf",
+                   "caption": "Form", "filename": "f.pdf"})
+        );
+        let (kind, content) = message_content(&Outgoing::LocationRequest {
+            body: "Where?".into(),
+        });
+        assert_eq!(kind, "interactive");
+        assert_eq!(content["type"], "location_request_message");
     }
 
     #[test]
