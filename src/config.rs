@@ -659,7 +659,7 @@ impl Config {
             }
         }
         let version = &self.whatsapp.graph_api_version;
-        if !crate::whatsapp::graph::is_api_version(version) {
+        if !is_api_version(version) {
             return Err(ConfigError::invalid(
                 "WABOT_GRAPH_API_VERSION",
                 format!("`{version}` is not a Graph API version such as v24.0"),
@@ -743,6 +743,17 @@ fn positive<T: Into<u64>>(key: &str, value: T) -> Result<(), ConfigError> {
 }
 
 /// Overwrites `slot` with the parsed value of `key`, when the variable is set.
+/// Whether `version` names a Graph API version: `v` and dot-separated numbers
+/// (`v24.0`).
+pub fn is_api_version(version: &str) -> bool {
+    version.strip_prefix('v').is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .split('.')
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 fn set_parsed<T>(env: &HashMap<String, String>, key: &str, slot: &mut T) -> Result<(), ConfigError>
 where
     T: std::str::FromStr,

@@ -108,7 +108,7 @@ impl CredentialStore {
 /// a warning, rather than a URL Meta would refuse.
 fn checked_version(version: &str) -> Option<String> {
     let version = version.trim();
-    if crate::whatsapp::graph::is_api_version(version) {
+    if crate::config::is_api_version(version) {
         return Some(version.to_owned());
     }
     tracing::warn!(

@@ -16,6 +16,8 @@
 //!   one turn at a time; it does no I/O and reads no clock of its own.
 //! * [`datasource`] resolves data sources and connections over HTTP for Flows and
 //!   dynamic questions.
+//! * [`mapping`] turns the store's rows into the engine's values and back, so that
+//!   neither of the two knows the other.
 //! * [`egress`] is the one guard of user-configured URLs (rest_api nodes and data
 //!   sources): no private addresses, DNS pinned, redirects re-checked.
 //!
@@ -31,6 +33,7 @@ pub mod dev;
 pub mod egress;
 pub mod engine;
 pub mod http;
+pub mod mapping;
 pub mod metrics;
 pub mod replay;
 pub mod session;

@@ -245,7 +245,7 @@ pub async fn report(pool: &PgPool, config: &Config) -> anyhow::Result<StatusRepo
             config_rows,
             phone_number_id: Some(row.phone_number_id),
             business_account_id: Some(row.business_account_id),
-            api_version: if crate::whatsapp::graph::is_api_version(row.api_version.trim()) {
+            api_version: if crate::config::is_api_version(row.api_version.trim()) {
                 row.api_version.trim().to_owned()
             } else {
                 fallback.graph_api_version.clone()

@@ -161,34 +161,3 @@ pub(crate) fn pairs(value: Option<&Value>) -> Vec<(String, String)> {
         _ => Vec::new(),
     }
 }
-
-// The store's rows are plain; these turn them into documents and back, here, so
-// that the store needs nothing of the engine.
-impl crate::store::chatbots::ChatbotRow {
-    /// The document the engine compiles.
-    pub fn to_doc(&self) -> ChatbotDoc {
-        let mut doc = ChatbotDoc::from_columns(
-            &self.name,
-            self.nodes.clone(),
-            self.edges.clone(),
-            self.metadata.clone(),
-        );
-        doc.description = self.description.clone();
-        doc.is_active = Some(self.is_active);
-        doc
-    }
-}
-
-impl<'a> crate::store::chatbots::NewChatbot<'a> {
-    /// The row that stores `doc`.
-    pub fn from_doc(doc: &'a ChatbotDoc, is_active: bool) -> Self {
-        crate::store::chatbots::NewChatbot {
-            name: &doc.name,
-            description: doc.description.as_deref(),
-            nodes: &doc.nodes,
-            edges: &doc.edges,
-            metadata: doc.metadata.as_ref(),
-            is_active,
-        }
-    }
-}

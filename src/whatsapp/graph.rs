@@ -179,17 +179,6 @@ fn classify(status: u16, code: i64) -> ErrorClass {
     }
 }
 
-/// Whether `version` names a Graph API version: `v` and dot-separated numbers
-/// (`v24.0`).
-pub fn is_api_version(version: &str) -> bool {
-    version.strip_prefix('v').is_some_and(|rest| {
-        !rest.is_empty()
-            && rest
-                .split('.')
-                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    })
-}
-
 /// The Graph API client.
 #[derive(Clone)]
 pub struct GraphClient {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -36,6 +36,7 @@ use crate::engine::{
     self, AnswerKind, CompiledChatbot, Context, ContextStatus, Customer, EngineLimits, Event,
     Inbound, MediaMessage,
 };
+use crate::mapping::{context_from_row, context_to_row};
 use crate::metrics::TurnOutcome;
 use crate::session::{self, Decision, Handover, HandoverState, Input, Rules, Skip};
 use crate::store;
@@ -1069,60 +1070,6 @@ pub fn outbound_row(
     }
 }
 
-/// The row a context is saved as.
-pub fn context_to_row(context: &Context) -> ContextRow {
-    ContextRow {
-        id: context.id,
-        conversation_id: context.conversation_id,
-        chatbot_id: context.chatbot_id,
-        current_node_id: context.current_node_id.clone(),
-        variables: Value::Object(context.variables.clone()),
-        node_history: Value::Array(
-            context
-                .node_history
-                .iter()
-                .map(|id| Value::String(id.clone()))
-                .collect(),
-        ),
-        node_outputs: Value::Object(context.node_outputs.clone()),
-        is_active: context.is_active,
-        status: context.status.as_str().to_owned(),
-        expires_at: context.expires_at,
-        completed_at: context.completed_at,
-        completion_reason: context.completion_reason.clone(),
-        // Not written: the database sets it on every save.
-        updated_at: Utc::now(),
-    }
-}
-
-/// The context a row holds.
-pub fn context_from_row(row: &ContextRow) -> Context {
-    let object = |v: &Value| match v {
-        Value::Object(map) => map.clone(),
-        _ => Map::new(),
-    };
-    Context {
-        id: row.id,
-        conversation_id: row.conversation_id,
-        chatbot_id: row.chatbot_id,
-        current_node_id: row.current_node_id.clone(),
-        variables: object(&row.variables),
-        node_history: match &row.node_history {
-            Value::Array(items) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        },
-        node_outputs: object(&row.node_outputs),
-        is_active: row.is_active,
-        status: ContextStatus::parse(&row.status),
-        completion_reason: row.completion_reason.clone(),
-        completed_at: row.completed_at,
-        expires_at: row.expires_at,
-    }
-}
-
 /// The text an inbox shows for an outgoing message.
 fn preview(message: &engine::Outgoing) -> &str {
     match message {
@@ -1212,6 +1159,7 @@ fn media(kind: AnswerKind, m: Media) -> Inbound {
 mod tests {
     use super::*;
     use crate::engine::{Choice, FlowAction, Outgoing};
+    use serde_json::Map;
 
     #[test]
     fn contents_have_whatsapp_builders_shapes() {

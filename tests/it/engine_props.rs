@@ -472,12 +472,9 @@ async fn a_nul_in_an_api_answer_or_a_flow_reply_still_saves_the_context() {
         first.sends
     );
     let mut conn = pool.acquire().await.unwrap();
-    contexts::save(
-        &mut conn,
-        &wabot::worker::turns::context_to_row(&first.context),
-    )
-    .await
-    .expect("the context saves");
+    contexts::save(&mut conn, &wabot::mapping::context_to_row(&first.context))
+        .await
+        .expect("the context saves");
 
     let picked = Event::InboundMessage {
         text: Some("t".into()),
@@ -487,12 +484,9 @@ async fn a_nul_in_an_api_answer_or_a_flow_reply_still_saves_the_context() {
     };
     let second = engine::run_turn(&bot, first.context, picked, now, &http, &limits).await;
     turn_ok(&second, &limits);
-    contexts::save(
-        &mut conn,
-        &wabot::worker::turns::context_to_row(&second.context),
-    )
-    .await
-    .expect("the context saves");
+    contexts::save(&mut conn, &wabot::mapping::context_to_row(&second.context))
+        .await
+        .expect("the context saves");
 
     let reply = Event::FlowReply {
         flow_token: None,
@@ -500,12 +494,9 @@ async fn a_nul_in_an_api_answer_or_a_flow_reply_still_saves_the_context() {
     };
     let third = engine::run_turn(&bot, second.context, reply, now, &http, &limits).await;
     turn_ok(&third, &limits);
-    contexts::save(
-        &mut conn,
-        &wabot::worker::turns::context_to_row(&third.context),
-    )
-    .await
-    .expect("the context saves");
+    contexts::save(&mut conn, &wabot::mapping::context_to_row(&third.context))
+        .await
+        .expect("the context saves");
     let stored: Value =
         sqlx::query_scalar("SELECT variables FROM conversation_contexts WHERE id = $1")
             .bind(third.context.id)

@@ -19,8 +19,8 @@ mod contexts {
     use sqlx::{PgConnection, PgPool};
     use uuid::Uuid;
     use wabot::engine::{Context, ContextStatus};
+    use wabot::mapping::{context_from_row, context_to_row};
     use wabot::store::contexts as rows;
-    use wabot::worker::turns::{context_from_row, context_to_row};
 
     pub async fn save(conn: &mut PgConnection, context: &Context) -> Result<(), sqlx::Error> {
         rows::save(conn, &context_to_row(context)).await
