@@ -9,7 +9,7 @@ use petgraph::visit::{Dfs, EdgeRef};
 use serde_json::Value;
 
 use super::doc::{ChatbotDoc, Fields};
-use super::node::NodeKind;
+use super::node::{NodeKind, QuestionType};
 use super::parse::parse_kind;
 use super::validate::{NodeRef, Problem, ValidationError, Warning, WarningKind};
 
@@ -329,6 +329,16 @@ fn warnings(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Vec<Warning> {
                     },
                 });
             }
+            // WhatsApp Web and Desktop cannot share a location: a customer there can
+            // only fail a location question, so it needs another way on.
+            if q.question_type == QuestionType::Location && !has_exhausted {
+                warnings.push(Warning {
+                    node: node_ref.clone(),
+                    kind: WarningKind::LocationWithoutExhausted {
+                        retries: q.max_retries(),
+                    },
+                });
+            }
         }
         let Some(handles) = node.kind.handles() else {
             continue;
@@ -353,8 +363,9 @@ fn warnings(graph: &DiGraph<Node, Edge>, start: NodeIndex) -> Vec<Warning> {
         let is_question = matches!(node.kind, NodeKind::Question(_));
         // Without validation, a choice question's `exhausted` is one of two ways to
         // give typed text a path; the warning above covers having neither.
-        let exhausted_optional =
-            matches!(&node.kind, NodeKind::Question(q) if q.validation.is_none());
+        // A location question's missing `exhausted` has its own warning above.
+        let exhausted_optional = matches!(&node.kind, NodeKind::Question(q)
+            if q.validation.is_none() || q.question_type == QuestionType::Location);
         for handle in handles {
             if optional && handle == "error" {
                 continue;

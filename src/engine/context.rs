@@ -86,6 +86,9 @@ pub mod reason {
     /// An agent had the conversation; when it came back to the bot, the run from
     /// before was ended and a new one started.
     pub const AGENT_TOOK_OVER: &str = "agent_took_over";
+    /// A message arrived while a Flow waited for its form: the customer was told to
+    /// finish it or type a skip word (a node output's `error`, not an end).
+    pub const FLOW_PENDING: &str = "flow_pending";
 }
 
 /// One row of `conversation_contexts`, as the engine sees it.

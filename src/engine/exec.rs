@@ -18,11 +18,17 @@ use super::node::{FlowNode, MessageNode, NodeKind, QuestionNode, QuestionType};
 use super::outgoing::{MediaType, Outgoing};
 use super::question::{self, navigation_page, page_variable};
 use super::rest;
-use super::vars::{assign, render, render_value, scrub_nul, scrub_nul_text};
+use super::vars::{
+    assign, render, render_value, scrub_nul, scrub_nul_text, unset_variables,
+};
 
 /// Words that leave a waiting question or Flow by its default edge. Typed when no
 /// conversation is active they start nothing ([`is_skip_word`]).
 pub const SKIP_WORDS: [&str; 6] = ["skip", "cancel", "iptal", "atla", "vazgec", "vazgeç"];
+
+/// Sent, with the Flow message again, when the customer writes while a Flow waits.
+pub const FLOW_PENDING_PROMPT: &str =
+    "Please fill in the form above, or type skip to go on without it.";
 
 /// What a turn produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,10 +155,15 @@ impl<H: HttpClient> Turn<'_, H> {
                         self.record(current, json!({"skipped": true}));
                         self.leave(current, None).await;
                     }
+                    ContextStatus::WaitingFlow => {
+                        self.handled(current);
+                        let said = answer.map_or_else(|| json!(text), |a| a.value);
+                        self.remind_flow(current, said);
+                    }
                     ContextStatus::Running => {
                         self.advance(Some(current), reason::FLOW_COMPLETED).await
                     }
-                    _ => tracing::debug!("message while waiting for a Flow ignored"),
+                    _ => {}
                 }
             }
             Event::FlowReply {
@@ -397,11 +408,18 @@ impl<H: HttpClient> Turn<'_, H> {
         let vars = &self.ctx.variables;
         let text = |t: &str| render(t, vars);
         if let Some(cta) = &m.cta {
-            let url = text(&cta.url).trim().to_owned();
-            if let Err(error) = web_link(&url) {
-                return self.unsendable("ctaUrl.url", error);
-            }
             let body = text(cta.text.as_deref().unwrap_or(&m.content));
+            let url = match render_link(&cta.url, vars) {
+                Ok(url) => url,
+                Err(error) => {
+                    // The button cannot go, but what the node says still can.
+                    if !body.trim().is_empty() {
+                        let body = cut(&body, TEXT_BODY_MAX);
+                        self.sends.push(Outgoing::Text { body });
+                    }
+                    return self.unsendable("ctaUrl.url", error);
+                }
+            };
             self.sends.push(Outgoing::CtaUrl {
                 header: cta.header.as_deref().map(|h| cut(&text(h), HEADER_MAX)),
                 body: cut(&body, INTERACTIVE_BODY_MAX),
@@ -418,15 +436,22 @@ impl<H: HttpClient> Turn<'_, H> {
         };
         // The text goes first, then the media: a caption belongs to the media alone.
         let body = cut(&text(&m.content), TEXT_BODY_MAX);
-        let link = media.link.as_deref().map(|l| text(l).trim().to_owned());
+        let link = media.link.as_deref().map(|l| render_link(l, vars));
         let id = media.id.as_deref().map(|i| text(i).trim().to_owned());
         let checked = match (&link, &id) {
-            (Some(link), _) => web_link(link),
-            (None, Some(id)) if id.is_empty() || id.contains("{{") => Err(format!(
-                "the media id `{id}` is empty or names an unknown variable"
-            )),
+            (Some(Err(error)), _) => Err(error.clone()),
+            (None, Some(id))
+                if id.is_empty()
+                    || !unset_variables(media.id.as_deref().unwrap_or_default(), vars)
+                        .is_empty() =>
+            {
+                Err(format!(
+                    "the media id `{id}` is empty or names a variable that is not set"
+                ))
+            }
             _ => Ok(()),
         };
+        let link = link.and_then(Result::ok);
         let media_send = checked.map(|()| Outgoing::Media {
             media: media.kind,
             link,
@@ -462,6 +487,25 @@ impl<H: HttpClient> Turn<'_, H> {
     fn unsendable(&self, field: &str, error: String) -> Value {
         tracing::info!(node = %self.ctx.current_node_id, field, %error, "message not sent");
         json!({"success": false, "error": format!("{field}: {error}")})
+    }
+
+    /// A message while a Flow waits for its form: the customer is told to finish it
+    /// or type a skip word, and gets the Flow message again (the old one may be far
+    /// up the chat). The wait and its deadline stay as they were.
+    fn remind_flow(&mut self, index: NodeIndex, said: Value) {
+        let node = self.bot.node(index);
+        let NodeKind::Flow(f) = &node.kind else {
+            return;
+        };
+        let again = self.flow_message(node, f);
+        self.sends.push(Outgoing::Text {
+            body: FLOW_PENDING_PROMPT.to_owned(),
+        });
+        self.sends.push(again);
+        self.record(
+            index,
+            json!({"success": false, "userResponse": said, "error": reason::FLOW_PENDING}),
+        );
     }
 
     fn flow_message(&self, node: &Node, f: &FlowNode) -> Outgoing {
@@ -598,13 +642,16 @@ impl<H: HttpClient> Turn<'_, H> {
         };
         // A message the engine cannot read is asked again, or sent by `default` at
         // a choice question, and the node's output says why.
+        // Never stored as an answer, not even by `default` at a choice question: the
+        // customer is asked again (a poll or a view-once photo is no choice).
         let unsupported = kind == Some(AnswerKind::Unsupported);
         let checked = match kind {
-            Some(kind) if !choices || (q.validation.is_some() && !unsupported) => {
+            Some(kind) if !choices || unsupported || q.validation.is_some() => {
                 question::check_kind(q, kind)
             }
             Some(_) => Ok(()),
-            None if typed || q.question_type == QuestionType::Location => {
+            // A tap on an older message's button is not the photo or location asked for.
+            None if typed || question::asks_for_kind(q) => {
                 question::check_text(q, text.as_deref().unwrap_or_default())
             }
             None => Ok(()),
@@ -615,14 +662,7 @@ impl<H: HttpClient> Turn<'_, H> {
             } else {
                 reason::VALIDATION_FAILED
             };
-            if let Some(kind) = kind {
-                self.record(
-                    index,
-                    json!({"success": false, "userResponse": response,
-                           "messageType": kind.as_str(), "error": why}),
-                );
-            }
-            self.reject(index, q, Some(prompt.as_str()), response, why)
+            self.reject(index, q, Some(prompt.as_str()), response, kind, why)
                 .await;
             return;
         }
@@ -635,19 +675,8 @@ impl<H: HttpClient> Turn<'_, H> {
         // when there is no next node, so an ordinary answer pays nothing for it.
         if next.is_none() && (as_text || handle.is_some_and(|id| !q.offers(id))) {
             let prompt = q.invalid_choice_message.as_deref();
-            let why = if unsupported {
-                reason::UNSUPPORTED_MESSAGE
-            } else {
-                reason::NO_PATH_FOR_TYPED_TEXT
-            };
-            if let Some(kind) = kind {
-                self.record(
-                    index,
-                    json!({"success": false, "userResponse": response,
-                           "messageType": kind.as_str(), "error": why}),
-                );
-            }
-            self.reject(index, q, prompt, response, why).await;
+            let why = reason::NO_PATH_FOR_TYPED_TEXT;
+            self.reject(index, q, prompt, response, kind, why).await;
             return;
         }
         self.store_answer(index, q, &response);
@@ -657,9 +686,6 @@ impl<H: HttpClient> Turn<'_, H> {
         if let Some(kind) = kind {
             output["messageType"] = json!(kind.as_str());
         }
-        if unsupported {
-            output["reason"] = json!(reason::UNSUPPORTED_MESSAGE);
-        }
         self.record(index, output);
         self.leave_to(index, next).await;
     }
@@ -667,17 +693,27 @@ impl<H: HttpClient> Turn<'_, H> {
     /// An answer the waiting question cannot take: asks again (`prompt` first, when
     /// there is one; a buttons or list question re-sends its choices, which an
     /// error alone would leave the customer without) until the question's retry
-    /// limit, then leaves by `exhausted`, else ends the context with `why`.
+    /// limit, then leaves by `exhausted`, else ends the context with `why`. The
+    /// node's output says why each time a structured answer (`kind`) is refused,
+    /// and at the last refusal of any.
     async fn reject(
         &mut self,
         index: NodeIndex,
         q: &QuestionNode,
         prompt: Option<&str>,
         answer: Value,
+        kind: Option<AnswerKind>,
         why: &'static str,
     ) {
+        let mut output = json!({"success": false, "userResponse": answer, "error": why});
+        if let Some(kind) = kind {
+            output["messageType"] = json!(kind.as_str());
+        }
         self.state.retries += 1;
         if self.state.retries <= q.max_retries() {
+            if kind.is_some() {
+                self.record(index, output);
+            }
             if let Some(prompt) = prompt {
                 self.sends.push(Outgoing::Text {
                     body: cut(&render(prompt, &self.ctx.variables), TEXT_BODY_MAX),
@@ -691,14 +727,10 @@ impl<H: HttpClient> Turn<'_, H> {
             return;
         }
         self.state.retries = 0;
-        let error = match why {
-            reason::VALIDATION_FAILED => "validation_exhausted",
-            other => other,
-        };
-        self.record(
-            index,
-            json!({"success": false, "userResponse": answer, "error": error}),
-        );
+        if why == reason::VALIDATION_FAILED {
+            output["error"] = json!("validation_exhausted");
+        }
+        self.record(index, output);
         self.ctx.node_history.push(self.bot.node(index).id.clone());
         match self.bot.next_exact(index, "exhausted") {
             Some(next) => self.advance(Some(next), reason::FLOW_COMPLETED).await,
@@ -848,6 +880,21 @@ fn token_matches(token: Option<&str>, context: uuid::Uuid, node: &str) -> bool {
         None => true,
         Some((id, n)) => id == context && n == node,
     }
+}
+
+/// A link's template filled in: refused when a variable in it is not set (the link
+/// would go out with `{{claim_id}}` in it) or when it is no http(s) URL.
+fn render_link(template: &str, vars: &Map<String, Value>) -> Result<String, String> {
+    let unset = unset_variables(template, vars);
+    if !unset.is_empty() {
+        return Err(format!(
+            "`{}` uses variables that are not set: {}",
+            cut(template.trim(), 200),
+            unset.join(", ")
+        ));
+    }
+    let link = render(template, vars).trim().to_owned();
+    web_link(&link).map(|()| link)
 }
 
 /// Whether a rendered link is one Meta can fetch or open: an http(s) URL.

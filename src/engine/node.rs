@@ -75,12 +75,10 @@ impl NodeKind {
                         .flat_map(|s| s.rows.iter().map(|r| r.id.clone()))
                         .collect(),
                 };
-                // A choice question leaves by `exhausted` after too many answers that
-                // are not its choices, a location question after too many that are
-                // not locations, a text question only after failed validation.
-                if q.validation.is_some() || q.question_type != QuestionType::Text {
-                    handles.push("exhausted".to_owned());
-                }
+                // Every question leaves by `exhausted` after too many answers it
+                // cannot take: not its choices, not a location, failing validation,
+                // or messages wabot cannot read (at a text question too).
+                handles.push("exhausted".to_owned());
                 if q.timeout_secs.is_some() {
                     handles.push("timeout".to_owned());
                 }

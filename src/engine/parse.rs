@@ -98,18 +98,18 @@ fn too_long(text: &Option<String>, max: usize) -> bool {
         .is_some_and(|t| !t.contains("{{") && t.chars().count() > max)
 }
 
-/// A link as written: an http(s) URL, or a template that becomes one when sent.
+/// A link as written: an http(s) URL, or a template that becomes one when sent
+/// (checked with each `{{variable}}` standing for a word; one that begins with a
+/// variable is only known when sent). When sent, a link with a variable that is not
+/// set is refused (`exec::render_link`).
 fn check_link(field: &'static str, link: &str, problems: &mut Vec<Problem>) {
     let link = link.trim();
     if link.starts_with("{{") {
         return;
     }
-    let ok = match url::Url::parse(link) {
+    let ok = match url::Url::parse(&fill_placeholders(link)) {
         Ok(u) => matches!(u.scheme(), "http" | "https") && u.host().is_some(),
-        // A template inside the URL (`https://x.test/{{id}}`) may not parse as written.
-        Err(_) => {
-            link.contains("{{") && (link.starts_with("https://") || link.starts_with("http://"))
-        }
+        Err(_) => false,
     };
     if !ok {
         problems.push(Problem::InvalidField {
@@ -117,6 +117,22 @@ fn check_link(field: &'static str, link: &str, problems: &mut Vec<Problem>) {
             reason: format!("`{link}` is not an http(s) URL"),
         });
     }
+}
+
+/// `link` with each complete `{{...}}` replaced by a word.
+fn fill_placeholders(link: &str) -> String {
+    let mut out = String::with_capacity(link.len());
+    let mut rest = link;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}") else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        out.push('x');
+        rest = &rest[open + 2 + close + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn media(value: &serde_json::Value, problems: &mut Vec<Problem>) -> Option<MediaSpec> {
@@ -300,7 +316,7 @@ fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
         dynamic,
         connection,
         legacy_variable: data.string("variable").map(|v| v.trim().to_owned()),
-        validation: validation(data, problems),
+        validation: validation(data, question_type, problems),
         invalid_choice_message: choices
             .then(|| data.string("invalidChoiceMessage"))
             .flatten(),
@@ -405,14 +421,15 @@ fn sections(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<ListSection> {
     out
 }
 
-fn validation(data: Fields<'_>, problems: &mut Vec<Problem>) -> Option<Validation> {
+fn validation(
+    data: Fields<'_>,
+    question_type: QuestionType,
+    problems: &mut Vec<Problem>,
+) -> Option<Validation> {
     let v = Fields(data.object("validation")?);
-    let rule = match v
-        .string("type")
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
+    let name = v.string("type").map(|t| t.to_ascii_lowercase());
+    let reported = problems.len();
+    let rule = match name.as_deref() {
         None | Some("text") | Some("any") => Rule::Any,
         Some("email") => Rule::Email,
         Some("number") => Rule::Number,
@@ -445,6 +462,31 @@ fn validation(data: Fields<'_>, problems: &mut Vec<Problem>) -> Option<Validatio
             }
         },
     };
+    // A kind where it means nothing would silently change what the question does.
+    let name = name.unwrap_or_default();
+    let meaningless = match (&rule, question_type) {
+        (Rule::Kind(_), t) if t.has_choices() => Some(format!(
+            "`{name}` asks for a kind of message; a buttons or list question takes its \
+             choices, and other kinds follow `default` like typed text"
+        )),
+        (Rule::Kind(KindRule::Location), QuestionType::Location) => None,
+        _ if question_type == QuestionType::Location
+            && !name.is_empty()
+            && problems.len() == reported =>
+        {
+            Some(format!(
+                "`{name}`: a location question takes a location; give `location` or no \
+                 `validation.type`"
+            ))
+        }
+        _ => None,
+    };
+    if let Some(reason) = meaningless {
+        problems.push(Problem::InvalidField {
+            field: "validation.type",
+            reason,
+        });
+    }
     Some(Validation {
         rule,
         min_length: v.u64("minLength").map(|n| n as usize),

@@ -301,6 +301,17 @@ pub fn check(validation: &Validation, answer: &str) -> Result<(), String> {
 pub const UNSUPPORTED_PROMPT: &str =
     "Sorry, this kind of message cannot be read here. Please answer with text.";
 
+/// The prompt when a buttons or list question cannot read what the customer sent
+/// and the node has no `invalidChoiceMessage`; the choices follow it.
+pub const UNSUPPORTED_CHOICE_PROMPT: &str =
+    "Sorry, this kind of message cannot be read here. Please choose one of the options.";
+
+/// Whether the question asks for a kind of message (a location, a photo) rather
+/// than text: then a tap on an older message's choice does not answer it either.
+pub fn asks_for_kind(q: &QuestionNode) -> bool {
+    kind_rule(q).is_some()
+}
+
 /// The kinds of message a question takes instead of text, when it asks for one:
 /// a location question takes locations; a `validation.type` of wabot's its kinds.
 fn kind_rule(q: &QuestionNode) -> Option<KindRule> {
@@ -333,6 +344,10 @@ pub fn check_text(q: &QuestionNode, answer: &str) -> Result<(), String> {
 pub fn check_kind(q: &QuestionNode, kind: AnswerKind) -> Result<(), String> {
     let prompt = |default: &str| Err(error_message(q).unwrap_or_else(|| default.to_owned()));
     if kind == AnswerKind::Unsupported {
+        if q.question_type.has_choices() {
+            let text = q.invalid_choice_message.clone().or_else(|| error_message(q));
+            return Err(text.unwrap_or_else(|| UNSUPPORTED_CHOICE_PROMPT.to_owned()));
+        }
         return prompt(kind_rule(q).map_or(UNSUPPORTED_PROMPT, KindRule::prompt));
     }
     if let Some(rule) = kind_rule(q) {

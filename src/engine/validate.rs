@@ -98,6 +98,10 @@ pub enum WarningKind {
     /// A buttons or list question with neither a `default` nor an `exhausted` edge:
     /// typed text is asked again (`retries` times) and then ends the conversation.
     NoPathForTypedText { retries: u32 },
+    /// A location question with no `exhausted` edge: a customer on WhatsApp Web or
+    /// Desktop cannot share a location, is asked again `retries` times, and then
+    /// the conversation ends.
+    LocationWithoutExhausted { retries: u32 },
 }
 
 impl fmt::Display for Warning {
@@ -129,6 +133,15 @@ impl fmt::Display for Warning {
                 self.node,
                 if *retries == 1 { "time" } else { "times" },
                 super::context::reason::NO_PATH_FOR_TYPED_TEXT
+            ),
+            WarningKind::LocationWithoutExhausted { retries } => write!(
+                f,
+                "{}: a location question without an `exhausted` edge: WhatsApp Web and \
+                 Desktop cannot share a location, so a customer there is asked again \
+                 {retries} {}, then the conversation ends ({})",
+                self.node,
+                if *retries == 1 { "time" } else { "times" },
+                super::context::reason::VALIDATION_FAILED
             ),
         }
     }

@@ -124,8 +124,12 @@ pub fn assign(root: &mut Map<String, Value>, path: &str, value: Value) {
 }
 
 /// How a value reads inside a message: strings as they are, numbers and booleans
-/// as JSON text, arrays as a numbered list and objects as `key: value` lines.
+/// as JSON text, a customer's media, location or contacts answer as its
+/// [`answer_text`], other arrays as a numbered list and objects as `key: value` lines.
 pub fn display(value: &Value) -> Cow<'_, str> {
+    if let Some(text) = answer_text(value) {
+        return Cow::Owned(text);
+    }
     match value {
         Value::String(s) => Cow::Borrowed(s),
         Value::Null => Cow::Borrowed(""),
@@ -148,6 +152,80 @@ pub fn display(value: &Value) -> Cow<'_, str> {
     }
 }
 
+/// The media kinds of a media answer's `type`.
+const MEDIA_KINDS: [&str; 5] = ["image", "video", "audio", "document", "sticker"];
+
+/// The text a structured answer (see `engine::event`) reads as when it is inserted
+/// whole, as WhatsApp Builder inserts a message: media by its caption, else
+/// `[image]` (`[document]`, ...); a location by its name and address, else
+/// `latitude, longitude`; contacts by their names. `None` for any other value.
+/// Recognised by shape, since a variable keeps no note of where it came from.
+pub fn answer_text(value: &Value) -> Option<String> {
+    fn text(v: Option<&Value>) -> Option<&str> {
+        v.and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+    match value {
+        Value::Object(map) => {
+            let kind = map.get("type").and_then(Value::as_str);
+            if kind.is_some_and(|k| MEDIA_KINDS.contains(&k))
+                && map.contains_key("media_id")
+                && map.contains_key("mime_type")
+            {
+                return Some(match text(map.get("caption")) {
+                    Some(caption) => caption.to_owned(),
+                    None => format!("[{}]", kind.unwrap_or_default()),
+                });
+            }
+            let location_keys = ["latitude", "longitude", "name", "address"];
+            if map.contains_key("latitude")
+                && map.contains_key("longitude")
+                && map.keys().all(|k| location_keys.contains(&k.as_str()))
+            {
+                let named: Vec<&str> = [text(map.get("name")), text(map.get("address"))]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                if !named.is_empty() {
+                    return Some(named.join(", "));
+                }
+                let coordinate = |k: &str| map.get(k).map(|v| display(v).into_owned());
+                return Some(format!(
+                    "{}, {}",
+                    coordinate("latitude").unwrap_or_default(),
+                    coordinate("longitude").unwrap_or_default()
+                ));
+            }
+            None
+        }
+        Value::Array(cards) if !cards.is_empty() => cards
+            .iter()
+            .map(|card| text(card.get("name")?.get("formatted_name")))
+            .collect::<Option<Vec<&str>>>()
+            .map(|names| names.join(", ")),
+        _ => None,
+    }
+}
+
+/// The placeholders of `template` whose variable is not set (unknown or null), as
+/// written inside the braces.
+pub fn unset_variables(template: &str, vars: &Map<String, Value>) -> Vec<String> {
+    let mut unset = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}") else {
+            break;
+        };
+        let inner = &rest[open + 2..open + 2 + close];
+        if lookup(vars, inner).map_or(true, Value::is_null) {
+            unset.push(inner.trim().to_owned());
+        }
+        rest = &rest[open + 2 + close + 2..];
+    }
+    unset
+}
+
 /// One list item on one line: a scalar as text, an object by its name-like field.
 fn item_text(value: &Value) -> String {
     match value {
@@ -168,8 +246,12 @@ pub fn fold_case(text: &str) -> String {
     text.replace('İ', "i").to_lowercase().replace('\u{307}', "")
 }
 
-/// The text a value compares as in conditions and filters.
+/// The text a value compares as in conditions and filters (a customer's media,
+/// location or contacts answer as its [`answer_text`]).
 pub fn as_text(value: Option<&Value>) -> Cow<'_, str> {
+    if let Some(text) = value.and_then(answer_text) {
+        return Cow::Owned(text);
+    }
     match value {
         None | Some(Value::Null) => Cow::Borrowed(""),
         Some(Value::String(s)) => Cow::Borrowed(s),

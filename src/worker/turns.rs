@@ -1133,6 +1133,13 @@ pub fn inbound_from_meta(raw: &Value) -> Inbound {
             contacts: raw.get("contacts").cloned().unwrap_or(Value::Null),
         },
         MessageKind::Unknown { type_name } => Inbound::Other { type_name },
+        // What Meta could not deliver, by its inner type (`unsupported.poll`).
+        MessageKind::Unsupported(u) => Inbound::Other {
+            type_name: match u.kind.filter(|k| !k.trim().is_empty()) {
+                Some(kind) => format!("unsupported.{kind}"),
+                None => "unsupported".to_owned(),
+            },
+        },
         MessageKind::Interactive(Interactive::Other { type_name, .. }) => Inbound::Other {
             type_name: format!("interactive.{type_name}"),
         },

@@ -316,11 +316,15 @@ fn echo_row(
 
 /// Whether a customer's message is something to answer. A reaction, an edit or a
 /// deletion of an earlier message is stored and starts no turn: it answers no
-/// question, and a chatbot greeting a thumbs-up would be noise.
+/// question, and a chatbot greeting a thumbs-up would be noise. Meta delivers edits
+/// and deletions as `unsupported` with the inner `type` (error 131051). A `system`
+/// notice (the customer changed their number) is not something the customer said.
 fn starts_turn(kind: &MessageKind) -> bool {
+    let edit_or_revoke = |t: &str| matches!(t, "edit" | "revoke");
     match kind {
-        MessageKind::Reaction(_) => false,
-        MessageKind::Unknown { type_name } => !matches!(type_name.as_str(), "edit" | "revoke"),
+        MessageKind::Reaction(_) | MessageKind::System(_) => false,
+        MessageKind::Unsupported(u) => !u.kind.as_deref().is_some_and(edit_or_revoke),
+        MessageKind::Unknown { type_name } => !edit_or_revoke(type_name),
         _ => true,
     }
 }
