@@ -835,10 +835,14 @@ async fn skip_words_leave_a_question_and_a_flow_by_the_default_edge() {
     let mut chat = Chat::new(&sample("flow-desk.json"));
     chat.start().await;
     chat.click("btn_price").await;
-    assert!(
-        chat.say("hello").await.is_empty(),
-        "other text is ignored while a Flow waits"
+    // Other text gets the Flow message again, after a word on how to go on.
+    let sends = chat.say("hello").await;
+    assert_eq!(
+        bodies(&sends)[0],
+        wabot::engine::exec::FLOW_PENDING_PROMPT,
+        "{sends:?}"
     );
+    assert!(matches!(sends[1], Outgoing::Flow { .. }), "{sends:?}");
     let sends = chat.say("vazgeç").await;
     assert_eq!(bodies(&sends)[0], "Done: your changes are saved.");
 }
