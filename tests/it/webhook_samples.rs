@@ -221,11 +221,19 @@ async fn every_fixture_payload_is_acknowledged_and_stored_as_the_rows_it_implies
         .unwrap();
     assert_eq!(skipped, 0);
     // Every new customer message has exactly one turn job, except the two reactions
-    // (stored, answering nothing); the `account_update` event none. Sixteen single
-    // messages and the batch's three, plus the business's echo (an outbound row: no
-    // turn job).
+    // and the edit (`unsupported` of type `edit`: stored, answering nothing); the
+    // `account_update` event none. Sixteen single messages and the batch's three,
+    // plus the business's echo (an outbound row: no turn job).
     assert_eq!(count(pool, "messages").await, 20);
-    assert_eq!(count(pool, "turn_jobs").await, 17);
+    assert_eq!(count(pool, "turn_jobs").await, 16);
+    let edit_jobs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM turn_jobs j JOIN messages m ON m.id = j.message_id \
+         WHERE m.content ->> 'whatsappMessageId' = 'wamid.FIXTURE.UNSUPPORTED'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(edit_jobs, 0, "an edit starts no turn");
 }
 
 fn sample(rel: &str) -> Vec<u8> {

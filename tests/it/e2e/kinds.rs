@@ -1,6 +1,7 @@
 //! Every kind of message through the daemon: a photo and a location answering text
 //! questions (read by path in the next message), media, CTA URL and location request
-//! messages in Meta's shapes, reactions and edits that start no turn, and
+//! messages in Meta's shapes, reactions, edits, deletions and number changes that
+//! start no turn, an undeliverable poll asked again, and
 //! `wabot chatbot validate` on bad media fields.
 
 use std::process::Command;
@@ -156,8 +157,18 @@ async fn a_photo_and_a_location_answer_text_questions_and_media_cta_and_location
     );
 }
 
+/// What Meta could not deliver, in its shape (error 131051): an edit, a deletion,
+/// a poll.
+fn unsupported(wamid: &str, inner: &str) -> Value {
+    json!({"from": CUSTOMER, "id": wamid, "timestamp": now_secs().to_string(),
+           "type": "unsupported", "unsupported": {"type": inner},
+           "errors": [{"code": 131051, "title": "Message type unknown",
+                       "message": "Message type unknown",
+                       "error_data": {"details": "Message type is currently not supported."}}]})
+}
+
 #[tokio::test]
-async fn reactions_and_edits_are_stored_and_start_no_turn() {
+async fn reactions_edits_deletions_and_number_changes_are_stored_and_start_no_turn() {
     let engine = Engine::start().await;
     let pool = &engine.app.pool;
     install_chatbot(pool, &load_json(&fixture("claims-desk.json"))).await;
@@ -168,29 +179,50 @@ async fn reactions_and_edits_are_stored_and_start_no_turn() {
                     "type": "reaction", "reaction": {"message_id": "wamid.OLD", "emoji": "👍"}}),
         )
         .await;
+    // Meta's shapes of an edit and a deletion (webhook_unsupported_131051.json).
+    engine.say(unsupported("wamid.R2", "edit")).await;
+    engine.say(unsupported("wamid.R3", "revoke")).await;
+    // A type newer than wabot named `edit` is not answered either.
     engine
         .say(
-            json!({"from": CUSTOMER, "id": "wamid.R2", "timestamp": now_secs().to_string(),
+            json!({"from": CUSTOMER, "id": "wamid.R4", "timestamp": now_secs().to_string(),
                     "type": "edit", "edit": {"original_message_id": "wamid.OLD",
                                              "text": {"body": "fixed typo"}}}),
         )
         .await;
+    // The customer changed their number: a notice, not something they said.
+    engine
+        .say(
+            json!({"from": CUSTOMER, "id": "wamid.R5", "timestamp": now_secs().to_string(),
+                    "type": "system", "system": {
+                        "body": "Ayşe changed from 905551112233 to 905559998877",
+                        "wa_id": "905559998877", "type": "user_changed_number"}}),
+        )
+        .await;
     // Stored when Meta got its 200, without a turn job.
-    let stored: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT m.type::text, (SELECT count(*) FROM turn_jobs j WHERE j.message_id = m.id) \
-         FROM messages m WHERE m.content->>'whatsappMessageId' IN ('wamid.R1', 'wamid.R2') \
+    let stored: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT m.content->>'whatsappMessageId', m.type::text, \
+         (SELECT count(*) FROM turn_jobs j WHERE j.message_id = m.id) \
+         FROM messages m WHERE m.content->>'whatsappMessageId' LIKE 'wamid.R_' \
          ORDER BY m.content->>'whatsappMessageId'",
     )
     .fetch_all(pool)
     .await
     .unwrap();
+    let row = |w: &str, t: &str| (w.to_owned(), t.to_owned(), 0);
     assert_eq!(
         stored,
-        [("reaction".to_owned(), 0), ("unknown".to_owned(), 0)]
+        [
+            row("wamid.R1", "reaction"),
+            row("wamid.R2", "unsupported"),
+            row("wamid.R3", "unsupported"),
+            row("wamid.R4", "unknown"),
+            row("wamid.R5", "system"),
+        ]
     );
 
     // The next real message is the first the chatbot answers.
-    engine.say(text("wamid.R3", "hello")).await;
+    engine.say(text("wamid.R9", "hello")).await;
     let replies = engine.replies(0, 3).await;
     assert!(replies[0].text().unwrap().starts_with("Welcome"));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -200,6 +232,30 @@ async fn reactions_and_edits_are_stored_and_start_no_turn() {
         .await
         .unwrap();
     assert_eq!(contexts, 1);
+
+    // Something Meta could not deliver that is not an edit (a poll) is answered: the
+    // photo question asks again, and its output names the inner type.
+    engine.say(unsupported("wamid.R10", "poll")).await;
+    let replies = engine.replies(3, 1).await;
+    assert_eq!(
+        replies[0].text(),
+        Some("A photo, please: tap the camera button.")
+    );
+    let outputs: Value = sqlx::query_scalar(
+        "SELECT \"nodeOutputs\" FROM conversation_contexts WHERE \"isActive\"",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let refused: Vec<&Value> = outputs
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|o| o["messageType"] == "unsupported")
+        .collect();
+    assert_eq!(refused.len(), 1, "{outputs}");
+    assert_eq!(refused[0]["userResponse"], json!({"type": "unsupported.poll"}));
+    assert_eq!(refused[0]["error"], "unsupported_message");
 }
 
 #[tokio::test]
