@@ -18,9 +18,7 @@ use super::node::{FlowNode, MessageNode, NodeKind, QuestionNode, QuestionType};
 use super::outgoing::{MediaType, Outgoing};
 use super::question::{self, navigation_page, page_variable};
 use super::rest;
-use super::vars::{
-    assign, render, render_value, scrub_nul, scrub_nul_text, unset_variables,
-};
+use super::vars::{assign, render, render_value, scrub_nul, scrub_nul_text, unset_variables};
 
 /// Words that leave a waiting question or Flow by its default edge. Typed when no
 /// conversation is active they start nothing ([`is_skip_word`]).

@@ -345,7 +345,10 @@ pub fn check_kind(q: &QuestionNode, kind: AnswerKind) -> Result<(), String> {
     let prompt = |default: &str| Err(error_message(q).unwrap_or_else(|| default.to_owned()));
     if kind == AnswerKind::Unsupported {
         if q.question_type.has_choices() {
-            let text = q.invalid_choice_message.clone().or_else(|| error_message(q));
+            let text = q
+                .invalid_choice_message
+                .clone()
+                .or_else(|| error_message(q));
             return Err(text.unwrap_or_else(|| UNSUPPORTED_CHOICE_PROMPT.to_owned()));
         }
         return prompt(kind_rule(q).map_or(UNSUPPORTED_PROMPT, KindRule::prompt));

@@ -622,10 +622,7 @@ async fn the_last_refusal_keeps_the_message_type_and_every_question_can_leave_by
         true,
     );
     let (_, warnings) = compile_json(&plain).expect("compiles");
-    assert!(
-        warnings.iter().all(|w| w.node.id != "q"),
-        "{warnings:?}"
-    );
+    assert!(warnings.iter().all(|w| w.node.id != "q"), "{warnings:?}");
     let mut chat = started(&plain).await;
     send(&mut chat, unsupported()).await;
     send(&mut chat, unsupported()).await;
@@ -772,7 +769,12 @@ async fn a_message_while_a_flow_waits_is_answered_with_the_flow_again() {
     assert_eq!(chat.ctx.status, ContextStatus::WaitingFlow);
     let deadline = chat.deadline;
     let waiting = chat.ctx.current_node_id.clone();
-    for inbound in [Inbound::Text { body: "hello?".into() }, image(None)] {
+    for inbound in [
+        Inbound::Text {
+            body: "hello?".into(),
+        },
+        image(None),
+    ] {
         let sends = send(&mut chat, inbound.clone()).await;
         assert_eq!(
             bodies(&sends)[0],
@@ -796,8 +798,7 @@ async fn a_message_while_a_flow_waits_is_answered_with_the_flow_again() {
 }
 
 #[tokio::test]
-async fn a_link_with_a_variable_that_is_not_set_is_refused_and_a_refused_cta_still_says_its_text()
-{
+async fn a_link_with_a_variable_that_is_not_set_is_refused_and_a_refused_cta_still_says_its_text() {
     // The docs' own example (docs/chatbot-fields.md).
     let doc = json!({"name": "L", "nodes": [
         {"id": "start", "type": "start", "data": {"type": "start"}},
@@ -867,8 +868,10 @@ fn validation_kinds_where_they_mean_nothing_are_errors_and_location_questions_wa
     buttons["nodes"][1]["data"]["validation"] = json!({"type": "image"});
     assert_eq!(
         errors(&buttons),
-        ["node `q` (Q): field `validation.type`: `image` asks for a kind of message; a buttons \
-          or list question takes its choices, and other kinds follow `default` like typed text"]
+        [
+            "node `q` (Q): field `validation.type`: `image` asks for a kind of message; a buttons \
+          or list question takes its choices, and other kinds follow `default` like typed text"
+        ]
     );
     let mut list = list_question(true);
     list["nodes"][1]["data"]["validation"] = json!({"type": "location"});
@@ -906,9 +909,11 @@ fn validation_kinds_where_they_mean_nothing_are_errors_and_location_questions_wa
     let text = about_q(&location_question(false));
     assert_eq!(
         text,
-        ["node `q` (Q): a location question without an `exhausted` edge: WhatsApp Web and \
+        [
+            "node `q` (Q): a location question without an `exhausted` edge: WhatsApp Web and \
           Desktop cannot share a location, so a customer there is asked again 2 times, then \
-          the conversation ends (validation_failed)"]
+          the conversation ends (validation_failed)"
+        ]
     );
     assert!(about_q(&location_question(true)).is_empty());
 }

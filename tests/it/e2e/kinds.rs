@@ -241,12 +241,11 @@ async fn reactions_edits_deletions_and_number_changes_are_stored_and_start_no_tu
         replies[0].text(),
         Some("A photo, please: tap the camera button.")
     );
-    let outputs: Value = sqlx::query_scalar(
-        "SELECT \"nodeOutputs\" FROM conversation_contexts WHERE \"isActive\"",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
+    let outputs: Value =
+        sqlx::query_scalar("SELECT \"nodeOutputs\" FROM conversation_contexts WHERE \"isActive\"")
+            .fetch_one(pool)
+            .await
+            .unwrap();
     let refused: Vec<&Value> = outputs
         .as_object()
         .unwrap()
@@ -254,7 +253,10 @@ async fn reactions_edits_deletions_and_number_changes_are_stored_and_start_no_tu
         .filter(|o| o["messageType"] == "unsupported")
         .collect();
     assert_eq!(refused.len(), 1, "{outputs}");
-    assert_eq!(refused[0]["userResponse"], json!({"type": "unsupported.poll"}));
+    assert_eq!(
+        refused[0]["userResponse"],
+        json!({"type": "unsupported.poll"})
+    );
     assert_eq!(refused[0]["error"], "unsupported_message");
 }
 
