@@ -638,10 +638,9 @@ impl<H: HttpClient> Turn<'_, H> {
                 None => return,
             },
         };
-        // A message the engine cannot read is asked again, or sent by `default` at
-        // a choice question, and the node's output says why.
-        // Never stored as an answer, not even by `default` at a choice question: the
-        // customer is asked again (a poll or a view-once photo is no choice).
+        // A message the engine cannot read is asked again and the node's output says
+        // why; never stored as an answer, not even by `default` at a choice question
+        // (a poll or a view-once photo is no choice).
         let unsupported = kind == Some(AnswerKind::Unsupported);
         let checked = match kind {
             Some(kind) if !choices || unsupported || q.validation.is_some() => {
