@@ -11,8 +11,8 @@ use super::context::{reason, Context, ContextStatus, EngineState};
 use super::event::{Answer, AnswerKind, Event};
 use super::http::{HttpClient, HttpError, HttpRequest, CONNECTION_SCHEME};
 use super::limits::{
-    cut, EngineLimits, CAPTION_MAX, CTA_BUTTON_MAX, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX,
-    TEXT_BODY_MAX,
+    cut, EngineLimits, CAPTION, CTA_DISPLAY_TEXT, FOOTER_TEXT, HEADER_TEXT, INTERACTIVE_BODY,
+    TEXT_BODY,
 };
 use super::node::{FlowNode, MessageNode, NodeKind, QuestionNode, QuestionType};
 use super::outgoing::{MediaType, Outgoing};
@@ -227,7 +227,7 @@ impl<H: HttpClient> Turn<'_, H> {
     fn ask_for_person(&mut self, at: Option<NodeIndex>) {
         if at.is_none() {
             if let Some(text) = self.bot.handover_message() {
-                let body = cut(&render(text, &self.ctx.variables), TEXT_BODY_MAX);
+                let body = cut(&render(text, &self.ctx.variables), TEXT_BODY);
                 self.sends.push(Outgoing::Text { body });
             }
         }
@@ -412,28 +412,28 @@ impl<H: HttpClient> Turn<'_, H> {
                 Err(error) => {
                     // The button cannot go, but what the node says still can.
                     if !body.trim().is_empty() {
-                        let body = cut(&body, TEXT_BODY_MAX);
+                        let body = cut(&body, TEXT_BODY);
                         self.sends.push(Outgoing::Text { body });
                     }
                     return self.unsendable("ctaUrl.url", error);
                 }
             };
             self.sends.push(Outgoing::CtaUrl {
-                header: cta.header.as_deref().map(|h| cut(&text(h), HEADER_MAX)),
-                body: cut(&body, INTERACTIVE_BODY_MAX),
-                footer: cta.footer.as_deref().map(|f| cut(&text(f), FOOTER_MAX)),
-                button: cut(&text(&cta.button), CTA_BUTTON_MAX),
+                header: cta.header.as_deref().map(|h| cut(&text(h), HEADER_TEXT)),
+                body: cut(&body, INTERACTIVE_BODY),
+                footer: cta.footer.as_deref().map(|f| cut(&text(f), FOOTER_TEXT)),
+                button: cut(&text(&cta.button), CTA_DISPLAY_TEXT),
                 url,
             });
             return json!({});
         }
         let Some(media) = &m.media else {
-            let body = cut(&text(&m.content), TEXT_BODY_MAX);
+            let body = cut(&text(&m.content), TEXT_BODY);
             self.sends.push(Outgoing::Text { body });
             return json!({});
         };
         // The text goes first, then the media: a caption belongs to the media alone.
-        let body = cut(&text(&m.content), TEXT_BODY_MAX);
+        let body = cut(&text(&m.content), TEXT_BODY);
         let link = media.link.as_deref().map(|l| render_link(l, vars));
         let id = media.id.as_deref().map(|i| text(i).trim().to_owned());
         let checked = match (&link, &id) {
@@ -458,7 +458,7 @@ impl<H: HttpClient> Turn<'_, H> {
                 .caption
                 .as_deref()
                 .filter(|_| media.kind.takes_caption())
-                .map(|c| cut(&text(c), CAPTION_MAX))
+                .map(|c| cut(&text(c), CAPTION))
                 .filter(|c| !c.trim().is_empty()),
             filename: media
                 .filename
@@ -509,9 +509,15 @@ impl<H: HttpClient> Turn<'_, H> {
     fn flow_message(&self, node: &Node, f: &FlowNode) -> Outgoing {
         let vars = &self.ctx.variables;
         Outgoing::Flow {
-            header: f.header.as_ref().map(|h| cut(&render(h, vars), HEADER_MAX)),
-            body: cut(&render(&f.body, vars), INTERACTIVE_BODY_MAX),
-            footer: f.footer.as_ref().map(|t| cut(&render(t, vars), FOOTER_MAX)),
+            header: f
+                .header
+                .as_ref()
+                .map(|h| cut(&render(h, vars), HEADER_TEXT)),
+            body: cut(&render(&f.body, vars), INTERACTIVE_BODY),
+            footer: f
+                .footer
+                .as_ref()
+                .map(|t| cut(&render(t, vars), FOOTER_TEXT)),
             flow_id: f.flow_id.clone(),
             flow_cta: f.cta.clone(),
             flow_token: self.ctx.flow_token(&node.id),
@@ -713,7 +719,7 @@ impl<H: HttpClient> Turn<'_, H> {
             }
             if let Some(prompt) = prompt {
                 self.sends.push(Outgoing::Text {
-                    body: cut(&render(prompt, &self.ctx.variables), TEXT_BODY_MAX),
+                    body: cut(&render(prompt, &self.ctx.variables), TEXT_BODY),
                 });
             }
             // A location question re-sends its button too: the customer needs it.
@@ -790,7 +796,7 @@ impl<H: HttpClient> Turn<'_, H> {
         if let NodeKind::Question(q) = &node.kind {
             if let Some(message) = &q.timeout_message {
                 self.sends.push(Outgoing::Text {
-                    body: cut(&render(message, &self.ctx.variables), TEXT_BODY_MAX),
+                    body: cut(&render(message, &self.ctx.variables), TEXT_BODY),
                 });
             }
         }

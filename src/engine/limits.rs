@@ -1,19 +1,36 @@
-//! The engine's bounds per turn, and its names for Meta's limits on messages.
+//! The engine's bounds per turn, and Meta's limits on messages.
 
 use std::time::Duration;
 
 use crate::config::EngineConfig;
 
-// Meta's limits are written once, in `whatsapp::limits` (a leaf module of constants:
-// the engine stays pure); these are the engine's names for them.
-pub use crate::whatsapp::limits::{
-    BUTTONS as MAX_BUTTONS, BUTTON_ID as BUTTON_ID_MAX, BUTTON_TITLE as BUTTON_TITLE_MAX,
-    CAPTION as CAPTION_MAX, CTA_DISPLAY_TEXT as CTA_BUTTON_MAX, FOOTER_TEXT as FOOTER_MAX,
-    HEADER_TEXT as HEADER_MAX, INTERACTIVE_BODY as INTERACTIVE_BODY_MAX,
-    LIST_BUTTON as LIST_BUTTON_MAX, ROWS as MAX_LIST_ROWS, ROW_DESCRIPTION as ROW_DESCRIPTION_MAX,
-    ROW_ID as ROW_ID_MAX, ROW_TITLE as ROW_TITLE_MAX, SECTION_TITLE as SECTION_TITLE_MAX,
-    TEXT_BODY as TEXT_BODY_MAX,
-};
+// ---- Meta's limits on the messages wabot sends, in characters --------------------
+//
+// PROTOCOL.md "Sending". Written once, here: the engine cuts its messages to them,
+// and `whatsapp::outbound` (which renders the engine's messages, so it already
+// depends on the engine) enforces them again on every Graph API body. A body Meta
+// refuses fails the message for good (131009).
+
+pub const TEXT_BODY: usize = 4096;
+pub const INTERACTIVE_BODY: usize = 1024;
+pub const LIST_BODY: usize = 4096;
+pub const HEADER_TEXT: usize = 60;
+pub const FOOTER_TEXT: usize = 60;
+pub const BUTTONS: usize = 3;
+pub const BUTTON_ID: usize = 256;
+pub const BUTTON_TITLE: usize = 20;
+pub const LIST_BUTTON: usize = 20;
+pub const SECTIONS: usize = 10;
+pub const ROWS: usize = 10;
+pub const SECTION_TITLE: usize = 24;
+pub const ROW_ID: usize = 200;
+pub const ROW_TITLE: usize = 24;
+pub const ROW_DESCRIPTION: usize = 72;
+pub const FLOW_CTA: usize = 20;
+/// A media message's caption (images, videos, documents).
+pub const CAPTION: usize = 1024;
+/// A CTA URL button's label.
+pub const CTA_DISPLAY_TEXT: usize = 20;
 
 /// The first `max` characters of a text (characters, not bytes, as Meta counts).
 pub use crate::text::truncate_chars as cut;

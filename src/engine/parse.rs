@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::doc::{pairs, Fields};
 use super::limits::{
-    cut, BUTTON_ID_MAX, CAPTION_MAX, CTA_BUTTON_MAX, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX,
-    MAX_BUTTONS, MAX_LIST_ROWS, ROW_ID_MAX,
+    cut, BUTTONS, BUTTON_ID, CAPTION, CTA_DISPLAY_TEXT, FOOTER_TEXT, HEADER_TEXT, INTERACTIVE_BODY,
+    ROWS, ROW_ID,
 };
 use super::node::{
     Auth, Condition, ConditionNode, ContentType, CtaSpec, DynamicSource, FlowNode, KindRule,
@@ -181,10 +181,10 @@ fn media(value: &serde_json::Value, problems: &mut Vec<Problem>) -> Option<Media
             reason: format!("WhatsApp takes no caption with {}", kind.as_str()),
         });
     }
-    if too_long(&caption, CAPTION_MAX) {
+    if too_long(&caption, CAPTION) {
         problems.push(Problem::InvalidField {
             field: "media.caption",
-            reason: format!("longer than {CAPTION_MAX} characters"),
+            reason: format!("longer than {CAPTION} characters"),
         });
     }
     let filename = m.string("filename");
@@ -215,9 +215,9 @@ fn cta_url(value: &serde_json::Value, problems: &mut Vec<Problem>) -> Option<Cta
     let button = c.string("buttonText");
     match &button {
         None => problems.push(Problem::MissingField("ctaUrl.buttonText")),
-        b if too_long(b, CTA_BUTTON_MAX) => problems.push(Problem::InvalidField {
+        b if too_long(b, CTA_DISPLAY_TEXT) => problems.push(Problem::InvalidField {
             field: "ctaUrl.buttonText",
-            reason: format!("longer than {CTA_BUTTON_MAX} characters"),
+            reason: format!("longer than {CTA_DISPLAY_TEXT} characters"),
         }),
         _ => {}
     }
@@ -230,9 +230,9 @@ fn cta_url(value: &serde_json::Value, problems: &mut Vec<Problem>) -> Option<Cta
     let header = c.string("header");
     let footer = c.string("footer");
     for (field, value, max) in [
-        ("ctaUrl.text", &text, INTERACTIVE_BODY_MAX),
-        ("ctaUrl.header", &header, HEADER_MAX),
-        ("ctaUrl.footer", &footer, FOOTER_MAX),
+        ("ctaUrl.text", &text, INTERACTIVE_BODY),
+        ("ctaUrl.header", &header, HEADER_TEXT),
+        ("ctaUrl.footer", &footer, FOOTER_TEXT),
     ] {
         if too_long(value, max) {
             problems.push(Problem::InvalidField {
@@ -330,7 +330,7 @@ fn buttons(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<Choice> {
     if raw.is_empty() {
         problems.push(Problem::MissingField("buttons"));
     }
-    if raw.len() > MAX_BUTTONS {
+    if raw.len() > BUTTONS {
         problems.push(Problem::TooManyButtons(raw.len()));
     }
     let mut seen = HashSet::new();
@@ -358,7 +358,7 @@ fn buttons(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<Choice> {
             problems.push(Problem::DuplicateChoiceId(id.clone()));
         }
         out.push(Choice {
-            id: cut(&id, BUTTON_ID_MAX),
+            id: cut(&id, BUTTON_ID),
             title,
             description: None,
         });
@@ -402,7 +402,7 @@ fn sections(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<ListSection> {
                 problems.push(Problem::DuplicateChoiceId(id.clone()));
             }
             section_rows.push(Choice {
-                id: cut(&id, ROW_ID_MAX),
+                id: cut(&id, ROW_ID),
                 title,
                 description: rf.and_then(|f| f.string("description")),
             });
@@ -415,7 +415,7 @@ fn sections(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<ListSection> {
     if total == 0 {
         problems.push(Problem::MissingField("listSections"));
     }
-    if total > MAX_LIST_ROWS {
+    if total > ROWS {
         problems.push(Problem::TooManyListRows(total));
     }
     out

@@ -8,9 +8,8 @@ use serde_json::{Map, Value};
 
 use super::event::AnswerKind;
 use super::limits::{
-    cut, BUTTON_ID_MAX, BUTTON_TITLE_MAX, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX,
-    LIST_BUTTON_MAX, MAX_BUTTONS, MAX_LIST_ROWS, ROW_DESCRIPTION_MAX, ROW_ID_MAX, ROW_TITLE_MAX,
-    SECTION_TITLE_MAX, TEXT_BODY_MAX,
+    cut, BUTTONS, BUTTON_ID, BUTTON_TITLE, FOOTER_TEXT, HEADER_TEXT, INTERACTIVE_BODY, LIST_BUTTON,
+    ROWS, ROW_DESCRIPTION, ROW_ID, ROW_TITLE, SECTION_TITLE, TEXT_BODY,
 };
 use super::node::{DynamicSource, KindRule, QuestionNode, QuestionType, Rule, Validation};
 use super::outgoing::{Choice, ListSection, Outgoing};
@@ -24,12 +23,18 @@ pub const PAGE_NEXT: &str = "__PAGE_NEXT__";
 /// The message that asks the question, with Meta's limits applied.
 pub fn ask(q: &QuestionNode, vars: &Map<String, Value>) -> Outgoing {
     let body = render(&q.content, vars);
-    let header = q.header.as_ref().map(|h| cut(&render(h, vars), HEADER_MAX));
-    let footer = q.footer.as_ref().map(|f| cut(&render(f, vars), FOOTER_MAX));
+    let header = q
+        .header
+        .as_ref()
+        .map(|h| cut(&render(h, vars), HEADER_TEXT));
+    let footer = q
+        .footer
+        .as_ref()
+        .map(|f| cut(&render(f, vars), FOOTER_TEXT));
     match q.question_type {
         QuestionType::Text => text(body),
         QuestionType::Location => Outgoing::LocationRequest {
-            body: cut(&body, INTERACTIVE_BODY_MAX),
+            body: cut(&body, INTERACTIVE_BODY),
         },
         QuestionType::Buttons => {
             let buttons: Vec<Choice> = match &q.dynamic {
@@ -37,10 +42,10 @@ pub fn ask(q: &QuestionNode, vars: &Map<String, Value>) -> Outgoing {
                 None => q
                     .buttons
                     .iter()
-                    .take(MAX_BUTTONS)
+                    .take(BUTTONS)
                     .map(|b| Choice {
                         id: b.id.clone(),
-                        title: cut(&render(&b.title, vars), BUTTON_TITLE_MAX),
+                        title: cut(&render(&b.title, vars), BUTTON_TITLE),
                         description: None,
                     })
                     .collect(),
@@ -50,7 +55,7 @@ pub fn ask(q: &QuestionNode, vars: &Map<String, Value>) -> Outgoing {
             }
             Outgoing::Buttons {
                 header,
-                body: cut(&body, INTERACTIVE_BODY_MAX),
+                body: cut(&body, INTERACTIVE_BODY),
                 footer,
                 buttons,
             }
@@ -65,9 +70,9 @@ pub fn ask(q: &QuestionNode, vars: &Map<String, Value>) -> Outgoing {
             }
             Outgoing::List {
                 header,
-                body: cut(&body, INTERACTIVE_BODY_MAX),
+                body: cut(&body, INTERACTIVE_BODY),
                 footer,
-                button: cut(&render(&q.list_button, vars), LIST_BUTTON_MAX),
+                button: cut(&render(&q.list_button, vars), LIST_BUTTON),
                 sections,
             }
         }
@@ -76,12 +81,12 @@ pub fn ask(q: &QuestionNode, vars: &Map<String, Value>) -> Outgoing {
 
 fn text(body: String) -> Outgoing {
     Outgoing::Text {
-        body: cut(&body, TEXT_BODY_MAX),
+        body: cut(&body, TEXT_BODY),
     }
 }
 
 fn static_sections(sections: &[ListSection], vars: &Map<String, Value>) -> Vec<ListSection> {
-    let mut budget = MAX_LIST_ROWS;
+    let mut budget = ROWS;
     sections
         .iter()
         .filter(|s| !s.rows.is_empty())
@@ -89,7 +94,7 @@ fn static_sections(sections: &[ListSection], vars: &Map<String, Value>) -> Vec<L
             let rows: Vec<Choice> = s.rows.iter().take(budget).map(|r| row(r, vars)).collect();
             budget -= rows.len();
             ListSection {
-                title: cut(&render(&s.title, vars), SECTION_TITLE_MAX),
+                title: cut(&render(&s.title, vars), SECTION_TITLE),
                 rows,
             }
         })
@@ -100,11 +105,11 @@ fn static_sections(sections: &[ListSection], vars: &Map<String, Value>) -> Vec<L
 fn row(r: &Choice, vars: &Map<String, Value>) -> Choice {
     Choice {
         id: r.id.clone(),
-        title: cut(&render(&r.title, vars), ROW_TITLE_MAX),
+        title: cut(&render(&r.title, vars), ROW_TITLE),
         description: r
             .description
             .as_ref()
-            .map(|d| cut(&render(d, vars), ROW_DESCRIPTION_MAX))
+            .map(|d| cut(&render(d, vars), ROW_DESCRIPTION))
             .filter(|d| !d.is_empty()),
     }
 }
@@ -154,7 +159,7 @@ fn item_choice(
 fn dynamic_buttons(source: &DynamicSource, vars: &Map<String, Value>) -> Vec<Choice> {
     items(source, vars)
         .iter()
-        .take(MAX_BUTTONS)
+        .take(BUTTONS)
         .enumerate()
         .map(|(i, item)| {
             let (id, title, _) = item_choice(item, i, source);
@@ -164,8 +169,8 @@ fn dynamic_buttons(source: &DynamicSource, vars: &Map<String, Value>) -> Vec<Cho
                 id
             };
             Choice {
-                id: cut(&id, BUTTON_ID_MAX),
-                title: cut(&title, BUTTON_TITLE_MAX),
+                id: cut(&id, BUTTON_ID),
+                title: cut(&title, BUTTON_TITLE),
                 description: None,
             }
         })
@@ -182,12 +187,12 @@ fn dynamic_sections(source: &DynamicSource, vars: &Map<String, Value>) -> Vec<Li
     let choice = |(i, item): (usize, &Value)| {
         let (id, title, description) = item_choice(item, i, source);
         Choice {
-            id: cut(&id, ROW_ID_MAX),
-            title: cut(&title, ROW_TITLE_MAX),
-            description: description.map(|d| cut(&d, ROW_DESCRIPTION_MAX)),
+            id: cut(&id, ROW_ID),
+            title: cut(&title, ROW_TITLE),
+            description: description.map(|d| cut(&d, ROW_DESCRIPTION)),
         }
     };
-    if all.len() <= MAX_LIST_ROWS {
+    if all.len() <= ROWS {
         let rows = all.iter().enumerate().map(choice).collect();
         return vec![ListSection {
             title: "Seçenekler".into(),

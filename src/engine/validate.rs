@@ -7,7 +7,7 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::NodeFiltered;
 
-use super::limits::{MAX_BUTTONS, MAX_LIST_ROWS};
+use super::limits::{BUTTONS, ROWS};
 
 /// The node a report is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +47,9 @@ pub enum Problem {
     EdgeFromMissingNode { edge: String, source_id: String },
     #[error("edge #{0} has no source or no target")]
     MalformedEdge(usize),
-    #[error("{0} buttons; WhatsApp allows at most {max}", max = MAX_BUTTONS)]
+    #[error("{0} buttons; WhatsApp allows at most {max}", max = BUTTONS)]
     TooManyButtons(usize),
-    #[error("{0} list rows; WhatsApp allows at most {max}", max = MAX_LIST_ROWS)]
+    #[error("{0} list rows; WhatsApp allows at most {max}", max = ROWS)]
     TooManyListRows(usize),
     #[error("choice id `{0}` is used twice")]
     DuplicateChoiceId(String),

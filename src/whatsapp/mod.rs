@@ -4,7 +4,6 @@
 pub mod flows;
 pub mod flows_crypto;
 pub mod graph;
-pub mod limits;
 pub mod outbound;
 pub mod signature;
 pub mod webhook;

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::{Choice, FlowAction, ListSection, MediaType, Outgoing};
 
-pub use super::limits;
+use crate::engine::limits;
 /// Cuts text to at most `max` characters, at a character boundary.
 pub use crate::text::truncate_chars as truncate;
 

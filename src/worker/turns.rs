@@ -1018,7 +1018,7 @@ fn row_version(row: &ContextRow) -> Option<&str> {
 pub fn message_content(msg: &engine::Outgoing) -> (&'static str, Value) {
     match msg {
         engine::Outgoing::Text { body } => {
-            let text = outbound::truncate(body, outbound::limits::TEXT_BODY);
+            let text = outbound::truncate(body, crate::engine::limits::TEXT_BODY);
             ("text", json!({ "body": text, "text": text }))
         }
         engine::Outgoing::Flow { flow_id, .. } => {

@@ -1284,7 +1284,7 @@ async fn long_retry_prompts_and_timeout_messages_are_cut_to_metas_text_limit() {
             data["timeoutMessage"] = json!(long);
         }
     }
-    let limit = wabot::engine::limits::TEXT_BODY_MAX;
+    let limit = wabot::engine::limits::TEXT_BODY;
     let mut chat = Chat::new(&doc);
     chat.start().await;
     let retry = chat.say("not an email").await;

@@ -10,9 +10,8 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 use wabot::engine::limits::{
-    BUTTON_ID_MAX, BUTTON_TITLE_MAX, FOOTER_MAX, HEADER_MAX, INTERACTIVE_BODY_MAX, LIST_BUTTON_MAX,
-    MAX_BUTTONS, MAX_LIST_ROWS, ROW_DESCRIPTION_MAX, ROW_ID_MAX, ROW_TITLE_MAX, SECTION_TITLE_MAX,
-    TEXT_BODY_MAX,
+    BUTTONS, BUTTON_ID, BUTTON_TITLE, FOOTER_TEXT, HEADER_TEXT, INTERACTIVE_BODY, LIST_BUTTON,
+    ROWS, ROW_DESCRIPTION, ROW_ID, ROW_TITLE, SECTION_TITLE, TEXT_BODY,
 };
 use wabot::engine::{
     self, Context, Customer, EngineLimits, Event, HttpClient, HttpError, HttpRequest, HttpResponse,
@@ -216,25 +215,25 @@ fn chars(s: &str) -> usize {
 
 fn frame_ok(header: &Option<String>, body: &str, footer: &Option<String>, max: usize) {
     assert!(!body.is_empty() && chars(body) <= max, "body {body:?}");
-    assert!(header.as_ref().map_or(true, |h| chars(h) <= HEADER_MAX));
-    assert!(footer.as_ref().map_or(true, |f| chars(f) <= FOOTER_MAX));
+    assert!(header.as_ref().map_or(true, |h| chars(h) <= HEADER_TEXT));
+    assert!(footer.as_ref().map_or(true, |f| chars(f) <= FOOTER_TEXT));
 }
 
 /// Meta's limits on one send.
 fn send_ok(send: &Outgoing) {
     match send {
-        Outgoing::Text { body } => assert!(chars(body) <= TEXT_BODY_MAX),
+        Outgoing::Text { body } => assert!(chars(body) <= TEXT_BODY),
         Outgoing::Buttons {
             header,
             body,
             footer,
             buttons,
         } => {
-            frame_ok(header, body, footer, INTERACTIVE_BODY_MAX);
-            assert!((1..=MAX_BUTTONS).contains(&buttons.len()));
+            frame_ok(header, body, footer, INTERACTIVE_BODY);
+            assert!((1..=BUTTONS).contains(&buttons.len()));
             for b in buttons {
-                assert!(!b.id.is_empty() && chars(&b.id) <= BUTTON_ID_MAX);
-                assert!(chars(&b.title) <= BUTTON_TITLE_MAX);
+                assert!(!b.id.is_empty() && chars(&b.id) <= BUTTON_ID);
+                assert!(chars(&b.title) <= BUTTON_TITLE);
             }
         }
         Outgoing::List {
@@ -244,19 +243,19 @@ fn send_ok(send: &Outgoing) {
             button,
             sections,
         } => {
-            frame_ok(header, body, footer, outbound::limits::LIST_BODY);
-            assert!(chars(button) <= LIST_BUTTON_MAX);
+            frame_ok(header, body, footer, wabot::engine::limits::LIST_BODY);
+            assert!(chars(button) <= LIST_BUTTON);
             let rows: usize = sections.iter().map(|s| s.rows.len()).sum();
-            assert!((1..=MAX_LIST_ROWS).contains(&rows), "{rows} rows");
+            assert!((1..=ROWS).contains(&rows), "{rows} rows");
             for s in sections {
-                assert!(chars(&s.title) <= SECTION_TITLE_MAX);
+                assert!(chars(&s.title) <= SECTION_TITLE);
                 for r in &s.rows {
-                    assert!(!r.id.is_empty() && chars(&r.id) <= ROW_ID_MAX);
-                    assert!(chars(&r.title) <= ROW_TITLE_MAX);
+                    assert!(!r.id.is_empty() && chars(&r.id) <= ROW_ID);
+                    assert!(chars(&r.title) <= ROW_TITLE);
                     assert!(r
                         .description
                         .as_ref()
-                        .map_or(true, |d| chars(d) <= ROW_DESCRIPTION_MAX));
+                        .map_or(true, |d| chars(d) <= ROW_DESCRIPTION));
                 }
             }
         }
@@ -267,8 +266,8 @@ fn send_ok(send: &Outgoing) {
             flow_cta,
             ..
         } => {
-            frame_ok(header, body, footer, INTERACTIVE_BODY_MAX);
-            assert!(chars(flow_cta) <= outbound::limits::FLOW_CTA);
+            frame_ok(header, body, footer, INTERACTIVE_BODY);
+            assert!(chars(flow_cta) <= wabot::engine::limits::FLOW_CTA);
         }
         Outgoing::Media {
             link, id, caption, ..
@@ -276,7 +275,7 @@ fn send_ok(send: &Outgoing) {
             assert!(link.is_some() != id.is_some());
             assert!(caption
                 .as_ref()
-                .map_or(true, |c| chars(c) <= outbound::limits::CAPTION));
+                .map_or(true, |c| chars(c) <= wabot::engine::limits::CAPTION));
         }
         Outgoing::CtaUrl {
             header,
@@ -285,10 +284,10 @@ fn send_ok(send: &Outgoing) {
             button,
             ..
         } => {
-            frame_ok(header, body, footer, INTERACTIVE_BODY_MAX);
-            assert!(chars(button) <= outbound::limits::CTA_DISPLAY_TEXT);
+            frame_ok(header, body, footer, INTERACTIVE_BODY);
+            assert!(chars(button) <= wabot::engine::limits::CTA_DISPLAY_TEXT);
         }
-        Outgoing::LocationRequest { body } => assert!(chars(body) <= INTERACTIVE_BODY_MAX),
+        Outgoing::LocationRequest { body } => assert!(chars(body) <= INTERACTIVE_BODY),
     }
     serde_json::to_string(&outbound::graph_body("905551112233", send)).unwrap();
 }

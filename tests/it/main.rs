@@ -16,6 +16,7 @@ mod flows;
 mod flows_support;
 mod graph_unreachable;
 mod graph_version;
+mod layering;
 mod ops_cli;
 mod people_ops;
 mod pipeline;
