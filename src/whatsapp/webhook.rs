@@ -91,11 +91,18 @@ pub struct Metadata {
     pub phone_number_id: Option<String>,
 }
 
-/// A customer who wrote, with the profile name they chose.
+/// A customer who wrote, with the profile name they chose. A customer who adopted a
+/// username may come with a `user_id` (their BSUID) and no `wa_id`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct Contact {
     #[serde(default, deserialize_with = "lenient::string")]
     pub wa_id: Option<String>,
+    /// The business-scoped user id (`US.13491208655302741918`).
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub user_id: Option<String>,
+    /// The parent BSUID (`US.ENT.…`), where the business enabled them.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub parent_user_id: Option<String>,
     #[serde(default)]
     pub profile: Option<Profile>,
 }
@@ -104,6 +111,9 @@ pub struct Contact {
 pub struct Profile {
     #[serde(default, deserialize_with = "lenient::string")]
     pub name: Option<String>,
+    /// The WhatsApp username, when the customer has one.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub username: Option<String>,
 }
 
 impl Envelope {
@@ -207,18 +217,58 @@ impl MessagesValue {
             .and_then(|p| p.name.as_deref())
             .filter(|n| !n.trim().is_empty())
     }
+
+    /// The contact a message is from: the one with its sender's wa_id or BSUID.
+    /// Meta sends one contact per sender; a lone contact is taken when the message
+    /// names its sender by neither (a message with no `from` and no
+    /// `from_user_id`).
+    pub fn contact_of(&self, message: &Message) -> Option<&Contact> {
+        let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+        self.contacts
+            .iter()
+            .find(|c| same(&c.wa_id, &message.from) || same(&c.user_id, &message.from_user_id))
+            .or_else(|| match self.contacts.as_slice() {
+                [only] if message.from.is_none() && message.from_user_id.is_none() => Some(only),
+                _ => None,
+            })
+    }
+}
+
+impl Contact {
+    /// The profile name, when it is not blank.
+    pub fn name(&self) -> Option<&str> {
+        self.profile
+            .as_ref()
+            .and_then(|p| p.name.as_deref())
+            .filter(|n| !n.trim().is_empty())
+    }
+
+    /// The username, when it is not blank.
+    pub fn username(&self) -> Option<&str> {
+        self.profile
+            .as_ref()
+            .and_then(|p| p.username.as_deref())
+            .filter(|n| !n.trim().is_empty())
+    }
 }
 
 /// One inbound message (or the business's echoed one): the fields every type has,
 /// the typed body, and Meta's whole object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    /// The sender's wa_id (an echo's: the business's display number).
+    /// The sender's wa_id (an echo's: the business's display number). Absent for a
+    /// customer who adopted a username and hides their number.
     pub from: Option<String>,
+    /// The sender's business-scoped user id (BSUID), on every message since 2026.
+    pub from_user_id: Option<String>,
+    /// The sender's parent BSUID, where the business enabled them.
+    pub from_parent_user_id: Option<String>,
     /// An echo's recipient: the customer's phone number, as the business addressed
     /// it (possibly with `+`); see [`Message::recipient_wa_id`]. Absent on inbound
     /// messages.
     pub to: Option<String>,
+    /// An echo's recipient as a BSUID, when Meta names them so.
+    pub to_user_id: Option<String>,
     /// The wamid.
     pub id: Option<String>,
     /// Unix seconds, when Meta's `timestamp` is a number (its examples sometimes
@@ -250,7 +300,10 @@ impl Message {
             .unwrap_or_else(|| "unknown".to_owned());
         Some(Message {
             from: str_field(map, "from"),
+            from_user_id: str_field(map, "from_user_id"),
+            from_parent_user_id: str_field(map, "from_parent_user_id"),
             to: str_field(map, "to"),
+            to_user_id: str_field(map, "to_user_id"),
             id: str_field(map, "id"),
             timestamp: map.get("timestamp").and_then(lenient::as_i64),
             kind: MessageKind::parse(&type_name, map),
@@ -277,16 +330,32 @@ impl Message {
         if to.is_empty() {
             return None;
         }
-        let phone_like = to.bytes().any(|b| b.is_ascii_digit())
-            && to.bytes().all(|b| {
-                b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'.' | b'(' | b')')
-            });
-        Some(if phone_like {
+        Some(if is_phone_like(to) {
             to.chars().filter(char::is_ascii_digit).collect()
         } else {
             to.to_owned()
         })
     }
+
+    /// An echo's recipient as a BSUID: `to_user_id`, or a `to` that is not a phone
+    /// number.
+    pub fn recipient_user_id(&self) -> Option<String> {
+        let blank = |s: &&str| s.trim().is_empty();
+        self.to_user_id
+            .as_deref()
+            .filter(|s| !blank(s))
+            .or_else(|| self.to.as_deref().filter(|to| !blank(to) && !is_phone_like(to.trim())))
+            .map(|s| s.trim().to_owned())
+    }
+}
+
+/// A phone number as people write it: digits with `+`, spaces, dashes, dots or
+/// parentheses.
+fn is_phone_like(to: &str) -> bool {
+    to.bytes().any(|b| b.is_ascii_digit())
+        && to
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'.' | b'(' | b')'))
 }
 
 /// The message types with a typed body, by the key that holds it.
@@ -396,7 +465,10 @@ pub struct Status {
     /// (or `message`) for delivery statuses.
     pub type_name: Option<String>,
     pub timestamp: Option<i64>,
+    /// The customer's wa_id; absent for a customer known only by BSUID.
     pub recipient_id: Option<String>,
+    /// The customer's BSUID.
+    pub recipient_user_id: Option<String>,
     pub conversation: Option<StatusConversation>,
     pub pricing: Option<Pricing>,
     pub errors: Vec<ApiError>,
@@ -418,6 +490,7 @@ impl Status {
             type_name: str_field(map, "type"),
             timestamp: map.get("timestamp").and_then(lenient::as_i64),
             recipient_id: str_field(map, "recipient_id"),
+            recipient_user_id: str_field(map, "recipient_user_id"),
             conversation: map
                 .get("conversation")
                 .and_then(|c| StatusConversation::deserialize(c).ok()),

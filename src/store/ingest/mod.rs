@@ -46,6 +46,9 @@ pub const WAMID_MAX_CHARS: usize = 512;
 pub const PHONE_MAX_CHARS: usize = 20;
 /// users.name is a varchar(100).
 pub const NAME_MAX_CHARS: usize = 100;
+/// wabot_customer_ids.bsuid (and a conversation key's customer) is a varchar(64);
+/// Meta's BSUIDs are about 25 characters.
+pub const BSUID_MAX_CHARS: usize = 64;
 /// How often a transaction that lost a deadlock or serialization race is re-run.
 const MAX_ATTEMPTS: u32 = 3;
 
@@ -100,9 +103,13 @@ impl WebhookRows {
 pub struct InboundRow {
     /// The business number's phone_number_id (the business user's "phoneNumber").
     pub business: String,
-    /// The customer's wa_id.
+    /// The customer as the message names them: their wa_id (phone number) when it
+    /// has one, else their BSUID (`ids.bsuid`).
     pub customer: String,
-    /// The customer's profile name, or the wa_id.
+    /// The customer's business-scoped user id, with their parent BSUID and
+    /// username, when Meta sent it.
+    pub ids: Option<CustomerIds>,
+    /// The customer's profile name (or username), or the wa_id / BSUID.
     pub customer_name: String,
     /// Whether `customer_name` is a profile name that should rename the user.
     pub rename: bool,
@@ -124,6 +131,28 @@ pub struct InboundRow {
     /// `smb_message_echoes` item): stored as the business user's outbound message,
     /// status `sent`; when new, an agent has the conversation from now on.
     pub echo: bool,
+}
+
+/// Who a customer is, beyond their phone number (`wabot_customer_ids`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerIds {
+    pub bsuid: String,
+    pub parent_bsuid: Option<String>,
+    pub username: Option<String>,
+}
+
+impl InboundRow {
+    /// The customer's wa_id, when the message names it.
+    pub fn phone(&self) -> Option<&str> {
+        match &self.ids {
+            Some(ids) if ids.bsuid == self.customer => None,
+            _ => Some(&self.customer),
+        }
+    }
+
+    pub fn bsuid(&self) -> Option<&str> {
+        self.ids.as_ref().map(|i| i.bsuid.as_str())
+    }
 }
 
 /// What one webhook did.
@@ -253,8 +282,8 @@ async fn store_batch(
     }
     let mut turns = Vec::new();
     if !inbound.is_empty() {
-        let users = resolve_users(conn, &inbound).await?;
-        let conversations = resolve_conversations(conn, &inbound, &users).await?;
+        let parties = resolve_users(conn, &inbound).await?;
+        let conversations = resolve_conversations(conn, &inbound, &parties).await?;
         // Concurrent batches of one conversation queue here until this transaction
         // ends (in id order, so batches never deadlock on them): turn job ids, which
         // order a conversation's turns, follow commit order, and whether a job can be
@@ -262,18 +291,20 @@ async fn store_batch(
         let ids: Vec<Uuid> = conversations.values().copied().collect();
         crate::store::lock_conversations(conn, &ids).await?;
         let (inserted, new_turns) =
-            insert_messages(conn, &inbound, &users, &conversations, lease).await?;
+            insert_messages(conn, &inbound, &parties, &conversations, lease).await?;
         turns = new_turns;
         // The newest new message of each conversation moves its preview; the newest
         // new customer message, its window.
         let mut latest: BTreeMap<Uuid, Latest> = BTreeMap::new();
         let mut agents: BTreeSet<Uuid> = BTreeSet::new();
-        for (i, m) in &inbound {
+        for ((i, m), customer) in inbound.iter().zip(&parties.customers) {
             if !inserted.contains(&m.wamid) {
                 continue;
             }
             outcomes[*i].messages_new += 1;
-            let conversation = conversations[&(m.business.as_str(), m.customer.as_str())];
+            let Some(&conversation) = conversations.get(&(m.business.as_str(), *customer)) else {
+                continue;
+            };
             let entry = latest.entry(conversation).or_insert(Latest {
                 at: m.at,
                 preview: &m.preview,
@@ -337,129 +368,429 @@ async fn store_batch(
     })
 }
 
-/// The ids of every business and customer user of the batch, creating the missing
-/// ones and renaming customers whose profile name changed. The common case, where
-/// all exist and nobody was renamed, is one read that locks nothing (a locked user
-/// row would serialise every webhook of that business number).
+/// The users of a batch: each business number's, and each message's customer.
+struct Parties {
+    /// Business phone_number_id → users.id.
+    businesses: HashMap<String, Uuid>,
+    /// The customer's users.id of each message of the batch, in order.
+    customers: Vec<Uuid>,
+    /// Each customer's addresses as now known: what finds their conversation.
+    addresses: HashMap<Uuid, Addresses>,
+}
+
+#[derive(Debug, Default)]
+struct Addresses {
+    phone: Option<String>,
+    bsuids: Vec<String>,
+}
+
+/// A users row as read, with one of its BSUIDs (if any).
+type UserRow = (
+    Uuid,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The users of every business and customer of the batch, creating the missing
+/// ones, renaming customers whose profile name changed, and joining what Meta says
+/// about a customer: a message that names a phone number and a BSUID makes them one
+/// person (the BSUID's user gets the phone number when it had none; the phone's
+/// user gets the BSUID when it had none; when each already names a different user,
+/// the BSUID's wins, as the id Meta sends on every message). The common case, where
+/// all exist and nothing changed, is one read that locks nothing (a locked user row
+/// would serialise every webhook of that business number); BSUIDs add one
+/// statement only when one is new or its username or parent changed.
 async fn resolve_users(
     conn: &mut PgConnection,
     inbound: &[(usize, &InboundRow)],
-) -> Result<HashMap<String, Uuid>, sqlx::Error> {
-    // phone → (name, role, rename); the business users first, named "Business".
-    let mut wanted: BTreeMap<&str, (&str, &str, bool)> = BTreeMap::new();
+) -> Result<Parties, sqlx::Error> {
+    let mut phones: BTreeSet<&str> = BTreeSet::new();
+    let mut bsuids: BTreeSet<&str> = BTreeSet::new();
     for (_, m) in inbound {
-        wanted
-            .entry(m.business.as_str())
-            .or_insert(("Business", "business", false));
+        phones.insert(m.business.as_str());
+        phones.extend(m.phone());
+        bsuids.extend(m.bsuid());
     }
-    for (_, m) in inbound {
-        let entry = wanted.entry(m.customer.as_str()).or_insert((
-            m.customer_name.as_str(),
-            "user",
-            m.rename,
-        ));
-        // The newest profile name in the batch wins.
-        if m.rename && entry.1 == "user" {
-            *entry = (m.customer_name.as_str(), "user", true);
-        }
-    }
-    let phones: Vec<&str> = wanted.keys().copied().collect();
-    let existing: Vec<(Uuid, String, String)> = sqlx::query_as(
-        "SELECT id, \"phoneNumber\", name FROM users WHERE \"phoneNumber\" = ANY($1)",
+    let phones: Vec<&str> = phones.into_iter().collect();
+    let bsuids: Vec<&str> = bsuids.into_iter().collect();
+    // One read for both: without BSUIDs the second half finds nothing at once.
+    let rows: Vec<UserRow> = sqlx::query_as(
+        "SELECT u.id, u.\"phoneNumber\"::text, u.name::text, i.bsuid::text, \
+                i.parent_bsuid::text, i.username::text \
+         FROM users u LEFT JOIN wabot_customer_ids i ON i.user_id = u.id \
+         WHERE u.\"phoneNumber\" = ANY($1) \
+         UNION ALL \
+         SELECT u.id, u.\"phoneNumber\"::text, u.name::text, i.bsuid::text, \
+                i.parent_bsuid::text, i.username::text \
+         FROM wabot_customer_ids i JOIN users u ON u.id = i.user_id \
+         WHERE i.bsuid = ANY($2)",
     )
     .bind(&phones)
+    .bind(&bsuids)
     .fetch_all(&mut *conn)
     .await?;
-    let mut ids: HashMap<String, Uuid> = HashMap::new();
-    let mut renames: Vec<(Uuid, &str)> = Vec::new();
-    for (id, phone, name) in existing {
-        if let Some(&(wanted_name, _, rename)) = wanted.get(phone.as_str()) {
-            if rename && name != wanted_name {
-                renames.push((id, wanted_name));
+    let mut by_phone: HashMap<String, Uuid> = HashMap::new();
+    let mut by_bsuid: HashMap<String, (Uuid, Option<String>, Option<String>)> = HashMap::new();
+    let mut names: HashMap<Uuid, String> = HashMap::new();
+    let mut addresses: HashMap<Uuid, Addresses> = HashMap::new();
+    for (id, phone, name, bsuid, parent, username) in rows {
+        let known = addresses.entry(id).or_default();
+        if let Some(phone) = phone {
+            known.phone = Some(phone.clone());
+            by_phone.insert(phone, id);
+        }
+        if let Some(bsuid) = bsuid {
+            if !known.bsuids.contains(&bsuid) {
+                known.bsuids.push(bsuid.clone());
+            }
+            by_bsuid.insert(bsuid, (id, parent, username));
+        }
+        names.insert(id, name);
+    }
+
+    // Business users, then each message's customer: found, or to be created (one
+    // new user per person of the batch, whichever of their addresses comes first).
+    let mut new_users: BTreeMap<Uuid, NewUser> = BTreeMap::new();
+    let mut businesses = HashMap::new();
+    for (_, m) in inbound {
+        let id = match by_phone.get(&m.business) {
+            Some(id) => *id,
+            None => {
+                let id = Uuid::new_v4();
+                by_phone.insert(m.business.clone(), id);
+                new_users.insert(id, NewUser::business(&m.business));
+                id
+            }
+        };
+        businesses.insert(m.business.clone(), id);
+    }
+    let mut customers = Vec::with_capacity(inbound.len());
+    // BSUID rows to write: new ones, and those whose parent or username changed.
+    let mut ids_rows: BTreeMap<&str, (Uuid, Option<&str>, Option<&str>)> = BTreeMap::new();
+    // Existing users that get a name or a phone number.
+    let mut updates: BTreeMap<Uuid, (Option<String>, Option<String>)> = BTreeMap::new();
+    let mut new_bsuid_of: HashMap<&str, Uuid> = HashMap::new();
+    for (_, m) in inbound {
+        let by_id = m
+            .bsuid()
+            .and_then(|b| by_bsuid.get(b).map(|x| x.0).or(new_bsuid_of.get(b).copied()));
+        let by_number = m.phone().and_then(|p| by_phone.get(p).copied());
+        let id = match (by_id, by_number) {
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => {
+                let id = Uuid::new_v4();
+                new_users.insert(id, NewUser::customer(m.phone(), &m.customer_name));
+                if let Some(phone) = m.phone() {
+                    by_phone.insert(phone.to_owned(), id);
+                }
+                id
+            }
+        };
+        if let (Some(a), Some(b)) = (by_id, by_number) {
+            if a != b {
+                tracing::warn!(
+                    "a message names a phone number and a BSUID of two different users; it goes to the BSUID's"
+                );
             }
         }
-        ids.insert(phone, id);
+        customers.push(id);
+        let known = addresses.entry(id).or_default();
+        if let Some(ids) = &m.ids {
+            if !known.bsuids.contains(&ids.bsuid) {
+                known.bsuids.push(ids.bsuid.clone());
+            }
+            let stored = by_bsuid.get(ids.bsuid.as_str());
+            let changed = match stored {
+                None => true,
+                Some((_, parent, username)) => {
+                    (ids.parent_bsuid.is_some() && ids.parent_bsuid != *parent)
+                        || (ids.username.is_some() && ids.username != *username)
+                }
+            };
+            if stored.is_none() {
+                new_bsuid_of.insert(&ids.bsuid, id);
+            }
+            if changed {
+                // The newest in the batch wins.
+                let entry = ids_rows.entry(&ids.bsuid).or_insert((id, None, None));
+                entry.1 = ids.parent_bsuid.as_deref().or(entry.1);
+                entry.2 = ids.username.as_deref().or(entry.2);
+            }
+        }
+        if let Some(new) = new_users.get_mut(&id) {
+            if known.phone.is_none() {
+                known.phone.clone_from(&new.phone);
+            }
+            if m.rename {
+                new.name = m.customer_name.clone();
+            }
+            continue;
+        }
+        let wants_phone = m
+            .phone()
+            .filter(|p| known.phone.is_none() && !by_phone.contains_key(*p));
+        let wants_name = Some(m.customer_name.as_str())
+            .filter(|n| m.rename && names.get(&id).map(String::as_str) != Some(*n));
+        if let Some(phone) = wants_phone {
+            known.phone = Some(phone.to_owned());
+            by_phone.insert(phone.to_owned(), id);
+        }
+        if wants_phone.is_some() || wants_name.is_some() {
+            let entry = updates.entry(id).or_insert((None, None));
+            if let Some(name) = wants_name {
+                entry.0 = Some(name.to_owned());
+            }
+            if let Some(phone) = wants_phone {
+                entry.1 = Some(phone.to_owned());
+            }
+        }
     }
-    let missing: Vec<(&str, &str, &str)> = wanted
-        .iter()
-        .filter(|(phone, _)| !ids.contains_key(**phone))
-        .map(|(phone, (name, role, _))| (*phone, *name, *role))
-        .collect();
-    if !missing.is_empty() {
-        let phones: Vec<&str> = missing.iter().map(|m| m.0).collect();
-        let names: Vec<&str> = missing.iter().map(|m| m.1).collect();
-        let roles: Vec<&str> = missing.iter().map(|m| m.2).collect();
-        let created: Vec<(Uuid, String)> = sqlx::query_as(
-            "INSERT INTO users (\"phoneNumber\", name, role) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) \
-             ON CONFLICT (\"phoneNumber\") DO NOTHING RETURNING id, \"phoneNumber\"",
+
+    // The BSUIDs first: the primary key is the claim on a new customer, and the
+    // rows that come back say whose each BSUID is (a concurrent batch's claim wins).
+    if !ids_rows.is_empty() {
+        let keys: Vec<&str> = ids_rows.keys().copied().collect();
+        let users: Vec<Uuid> = ids_rows.values().map(|v| v.0).collect();
+        let parents: Vec<Option<&str>> = ids_rows.values().map(|v| v.1).collect();
+        let usernames: Vec<Option<&str>> = ids_rows.values().map(|v| v.2).collect();
+        let owners: Vec<(String, Uuid)> = sqlx::query_as(
+            "INSERT INTO wabot_customer_ids AS w (bsuid, user_id, parent_bsuid, username) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[]) \
+             ON CONFLICT (bsuid) DO UPDATE \
+                 SET parent_bsuid = coalesce(EXCLUDED.parent_bsuid, w.parent_bsuid), \
+                     username = coalesce(EXCLUDED.username, w.username), \
+                     updated_at = now() \
+             RETURNING bsuid::text, user_id",
         )
+        .bind(&keys)
+        .bind(&users)
+        .bind(&parents)
+        .bind(&usernames)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (bsuid, owner) in owners {
+            let ours = ids_rows.get(bsuid.as_str()).map(|v| v.0);
+            let Some(ours) = ours.filter(|ours| *ours != owner) else {
+                continue;
+            };
+            // A concurrent batch created this customer first: theirs it is.
+            if let Some(lost) = new_users.remove(&ours) {
+                if let Some(phone) = lost.phone {
+                    updates.entry(owner).or_insert((None, None)).1 = Some(phone);
+                }
+            }
+            for c in customers.iter_mut().filter(|c| **c == ours) {
+                *c = owner;
+            }
+            if let Some(known) = addresses.remove(&ours) {
+                let theirs = addresses.entry(owner).or_default();
+                theirs.phone = theirs.phone.take().or(known.phone);
+                theirs.bsuids.extend(known.bsuids);
+            }
+        }
+    }
+
+    if !new_users.is_empty() {
+        let ids: Vec<Uuid> = new_users.keys().copied().collect();
+        let phones: Vec<Option<&str>> = new_users.values().map(|u| u.phone.as_deref()).collect();
+        let names: Vec<&str> = new_users.values().map(|u| u.name.as_str()).collect();
+        let roles: Vec<&str> = new_users.values().map(|u| u.role).collect();
+        let created: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO users (id, \"phoneNumber\", name, role) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+             ON CONFLICT (\"phoneNumber\") DO NOTHING RETURNING id",
+        )
+        .bind(&ids)
         .bind(&phones)
         .bind(&names)
         .bind(&roles)
         .fetch_all(&mut *conn)
         .await?;
-        ids.extend(created.into_iter().map(|(id, phone)| (phone, id)));
-        // Users a concurrent transaction created first; its insert has committed
-        // (ours waited for it), so this read sees them.
-        let raced: Vec<&str> = phones
+        let created: HashSet<Uuid> = created.into_iter().collect();
+        let raced: Vec<(Uuid, &NewUser)> = new_users
             .iter()
-            .copied()
-            .filter(|p| !ids.contains_key(*p))
+            .filter(|(id, _)| !created.contains(id))
+            .map(|(id, u)| (*id, u))
             .collect();
         if !raced.is_empty() {
-            let found: Vec<(Uuid, String)> = sqlx::query_as(
-                "SELECT id, \"phoneNumber\" FROM users WHERE \"phoneNumber\" = ANY($1)",
-            )
-            .bind(&raced)
-            .fetch_all(&mut *conn)
-            .await?;
-            ids.extend(found.into_iter().map(|(id, phone)| (phone, id)));
+            let parties = (&mut businesses, customers.as_mut_slice(), &mut addresses);
+            resolve_raced_users(conn, &raced, &new_bsuid_of, parties).await?;
         }
     }
-    if !renames.is_empty() {
-        renames.sort();
-        let (uids, names): (Vec<Uuid>, Vec<&str>) = renames.into_iter().unzip();
+
+    if !updates.is_empty() {
+        let ids: Vec<Uuid> = updates.keys().copied().collect();
+        let names: Vec<Option<&str>> = updates.values().map(|u| u.0.as_deref()).collect();
+        let phones: Vec<Option<&str>> = updates.values().map(|u| u.1.as_deref()).collect();
+        // A phone number is only ever added, never changed: Meta's system message
+        // about a new number says more than a message can.
         sqlx::query(
-            "UPDATE users SET name = u.name, \"updatedAt\" = now() \
-             FROM unnest($1::uuid[], $2::text[]) AS u(id, name) WHERE users.id = u.id",
+            "UPDATE users SET name = coalesce(u.name, users.name), \
+                 \"phoneNumber\" = coalesce(users.\"phoneNumber\", u.phone), \"updatedAt\" = now() \
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, name, phone) \
+             WHERE users.id = u.id",
         )
-        .bind(&uids)
+        .bind(&ids)
+        .bind(&names)
+        .bind(&phones)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Parties {
+        businesses,
+        customers,
+        addresses,
+    })
+}
+
+/// A user the batch creates.
+#[derive(Debug)]
+struct NewUser {
+    phone: Option<String>,
+    name: String,
+    role: &'static str,
+}
+
+impl NewUser {
+    fn business(phone_number_id: &str) -> NewUser {
+        NewUser {
+            phone: Some(phone_number_id.to_owned()),
+            name: "Business".to_owned(),
+            role: "business",
+        }
+    }
+
+    fn customer(phone: Option<&str>, name: &str) -> NewUser {
+        NewUser {
+            phone: phone.map(str::to_owned),
+            name: name.to_owned(),
+            role: "user",
+        }
+    }
+}
+
+/// Users a concurrent transaction created first, by phone number (its insert has
+/// committed: ours waited for it). A user the batch claimed by BSUID is still
+/// created, without the phone number the other one took (its BSUID row names it).
+async fn resolve_raced_users(
+    conn: &mut PgConnection,
+    raced: &[(Uuid, &NewUser)],
+    new_bsuid_of: &HashMap<&str, Uuid>,
+    (businesses, customers, addresses): (
+        &mut HashMap<String, Uuid>,
+        &mut [Uuid],
+        &mut HashMap<Uuid, Addresses>,
+    ),
+) -> Result<(), sqlx::Error> {
+    let claimed: HashSet<Uuid> = new_bsuid_of.values().copied().collect();
+    let (keep, adopt): (Vec<&(Uuid, &NewUser)>, Vec<&(Uuid, &NewUser)>) =
+        raced.iter().partition(|(id, _)| claimed.contains(id));
+    if !keep.is_empty() {
+        let ids: Vec<Uuid> = keep.iter().map(|(id, _)| *id).collect();
+        let names: Vec<&str> = keep.iter().map(|(_, u)| u.name.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO users (id, name, role) \
+             SELECT i, n, 'user' FROM unnest($1::uuid[], $2::text[]) AS u(i, n)",
+        )
+        .bind(&ids)
         .bind(&names)
         .execute(&mut *conn)
         .await?;
     }
-    Ok(ids)
+    if adopt.is_empty() {
+        return Ok(());
+    }
+    let phones: Vec<&str> = adopt.iter().filter_map(|(_, u)| u.phone.as_deref()).collect();
+    let found: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, \"phoneNumber\"::text FROM users WHERE \"phoneNumber\" = ANY($1)",
+    )
+    .bind(&phones)
+    .fetch_all(&mut *conn)
+    .await?;
+    let found: HashMap<String, Uuid> = found.into_iter().map(|(id, p)| (p, id)).collect();
+    for (ours, user) in adopt {
+        let Some(theirs) = user.phone.as_deref().and_then(|p| found.get(p)) else {
+            continue;
+        };
+        for id in businesses.values_mut().chain(customers.iter_mut()) {
+            if id == ours {
+                *id = *theirs;
+            }
+        }
+        if let Some(known) = addresses.remove(ours) {
+            addresses.entry(*theirs).or_default().phone = known.phone;
+        }
+    }
+    Ok(())
 }
 
-type ConversationMap<'a> = HashMap<(&'a str, &'a str), Uuid>;
+/// Each (business number, customer user) pair's conversation.
+type ConversationMap<'a> = HashMap<(&'a str, Uuid), Uuid>;
 
-/// The 1:1 conversation of each (business number, customer) pair of the batch. The
-/// key row is the claim: of two transactions inserting it, the second waits for the
-/// first and then reads the first one's conversation. A conversation WhatsApp
-/// Builder created before wabot (both users as participants, no key yet) is adopted.
+/// The 1:1 conversation of each (business number, customer) pair of the batch,
+/// found by any of the customer's addresses (a conversation keyed by their BSUID
+/// before their phone number was known is still theirs once it is). A new one is
+/// keyed by the phone number when known, else by the BSUID. The key row is the
+/// claim: of two transactions inserting it, the second waits for the first and
+/// then reads the first one's conversation. A conversation WhatsApp Builder created
+/// before wabot (both users as participants, no key yet) is adopted.
 async fn resolve_conversations<'a>(
     conn: &mut PgConnection,
     inbound: &[(usize, &'a InboundRow)],
-    users: &HashMap<String, Uuid>,
+    parties: &Parties,
 ) -> Result<ConversationMap<'a>, sqlx::Error> {
-    let pairs: BTreeSet<(&'a str, &'a str)> = inbound
+    let pairs: BTreeSet<(&'a str, Uuid)> = inbound
         .iter()
-        .map(|(_, m)| (m.business.as_str(), m.customer.as_str()))
+        .zip(&parties.customers)
+        .map(|((_, m), c)| (m.business.as_str(), *c))
         .collect();
-    let mut found = select_keys(conn, pairs.iter().copied()).await?;
-    let missing: Vec<(&str, &str)> = pairs
+    let no_addresses = Addresses::default();
+    let addresses = |c: &Uuid| parties.addresses.get(c).unwrap_or(&no_addresses);
+    let lookups: Vec<(&str, &str)> = pairs
         .iter()
-        .copied()
-        .filter(|p| !found.contains_key(p))
+        .flat_map(|(b, c)| {
+            let a = addresses(c);
+            a.bsuids
+                .iter()
+                .chain(&a.phone)
+                .map(move |x| (*b, x.as_str()))
+        })
         .collect();
+    let keys = select_keys(conn, lookups.into_iter()).await?;
+    let mut found: ConversationMap<'a> = HashMap::new();
+    let mut missing: Vec<(&'a str, Uuid, &str)> = Vec::new();
+    for (b, c) in pairs {
+        let a = addresses(&c);
+        // A BSUID's conversation first, as the BSUID's user won in resolve_users.
+        let hit = a
+            .bsuids
+            .iter()
+            .chain(&a.phone)
+            .find_map(|x| keys.get(&(b, x.as_str())));
+        match (hit, a.phone.as_ref().or(a.bsuids.first())) {
+            (Some(id), _) => {
+                found.insert((b, c), *id);
+            }
+            (None, Some(key)) => missing.push((b, c, key.as_str())),
+            (None, None) => {}
+        }
+    }
     if missing.is_empty() {
         return Ok(found);
     }
 
-    let user = |phone: &str| users.get(phone).copied().unwrap_or_else(Uuid::nil);
-    let customers: Vec<Uuid> = missing.iter().map(|(_, c)| user(c)).collect();
-    let businesses: Vec<Uuid> = missing.iter().map(|(b, _)| user(b)).collect();
+    let user = |phone: &str| {
+        parties
+            .businesses
+            .get(phone)
+            .copied()
+            .unwrap_or_else(Uuid::nil)
+    };
+    let customers: Vec<Uuid> = missing.iter().map(|m| m.1).collect();
+    let businesses: Vec<Uuid> = missing.iter().map(|m| user(m.0)).collect();
     let adopted: Vec<(i64, Uuid)> = sqlx::query_as(
         "SELECT DISTINCT ON (q.n) q.n, c.id \
          FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS q(customer, business, n) \
@@ -483,7 +814,7 @@ async fn resolve_conversations<'a>(
         .map(|i| adopted.get(&i).copied().unwrap_or_else(Uuid::new_v4))
         .collect();
     let keys_b: Vec<&str> = missing.iter().map(|p| p.0).collect();
-    let keys_c: Vec<&str> = missing.iter().map(|p| p.1).collect();
+    let keys_c: Vec<&str> = missing.iter().map(|p| p.2).collect();
     let claimed: Vec<(String, String, Uuid)> = sqlx::query_as(
         "INSERT INTO conversation_keys (business_phone_number_id, customer_wa_id, conversation_id) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[]) \
@@ -497,12 +828,12 @@ async fn resolve_conversations<'a>(
     .await?;
     let claimed: HashSet<Uuid> = claimed.into_iter().map(|(_, _, id)| id).collect();
     let mut fresh: Vec<(Uuid, Uuid, Uuid)> = Vec::new();
-    for (i, pair) in missing.iter().enumerate() {
+    for (i, (b, c, _)) in missing.iter().enumerate() {
         let id = candidates[i];
         if !claimed.contains(&id) {
             continue;
         }
-        found.insert(*pair, id);
+        found.insert((*b, *c), id);
         if !adopted.contains_key(&i) {
             fresh.push((id, customers[i], businesses[i]));
         }
@@ -529,21 +860,27 @@ async fn resolve_conversations<'a>(
         .await?;
     }
     // Keys a concurrent transaction claimed first (it has committed: ours waited).
-    let raced: Vec<(&str, &str)> = missing
+    let raced: Vec<(&'a str, Uuid, &str)> = missing
         .iter()
         .copied()
-        .filter(|p| !found.contains_key(p))
+        .filter(|(b, c, _)| !found.contains_key(&(*b, *c)))
         .collect();
     if !raced.is_empty() {
-        found.extend(select_keys(conn, raced.into_iter()).await?);
+        let theirs = select_keys(conn, raced.iter().map(|(b, _, key)| (*b, *key))).await?;
+        for (b, c, key) in raced {
+            if let Some(id) = theirs.get(&(b, key)) {
+                found.insert((b, c), *id);
+            }
+        }
     }
     Ok(found)
 }
 
+/// The conversations of these (business number, customer address) keys.
 async fn select_keys<'a>(
     conn: &mut PgConnection,
     pairs: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Result<ConversationMap<'a>, sqlx::Error> {
+) -> Result<HashMap<(&'a str, &'a str), Uuid>, sqlx::Error> {
     let pairs: Vec<(&'a str, &'a str)> = pairs.collect();
     let b: Vec<&str> = pairs.iter().map(|p| p.0).collect();
     let c: Vec<&str> = pairs.iter().map(|p| p.1).collect();
@@ -574,7 +911,7 @@ async fn select_keys<'a>(
 async fn insert_messages(
     conn: &mut PgConnection,
     inbound: &[(usize, &InboundRow)],
-    users: &HashMap<String, Uuid>,
+    parties: &Parties,
     conversations: &ConversationMap<'_>,
     lease: Option<Lease<'_>>,
 ) -> Result<(HashSet<String>, Vec<NewTurn>), sqlx::Error> {
@@ -588,14 +925,20 @@ async fn insert_messages(
     let mut tokens = Vec::with_capacity(n);
     let mut turn = Vec::with_capacity(n);
     let mut echo = Vec::with_capacity(n);
-    for (_, m) in inbound {
+    for ((_, m), customer) in inbound.iter().zip(&parties.customers) {
         // An echo never gets a turn, whatever its row says.
         turn.push(m.turn && !m.echo);
         echo.push(m.echo);
-        conv.push(conversations[&(m.business.as_str(), m.customer.as_str())]);
+        let business = parties.businesses.get(&m.business).copied();
+        conv.push(
+            conversations
+                .get(&(m.business.as_str(), *customer))
+                .copied()
+                .unwrap_or_else(Uuid::nil),
+        );
         // An echo is the business's message.
-        let from = if m.echo { &m.business } else { &m.customer };
-        sender.push(users.get(from).copied().unwrap_or_else(Uuid::nil));
+        let from = if m.echo { business } else { Some(*customer) };
+        sender.push(from.unwrap_or_else(Uuid::nil));
         kinds.push(m.db_type);
         contents.push(&m.content);
         ats.push(m.at);

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::ingest::{
-    self, BatchOutcome, InboundRow, IngestError, IngestOutcome, Lease, RawEvent, WebhookRows,
-    NAME_MAX_CHARS, PHONE_MAX_CHARS, WAMID_MAX_CHARS,
+    self, BatchOutcome, CustomerIds, InboundRow, IngestError, IngestOutcome, Lease, RawEvent,
+    WebhookRows, BSUID_MAX_CHARS, NAME_MAX_CHARS, PHONE_MAX_CHARS, WAMID_MAX_CHARS,
 };
 use crate::store::statuses::StatusRow;
 use crate::text::truncate_chars;
@@ -244,12 +244,16 @@ fn clone_error(e: &sqlx::Error) -> sqlx::Error {
 const STATUS_COLUMNS: [&str; 5] = ["id", "status", "timestamp", "recipient_id", "errors"];
 
 /// Meta's status object without what the typed columns hold; `None` when nothing
-/// is left (a `read` status usually).
+/// is left (a `read` status usually). `recipient_user_id` is held by the
+/// `recipient_id` column when the status names no wa_id (a customer known only by
+/// BSUID), and kept here otherwise.
 fn status_extra(raw: &Value) -> Option<Value> {
     let map = raw.as_object()?;
+    let bsuid_in_column = map.get("recipient_id").is_none();
     let rest: serde_json::Map<String, Value> = map
         .iter()
         .filter(|(k, _)| !STATUS_COLUMNS.contains(&k.as_str()))
+        .filter(|(k, _)| !(bsuid_in_column && k.as_str() == "recipient_user_id"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     (!rest.is_empty()).then_some(Value::Object(rest))
@@ -273,14 +277,23 @@ fn echo_row(
     received_at: DateTime<Utc>,
 ) -> Option<InboundRow> {
     let wamid = echo.id.clone().filter(|s| !s.trim().is_empty());
-    let customer = echo.recipient_wa_id();
+    // A customer known only by BSUID is addressed by it (`to`, or `to_user_id`).
+    let phone = echo
+        .recipient_wa_id()
+        .filter(|to| to.bytes().all(|b| b.is_ascii_digit()));
+    let ids = echo
+        .recipient_user_id()
+        .and_then(|bsuid| customer_ids(Some(bsuid), None, None));
+    let customer = phone.or_else(|| ids.as_ref().map(|i| i.bsuid.clone()));
     let (Some(wamid), Some(customer), Some(business)) = (wamid, customer, business) else {
         tracing::warn!(
             "a webhook echo lacks its id, recipient or business number; kept in the raw event only"
         );
         return None;
     };
-    if customer.chars().count() > PHONE_MAX_CHARS
+    let phone_too_long = ids.as_ref().map_or(true, |i| i.bsuid != customer)
+        && customer.chars().count() > PHONE_MAX_CHARS;
+    if phone_too_long
         || business.chars().count() > PHONE_MAX_CHARS
         || wamid.chars().count() > WAMID_MAX_CHARS
         || !is_business_id(business)
@@ -300,6 +313,7 @@ fn echo_row(
         rename: false,
         business: business.to_owned(),
         customer,
+        ids,
         wamid,
         db_type: stored.db_type,
         content: stored.content,
@@ -327,6 +341,39 @@ fn starts_turn(kind: &MessageKind) -> bool {
         MessageKind::Unknown { type_name } => !edit_or_revoke(type_name),
         _ => true,
     }
+}
+
+/// A customer's BSUID with what comes with it; `None` without one, or when it
+/// cannot be one (longer than a key holds, all digits like a phone number, or with
+/// spaces or control characters: Meta's look like `US.13491208655302741918`).
+fn customer_ids(
+    bsuid: Option<String>,
+    parent: Option<String>,
+    username: Option<String>,
+) -> Option<CustomerIds> {
+    let valid = |id: &str| {
+        id.chars().count() <= BSUID_MAX_CHARS
+            && !id.bytes().all(|b| b.is_ascii_digit())
+            && id.chars().all(|c| c.is_ascii_graphic())
+    };
+    let bsuid = bsuid
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())?;
+    if !valid(&bsuid) {
+        tracing::warn!(
+            "a webhook's BSUID is too long or malformed; the customer is kept by wa_id only"
+        );
+        return None;
+    }
+    Some(CustomerIds {
+        bsuid,
+        parent_bsuid: parent
+            .map(|s| s.trim().to_owned())
+            .filter(|p| !p.is_empty() && valid(p)),
+        username: username
+            .map(|u| truncate_chars(u.trim(), NAME_MAX_CHARS))
+            .filter(|u| !u.is_empty()),
+    })
 }
 
 /// Reads a verified webhook into rows. `served` is the business number wabot
@@ -358,24 +405,35 @@ pub fn rows(
     for value in envelope.messages_values() {
         let business = non_empty(&value.metadata.phone_number_id);
         for message in &value.messages {
-            let (Some(wamid), Some(from), Some(business)) = (
-                non_empty(&message.id),
-                non_empty(&message.from),
-                business.clone(),
-            ) else {
+            // The sender: their wa_id, their BSUID, or both. A customer who adopted a
+            // username may come with no `from` and no `wa_id`: their BSUID is enough.
+            let contact = value.contact_of(message);
+            let phone = non_empty(&message.from)
+                .or_else(|| contact.and_then(|c| non_empty(&c.wa_id)))
+                .filter(|p| p.chars().count() <= PHONE_MAX_CHARS);
+            let ids = customer_ids(
+                non_empty(&message.from_user_id)
+                    .or_else(|| contact.and_then(|c| non_empty(&c.user_id))),
+                non_empty(&message.from_parent_user_id)
+                    .or_else(|| contact.and_then(|c| non_empty(&c.parent_user_id))),
+                contact.and_then(|c| c.username()).map(str::to_owned),
+            );
+            let from = phone.or_else(|| ids.as_ref().map(|i| i.bsuid.clone()));
+            let (Some(wamid), Some(from), Some(business)) =
+                (non_empty(&message.id), from, business.clone())
+            else {
                 tracing::warn!(
-                    "a webhook message lacks its id, sender or business number; kept in the raw event only"
+                    "a webhook message lacks its id, sender (wa_id or BSUID) or business number; kept in the raw event only"
                 );
                 out.messages_skipped += 1;
                 continue;
             };
-            if from.chars().count() > PHONE_MAX_CHARS
-                || business.chars().count() > PHONE_MAX_CHARS
+            if business.chars().count() > PHONE_MAX_CHARS
                 || wamid.chars().count() > WAMID_MAX_CHARS
                 || !is_business_id(&business)
             {
                 tracing::warn!(
-                    "a webhook message's sender, business number or id is too long or malformed; kept in the raw event only"
+                    "a webhook message's business number or id is too long or malformed; kept in the raw event only"
                 );
                 out.messages_skipped += 1;
                 continue;
@@ -390,7 +448,7 @@ pub fn rows(
                 }
                 _ => true,
             } && starts_turn(&message.kind);
-            let profile_name = value.profile_name(&from);
+            let profile_name = contact.and_then(|c| c.name().or(c.username()));
             let stored = content::build(message, &wamid, None);
             let reacted_wamid = match &message.kind {
                 MessageKind::Reaction(r) => r.message_id.clone(),
@@ -401,6 +459,7 @@ pub fn rows(
                 rename: profile_name.is_some(),
                 business,
                 customer: from,
+                ids,
                 wamid,
                 db_type: stored.db_type,
                 content: stored.content,
@@ -447,7 +506,10 @@ pub fn rows(
                 meta_timestamp: status
                     .timestamp
                     .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
-                recipient_id: status.recipient_id.clone(),
+                recipient_id: status
+                    .recipient_id
+                    .clone()
+                    .or_else(|| status.recipient_user_id.clone()),
                 errors: content::errors_json(&status.errors),
                 extra: status_extra(&status.raw),
                 sent_message: status
