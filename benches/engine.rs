@@ -104,6 +104,7 @@ fn bench_conversation(c: &mut Criterion) {
                 let customer = Customer {
                     phone: "905550000000".into(),
                     name: Some("Bench".into()),
+                    ..Customer::default()
                 };
                 let mut ctx =
                     Context::start(Uuid::nil(), Uuid::nil(), Uuid::nil(), &bot, &customer);

@@ -333,8 +333,10 @@ pub async fn dry_run(
             let raw = m.content.get("raw").cloned().unwrap_or(Value::Null);
             let inbound = inbound_from_meta(&raw);
             let customer = Customer {
-                phone: m.customer.clone(),
+                phone: m.phone().unwrap_or_default().to_owned(),
                 name: Some(m.customer_name.clone()).filter(|_| m.rename),
+                username: m.ids.as_ref().and_then(|i| i.username.clone()),
+                id: m.bsuid().map(str::to_owned),
             };
             let mut exchange = Exchange {
                 customer: m.customer.clone(),

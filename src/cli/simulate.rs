@@ -73,6 +73,7 @@ pub async fn run(config: Config, args: SimulateArgs) -> anyhow::Result<ExitCode>
         customer: Customer {
             phone: args.phone.clone(),
             name: Some(args.name.clone()),
+            ..Customer::default()
         },
         preset: parse_vars(&args.vars)?,
         context: None,

@@ -7,9 +7,15 @@
 //! after the status delay, `read` after twice that. `GET /fake/messages` lists what it
 //! received, for tests written in any language.
 //!
+//! A customer known only by username is addressed the way Meta takes it: `recipient`
+//! (a BSUID) instead of `to` (`to` wins when both are given); the answer's contact
+//! then has `user_id` instead of `wa_id`, and the statuses carry
+//! `recipient_user_id` and no `recipient_id`. [`FakeGraph::refuse_next`] makes it
+//! answer the next sends with one of Meta's errors (131062, say).
+//!
 //! `wabot try`, `wabot dev fake-graph` and the load benchmarks all use this one fake.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -135,6 +142,8 @@ pub struct FakeGraph {
     pub statuses: StatusCounts,
     /// wabot's `/webhook`, known once the daemon listens.
     webhook_url: OnceLock<String>,
+    /// Meta error codes to answer the next sends with, in order.
+    refusals: Mutex<VecDeque<i64>>,
     client: reqwest::Client,
     stop: CancellationToken,
 }
@@ -176,6 +185,14 @@ impl FakeGraph {
         let _ = self.webhook_url.set(url);
     }
 
+    /// Answers the next send (not a read receipt) with Meta's error `code` (HTTP
+    /// 400) instead of accepting it; calls queue up.
+    pub fn refuse_next(&self, code: i64) {
+        if let Ok(mut refusals) = self.refusals.lock() {
+            refusals.push_back(code);
+        }
+    }
+
     /// Stops posting statuses (pending deliveries give up) and stops the server.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -193,6 +210,7 @@ pub async fn start(addr: SocketAddr, options: Options) -> anyhow::Result<(Arc<Fa
         receipts: AtomicU64::new(0),
         statuses: StatusCounts::default(),
         webhook_url: OnceLock::new(),
+        refusals: Mutex::new(VecDeque::new()),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?,
@@ -213,18 +231,24 @@ pub async fn start(addr: SocketAddr, options: Options) -> anyhow::Result<(Arc<Fa
     Ok((fake, url))
 }
 
-async fn messages(State(fake): State<Arc<FakeGraph>>, body: Bytes) -> Json<Value> {
+async fn messages(State(fake): State<Arc<FakeGraph>>, body: Bytes) -> (StatusCode, Json<Value>) {
     let at = Instant::now();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if body["status"] == "read" {
         fake.receipts.fetch_add(1, Ordering::Relaxed);
-        return Json(json!({"success": true}));
+        return (StatusCode::OK, Json(json!({"success": true})));
+    }
+    let refusal = fake.refusals.lock().ok().and_then(|mut r| r.pop_front());
+    if let Some(code) = refusal {
+        return (StatusCode::BAD_REQUEST, Json(meta_error(code)));
     }
     let n = fake.accepted.fetch_add(1, Ordering::Relaxed);
     let wamid = format!("wamid.OUT.{}.{n}", fake.options.run);
-    // A username customer is addressed by `recipient` (a BSUID) instead of `to`.
-    let to = body["to"]
-        .as_str()
+    // A username customer is addressed by `recipient` (a BSUID) instead of `to`;
+    // `to` wins when both are given.
+    let by_phone = body["to"].as_str();
+    let bsuid = by_phone.is_none();
+    let to = by_phone
         .or_else(|| body["recipient"].as_str())
         .unwrap_or_default()
         .to_owned();
@@ -250,9 +274,24 @@ async fn messages(State(fake): State<Arc<FakeGraph>>, body: Bytes) -> Json<Value
             callback,
         ));
     }
-    Json(json!({"messaging_product": "whatsapp",
-                "contacts": [{"input": to, "wa_id": to}],
-                "messages": [{"id": wamid}]}))
+    let id_field = if bsuid { "user_id" } else { "wa_id" };
+    let answer = json!({"messaging_product": "whatsapp",
+                        "contacts": [{"input": to, id_field: to}],
+                        "messages": [{"id": wamid}]});
+    (StatusCode::OK, Json(answer))
+}
+
+/// Meta's error object for `code`.
+fn meta_error(code: i64) -> Value {
+    let message = match code {
+        131062 => "BSUID recipient not supported for this message",
+        131047 => "Re-engagement message",
+        131026 => "Message undeliverable",
+        _ => "(#100) Invalid parameter",
+    };
+    json!({"error": {"message": message, "type": "OAuthException", "code": code,
+                     "error_data": {"messaging_product": "whatsapp", "details": message},
+                     "fbtrace_id": "FAKE"}})
 }
 
 /// `GET /fake/messages`: every accepted message, oldest first per recipient.
@@ -353,8 +392,14 @@ pub fn status_webhook(
     callback: Option<&str>,
 ) -> Vec<u8> {
     let now = super::unix_now();
+    // A BSUID customer's statuses name them by `recipient_user_id` only.
+    let recipient = if crate::whatsapp::webhook::is_bsuid(to) {
+        "recipient_user_id"
+    } else {
+        "recipient_id"
+    };
     let mut item = json!({"id": wamid, "status": status, "timestamp": now.to_string(),
-                          "recipient_id": to});
+                          recipient: to});
     if let Some(callback) = callback {
         item["biz_opaque_callback_data"] = json!(callback);
     }

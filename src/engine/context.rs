@@ -109,11 +109,17 @@ pub struct Context {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Who the chatbot talks to, for `customer_phone` and `customer_name`.
+/// Who the chatbot talks to, for `customer_phone`, `customer_name`,
+/// `customer_username` and `customer_id`.
 #[derive(Debug, Clone, Default)]
 pub struct Customer {
+    /// The phone number; empty for a customer known only by username (BSUID).
     pub phone: String,
     pub name: Option<String>,
+    /// The WhatsApp username, when the customer has one.
+    pub username: Option<String>,
+    /// The business-scoped user id (BSUID), when Meta sent one.
+    pub id: Option<String>,
 }
 
 /// wabot's bookkeeping, kept in `variables.__wabot`.
@@ -163,6 +169,14 @@ impl Context {
         variables.insert(
             "customer_name".into(),
             Value::String(customer.name.clone().unwrap_or_default()),
+        );
+        variables.insert(
+            "customer_username".into(),
+            Value::String(customer.username.clone().unwrap_or_default()),
+        );
+        variables.insert(
+            "customer_id".into(),
+            Value::String(customer.id.clone().unwrap_or_default()),
         );
         let mut context = Context {
             id,

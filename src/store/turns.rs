@@ -231,7 +231,14 @@ pub struct TurnFacts {
     pub business_user_id: Uuid,
     pub business_phone_number_id: String,
     pub customer_user_id: Uuid,
+    /// The conversation's key: the customer's wa_id, or their BSUID when the
+    /// conversation began without a phone number (opt-outs are kept by it).
     pub customer_wa_id: String,
+    /// The customer's phone number (`users."phoneNumber"`), when known.
+    pub customer_phone: Option<String>,
+    /// The customer's BSUID and username (`wabot_customer_ids`), when known.
+    pub customer_bsuid: Option<String>,
+    pub customer_username: Option<String>,
     pub customer_name: String,
     /// The active context, if any.
     pub context: Option<ContextRow>,
@@ -245,6 +252,16 @@ pub struct TurnFacts {
     pub handover: Option<(String, DateTime<Utc>)>,
     /// The customer opted out (`wabot_opt_outs`).
     pub opted_out: bool,
+}
+
+impl TurnFacts {
+    /// Where replies go: the phone number when known, else the BSUID.
+    pub fn customer_address(&self) -> &str {
+        self.customer_phone
+            .as_deref()
+            .or(self.customer_bsuid.as_deref())
+            .unwrap_or(&self.customer_wa_id)
+    }
 }
 
 /// One read for a batch of turns: who each conversation is between (the customer
@@ -268,6 +285,9 @@ pub async fn load_batch(
         Option<String>,
         Option<DateTime<Utc>>,
         bool,
+        Option<String>,
+        Option<String>,
+        Option<String>,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT k.conversation_id, b.id, k.business_phone_number_id::text, \
@@ -283,10 +303,17 @@ pub async fn load_batch(
                 h.state, h.last_agent_at, \
                 EXISTS (SELECT 1 FROM wabot_opt_outs o \
                         WHERE o.business_phone_number_id = k.business_phone_number_id \
-                          AND o.customer_wa_id = k.customer_wa_id) \
+                          AND o.customer_wa_id = k.customer_wa_id), \
+                c.\"phoneNumber\"::text, ci.bsuid::text, ci.username::text \
          FROM conversation_keys k \
          JOIN users b ON b.\"phoneNumber\" = k.business_phone_number_id \
-         JOIN users c ON c.\"phoneNumber\" = k.customer_wa_id \
+         LEFT JOIN wabot_customer_ids kb ON kb.bsuid = k.customer_wa_id \
+         JOIN users c ON c.id = coalesce(kb.user_id, \
+             (SELECT u.id FROM users u WHERE u.\"phoneNumber\" = k.customer_wa_id)) \
+         LEFT JOIN LATERAL (SELECT i.bsuid, i.username FROM wabot_customer_ids i \
+                            WHERE i.user_id = c.id \
+                            ORDER BY i.bsuid = k.customer_wa_id DESC, i.updated_at DESC \
+                            LIMIT 1) ci ON true \
          LEFT JOIN wabot_handover h ON h.conversation_id = k.conversation_id \
          WHERE k.conversation_id = ANY($1)",
     )
@@ -307,6 +334,9 @@ pub async fn load_batch(
         handover_state,
         last_agent_at,
         opted_out,
+        phone,
+        bsuid,
+        username,
     ) in rows
     {
         let context = ctx.map(|json| json.0);
@@ -317,6 +347,9 @@ pub async fn load_batch(
                 business_phone_number_id: business,
                 customer_user_id,
                 customer_wa_id: wa_id,
+                customer_phone: phone,
+                customer_bsuid: bsuid,
+                customer_username: username,
                 customer_name: name,
                 context,
                 chatbot_updated_at: bot_at,

@@ -26,7 +26,17 @@ pub struct Accepted {
     pub wamid: String,
     /// The WhatsApp id Meta resolved the recipient to, when it said.
     pub wa_id: Option<String>,
+    /// The BSUID Meta answers instead for a message sent to one (`recipient`).
+    pub user_id: Option<String>,
 }
+
+/// The `reason` kept on a message that failed with 131062.
+pub const BSUID_NOT_SUPPORTED_REASON: &str =
+    "this message cannot be sent to a customer known only by username (BSUID)";
+
+/// Meta's code for "a BSUID recipient is not supported for this message" (some
+/// authentication templates): permanent.
+pub const BSUID_NOT_SUPPORTED: i64 = 131062;
 
 /// Meta's error object: `{error:{message,type,code,error_subcode,error_data,fbtrace_id}}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -131,6 +141,9 @@ impl GraphError {
                 let mut value = serde_json::to_value(error).unwrap_or_else(|_| json!({}));
                 if let Some(map) = value.as_object_mut() {
                     map.insert("httpStatus".to_owned(), json!(status));
+                    if error.code == BSUID_NOT_SUPPORTED {
+                        map.insert("reason".to_owned(), json!(BSUID_NOT_SUPPORTED_REASON));
+                    }
                 }
                 value
             }
@@ -173,7 +186,9 @@ fn classify(status: u16, code: i64) -> ErrorClass {
         131056 => ErrorClass::Retryable(Backoff::PairRate),
         // 1 and 2 are Meta's "unknown" and "service temporarily unavailable".
         1 | 2 | 4 | 80007 | 130429 | 131000 | 131057 => ErrorClass::Retryable(Backoff::Exponential),
-        100 | 131008 | 131009 | 131026 | 131047 | 131051 => ErrorClass::Permanent,
+        100 | 131008 | 131009 | 131026 | 131047 | 131051 | BSUID_NOT_SUPPORTED => {
+            ErrorClass::Permanent
+        }
         _ if (500..=599).contains(&status) => ErrorClass::Retryable(Backoff::Exponential),
         _ => ErrorClass::Permanent,
     }
@@ -234,9 +249,11 @@ impl GraphClient {
                 status: status.as_u16(),
                 body: text,
             })?;
+        let contact = parsed.contacts.into_iter().next();
         Ok(Accepted {
             wamid,
-            wa_id: parsed.contacts.into_iter().next().and_then(|c| c.wa_id),
+            user_id: contact.as_ref().and_then(|c| c.user_id.clone()),
+            wa_id: contact.and_then(|c| c.wa_id),
         })
     }
 
@@ -348,6 +365,8 @@ struct SendResponse {
 struct SendContact {
     #[serde(default)]
     wa_id: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
 }
 
 #[derive(Deserialize)]

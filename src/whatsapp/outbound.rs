@@ -27,12 +27,19 @@ pub fn message_of_callback(data: &str) -> Option<uuid::Uuid> {
     data.strip_prefix("wabot:")?.parse().ok()
 }
 
-/// The complete Graph API body that sends `msg` to `to`.
+/// The complete Graph API body that sends `msg` to `to`: a phone number goes in
+/// `to`; a BSUID (a customer known only by username) in `recipient`, Meta's field
+/// for it.
 pub fn graph_body(to: &str, msg: &Outgoing) -> Value {
+    let field = if super::webhook::is_bsuid(to) {
+        "recipient"
+    } else {
+        "to"
+    };
     let mut body = json!({
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": to,
+        field: to,
     });
     match msg {
         // WhatsApp Builder sends text without link previews; so does wabot.

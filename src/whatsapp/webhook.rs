@@ -349,6 +349,22 @@ impl Message {
     }
 }
 
+/// Whether `id` has the shape of a business-scoped user id: a two-letter country
+/// code, a dot, then letters, digits and dots (`US.13491208655302741918`,
+/// `US.ENT.11815799212886844830`). Phone numbers and wa_ids never do, so an address
+/// can say by itself whether it goes in a send's `to` or its `recipient`.
+pub fn is_bsuid(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() > 3
+        && b.len() <= 64
+        && b[0].is_ascii_uppercase()
+        && b[1].is_ascii_uppercase()
+        && b[2] == b'.'
+        && b[3..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
 /// A phone number as people write it: digits with `+`, spaces, dashes, dots or
 /// parentheses.
 fn is_phone_like(to: &str) -> bool {

@@ -501,9 +501,16 @@ impl TurnStage {
         let Some(facts) = facts else {
             return skip(effects, Skip::NoCustomer, None);
         };
+        // A name that is only the customer's number or BSUID (no profile name) is none.
         let customer = Customer {
-            phone: facts.customer_wa_id.clone(),
-            name: Some(facts.customer_name.clone()).filter(|n| *n != facts.customer_wa_id),
+            phone: facts.customer_phone.clone().unwrap_or_default(),
+            name: Some(facts.customer_name.clone()).filter(|n| {
+                *n != facts.customer_wa_id
+                    && Some(n) != facts.customer_phone.as_ref()
+                    && Some(n) != facts.customer_bsuid.as_ref()
+            }),
+            username: facts.customer_username.clone(),
+            id: facts.customer_bsuid.clone(),
         };
         let event = match work.kind {
             JobKind::Timeout => Event::WaitTimedOut,
@@ -757,7 +764,7 @@ impl TurnStage {
                 ..outbound_row(
                     effects.conversation_id,
                     facts.business_user_id,
-                    &facts.customer_wa_id,
+                    facts.customer_address(),
                     msg,
                 )
             })

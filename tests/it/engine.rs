@@ -66,6 +66,7 @@ impl Chat {
         let customer = Customer {
             phone: "905551112233".into(),
             name: Some("Ayşe".into()),
+            ..Customer::default()
         };
         let ctx = Context::start(
             Uuid::new_v4(),

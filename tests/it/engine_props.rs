@@ -329,6 +329,7 @@ async fn converse(doc: &Value, steps: Vec<(Step, u16)>, answers: Vec<(u16, Vec<u
     let customer = Customer {
         phone: "905551112233".into(),
         name: Some("Ayşe".into()),
+        ..Customer::default()
     };
     let mut now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
     let mut context = Context::start(Uuid::nil(), Uuid::nil(), Uuid::nil(), &bot, &customer);

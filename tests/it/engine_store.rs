@@ -149,6 +149,7 @@ async fn a_context_round_trips_through_save_and_load() {
     let customer = Customer {
         phone: "905550000000".into(),
         name: Some("Can".into()),
+        ..Customer::default()
     };
     let context = Context::start(Uuid::new_v4(), conversation, chatbot_id, &bot, &customer);
     let now = Utc::now();

@@ -27,7 +27,7 @@ use crate::store::ingest::{
 };
 use crate::store::statuses::StatusRow;
 use crate::text::truncate_chars;
-use crate::whatsapp::webhook::{Envelope, Message, MessageKind};
+use crate::whatsapp::webhook::{is_bsuid, Envelope, Message, MessageKind};
 use crate::worker::turns::{TurnSink, TurnWork};
 use crate::worker::AppContext;
 
@@ -344,18 +344,14 @@ fn starts_turn(kind: &MessageKind) -> bool {
 }
 
 /// A customer's BSUID with what comes with it; `None` without one, or when it
-/// cannot be one (longer than a key holds, all digits like a phone number, or with
-/// spaces or control characters: Meta's look like `US.13491208655302741918`).
+/// does not have a BSUID's shape (`whatsapp::webhook::is_bsuid`: sends tell a BSUID
+/// from a phone number by it).
 fn customer_ids(
     bsuid: Option<String>,
     parent: Option<String>,
     username: Option<String>,
 ) -> Option<CustomerIds> {
-    let valid = |id: &str| {
-        id.chars().count() <= BSUID_MAX_CHARS
-            && !id.bytes().all(|b| b.is_ascii_digit())
-            && id.chars().all(|c| c.is_ascii_graphic())
-    };
+    let valid = |id: &str| id.chars().count() <= BSUID_MAX_CHARS && is_bsuid(id);
     let bsuid = bsuid
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())?;
