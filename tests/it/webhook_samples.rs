@@ -192,8 +192,42 @@ async fn every_fixture_payload_is_acknowledged_and_stored_as_the_rows_it_implies
             ("wamid.FIXTURE.OUTBOUND1", "read"),
             ("wamid.FIXTURE.OUTBOUND1", "sent"),
             ("wamid.FIXTURE.OUTBOUND2", "failed"),
+            ("wamid.FIXTURE.OUTBOUND3", "delivered"),
         ]
     );
+    // A status naming its customer by BSUID only keeps it as the recipient.
+    let recipient: Option<String> = sqlx::query_scalar(
+        "SELECT recipient_id FROM message_statuses WHERE wamid = 'wamid.FIXTURE.OUTBOUND3'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(recipient.as_deref(), Some("TR.19283746501928374650"));
+
+    // The username customer, first without a phone number, then with it: one user
+    // (now with the number), one conversation, and wabot's ids beside.
+    let (mert, name, _) = user(pool, "905320000007").await;
+    assert_eq!(name, "Mert");
+    let ids: (Uuid, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT user_id, parent_bsuid::text, username::text FROM wabot_customer_ids \
+         WHERE bsuid = 'TR.19283746501928374650'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        ids,
+        (
+            mert,
+            Some("TR.ENT.55512340987612345678".to_owned()),
+            Some("mert.bakes".to_owned())
+        )
+    );
+    let (.., first_conversation, first_sender) =
+        message_row(pool, "wamid.FIXTURE.USERNAME_ONLY").await;
+    let (.., conversation, sender) = message_row(pool, "wamid.FIXTURE.WITH_BSUID").await;
+    assert_eq!((first_sender, sender), (mert, mert));
+    assert_eq!(first_conversation, conversation);
     // Value errors are kept with their event.
     let codes: Vec<i64> = sqlx::query_scalar(
         "SELECT (e -> 'errors' -> 0 ->> 'code')::bigint FROM webhook_events, jsonb_array_elements(errors) e",
@@ -223,9 +257,10 @@ async fn every_fixture_payload_is_acknowledged_and_stored_as_the_rows_it_implies
     // Every new customer message has exactly one turn job, except the two reactions
     // and the edit (`unsupported` of type `edit`: stored, answering nothing); the
     // `account_update` event none. Sixteen single messages and the batch's three,
-    // plus the business's echo (an outbound row: no turn job).
-    assert_eq!(count(pool, "messages").await, 20);
-    assert_eq!(count(pool, "turn_jobs").await, 16);
+    // plus the business's echo (an outbound row: no turn job), and the username
+    // customer's two.
+    assert_eq!(count(pool, "messages").await, 22);
+    assert_eq!(count(pool, "turn_jobs").await, 18);
     let edit_jobs: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM turn_jobs j JOIN messages m ON m.id = j.message_id \
          WHERE m.content ->> 'whatsappMessageId' = 'wamid.FIXTURE.UNSUPPORTED'",
