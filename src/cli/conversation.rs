@@ -41,17 +41,18 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct WhoArgs {
-    /// The customer's phone number (their WhatsApp id, with or without `+`) or a
-    /// conversation id; a number with several conversations names the most recent.
-    #[arg(value_name = "PHONE|ID")]
+    /// The customer's phone number (their WhatsApp id, with or without `+`), their
+    /// BSUID (a customer known by username) or a conversation id; a customer with
+    /// several conversations names the most recent.
+    #[arg(value_name = "PHONE|BSUID|ID")]
     pub who: String,
 }
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// The customer's phone number (their WhatsApp id, with or without `+`) or a
-    /// conversation id.
-    #[arg(value_name = "PHONE|ID")]
+    /// The customer's phone number (their WhatsApp id, with or without `+`), their
+    /// BSUID (a customer known by username) or a conversation id.
+    #[arg(value_name = "PHONE|BSUID|ID")]
     pub who: String,
     /// Only the most recent N items of the transcript.
     #[arg(long, value_name = "N")]
@@ -240,13 +241,22 @@ pub async fn resume(pool: &PgPool, target: &Target) -> anyhow::Result<String> {
     })
 }
 
+/// A customer's wa_id as a phone number (`+905551112233`); a BSUID as it is.
+fn display_customer(who: &str) -> String {
+    if crate::whatsapp::webhook::is_bsuid(who) {
+        who.to_owned()
+    } else {
+        format!("+{who}")
+    }
+}
+
 /// `with +905551112233 on business number 106540352242922`.
 fn with(c: &ConversationRow) -> String {
     format!(
         "with {}{}",
         c.customer_phone
             .as_deref()
-            .map(|p| format!("+{p}"))
+            .map(display_customer)
             .unwrap_or_else(|| "an unknown customer".into()),
         c.business_phone_number_id
             .as_deref()
@@ -271,15 +281,20 @@ pub enum Target {
     Id(Uuid),
     /// Digits only.
     Phone(String),
+    /// A customer's business-scoped user id (`US.13491208655302741918`).
+    Bsuid(String),
 }
 
 impl Target {
-    /// A conversation id, or a phone number: digits, with an optional leading `+`
-    /// and spaces, dashes, dots or parentheses between them.
+    /// A conversation id, a customer's BSUID, or a phone number: digits, with an
+    /// optional leading `+` and spaces, dashes, dots or parentheses between them.
     pub fn parse(who: &str) -> anyhow::Result<Target> {
         let who = who.trim();
         if let Ok(id) = Uuid::parse_str(who) {
             return Ok(Target::Id(id));
+        }
+        if crate::whatsapp::webhook::is_bsuid(who) {
+            return Ok(Target::Bsuid(who.to_owned()));
         }
         let rest = who.strip_prefix('+').unwrap_or(who);
         let digits: String = rest
@@ -288,8 +303,8 @@ impl Target {
             .collect();
         if digits.is_empty() || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit()) {
             anyhow::bail!(
-                "`{who}` is neither a phone number (digits, optionally with a leading +) nor a \
-                 conversation id"
+                "`{who}` is neither a phone number (digits, optionally with a leading +), a \
+                 BSUID (like US.13491208655302741918) nor a conversation id"
             );
         }
         Ok(Target::Phone(digits))
@@ -318,6 +333,16 @@ pub async fn find(pool: &PgPool, target: &Target) -> anyhow::Result<(Conversatio
             match found.next() {
                 Some(c) => (c, found.map(|c| c.id).collect()),
                 None => anyhow::bail!("no conversation with +{phone}"),
+            }
+        }
+        Target::Bsuid(bsuid) => {
+            let mut found = store::ops::conversations_by_bsuid(pool, bsuid)
+                .await
+                .context(read)?
+                .into_iter();
+            match found.next() {
+                Some(c) => (c, found.map(|c| c.id).collect()),
+                None => anyhow::bail!("no conversation with the customer {bsuid}"),
             }
         }
     })
@@ -620,7 +645,7 @@ pub fn render(t: &Transcript) -> String {
         c.id,
         c.customer_phone
             .as_deref()
-            .map(|p| format!("+{p}"))
+            .map(display_customer)
             .unwrap_or_else(|| "an unknown customer".into()),
         c.customer_name
             .as_deref()
@@ -899,7 +924,11 @@ mod tests {
             Target::parse("905551112233").unwrap(),
             Target::Phone("905551112233".into())
         );
-        for bad in ["", "+", "abc", "90555x", "123456789012345678901", "++90"] {
+        assert_eq!(
+            Target::parse(" US.13491208655302741918 ").unwrap(),
+            Target::Bsuid("US.13491208655302741918".into())
+        );
+        for bad in ["", "+", "abc", "90555x", "123456789012345678901", "++90", "us.1"] {
             let e = Target::parse(bad).unwrap_err().to_string();
             assert!(e.contains("neither a phone number"), "{bad}: {e}");
         }

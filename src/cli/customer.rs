@@ -24,8 +24,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct CustomerArgs {
-    /// The customer's phone number (their WhatsApp id, with or without `+`).
-    #[arg(value_name = "PHONE")]
+    /// The customer's phone number (their WhatsApp id, with or without `+`), or the
+    /// BSUID of a customer whose conversation began without one.
+    #[arg(value_name = "PHONE|BSUID")]
     pub phone: String,
     /// The business number (its phone_number_id); by default every business number
     /// the customer has a conversation with, else the configured one.
@@ -38,7 +39,8 @@ pub async fn run(config: Config, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::OptOut(args) | Command::OptIn(args) => args,
     };
     let phone = match Target::parse(&args.phone)? {
-        Target::Phone(phone) => phone,
+        // A customer known only by username: their conversations are keyed by it.
+        Target::Phone(phone) | Target::Bsuid(phone) => phone,
         Target::Id(_) => anyhow::bail!("`{}` is not a phone number", args.phone.trim()),
     };
     let pool = store::connect_existing(&config)

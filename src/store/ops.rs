@@ -272,7 +272,8 @@ pub async fn recent_errors(
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ConversationRow {
     pub id: Uuid,
-    /// The customer's wa_id (`users."phoneNumber"`).
+    /// The customer's wa_id (`users."phoneNumber"`), or their BSUID when the
+    /// phone number is unknown (a customer known only by username).
     pub customer_phone: Option<String>,
     pub customer_name: Option<String>,
     /// The business number's phone_number_id, when wabot keyed the conversation.
@@ -283,20 +284,21 @@ pub struct ConversationRow {
 }
 
 const CONVERSATION_COLUMNS: &str = "c.id, \
-     coalesce(k.customer_wa_id, cu.\"phoneNumber\") AS customer_phone, cu.name AS customer_name, \
+     coalesce(cu.\"phoneNumber\", k.customer_wa_id) AS customer_phone, cu.name AS customer_name, \
      k.business_phone_number_id, c.\"lastMessageAt\" AS last_message_at, \
      c.\"lastCustomerMessageAt\" AS last_customer_message_at, c.\"createdAt\" AS created_at";
 
-/// The customer of a conversation: its key's wa_id, else (a conversation WhatsApp
-/// Builder made) the participant who wrote last.
+/// The customer of a conversation: its key's wa_id or BSUID, else (a conversation
+/// WhatsApp Builder made) the participant who wrote last.
 const CUSTOMER_JOIN: &str = "LEFT JOIN conversation_keys k ON k.conversation_id = c.id \
+     LEFT JOIN wabot_customer_ids kb ON kb.bsuid = k.customer_wa_id \
      LEFT JOIN LATERAL ( \
         SELECT u.\"phoneNumber\", u.name FROM users u \
-        WHERE u.\"phoneNumber\" = k.customer_wa_id \
+        WHERE u.\"phoneNumber\" = k.customer_wa_id OR u.id = kb.user_id \
            OR (k.customer_wa_id IS NULL AND u.id IN ( \
                  SELECT p.\"userId\" FROM conversation_participants p \
                  WHERE p.\"conversationId\" = c.id)) \
-        ORDER BY (u.\"phoneNumber\" = k.customer_wa_id) DESC NULLS LAST, \
+        ORDER BY (u.\"phoneNumber\" = k.customer_wa_id OR u.id = kb.user_id) DESC NULLS LAST, \
                  (SELECT max(m.\"timestamp\") FROM messages m \
                   WHERE m.\"conversationId\" = c.id AND m.\"senderId\" = u.id \
                     AND m.content ? 'raw') DESC NULLS LAST \
@@ -330,6 +332,27 @@ pub async fn conversations_by_phone(
          ORDER BY c.\"lastMessageAt\" DESC NULLS LAST, c.\"createdAt\" DESC, c.id"
     ))
     .bind(phone)
+    .fetch_all(pool)
+    .await
+}
+
+/// The conversations of the customer whose BSUID is `bsuid`, the most recently
+/// active first: keyed by it, or by the phone number of the user it names, or
+/// those that user takes part in.
+pub async fn conversations_by_bsuid(
+    pool: &PgPool,
+    bsuid: &str,
+) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations c {CUSTOMER_JOIN} \
+         WHERE c.id IN (SELECT conversation_id FROM conversation_keys WHERE customer_wa_id = $1 \
+                        UNION \
+                        SELECT p.\"conversationId\" FROM conversation_participants p \
+                        JOIN wabot_customer_ids i ON i.user_id = p.\"userId\" \
+                        WHERE i.bsuid = $1) \
+         ORDER BY c.\"lastMessageAt\" DESC NULLS LAST, c.\"createdAt\" DESC, c.id"
+    ))
+    .bind(bsuid)
     .fetch_all(pool)
     .await
 }
@@ -389,15 +412,17 @@ pub struct MessageRow {
     pub send: Option<Value>,
 }
 
-/// The conversation's messages, oldest first. `customer_phone` tells inbound from
-/// outbound.
+/// The conversation's messages, oldest first. `customer_phone` (a wa_id or a
+/// BSUID) tells inbound from outbound.
 pub async fn messages(
     pool: &PgPool,
     conversation_id: Uuid,
     customer_phone: Option<&str>,
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT m.id, coalesce(u.\"phoneNumber\" = $2, m.content ? 'raw') AS inbound, \
+        "SELECT m.id, coalesce(u.\"phoneNumber\" = $2 OR EXISTS ( \
+                    SELECT 1 FROM wabot_customer_ids i WHERE i.user_id = u.id AND i.bsuid = $2), \
+                    m.content ? 'raw') AS inbound, \
                 m.type::text AS type, m.content - 'raw' AS content, \
                 m.content ->> 'whatsappMessageId' AS wamid, m.status::text AS status, \
                 m.\"timestamp\", m.\"createdAt\" AS created_at, \
