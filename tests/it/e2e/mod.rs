@@ -2,6 +2,7 @@
 //! through a fake Graph API on loopback, the database checked after every step.
 
 mod conversations;
+mod customers;
 mod kinds;
 mod people;
 mod receipts;
