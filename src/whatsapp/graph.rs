@@ -454,6 +454,14 @@ mod tests {
     }
 
     #[test]
+    fn a_bsuid_recipient_refused_keeps_its_reason() {
+        let kept = meta(400, BSUID_NOT_SUPPORTED).to_json();
+        assert_eq!(kept["code"], 131062);
+        assert_eq!(kept["reason"], BSUID_NOT_SUPPORTED_REASON);
+        assert!(meta(400, 131047).to_json().get("reason").is_none());
+    }
+
+    #[test]
     fn errors_are_classified_by_code_before_status() {
         use ErrorClass::*;
         assert_eq!(meta(400, 131056).class(), Retryable(Backoff::PairRate));
@@ -461,7 +469,7 @@ mod tests {
         assert_eq!(meta(400, 131057).class(), Retryable(Backoff::Exponential));
         assert_eq!(meta(401, 190).class(), TokenInvalid);
         assert_eq!(meta(400, 190).class(), TokenInvalid);
-        for code in [131047, 131026, 131051, 100, 131008, 131009] {
+        for code in [131047, 131026, 131051, 100, 131008, 131009, 131062] {
             assert_eq!(meta(400, code).class(), Permanent, "code {code}");
             // A permanent code stays permanent even behind a 5xx.
             assert_eq!(meta(500, code).class(), Permanent, "code {code} on 500");

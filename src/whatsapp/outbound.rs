@@ -310,6 +310,17 @@ mod tests {
     }
 
     #[test]
+    fn a_bsuid_is_addressed_by_recipient_and_a_phone_number_by_to() {
+        let msg = Outgoing::Text { body: "Hi".into() };
+        let body = graph_body("US.13491208655302741918", &msg);
+        assert_eq!(body["recipient"], "US.13491208655302741918");
+        assert!(body.get("to").is_none(), "{body}");
+        let body = graph_body("905551112233", &msg);
+        assert_eq!(body["to"], "905551112233");
+        assert!(body.get("recipient").is_none(), "{body}");
+    }
+
+    #[test]
     fn truncation_never_splits_a_character() {
         let turkish = "Güzel bir gün, çiçekler açıyor ve şarkılar söylüyoruz";
         let cut = truncate(turkish, 20);

@@ -414,6 +414,10 @@ fn every_fixture_payload_parses_to_its_kind() {
         ("other_field.json", (vec![], vec![], vec![])),
         // An echo is no inbound message (checked below).
         ("smb_message_echoes.json", (vec![], vec![], vec![])),
+        // A username customer: by BSUID alone, then with their number.
+        ("text_username_only.json", one("text")),
+        ("text_with_bsuid.json", one("text")),
+        ("status_delivered_bsuid.json", status("delivered")),
     ];
     for (name, want) in &expected {
         assert_eq!(&summary(&read(name)), want, "{name}");
@@ -550,4 +554,103 @@ fn every_shared_sample_parses() {
     if root.exists() {
         assert!(parsed >= 20, "only {parsed} samples found");
     }
+}
+
+#[test]
+fn a_username_customer_reads_their_bsuid_parent_and_username_without_a_phone() {
+    let body = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
+            "metadata": {"phone_number_id": "106540352242922"},
+            "contacts": [{"profile": {"name": "Mert", "username": "mert.bakes"},
+                          "user_id": "US.13491208655302741918",
+                          "parent_user_id": "US.ENT.11815799212886844830"}],
+            "messages": [{"from_user_id": "US.13491208655302741918",
+                          "from_parent_user_id": "US.ENT.11815799212886844830",
+                          "id": "wamid.U", "type": "text", "text": {"body": "hi"}}],
+            "statuses": [{"id": "wamid.O", "status": "read",
+                          "recipient_user_id": "US.13491208655302741918"}]
+        }}]}]
+    });
+    let envelope = Envelope::from_value(&body).unwrap();
+    let value = envelope.messages_values().next().unwrap();
+    let m = &value.messages[0];
+    assert_eq!(m.from, None);
+    assert_eq!(m.from_user_id.as_deref(), Some("US.13491208655302741918"));
+    assert_eq!(
+        m.from_parent_user_id.as_deref(),
+        Some("US.ENT.11815799212886844830")
+    );
+    let contact = value.contact_of(m).expect("the contact by BSUID");
+    assert_eq!(
+        (contact.name(), contact.username(), contact.wa_id.as_deref()),
+        (Some("Mert"), Some("mert.bakes"), None)
+    );
+    assert_eq!(
+        contact.parent_user_id.as_deref(),
+        Some("US.ENT.11815799212886844830")
+    );
+    let status = &value.statuses[0];
+    assert_eq!(
+        (
+            status.recipient_id.as_deref(),
+            status.recipient_user_id.as_deref()
+        ),
+        (None, Some("US.13491208655302741918"))
+    );
+}
+
+#[test]
+fn a_contact_is_found_by_wa_id_or_bsuid_and_a_lone_one_for_an_anonymous_message() {
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+        {"field": "messages", "value": {
+            "contacts": [{"wa_id": "1", "user_id": "US.1", "profile": {"name": "A"}},
+                         {"user_id": "US.2", "profile": {"name": "B"}}],
+            "messages": [{"from": "1", "id": "a", "type": "text"},
+                         {"from_user_id": "US.2", "id": "b", "type": "text"},
+                         {"id": "c", "type": "text"}]}}]}]});
+    let envelope = Envelope::from_value(&body).unwrap();
+    let value = envelope.messages_values().next().unwrap();
+    let names: Vec<Option<&str>> = value
+        .messages
+        .iter()
+        .map(|m| value.contact_of(m).and_then(Contact::name))
+        .collect();
+    // Two contacts: a message naming neither takes none of them.
+    assert_eq!(names, [Some("A"), Some("B"), None]);
+}
+
+#[test]
+fn a_bsuid_has_a_country_code_a_dot_and_an_id() {
+    for id in [
+        "US.13491208655302741918",
+        "US.ENT.11815799212886844830",
+        "TR.1",
+    ] {
+        assert!(is_bsuid(id), "{id}");
+    }
+    for id in [
+        "",
+        "905551112233",
+        "+905551112233",
+        "us.1",
+        "US.",
+        "US 1",
+        "U.S.1",
+        "US.1 2",
+        &format!("US.{}", "1".repeat(62)),
+    ] {
+        assert!(!is_bsuid(id), "{id}");
+    }
+}
+
+#[test]
+fn an_echo_to_a_bsuid_names_it_as_its_recipient_user_id() {
+    let echo = Message::from_value(&json!({"from": "15550783881", "to": "US.1", "id": "e"})).unwrap();
+    assert_eq!(echo.recipient_user_id().as_deref(), Some("US.1"));
+    let echo =
+        Message::from_value(&json!({"from": "15550783881", "to": "+1 650-555-1234", "id": "e"}))
+            .unwrap();
+    assert_eq!(echo.recipient_user_id(), None);
+    assert_eq!(echo.recipient_wa_id().as_deref(), Some("16505551234"));
 }

@@ -580,4 +580,53 @@ mod tests {
         assert_eq!(row.at.timestamp(), 1_739_321_024);
         assert_eq!(rows.fields, ["smb_message_echoes"]);
     }
+
+    #[test]
+    fn a_message_by_bsuid_alone_is_a_customer_message_and_a_bad_bsuid_is_ignored() {
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+        {"field": "messages", "value": {
+            "metadata": {"phone_number_id": "106540352242922"},
+            "contacts": [{"user_id": "US.13491208655302741918",
+                          "profile": {"username": "mert.bakes"}}],
+            "messages": [
+                {"from_user_id": "US.13491208655302741918", "id": "wamid.U1",
+                 "type": "text", "text": {"body": "hi"}},
+                {"from": "905320000007", "from_user_id": "not a bsuid", "id": "wamid.U2",
+                 "type": "text", "text": {"body": "hi"}},
+                {"from_user_id": "905320000007", "id": "wamid.U3", "type": "text"}
+            ],
+            "statuses": [{"id": "wamid.O", "status": "read",
+                          "recipient_user_id": "US.13491208655302741918"}]}}]}]});
+        let envelope = Envelope::from_value(&body).unwrap();
+        let rows = rows(
+            &envelope,
+            RawEvent::New(body.to_string()),
+            Utc::now(),
+            Some("106540352242922"),
+        );
+        // The third names no phone and a BSUID that is a phone number's shape.
+        assert_eq!((rows.messages.len(), rows.messages_skipped), (2, 1));
+        let by_bsuid = rows.messages.iter().find(|m| m.wamid == "wamid.U1").unwrap();
+        assert_eq!(by_bsuid.customer, "US.13491208655302741918");
+        assert_eq!(by_bsuid.phone(), None);
+        assert_eq!(
+            by_bsuid.ids,
+            Some(CustomerIds {
+                bsuid: "US.13491208655302741918".into(),
+                parent_bsuid: None,
+                username: Some("mert.bakes".into()),
+            })
+        );
+        // No profile name: the username names the customer.
+        assert!(by_bsuid.turn && by_bsuid.rename);
+        assert_eq!(by_bsuid.customer_name, "mert.bakes");
+        let by_phone = rows.messages.iter().find(|m| m.wamid == "wamid.U2").unwrap();
+        assert_eq!((by_phone.phone(), by_phone.ids.as_ref()), (Some("905320000007"), None));
+        // A status by BSUID only keeps it as its recipient, not twice.
+        assert_eq!(
+            rows.statuses[0].recipient_id.as_deref(),
+            Some("US.13491208655302741918")
+        );
+        assert_eq!(rows.statuses[0].extra, None);
+    }
 }
