@@ -571,11 +571,13 @@ async fn resolve_users(
         .bind(&usernames)
         .fetch_all(&mut *conn)
         .await?;
+        let mut raced_owners = Vec::new();
         for (bsuid, owner) in owners {
             let ours = ids_rows.get(bsuid.as_str()).map(|v| v.0);
             let Some(ours) = ours.filter(|ours| *ours != owner) else {
                 continue;
             };
+            raced_owners.push(owner);
             // A concurrent batch created this customer first: theirs it is.
             if let Some(lost) = new_users.remove(&ours) {
                 if let Some(phone) = lost.phone {
@@ -589,6 +591,22 @@ async fn resolve_users(
                 let theirs = addresses.entry(owner).or_default();
                 theirs.phone = theirs.phone.take().or(known.phone);
                 theirs.bsuids.extend(known.bsuids);
+            }
+        }
+        if !raced_owners.is_empty() {
+            // Their phone numbers find the conversation a concurrent batch keyed by
+            // one (it has committed: ours waited for its claim).
+            let phones: Vec<(Uuid, String)> = sqlx::query_as(
+                "SELECT id, \"phoneNumber\"::text FROM users \
+                 WHERE id = ANY($1) AND \"phoneNumber\" IS NOT NULL",
+            )
+            .bind(&raced_owners)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (owner, phone) in phones {
+                let known = addresses.entry(owner).or_default();
+                known.phone = Some(phone.clone());
+                by_phone.insert(phone, owner);
             }
         }
     }

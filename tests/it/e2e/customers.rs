@@ -318,3 +318,62 @@ async fn an_echo_to_a_bsuid_customer_joins_their_conversation() {
     assert_eq!((state.as_str(), source.as_str()), ("agent", "echo"));
     fake.stop();
 }
+
+/// A text from a new customer `bsuid`, with `phone` when given.
+fn webhook_of(bsuid: &str, phone: Option<&str>, wamid: &str) -> Vec<u8> {
+    let text = String::from_utf8(webhook(wamid, "hi", phone)).unwrap();
+    text.replace(BSUID, bsuid).into_bytes()
+}
+
+#[tokio::test]
+async fn concurrent_webhooks_of_one_new_customer_make_one_user_and_one_conversation() {
+    // One webhook per transaction, four writers: the claims race for real.
+    let app = spawn_app_with(|c| {
+        c.pipeline.ingest_batch = 1;
+        c.pipeline.ingest_writers = 4;
+    })
+    .await;
+    let pool = &app.pool;
+    for round in 0..4 {
+        let bsuid = format!("TR.{round}0000000000000000000");
+        let phone = format!("90532000010{round}");
+        let bodies: Vec<Vec<u8>> = (0..8)
+            .map(|i| {
+                // Half by BSUID alone, half with the number too, interleaved.
+                let phone = (i % 2 == 1).then_some(phone.as_str());
+                webhook_of(&bsuid, phone, &format!("wamid.C{round}.{i}"))
+            })
+            .collect();
+        let posts = bodies.iter().map(|b| app.post_webhook(b));
+        for response in futures::future::join_all(posts).await {
+            assert_eq!(response.status(), 200);
+        }
+        let users: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+            "SELECT u.id, u.\"phoneNumber\"::text FROM users u \
+             WHERE u.role = 'user' AND (u.\"phoneNumber\" = $1 OR u.id IN \
+                   (SELECT user_id FROM wabot_customer_ids WHERE bsuid = $2))",
+        )
+        .bind(&phone)
+        .bind(&bsuid)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert_eq!(users.len(), 1, "round {round}: {users:?}");
+        assert_eq!(users[0].1.as_deref(), Some(phone.as_str()), "round {round}");
+        let conversations: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT \"conversationId\") FROM messages WHERE \"senderId\" = $1",
+        )
+        .bind(users[0].0)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(conversations, 1, "round {round}");
+        let messages: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM messages WHERE \"senderId\" = $1")
+                .bind(users[0].0)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(messages, 8, "round {round}");
+    }
+}
