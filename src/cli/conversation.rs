@@ -928,7 +928,15 @@ mod tests {
             Target::parse(" US.13491208655302741918 ").unwrap(),
             Target::Bsuid("US.13491208655302741918".into())
         );
-        for bad in ["", "+", "abc", "90555x", "123456789012345678901", "++90", "us.1"] {
+        for bad in [
+            "",
+            "+",
+            "abc",
+            "90555x",
+            "123456789012345678901",
+            "++90",
+            "us.1",
+        ] {
             let e = Target::parse(bad).unwrap_err().to_string();
             assert!(e.contains("neither a phone number"), "{bad}: {e}");
         }

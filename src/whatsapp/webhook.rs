@@ -344,7 +344,11 @@ impl Message {
         self.to_user_id
             .as_deref()
             .filter(|s| !blank(s))
-            .or_else(|| self.to.as_deref().filter(|to| !blank(to) && !is_phone_like(to.trim())))
+            .or_else(|| {
+                self.to
+                    .as_deref()
+                    .filter(|to| !blank(to) && !is_phone_like(to.trim()))
+            })
             .map(|s| s.trim().to_owned())
     }
 }

@@ -474,9 +474,12 @@ async fn resolve_users(
     let mut updates: BTreeMap<Uuid, (Option<String>, Option<String>)> = BTreeMap::new();
     let mut new_bsuid_of: HashMap<&str, Uuid> = HashMap::new();
     for (_, m) in inbound {
-        let by_id = m
-            .bsuid()
-            .and_then(|b| by_bsuid.get(b).map(|x| x.0).or(new_bsuid_of.get(b).copied()));
+        let by_id = m.bsuid().and_then(|b| {
+            by_bsuid
+                .get(b)
+                .map(|x| x.0)
+                .or(new_bsuid_of.get(b).copied())
+        });
         let by_number = m.phone().and_then(|p| by_phone.get(p).copied());
         let id = match (by_id, by_number) {
             (Some(id), _) | (None, Some(id)) => id,
@@ -704,8 +707,8 @@ async fn resolve_raced_users(
     ),
 ) -> Result<(), sqlx::Error> {
     let claimed: HashSet<Uuid> = new_bsuid_of.values().copied().collect();
-    let (keep, adopt): (Vec<&(Uuid, &NewUser)>, Vec<&(Uuid, &NewUser)>) =
-        raced.iter().partition(|(id, _)| claimed.contains(id));
+    type Raced<'a, 'b> = Vec<&'a (Uuid, &'b NewUser)>;
+    let (keep, adopt): (Raced, Raced) = raced.iter().partition(|(id, _)| claimed.contains(id));
     if !keep.is_empty() {
         let ids: Vec<Uuid> = keep.iter().map(|(id, _)| *id).collect();
         let names: Vec<&str> = keep.iter().map(|(_, u)| u.name.as_str()).collect();
@@ -721,7 +724,10 @@ async fn resolve_raced_users(
     if adopt.is_empty() {
         return Ok(());
     }
-    let phones: Vec<&str> = adopt.iter().filter_map(|(_, u)| u.phone.as_deref()).collect();
+    let phones: Vec<&str> = adopt
+        .iter()
+        .filter_map(|(_, u)| u.phone.as_deref())
+        .collect();
     let found: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT id, \"phoneNumber\"::text FROM users WHERE \"phoneNumber\" = ANY($1)",
     )

@@ -646,7 +646,8 @@ fn a_bsuid_has_a_country_code_a_dot_and_an_id() {
 
 #[test]
 fn an_echo_to_a_bsuid_names_it_as_its_recipient_user_id() {
-    let echo = Message::from_value(&json!({"from": "15550783881", "to": "US.1", "id": "e"})).unwrap();
+    let echo =
+        Message::from_value(&json!({"from": "15550783881", "to": "US.1", "id": "e"})).unwrap();
     assert_eq!(echo.recipient_user_id().as_deref(), Some("US.1"));
     let echo =
         Message::from_value(&json!({"from": "15550783881", "to": "+1 650-555-1234", "id": "e"}))

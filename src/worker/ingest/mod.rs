@@ -606,7 +606,11 @@ mod tests {
         );
         // The third names no phone and a BSUID that is a phone number's shape.
         assert_eq!((rows.messages.len(), rows.messages_skipped), (2, 1));
-        let by_bsuid = rows.messages.iter().find(|m| m.wamid == "wamid.U1").unwrap();
+        let by_bsuid = rows
+            .messages
+            .iter()
+            .find(|m| m.wamid == "wamid.U1")
+            .unwrap();
         assert_eq!(by_bsuid.customer, "US.13491208655302741918");
         assert_eq!(by_bsuid.phone(), None);
         assert_eq!(
@@ -620,8 +624,15 @@ mod tests {
         // No profile name: the username names the customer.
         assert!(by_bsuid.turn && by_bsuid.rename);
         assert_eq!(by_bsuid.customer_name, "mert.bakes");
-        let by_phone = rows.messages.iter().find(|m| m.wamid == "wamid.U2").unwrap();
-        assert_eq!((by_phone.phone(), by_phone.ids.as_ref()), (Some("905320000007"), None));
+        let by_phone = rows
+            .messages
+            .iter()
+            .find(|m| m.wamid == "wamid.U2")
+            .unwrap();
+        assert_eq!(
+            (by_phone.phone(), by_phone.ids.as_ref()),
+            (Some("905320000007"), None)
+        );
         // A status by BSUID only keeps it as its recipient, not twice.
         assert_eq!(
             rows.statuses[0].recipient_id.as_deref(),

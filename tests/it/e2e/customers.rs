@@ -141,7 +141,10 @@ async fn a_username_customer_is_answered_by_bsuid_and_stays_one_customer_once_th
     .fetch_one(pool)
     .await
     .unwrap();
-    assert_eq!(phone, None, "WhatsApp Builder's phoneNumber stays the phone: unknown");
+    assert_eq!(
+        phone, None,
+        "WhatsApp Builder's phoneNumber stays the phone: unknown"
+    );
 
     // Meta's statuses name the customer by `recipient_user_id` only, and apply.
     eventually(
@@ -151,12 +154,11 @@ async fn a_username_customer_is_answered_by_bsuid_and_stays_one_customer_once_th
         2,
     )
     .await;
-    let recipients: Vec<Option<String>> = sqlx::query_scalar(
-        "SELECT DISTINCT recipient_id FROM message_statuses",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let recipients: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT recipient_id FROM message_statuses")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     assert_eq!(recipients, [Some(BSUID.to_owned())]);
 
     // The same customer with their number: one users row, one conversation; the
@@ -303,7 +305,11 @@ async fn an_echo_to_a_bsuid_customer_joins_their_conversation() {
     post(&app, echo.to_string().as_bytes()).await;
     assert_eq!(scalar(pool, "SELECT count(*) FROM conversations").await, 1);
     assert_eq!(
-        scalar(pool, "SELECT count(DISTINCT \"conversationId\") FROM messages").await,
+        scalar(
+            pool,
+            "SELECT count(DISTINCT \"conversationId\") FROM messages"
+        )
+        .await,
         1
     );
     assert_eq!(
