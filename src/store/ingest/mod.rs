@@ -615,10 +615,16 @@ async fn resolve_users(
     }
 
     if !new_users.is_empty() {
-        let ids: Vec<Uuid> = new_users.keys().copied().collect();
-        let phones: Vec<Option<&str>> = new_users.values().map(|u| u.phone.as_deref()).collect();
-        let names: Vec<&str> = new_users.values().map(|u| u.name.as_str()).collect();
-        let roles: Vec<&str> = new_users.values().map(|u| u.role).collect();
+        // In phone number order, like every batch: two batches creating the same
+        // users wait on each other instead of deadlocking.
+        let mut order: Vec<(&Uuid, &NewUser)> = new_users.iter().collect();
+        order.sort_by(|a, b| {
+            (a.1.phone.is_none(), &a.1.phone).cmp(&(b.1.phone.is_none(), &b.1.phone))
+        });
+        let ids: Vec<Uuid> = order.iter().map(|(id, _)| **id).collect();
+        let phones: Vec<Option<&str>> = order.iter().map(|(_, u)| u.phone.as_deref()).collect();
+        let names: Vec<&str> = order.iter().map(|(_, u)| u.name.as_str()).collect();
+        let roles: Vec<&str> = order.iter().map(|(_, u)| u.role).collect();
         let created: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO users (id, \"phoneNumber\", name, role) \
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
