@@ -290,6 +290,7 @@ async fn store_batch(
         // leased at once is decided on committed facts.
         let ids: Vec<Uuid> = conversations.values().copied().collect();
         crate::store::lock_conversations(conn, &ids).await?;
+        update_users(conn, &parties).await?;
         let (inserted, new_turns) =
             insert_messages(conn, &inbound, &parties, &conversations, lease).await?;
         turns = new_turns;
@@ -376,6 +377,8 @@ struct Parties {
     customers: Vec<Uuid>,
     /// Each customer's addresses as now known: what finds their conversation.
     addresses: HashMap<Uuid, Addresses>,
+    /// Existing users that get a name or a phone number: (name, phone).
+    updates: BTreeMap<Uuid, (Option<String>, Option<String>)>,
 }
 
 #[derive(Debug, Default)]
@@ -648,6 +651,21 @@ async fn resolve_users(
         }
     }
 
+    Ok(Parties {
+        businesses,
+        customers,
+        addresses,
+        updates,
+    })
+}
+
+/// Renames the batch's customers and gives a phone number to those who had none
+/// (`Parties::updates`). Run once the batch holds its conversations' locks: adding
+/// a phone number locks the user's row against the key-share lock of every message
+/// insert naming them, so a batch that did it before queuing for the conversation
+/// would deadlock with the batch holding it.
+async fn update_users(conn: &mut PgConnection, parties: &Parties) -> Result<(), sqlx::Error> {
+    let updates = &parties.updates;
     if !updates.is_empty() {
         let ids: Vec<Uuid> = updates.keys().copied().collect();
         let names: Vec<Option<&str>> = updates.values().map(|u| u.0.as_deref()).collect();
@@ -666,11 +684,7 @@ async fn resolve_users(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(Parties {
-        businesses,
-        customers,
-        addresses,
-    })
+    Ok(())
 }
 
 /// A user the batch creates.
