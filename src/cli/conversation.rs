@@ -361,7 +361,10 @@ pub async fn show(
     let handover = store::people::handover(pool, id).await.context(read)?;
     let opt_out = match (
         &conversation.business_phone_number_id,
-        &conversation.customer_phone,
+        conversation
+            .customer_key
+            .as_ref()
+            .or(conversation.customer_phone.as_ref()),
     ) {
         (Some(business), Some(customer)) => store::people::opt_outs(pool, customer)
             .await

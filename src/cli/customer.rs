@@ -46,6 +46,12 @@ pub async fn run(config: Config, cmd: Command) -> anyhow::Result<ExitCode> {
     let pool = store::connect_existing(&config)
         .await
         .context("cannot connect to the database (DATABASE_URL)")?;
+    // Opt-outs are kept by the conversation's key: a BSUID names the customer whose
+    // conversation is keyed by their number, and the other way round.
+    let phone = store::ops::customer_key(&pool, &phone)
+        .await
+        .context("cannot read the customer's conversations (is the database migrated? `wabot migrate run`)")?
+        .unwrap_or(phone);
     let migrated = "is the database migrated? `wabot migrate run`";
     let lines = match cmd {
         Command::OptOut(args) => {
@@ -83,6 +89,7 @@ async fn business_numbers(
     given: Option<String>,
     out: bool,
 ) -> anyhow::Result<Vec<String>> {
+    let who = shown(phone);
     if let Some(given) = given.map(|b| b.trim().to_owned()) {
         if given.is_empty() || given.len() > 20 || !given.chars().all(|c| c.is_ascii_digit()) {
             anyhow::bail!("--business `{given}` is not a phone_number_id (digits)");
@@ -107,22 +114,23 @@ async fn business_numbers(
     match configured.filter(|n| !n.trim().is_empty()) {
         Some(number) => Ok(vec![number]),
         None => anyhow::bail!(
-            "+{phone} has no conversation and no business number is configured: name one with \
+            "{who} has no conversation and no business number is configured: name one with \
              --business PHONE_NUMBER_ID"
         ),
     }
 }
 
 async fn opt_out(pool: &PgPool, phone: &str, businesses: &[String]) -> anyhow::Result<Vec<String>> {
+    let who = shown(phone);
     let mut lines = Vec::new();
     for business in businesses {
         let line = match store::people::opt_out(pool, business, phone).await? {
             None => format!(
-                "opted out: +{phone} gets no message business number {business} starts (replies \
+                "opted out: {who} gets no message business number {business} starts (replies \
                  to their own messages still go) until `wabot customer opt-in`"
             ),
             Some(o) => format!(
-                "already opted out: +{phone} of business number {business} since {} UTC ({}); \
+                "already opted out: {who} of business number {business} since {} UTC ({}); \
                  nothing changed",
                 o.opted_out_at.format("%Y-%m-%d %H:%M:%S"),
                 match (o.source.as_str(), &o.word) {
@@ -138,22 +146,32 @@ async fn opt_out(pool: &PgPool, phone: &str, businesses: &[String]) -> anyhow::R
 }
 
 async fn opt_in(pool: &PgPool, phone: &str, businesses: &[String]) -> anyhow::Result<Vec<String>> {
+    let who = shown(phone);
     if businesses.is_empty() {
         return Ok(vec![format!(
-            "not opted out: +{phone} gets what the business starts already; nothing changed"
+            "not opted out: {who} gets what the business starts already; nothing changed"
         )]);
     }
     let mut lines = Vec::new();
     for business in businesses {
         let line = match store::people::opt_in(pool, business, phone).await? {
             Some(_) => {
-                format!("opted in: +{phone} gets messages business number {business} starts again")
+                format!("opted in: {who} gets messages business number {business} starts again")
             }
             None => {
-                format!("not opted out: +{phone} of business number {business}; nothing changed")
+                format!("not opted out: {who} of business number {business}; nothing changed")
             }
         };
         lines.push(line);
     }
     Ok(lines)
+}
+
+/// A wa_id as a phone number (`+905551112233`); a BSUID as it is.
+fn shown(who: &str) -> String {
+    if crate::whatsapp::webhook::is_bsuid(who) {
+        who.to_owned()
+    } else {
+        format!("+{who}")
+    }
 }

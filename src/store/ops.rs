@@ -275,6 +275,9 @@ pub struct ConversationRow {
     /// The customer's wa_id (`users."phoneNumber"`), or their BSUID when the
     /// phone number is unknown (a customer known only by username).
     pub customer_phone: Option<String>,
+    /// The conversation key's customer (a wa_id, or the BSUID when the
+    /// conversation began without a phone number): what opt-outs are kept by.
+    pub customer_key: Option<String>,
     pub customer_name: Option<String>,
     /// The business number's phone_number_id, when wabot keyed the conversation.
     pub business_phone_number_id: Option<String>,
@@ -284,7 +287,8 @@ pub struct ConversationRow {
 }
 
 const CONVERSATION_COLUMNS: &str = "c.id, \
-     coalesce(cu.\"phoneNumber\", k.customer_wa_id) AS customer_phone, cu.name AS customer_name, \
+     coalesce(cu.\"phoneNumber\", k.customer_wa_id) AS customer_phone, \
+     k.customer_wa_id::text AS customer_key, cu.name AS customer_name, \
      k.business_phone_number_id, c.\"lastMessageAt\" AS last_message_at, \
      c.\"lastCustomerMessageAt\" AS last_customer_message_at, c.\"createdAt\" AS created_at";
 
@@ -354,6 +358,26 @@ pub async fn conversations_by_bsuid(
     ))
     .bind(bsuid)
     .fetch_all(pool)
+    .await
+}
+
+/// The conversation key's customer that `who` (a wa_id or a BSUID) names: `who`
+/// itself when a conversation is keyed by it, else the BSUID of the customer whose
+/// number it is, or the number of the customer whose BSUID it is; `None` when no
+/// conversation is keyed by any of them.
+pub async fn customer_key(pool: &PgPool, who: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT k.customer_wa_id::text FROM conversation_keys k \
+         WHERE k.customer_wa_id = $1 \
+            OR k.customer_wa_id IN (SELECT i.bsuid FROM wabot_customer_ids i \
+                                    JOIN users u ON u.id = i.user_id \
+                                    WHERE u.\"phoneNumber\" = $1) \
+            OR k.customer_wa_id IN (SELECT u.\"phoneNumber\" FROM wabot_customer_ids i \
+                                    JOIN users u ON u.id = i.user_id WHERE i.bsuid = $1) \
+         ORDER BY k.customer_wa_id = $1 DESC LIMIT 1",
+    )
+    .bind(who)
+    .fetch_optional(pool)
     .await
 }
 

@@ -246,6 +246,28 @@ async fn a_username_customer_is_answered_by_bsuid_and_stays_one_customer_once_th
         directions,
         [("in", "wamid.U1"), ("in", "wamid.U2"), ("in", "wamid.U3")]
     );
+
+    // An operator opts the customer out by their number: kept by the conversation's
+    // key (the BSUID it began with), which the turn stage reads; in again by BSUID.
+    let db = &app.config.database_url;
+    let out = crate::ops_cli::wabot(db, &["customer", "opt-out", &format!("+{PHONE}")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys: Vec<String> = sqlx::query_scalar("SELECT customer_wa_id::text FROM wabot_opt_outs")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, [BSUID]);
+    let out = crate::ops_cli::wabot(db, &["conversation", "show", PHONE, "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["opt_out"]["customer_wa_id"], BSUID, "{shown:#}");
+    let out = crate::ops_cli::wabot(db, &["customer", "opt-in", BSUID]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("opted in: {BSUID}")), "{said}");
+    assert_eq!(scalar(pool, "SELECT count(*) FROM wabot_opt_outs").await, 0);
     fake.stop();
 }
 
