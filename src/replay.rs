@@ -101,7 +101,8 @@ async fn next_page(
         let mut rows =
             crate::worker::ingest::rows(&envelope, RawEvent::Stored(id), received_at, served);
         if let Some(customer) = selection.filter.customer.as_deref() {
-            rows.messages.retain(|m| m.customer == customer);
+            rows.messages
+                .retain(|m| m.customer == customer || m.bsuid() == Some(customer));
             rows.statuses
                 .retain(|s| s.recipient_id.as_deref() == Some(customer));
         }

@@ -26,9 +26,9 @@ pub struct ReplayArgs {
     /// Webhooks received before this time (same forms as --since).
     #[arg(long, value_name = "WHEN")]
     pub until: Option<String>,
-    /// Only the webhooks of this customer (wa_id): their messages and the statuses
-    /// of what was sent to them.
-    #[arg(long, value_name = "PHONE")]
+    /// Only the webhooks of this customer (wa_id, or BSUID): their messages and the
+    /// statuses of what was sent to them.
+    #[arg(long, value_name = "PHONE|BSUID")]
     pub customer: Option<String>,
     /// At most this many stored webhooks.
     #[arg(long, value_name = "N")]
@@ -282,10 +282,14 @@ pub fn parse_when(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
 
 /// A wa_id: digits (a leading + is dropped), at most 20.
 fn check_customer(text: &str) -> Result<String, String> {
+    if crate::whatsapp::webhook::is_bsuid(text.trim()) {
+        return Ok(text.trim().to_owned());
+    }
     let digits = text.trim().trim_start_matches('+');
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
-            "`{text}` is not a wa_id (the customer's number in digits, e.g. 905551112233)"
+            "`{text}` is not a wa_id (the customer's number in digits, e.g. 905551112233) \
+             nor a BSUID (e.g. US.13491208655302741918)"
         ));
     }
     if digits.len() > PHONE_MAX_CHARS {

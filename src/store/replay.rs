@@ -38,8 +38,9 @@ pub async fn events_page(
            AND ($2::timestamptz IS NULL OR received_at >= $2) \
            AND ($3::timestamptz IS NULL OR received_at < $3) \
            AND ($4::text IS NULL OR jsonb_path_exists(body, \
-                '$.entry[*].changes[*].value ? (exists(@.messages[*] ? (@.from == $c)) \
-                                                || exists(@.statuses[*] ? (@.recipient_id == $c)))', \
+                '$.entry[*].changes[*].value ? ( \
+                    exists(@.messages[*] ? (@.from == $c || @.from_user_id == $c)) \
+                    || exists(@.statuses[*] ? (@.recipient_id == $c || @.recipient_user_id == $c)))', \
                 jsonb_build_object('c', $4::text))) \
          ORDER BY id LIMIT $5",
     )

@@ -405,3 +405,36 @@ async fn concurrent_webhooks_of_one_new_customer_make_one_user_and_one_conversat
         assert_eq!(messages, 8, "round {round}");
     }
 }
+
+#[tokio::test]
+async fn replay_selects_a_bsuid_customers_webhooks_and_restores_a_lost_message() {
+    let app = crate::helpers::spawn_app().await;
+    let pool = &app.pool;
+    post(&app, &webhook("wamid.L1", "hi", None)).await;
+    post(
+        &app,
+        &webhook_of("TR.99999999999999999999", None, "wamid.L2"),
+    )
+    .await;
+    sqlx::query("DELETE FROM messages")
+        .execute(pool)
+        .await
+        .unwrap();
+    let selection = wabot::replay::Selection {
+        filter: wabot::store::replay::EventFilter {
+            customer: Some(BSUID.to_owned()),
+            ..Default::default()
+        },
+        limit: None,
+    };
+    let summary = wabot::replay::into_database(pool, &selection, Some(PHONE_NUMBER_ID))
+        .await
+        .unwrap();
+    assert_eq!((summary.events, summary.messages_new), (1, 1));
+    let wamids: Vec<String> =
+        sqlx::query_scalar("SELECT content ->> 'whatsappMessageId' FROM messages")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(wamids, ["wamid.L1"]);
+}
