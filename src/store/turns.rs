@@ -307,9 +307,12 @@ pub async fn load_batch(
                 c.\"phoneNumber\"::text, ci.bsuid::text, ci.username::text \
          FROM conversation_keys k \
          JOIN users b ON b.\"phoneNumber\" = k.business_phone_number_id \
-         LEFT JOIN wabot_customer_ids kb ON kb.bsuid = k.customer_wa_id \
-         JOIN users c ON c.id = coalesce(kb.user_id, \
-             (SELECT u.id FROM users u WHERE u.\"phoneNumber\" = k.customer_wa_id)) \
+         JOIN LATERAL (SELECT u.id, u.name, u.\"phoneNumber\" FROM users u \
+                       WHERE u.\"phoneNumber\" = k.customer_wa_id \
+                       UNION ALL \
+                       SELECT u.id, u.name, u.\"phoneNumber\" FROM wabot_customer_ids kb \
+                       JOIN users u ON u.id = kb.user_id WHERE kb.bsuid = k.customer_wa_id \
+                       LIMIT 1) c ON true \
          LEFT JOIN LATERAL (SELECT i.bsuid, i.username FROM wabot_customer_ids i \
                             WHERE i.user_id = c.id \
                             ORDER BY i.bsuid = k.customer_wa_id DESC, i.updated_at DESC \
