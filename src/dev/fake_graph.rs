@@ -419,3 +419,74 @@ pub fn status_webhook(
     .to_string()
     .into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn fake() -> (Arc<FakeGraph>, String) {
+        let options = Options {
+            run: "t".into(),
+            app_secret: "s".into(),
+            phone_number_id: "1".into(),
+            statuses: StatusOptions {
+                enabled: false,
+                delay: Duration::ZERO,
+                redeliver: false,
+            },
+        };
+        start("127.0.0.1:0".parse().unwrap(), options)
+            .await
+            .unwrap()
+    }
+
+    async fn send(url: &str, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/v24.0/1/messages"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_bsuid_recipient_is_answered_with_its_user_id_and_to_wins_over_it() {
+        let (fake, url) = fake().await;
+        let bsuid = "US.13491208655302741918";
+        let (status, answer) = send(&url, json!({"recipient": bsuid, "type": "text"})).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            answer["contacts"],
+            json!([{"input": bsuid, "user_id": bsuid}])
+        );
+        let (_, answer) = send(
+            &url,
+            json!({"to": "905551112233", "recipient": bsuid, "type": "text"}),
+        )
+        .await;
+        assert_eq!(
+            answer["contacts"],
+            json!([{"input": "905551112233", "wa_id": "905551112233"}])
+        );
+        assert_eq!(
+            (fake.inbox(bsuid).len(), fake.inbox("905551112233").len()),
+            (1, 1)
+        );
+
+        fake.refuse_next(131062);
+        let (status, answer) = send(&url, json!({"recipient": bsuid, "type": "text"})).await;
+        assert_eq!((status, &answer["error"]["code"]), (400, &json!(131062)));
+        assert_eq!(fake.inbox(bsuid).len(), 1);
+        fake.stop();
+    }
+
+    #[test]
+    fn a_bsuid_customers_statuses_name_them_by_recipient_user_id_only() {
+        let body = status_webhook("1", "wamid.X", "US.1", "sent", None);
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        let status = &body["entry"][0]["changes"][0]["value"]["statuses"][0];
+        assert_eq!(status["recipient_user_id"], "US.1");
+        assert!(status.get("recipient_id").is_none(), "{status}");
+    }
+}
