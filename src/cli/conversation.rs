@@ -242,7 +242,7 @@ pub async fn resume(pool: &PgPool, target: &Target) -> anyhow::Result<String> {
 }
 
 /// A customer's wa_id as a phone number (`+905551112233`); a BSUID as it is.
-fn display_customer(who: &str) -> String {
+pub(crate) fn display_customer(who: &str) -> String {
     if crate::whatsapp::webhook::is_bsuid(who) {
         who.to_owned()
     } else {

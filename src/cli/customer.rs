@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use sqlx::PgPool;
 
-use super::conversation::Target;
+use super::conversation::{display_customer as shown, Target};
 use crate::config::Config;
 use crate::store;
 
@@ -165,13 +165,4 @@ async fn opt_in(pool: &PgPool, phone: &str, businesses: &[String]) -> anyhow::Re
         lines.push(line);
     }
     Ok(lines)
-}
-
-/// A wa_id as a phone number (`+905551112233`); a BSUID as it is.
-fn shown(who: &str) -> String {
-    if crate::whatsapp::webhook::is_bsuid(who) {
-        who.to_owned()
-    } else {
-        format!("+{who}")
-    }
 }

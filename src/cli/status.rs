@@ -510,7 +510,7 @@ pub fn render(r: &StatusReport) -> String {
                 table.row(vec![
                     w.customer_wa_id
                         .as_deref()
-                        .map(|p| format!("+{p}"))
+                        .map(super::conversation::display_customer)
                         .unwrap_or_else(|| "?".into()),
                     age(w.age_secs),
                     time(&w.since),
