@@ -25,6 +25,9 @@ pub struct AppContext {
     pub datasources: DataSourceClient,
     /// This process's name in lease tokens (`holder:<claim>`): unique per start.
     pub holder: String,
+    /// The event types some endpoint takes, kept in memory so that a batch writes
+    /// events only when someone wants them (`store::events`).
+    pub events: crate::store::events::Subscriptions,
 }
 
 impl AppContext {
@@ -47,6 +50,7 @@ impl AppContext {
             graph,
             flows_key,
             datasources,
+            events: Default::default(),
         }
     }
 

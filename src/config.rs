@@ -116,6 +116,9 @@ pub struct ServerConfig {
     /// `WABOT_METRICS_LISTEN`: serve `/metrics` on this address alone instead of on
     /// the main listener (which faces Meta and the internet).
     pub metrics_listen: Option<SocketAddr>,
+    /// `WABOT_ADMIN_LISTEN`: serve the operator API (`/v1`) on this address; off
+    /// when unset. Never on the main listener.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +140,14 @@ pub struct WorkerConfig {
     /// `WABOT_POLL_INTERVAL_MS`: how often idle workers look for work they were not
     /// notified of (jobs of other processes, expired leases, due timers).
     pub poll_interval_ms: u64,
+    /// `WABOT_EVENTS_RETRY_SECS`: how long an event is retried before it is marked
+    /// failed (re-sendable with `wabot webhook resend`).
+    pub events_retry_secs: u64,
+    /// `WABOT_EVENTS_RETRY_BASE_MS`: the first delay of a retried event; it doubles
+    /// with every attempt, up to an hour.
+    pub events_retry_base_ms: u64,
+    /// `WABOT_EVENTS_TIMEOUT_MS`: the timeout of one delivery to an endpoint.
+    pub events_timeout_ms: u64,
 }
 
 /// The bounds of the pipeline's batches and in-memory queues.
@@ -359,6 +370,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             body_timeout_secs: 15,
             metrics_listen: None,
+            admin_listen: None,
         }
     }
 }
@@ -373,6 +385,9 @@ impl Default for WorkerConfig {
             send_max_attempts: 12,
             send_retry_base_ms: 1_000,
             poll_interval_ms: 500,
+            events_retry_secs: 86_400,
+            events_retry_base_ms: 5_000,
+            events_timeout_ms: 10_000,
         }
     }
 }
@@ -537,6 +552,11 @@ impl Config {
             set_parsed(env, "WABOT_METRICS_LISTEN", &mut addr)?;
             s.metrics_listen = Some(addr);
         }
+        if env.get("WABOT_ADMIN_LISTEN").is_some_and(|v| !v.is_empty()) {
+            let mut addr = SocketAddr::from(([127, 0, 0, 1], 0));
+            set_parsed(env, "WABOT_ADMIN_LISTEN", &mut addr)?;
+            s.admin_listen = Some(addr);
+        }
 
         let w = &mut self.worker;
         set_parsed(env, "WABOT_WORKER_ENABLED", &mut w.enabled)?;
@@ -546,6 +566,13 @@ impl Config {
         set_parsed(env, "WABOT_SEND_MAX_ATTEMPTS", &mut w.send_max_attempts)?;
         set_parsed(env, "WABOT_SEND_RETRY_BASE_MS", &mut w.send_retry_base_ms)?;
         set_parsed(env, "WABOT_POLL_INTERVAL_MS", &mut w.poll_interval_ms)?;
+        set_parsed(env, "WABOT_EVENTS_RETRY_SECS", &mut w.events_retry_secs)?;
+        set_parsed(
+            env,
+            "WABOT_EVENTS_RETRY_BASE_MS",
+            &mut w.events_retry_base_ms,
+        )?;
+        set_parsed(env, "WABOT_EVENTS_TIMEOUT_MS", &mut w.events_timeout_ms)?;
 
         let p = &mut self.pipeline;
         set_parsed(env, "WABOT_INGEST_QUEUE", &mut p.ingest_queue)?;
@@ -692,6 +719,22 @@ impl Config {
         positive("WABOT_SEND_MAX_ATTEMPTS", self.worker.send_max_attempts)?;
         positive("WABOT_SEND_RETRY_BASE_MS", self.worker.send_retry_base_ms)?;
         positive("WABOT_POLL_INTERVAL_MS", self.worker.poll_interval_ms)?;
+        positive(
+            "WABOT_EVENTS_RETRY_BASE_MS",
+            self.worker.events_retry_base_ms,
+        )?;
+        positive("WABOT_EVENTS_TIMEOUT_MS", self.worker.events_timeout_ms)?;
+        if self
+            .server
+            .admin_listen
+            .is_some_and(|a| a == self.listen && a.port() != 0)
+        {
+            return Err(ConfigError::invalid(
+                "WABOT_ADMIN_LISTEN",
+                "must differ from WABOT_LISTEN: the operator API never shares Meta's listener"
+                    .to_owned(),
+            ));
+        }
         positive("WABOT_MAX_STEPS_PER_TURN", self.engine.max_steps_per_turn)?;
         positive("WABOT_CONTEXT_TTL_SECS", self.engine.context_ttl_secs)?;
         positive("WABOT_HANDOVER_IDLE_SECS", self.session.handover_idle_secs)?;

@@ -36,6 +36,7 @@ pub mod http;
 pub mod mapping;
 pub mod metrics;
 pub mod replay;
+pub mod service;
 pub mod session;
 pub mod startup;
 pub mod store;

@@ -64,6 +64,22 @@ pub fn render() -> Option<String> {
 
 fn describe() {
     describe_counter!(
+        "wabot_api_requests_total",
+        "Operator API requests by route (its template) and HTTP status"
+    );
+    describe_counter!(
+        "wabot_api_auth_failures_total",
+        "Operator API requests refused for a missing, wrong or revoked token"
+    );
+    describe_counter!(
+        "wabot_event_deliveries_total",
+        "Event delivery attempts to endpoints by result (delivered, retry, failed)"
+    );
+    describe_histogram!(
+        "wabot_event_delivery_seconds",
+        "Duration of one event delivery attempt, by result"
+    );
+    describe_counter!(
         "wabot_webhooks_received_total",
         "POST /webhook requests by HTTP status answered"
     );
@@ -402,6 +418,23 @@ fn status_label(status: u16) -> &'static str {
         s if s < 500 => "4xx",
         _ => "5xx",
     }
+}
+
+/// One operator API request answered: `route` is the matched template
+/// (`/v1/conversations/{id}`), never the path with its values.
+pub fn api_request(route: &str, status: u16) {
+    counter!("wabot_api_requests_total", "route" => route.to_owned(), "status" => status.to_string())
+        .increment(1);
+}
+
+pub fn api_auth_failure() {
+    counter!("wabot_api_auth_failures_total").increment(1);
+}
+
+/// One attempt to deliver an event: `delivered`, `retry` or `failed` (given up).
+pub fn event_delivery(result: &'static str, took: Duration) {
+    counter!("wabot_event_deliveries_total", "result" => result).increment(1);
+    histogram!("wabot_event_delivery_seconds", "result" => result).record(took.as_secs_f64());
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use crate::engine::{
     Event, HttpClient, HttpError, HttpRequest, HttpResponse, Inbound,
 };
 use crate::session::{self, Decision, Input, Rules, Skip};
+use crate::store::events::Subscribed;
 use crate::store::ingest::{self, InboundRow, IngestError, RawEvent, WebhookRows};
 use crate::store::replay::{self as stored, EventFilter, StoredEvent, StoredMessage};
 use crate::whatsapp::webhook::Envelope;
@@ -152,13 +153,13 @@ pub async fn into_database(
     .await?
     {
         let rows: Vec<WebhookRows> = page.into_iter().map(|r| r.rows).collect();
-        match ingest::ingest_batch(pool, &rows, None).await {
+        match ingest::ingest_batch(pool, &rows, None, Subscribed::ALL).await {
             Ok(outcome) => add(&mut summary, &rows, &outcome),
             Err(IngestError::Unavailable(e)) => return Err(IngestError::Unavailable(e)),
             Err(IngestError::Database(e)) => {
                 tracing::warn!(error = %e, "a replayed batch was refused; storing its webhooks one by one");
                 for one in rows.chunks(1) {
-                    match ingest::ingest_batch(pool, one, None).await {
+                    match ingest::ingest_batch(pool, one, None, Subscribed::ALL).await {
                         Ok(outcome) => add(&mut summary, one, &outcome),
                         Err(IngestError::Unavailable(e)) => {
                             return Err(IngestError::Unavailable(e))

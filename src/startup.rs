@@ -37,6 +37,8 @@ pub struct Application {
     listener: TcpListener,
     /// `WABOT_METRICS_LISTEN`, bound: `/metrics` alone.
     metrics_listener: Option<TcpListener>,
+    /// `WABOT_ADMIN_LISTEN`, bound: the operator API alone.
+    admin_listener: Option<TcpListener>,
     state: AppState,
     pipeline: Pipeline,
 }
@@ -80,6 +82,17 @@ impl Application {
                 anyhow::Ok(listener)
             })
             .transpose()?;
+        let admin_listener = config
+            .server
+            .admin_listen
+            .map(|addr| {
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(TcpListener::from_std)
+                    .with_context(|| format!("cannot listen on {addr} (WABOT_ADMIN_LISTEN)"))?;
+                anyhow::Ok(listener)
+            })
+            .transpose()?;
         let config = Arc::new(config);
         let graph = crate::whatsapp::graph::GraphClient::new(&config.whatsapp)
             .context("cannot build the Graph API client")?;
@@ -89,6 +102,7 @@ impl Application {
         Ok(Application {
             listener,
             metrics_listener,
+            admin_listener,
             state: AppState { ctx, ingest },
             pipeline,
         })
@@ -107,6 +121,13 @@ impl Application {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// Where the operator API is served when `WABOT_ADMIN_LISTEN` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
@@ -117,6 +138,7 @@ impl Application {
         let Application {
             listener,
             metrics_listener,
+            admin_listener,
             state,
             pipeline,
         } = self;
@@ -132,6 +154,24 @@ impl Application {
             tokio::spawn(async move {
                 if let Err(e) = metrics.await {
                     tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+        }
+        if let Some(listener) = admin_listener {
+            // The API's bodies are bounded apart from the webhook's.
+            let admin_limits = http::server::ServerLimits {
+                max_body_bytes: http::admin::MAX_BODY_BYTES,
+                ..limits.clone()
+            };
+            let admin = http::server::serve(
+                listener,
+                http::admin::router(state.ctx.clone()),
+                admin_limits,
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = admin.await {
+                    tracing::error!(error = %e, "the operator API listener failed");
                 }
             });
         }

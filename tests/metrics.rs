@@ -274,3 +274,85 @@ fn the_dashboard_names_only_exported_metrics() {
     }
     assert!(asked > 20, "{asked}");
 }
+
+/// The operator API's requests by route and status, and event deliveries by result.
+#[tokio::test]
+async fn api_requests_and_event_deliveries_are_counted() {
+    let app = spawn_app_with(|c| {
+        c.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.worker.enabled = true;
+    })
+    .await;
+    let api = app.admin_address.clone().expect("the API listens");
+    let before = scrape(&app.client, &app.address).await;
+    let (token, _) = wabot::service::tokens::create(
+        &app.pool,
+        "metrics",
+        &[wabot::service::tokens::Scope::Manage],
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let r = app
+            .client
+            .get(format!("{api}/v1/status"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = app
+        .client
+        .get(format!("{api}/v1/conversations/{CUSTOMER}"))
+        .bearer_auth("wabot_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let after = moved(
+        &app,
+        &before,
+        "wabot_api_requests_total{route=\"/v1/status\",status=\"200\"}",
+        2.0,
+    )
+    .await;
+    let series = "wabot_api_requests_total{route=\"/v1/conversations/{who}\",status=\"401\"}";
+    assert_eq!(after.get(series) - before.get(series), 1.0);
+    assert_eq!(
+        after.get("wabot_api_auth_failures_total") - before.get("wabot_api_auth_failures_total"),
+        1.0
+    );
+
+    // A receiver on loopback takes one event.
+    let hook = axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+    let r = app
+        .client
+        .post(format!("{api}/v1/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({"url": url, "events": ["customer.opted_out"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = app
+        .client
+        .post(format!("{api}/v1/customers/{CUSTOMER}/opt-out"))
+        .bearer_auth(&token)
+        .json(&json!({"business_phone_number_id": PHONE_NUMBER_ID}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let after = moved(
+        &app,
+        &after,
+        "wabot_event_deliveries_total{result=\"delivered\"}",
+        1.0,
+    )
+    .await;
+    assert!(after.get("wabot_event_delivery_seconds_count{result=\"delivered\"}") >= 1.0);
+}

@@ -14,8 +14,8 @@ use super::fmt::{count, Align, Table};
 use crate::config::Config;
 use crate::engine::node::NodeKind;
 use crate::engine::{compile, ChatbotDoc, CompiledChatbot};
+use crate::service::chatbots;
 use crate::store;
-use crate::store::chatbots::NewChatbot;
 
 #[derive(Debug, Subcommand)]
 pub enum ChatbotCommand {
@@ -44,6 +44,17 @@ pub enum ChatbotCommand {
     /// first, with the live conversations on each: a conversation finishes on the
     /// version it started on, whatever the editor changed since.
     Versions {
+        #[arg(value_name = "ID")]
+        id: uuid::Uuid,
+    },
+    /// Make a stored chatbot active: it answers new conversations.
+    Activate {
+        #[arg(value_name = "ID")]
+        id: uuid::Uuid,
+    },
+    /// Make a stored chatbot inactive: conversations running on it finish; new ones
+    /// do not start on it.
+    Deactivate {
         #[arg(value_name = "ID")]
         id: uuid::Uuid,
     },
@@ -82,21 +93,21 @@ pub async fn run(config: Config, cmd: ChatbotCommand) -> anyhow::Result<ExitCode
             store::migrate(&pool)
                 .await
                 .context("cannot apply database migrations")?;
-            let id = store::chatbots::insert(&pool, &NewChatbot::from_doc(&doc, activate)).await?;
-            println!("{id}");
+            match chatbots::import(&pool, &doc, activate).await? {
+                Ok(id) => println!("{id}"),
+                Err(errors) => anyhow::bail!("not imported: {}", errors.join("; ")),
+            }
             Ok(ExitCode::SUCCESS)
         }
         ChatbotCommand::Versions { id } => {
             let pool = store::connect(&config)
                 .await
                 .context("cannot connect to the database (DATABASE_URL)")?;
-            let Some(row) = store::chatbots::load(&pool, id).await? else {
-                anyhow::bail!("no chatbot {id}");
-            };
-            let versions = store::versions::list(&pool, id).await?;
-            print!("{}", render_versions(&row, &versions));
+            print!("{}", render_versions(&chatbots::versions(&pool, id).await?));
             Ok(ExitCode::SUCCESS)
         }
+        ChatbotCommand::Activate { id } => set_active(&config, id, true).await,
+        ChatbotCommand::Deactivate { id } => set_active(&config, id, false).await,
         ChatbotCommand::Render { file } => {
             let doc = read_doc(&file)?;
             match compile(&doc) {
@@ -115,18 +126,24 @@ pub async fn run(config: Config, cmd: ChatbotCommand) -> anyhow::Result<ExitCode
     }
 }
 
+async fn set_active(config: &Config, id: uuid::Uuid, active: bool) -> anyhow::Result<ExitCode> {
+    let pool = store::connect_existing(config)
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")?;
+    chatbots::set_active(&pool, id, active).await?;
+    let done = if active { "activated" } else { "deactivated" };
+    println!("{done}: chatbot {id}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `wabot chatbot versions`: one line per version, the current graph marked.
-fn render_versions(
-    chatbot: &store::chatbots::ChatbotRow,
-    versions: &[store::versions::VersionSummary],
-) -> String {
-    let current =
-        crate::engine::version::hash(&chatbot.nodes, &chatbot.edges, chatbot.metadata.as_ref());
+fn render_versions(v: &chatbots::Versions) -> String {
+    let (current, versions) = (&v.current, &v.versions);
     let short = |hash: &str| hash.chars().take(12).collect::<String>();
     let mut out = format!(
         "{} ({}): {}\n",
-        chatbot.name,
-        chatbot.id,
+        v.name,
+        v.chatbot_id,
         count(versions.len(), "version")
     );
     if versions.is_empty() {
@@ -149,7 +166,7 @@ fn render_versions(
             v.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
             v.nodes.to_string(),
             v.live.to_string(),
-            if v.hash == current {
+            if &v.hash == current {
                 "current".to_owned()
             } else {
                 String::new()
@@ -157,56 +174,60 @@ fn render_versions(
         ]);
     }
     out.push_str(&table.render());
-    if !versions.iter().any(|v| v.hash == current) {
+    if !versions.iter().any(|v| &v.hash == current) {
         let _ = writeln!(
             out,
             "the current graph ({}) has not run yet: the next conversation starts on it",
-            short(&current)
+            short(current)
         );
     }
     out
 }
 
-/// Reads and parses a chatbot file.
-pub fn read_doc(file: &Path) -> anyhow::Result<ChatbotDoc> {
+/// Reads a file as JSON.
+fn read_json(file: &Path) -> anyhow::Result<Value> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let value: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))
+}
+
+/// Reads and parses a chatbot file.
+pub fn read_doc(file: &Path) -> anyhow::Result<ChatbotDoc> {
+    let value = read_json(file)?;
     ChatbotDoc::from_json(&value).with_context(|| format!("{} is not a chatbot", file.display()))
 }
 
 /// Prints the file's report; whether it compiled.
 fn validate(file: &Path) -> bool {
-    let doc = match read_doc(file) {
-        Ok(doc) => doc,
+    let report = match read_json(file) {
+        Ok(value) => chatbots::validate(&value),
         Err(e) => {
             println!("{}: error: {e:#}", file.display());
             return false;
         }
     };
-    match compile(&doc) {
-        Ok((bot, warnings)) => {
-            for w in &warnings {
-                println!("{}: warning: {w}", file.display());
-            }
-            println!(
-                "{}: ok: \"{}\", {}, {}",
-                file.display(),
-                bot.name(),
-                count(bot.node_count(), "node"),
-                count(warnings.len(), "warning")
-            );
-            true
-        }
-        Err(errors) => {
-            for e in &errors {
-                println!("{}: error: {e}", file.display());
-            }
-            println!("{}: {}", file.display(), count(errors.len(), "error"));
-            false
-        }
+    for w in &report.warnings {
+        println!("{}: warning: {w}", file.display());
     }
+    for e in &report.errors {
+        println!("{}: error: {e}", file.display());
+    }
+    if report.ok {
+        println!(
+            "{}: ok: \"{}\", {}, {}",
+            file.display(),
+            report.name.as_deref().unwrap_or(""),
+            count(report.nodes.unwrap_or(0), "node"),
+            count(report.warnings.len(), "warning")
+        );
+    } else {
+        println!(
+            "{}: {}",
+            file.display(),
+            count(report.errors.len(), "error")
+        );
+    }
+    report.ok
 }
 
 /// The graph in DOT: one box per node (label, type, output variable), one arrow per

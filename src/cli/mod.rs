@@ -12,7 +12,9 @@ mod replay;
 mod serve;
 mod simulate;
 mod status;
+mod token;
 mod try_it;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,6 +87,14 @@ pub enum Command {
     /// going to them, `opt-in PHONE` lets them go again.
     #[command(subcommand)]
     Customer(customer::Command),
+    /// The operator API's bearer tokens: `create --name N --scope read|send|manage`
+    /// (printed once), `list`, `revoke`.
+    #[command(subcommand)]
+    Token(token::Command),
+    /// Where events go: `add URL --events ...` (prints the signing secret), `list`,
+    /// `remove`, `deliveries`, `resend`.
+    #[command(subcommand)]
+    Webhook(webhook::Command),
     /// Tools for wiring wabot into your own tests: `fake-graph`, a fake Graph API.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -132,6 +142,8 @@ pub fn main() -> ExitCode {
             Command::Customer(cmd) => customer::run(config, cmd).await,
             Command::Try(args) => try_it::run(config, args).await,
             Command::Dev(cmd) => dev::run(config, cmd).await,
+            Command::Token(cmd) => token::run(config, cmd).await,
+            Command::Webhook(cmd) => webhook::run(config, cmd).await,
         }
     });
     // A blocking task still running (a DNS lookup that hangs) must not hold up the

@@ -2,6 +2,7 @@
 //! (signatures, sizes), call into `whatsapp`, `store` or `worker`, and map errors to
 //! status codes in one place.
 
+pub mod admin;
 mod flows;
 mod health;
 pub mod metrics;

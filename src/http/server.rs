@@ -176,10 +176,18 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let activity = Arc::new(Activity::new());
+    // The peer's address, for handlers that count by it (the operator API's
+    // failed-token limiter).
+    let peer = stream.peer_addr().ok();
     let service = {
         let activity = activity.clone();
         let limits = limits.clone();
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            if let Some(peer) = peer {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+            }
             let guard = activity.begin();
             let router = router.clone();
             let limits = limits.clone();

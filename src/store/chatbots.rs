@@ -120,3 +120,21 @@ pub async fn deactivate_all(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .await
     .map(|r| r.rows_affected())
 }
+
+/// Makes the chatbot `id` active (`isActive`, status `active`) or not (status
+/// `draft` where it was `active`); whether it exists.
+pub async fn set_active(pool: &PgPool, id: Uuid, active: bool) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE chatbots SET \"isActive\" = $2, \
+                status = CASE WHEN $2 THEN 'active'::chatbots_status_enum \
+                              WHEN status = 'active' THEN 'draft'::chatbots_status_enum \
+                              ELSE status END, \
+                \"updatedAt\" = now() \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(active)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}

@@ -8,9 +8,11 @@
 //!
 //! This module is the one seam where a second storage backend could plug in.
 
+pub mod api;
 pub mod chatbots;
 pub mod contexts;
 pub mod datasources;
+pub mod events;
 pub mod flows;
 pub mod ingest;
 pub mod monitor;
@@ -21,6 +23,7 @@ pub mod quiescence;
 pub mod replay;
 pub mod retention;
 pub mod statuses;
+pub mod tokens;
 pub mod turns;
 pub mod versions;
 pub mod whatsapp_config;

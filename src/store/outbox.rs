@@ -16,6 +16,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::store::events::{self, EventKind, Subscribed};
 use crate::store::{claim_token, CLAIM_TOKEN_SQL as NEW_TOKEN};
 
 /// A send job this process holds, with what the sender needs to decide and send.
@@ -281,11 +282,16 @@ pub enum SendRecord {
 /// Records a batch of send outcomes in one transaction. Every record is idempotent
 /// (a job already finished is left alone), so a batch that failed can simply be
 /// recorded again.
-pub async fn record_batch(pool: &PgPool, records: &[SendRecord]) -> Result<(), sqlx::Error> {
+pub async fn record_batch(
+    pool: &PgPool,
+    records: &[SendRecord],
+    events: Subscribed,
+) -> Result<(), sqlx::Error> {
     if records.is_empty() {
         return Ok(());
     }
     let mut tx = pool.begin().await?;
+    let mut failed = Vec::new();
     let mut sent_jobs = Vec::new();
     let mut wamids = Vec::new();
     for record in records {
@@ -338,7 +344,7 @@ pub async fn record_batch(pool: &PgPool, records: &[SendRecord]) -> Result<(), s
                 attempts,
                 error,
             } => {
-                fail(
+                if fail(
                     &mut tx,
                     *job_id,
                     *message_id,
@@ -347,6 +353,9 @@ pub async fn record_batch(pool: &PgPool, records: &[SendRecord]) -> Result<(), s
                     error,
                 )
                 .await?
+                {
+                    failed.push(*message_id);
+                }
             }
         }
     }
@@ -380,6 +389,7 @@ pub async fn record_batch(pool: &PgPool, records: &[SendRecord]) -> Result<(), s
         // overwritten.
         crate::store::statuses::apply_early(&mut tx, &done).await?;
     }
+    events::emit_messages(&mut tx, events, EventKind::MessageFailed, &failed).await?;
     tx.commit().await
 }
 
@@ -390,7 +400,7 @@ async fn fail(
     conversation_id: Uuid,
     attempts: i32,
     error: &Value,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE send_jobs \
          SET done_at = now(), attempts = $2, last_error = $3, locked_by = NULL, locked_until = NULL \
@@ -402,7 +412,7 @@ async fn fail(
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
-        return Ok(());
+        return Ok(false);
     }
     sqlx::query(
         "UPDATE messages \
@@ -430,7 +440,7 @@ async fn fail(
     .bind(error)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Extends every lease in `tokens` that is still held (the jobs this process keeps

@@ -9,8 +9,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::store::events::{self, EventKind, NewEvent, Subscribed};
 
 /// The handover states in which someone besides the bot has the conversation, as
 /// `wabot_handover.state` holds them. A fourth, `released` (an operator resumed the
@@ -53,7 +56,11 @@ pub async fn handover(pool: &PgPool, conversation: Uuid) -> Result<Option<Handov
 /// whatever the row said before; returns the state it replaced (`None`: the bot had
 /// the conversation). The conversation's row is locked first, as a turn commit
 /// locks it, so a turn that commits after this sees the pause.
-pub async fn pause(pool: &PgPool, conversation: Uuid) -> Result<Option<String>, sqlx::Error> {
+pub async fn pause(
+    pool: &PgPool,
+    conversation: Uuid,
+    events: Subscribed,
+) -> Result<Option<String>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     crate::store::lock_conversations(&mut tx, &[conversation]).await?;
     let before: Option<String> =
@@ -70,6 +77,12 @@ pub async fn pause(pool: &PgPool, conversation: Uuid) -> Result<Option<String>, 
     .bind(conversation)
     .execute(&mut *tx)
     .await?;
+    let event = NewEvent {
+        kind: EventKind::ConversationPaused,
+        conversation_id: Some(conversation),
+        data: json!({"conversation_id": conversation, "source": "operator", "was": before}),
+    };
+    events::emit(&mut tx, events, &[event]).await?;
     tx.commit().await?;
     Ok(before)
 }
@@ -78,7 +91,11 @@ pub async fn pause(pool: &PgPool, conversation: Uuid) -> Result<Option<String>, 
 /// turn stage starts the chatbot afresh at the customer's next message, and deletes
 /// the row); returns the row as it was (`None`: the bot had it already: no row, or
 /// released). Contexts are left to the turn stage.
-pub async fn resume(pool: &PgPool, conversation: Uuid) -> Result<Option<Handover>, sqlx::Error> {
+pub async fn resume(
+    pool: &PgPool,
+    conversation: Uuid,
+    events: Subscribed,
+) -> Result<Option<Handover>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     crate::store::lock_conversations(&mut tx, &[conversation]).await?;
     let before: Option<Handover> = sqlx::query_as(&format!(
@@ -99,6 +116,15 @@ pub async fn resume(pool: &PgPool, conversation: Uuid) -> Result<Option<Handover
         .bind(RELEASED)
         .execute(&mut *tx)
         .await?;
+        let event = NewEvent {
+            kind: EventKind::ConversationResumed,
+            conversation_id: Some(conversation),
+            data: json!({
+                "conversation_id": conversation, "source": "operator",
+                "was": before.as_ref().map(|h| h.state.as_str()),
+            }),
+        };
+        events::emit(&mut tx, events, &[event]).await?;
     }
     tx.commit().await?;
     Ok(before)
@@ -181,18 +207,24 @@ pub async fn opt_out(
     pool: &PgPool,
     business: &str,
     customer: &str,
+    events: Subscribed,
 ) -> Result<Option<OptOut>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let made = sqlx::query(
         "INSERT INTO wabot_opt_outs (business_phone_number_id, customer_wa_id, source) \
          VALUES ($1, $2, 'operator') ON CONFLICT DO NOTHING",
     )
     .bind(business)
     .bind(customer)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
     if made.rows_affected() == 1 {
+        let kind = EventKind::CustomerOptedOut;
+        customer_event(&mut tx, events, kind, business, customer).await?;
+        tx.commit().await?;
         return Ok(None);
     }
+    tx.rollback().await?;
     Ok(opt_outs(pool, customer)
         .await?
         .into_iter()
@@ -204,16 +236,55 @@ pub async fn opt_in(
     pool: &PgPool,
     business: &str,
     customer: &str,
+    events: Subscribed,
 ) -> Result<Option<OptOut>, sqlx::Error> {
-    sqlx::query_as(
+    let mut tx = pool.begin().await?;
+    let gone: Option<OptOut> = sqlx::query_as(
         "DELETE FROM wabot_opt_outs \
          WHERE business_phone_number_id = $1 AND customer_wa_id = $2 \
          RETURNING business_phone_number_id, customer_wa_id, opted_out_at, source, word",
     )
     .bind(business)
     .bind(customer)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    if gone.is_some() {
+        let kind = EventKind::CustomerOptedIn;
+        customer_event(&mut tx, events, kind, business, customer).await?;
+    }
+    tx.commit().await?;
+    Ok(gone)
+}
+
+/// An operator's opt-out or opt-in, as an event: ordered with the customer's
+/// conversation on that number when there is one.
+async fn customer_event(
+    conn: &mut sqlx::PgConnection,
+    events: Subscribed,
+    kind: EventKind,
+    business: &str,
+    customer: &str,
+) -> Result<(), sqlx::Error> {
+    if !events.contains(kind) {
+        return Ok(());
+    }
+    let conversation_id: Option<Uuid> = sqlx::query_scalar(
+        "SELECT conversation_id FROM conversation_keys \
+         WHERE business_phone_number_id = $1 AND customer_wa_id = $2",
+    )
+    .bind(business)
+    .bind(customer)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let event = NewEvent {
+        kind,
+        conversation_id,
+        data: json!({
+            "conversation_id": conversation_id, "customer": customer,
+            "business_phone_number_id": business, "source": "operator",
+        }),
+    };
+    events::emit(conn, events, &[event]).await
 }
 
 /// The customer's opt-outs, one per business number.

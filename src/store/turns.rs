@@ -20,6 +20,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::store::contexts::{self, ContextRow};
+use crate::store::events::{EventKind, NewEvent, Subscribed};
 use crate::store::outbox::{self, OutboundRow, SendJob};
 use crate::store::versions::{self, VersionRow};
 use crate::store::CLAIM_TOKEN_SQL as NEW_TOKEN;
@@ -460,6 +461,7 @@ pub async fn commit_batch(
     turns: &[TurnEffects],
     holder: &str,
     lease: Duration,
+    events: Subscribed,
 ) -> Result<BatchCommit, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let conn: &mut PgConnection = &mut tx;
@@ -566,6 +568,9 @@ pub async fn commit_batch(
     }
 
     apply_people(&mut tx, &done).await?;
+    if !events.is_empty() {
+        crate::store::events::emit(&mut tx, events, &turn_events(&done)).await?;
+    }
 
     let outbound: Vec<OutboundRow> = done.iter().flat_map(|t| t.sends.clone()).collect();
     let sends = outbox::enqueue_batch(&mut tx, &outbound, holder, Some(lease)).await?;
@@ -611,6 +616,72 @@ pub async fn commit_batch(
         sends,
         next,
     })
+}
+
+/// What the batch's turns report to event endpoints: a run completed, a customer
+/// asking for a person, opting out or in.
+fn turn_events(done: &[&TurnEffects]) -> Vec<NewEvent> {
+    let mut out = Vec::new();
+    for t in done {
+        let conversation_id = Some(t.conversation_id);
+        if t.log.status.as_deref() == Some("completed") {
+            let variables = match &t.log.variables {
+                Some(Value::Object(map)) => Value::Object(
+                    map.iter()
+                        // wabot's bookkeeping (engine::context::STATE_KEY) is not the
+                        // customer's data.
+                        .filter(|(k, _)| k.as_str() != "__wabot")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
+                _ => Value::Null,
+            };
+            out.push(NewEvent {
+                kind: EventKind::ConversationCompleted,
+                conversation_id,
+                data: serde_json::json!({
+                    "conversation_id": t.conversation_id,
+                    "chatbot_id": t.log.chatbot_id,
+                    "context_id": t.log.context_id,
+                    "completion_reason": t.log.completion_reason,
+                    "variables": variables,
+                }),
+            });
+        }
+        for change in &t.people {
+            let (kind, data) = match change {
+                PeopleChange::Release => continue,
+                PeopleChange::RequestAgent { source } => (
+                    EventKind::ConversationHandoverRequested,
+                    serde_json::json!({"conversation_id": t.conversation_id, "source": source}),
+                ),
+                PeopleChange::OptOut {
+                    business,
+                    customer,
+                    word,
+                } => (
+                    EventKind::CustomerOptedOut,
+                    serde_json::json!({
+                        "conversation_id": t.conversation_id, "customer": customer,
+                        "business_phone_number_id": business, "source": "keyword", "word": word,
+                    }),
+                ),
+                PeopleChange::OptIn { business, customer } => (
+                    EventKind::CustomerOptedIn,
+                    serde_json::json!({
+                        "conversation_id": t.conversation_id, "customer": customer,
+                        "business_phone_number_id": business, "source": "keyword",
+                    }),
+                ),
+            };
+            out.push(NewEvent {
+                kind,
+                conversation_id,
+                data,
+            });
+        }
+    }
+    out
 }
 
 /// The batch's handover and opt-out changes: one statement per kind of change

@@ -90,7 +90,7 @@ pub async fn load_many(
 }
 
 /// One version of a chatbot as `wabot chatbot versions` lists it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct VersionSummary {
     pub hash: String,
     pub name: String,

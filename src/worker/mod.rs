@@ -17,6 +17,7 @@
 //! was queued, the turn stage what was queued and started, the sender what was
 //! committed; every lease not finished is handed back.
 
+pub mod events;
 pub mod ingest;
 pub mod monitor;
 pub mod rate_limit;
@@ -168,6 +169,7 @@ impl Pipeline {
             leases.clone(),
             sender_stop.clone(),
             kill.clone(),
+            ctx.events.clone(),
         );
         let (sink, rx) = turns::queue(&ctx, leases.clone());
         let turn_sink = sink.clone();
@@ -207,6 +209,13 @@ impl Pipeline {
             let keep = recovery::keep_leases(ctx.clone(), leases.clone(), keeper_stop.clone());
             spawn_tracked(&keeper, &kill, keep);
         }
+        // Every process keeps the subscribed event set fresh (ingest writes events
+        // too); only one with the worker delivers them.
+        spawn_tracked(
+            &recovery,
+            &kill,
+            events::run(ctx.clone(), enabled, recovery_stop.clone()),
+        );
         let watched = monitor::Watched {
             leases,
             ingest: ingest.clone(),

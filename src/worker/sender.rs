@@ -43,6 +43,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::credentials::{CredentialStore, Credentials};
+use crate::store::events::{Subscribed, Subscriptions};
 use crate::store::outbox::{self, SendJob, SendRecord};
 use crate::telemetry::Throttle;
 use crate::whatsapp::graph::{Backoff, ErrorClass, GraphClient, GraphError};
@@ -170,6 +171,9 @@ pub struct Sender {
     /// it without waiting for its next beat.
     changed: tokio::sync::Notify,
     recording: Recording,
+    /// The event types some endpoint takes (`message.failed` is written with a
+    /// failure's record).
+    events: Subscriptions,
 }
 
 impl Sender {
@@ -185,7 +189,15 @@ impl Sender {
             std::process::id(),
             &Uuid::new_v4().simple().to_string()[..8]
         );
-        Sender::with_holder(pool, credentials, graph, options, holder, Recording::Direct)
+        Sender::with_holder(
+            pool,
+            credentials,
+            graph,
+            options,
+            holder,
+            Recording::Direct,
+            Subscriptions::default(),
+        )
     }
 
     fn with_holder(
@@ -195,6 +207,7 @@ impl Sender {
         options: SenderOptions,
         holder: String,
         recording: Recording,
+        events: Subscriptions,
     ) -> Sender {
         Sender {
             pool,
@@ -207,6 +220,7 @@ impl Sender {
             outage: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
             recording,
+            events,
         }
     }
 
@@ -446,11 +460,18 @@ impl Sender {
             Recording::Batched(tx) => {
                 if let Err(mpsc::error::SendError(record)) = tx.send(record).await {
                     // The recorder has stopped (the end of a drain): write it here.
-                    return record_durably(&self.pool, std::slice::from_ref(&record)).await;
+                    return record_durably(
+                        &self.pool,
+                        std::slice::from_ref(&record),
+                        self.events.get(),
+                    )
+                    .await;
                 }
                 Ok(())
             }
-            Recording::Direct => record_durably(&self.pool, std::slice::from_ref(&record)).await,
+            Recording::Direct => {
+                record_durably(&self.pool, std::slice::from_ref(&record), self.events.get()).await
+            }
         }
     }
 
@@ -596,10 +617,14 @@ fn failed(job: &SendJob, attempts: i32, error: &Value) -> SendRecord {
 /// Writes records, retrying a passing database error: Meta has the message, and a
 /// record that is not written means a re-send when the lease runs out. Every record
 /// is idempotent, so writing one twice is harmless.
-async fn record_durably(pool: &PgPool, records: &[SendRecord]) -> Result<(), sqlx::Error> {
+async fn record_durably(
+    pool: &PgPool,
+    records: &[SendRecord],
+    events: Subscribed,
+) -> Result<(), sqlx::Error> {
     let mut tries = 0u64;
     loop {
-        match outbox::record_batch(pool, records).await {
+        match outbox::record_batch(pool, records, events).await {
             Ok(()) => return Ok(()),
             Err(e) if tries < 5 => {
                 tries += 1;
@@ -675,6 +700,7 @@ impl SenderStage {
         leases: Arc<Leases>,
         stop: CancellationToken,
         kill: CancellationToken,
+        events: Subscriptions,
     ) -> SenderStage {
         let options = SenderOptions::from_config(config);
         if options.lease <= graph.timeout() {
@@ -692,6 +718,7 @@ impl SenderStage {
                 rx,
                 config.pipeline.send_batch,
                 recorder_close.clone(),
+                events.clone(),
             ),
         );
         let sender = Sender::with_holder(
@@ -701,6 +728,7 @@ impl SenderStage {
             options,
             holder,
             Recording::Batched(tx),
+            events,
         );
         SenderStage {
             sink: SendSink::new(
@@ -987,6 +1015,7 @@ async fn record_loop(
     mut rx: mpsc::Receiver<SendRecord>,
     max: usize,
     close: CancellationToken,
+    events: Subscriptions,
 ) {
     let mut batch = Vec::new();
     loop {
@@ -1005,7 +1034,7 @@ async fn record_loop(
             return;
         }
         let records = std::mem::take(&mut batch);
-        if let Err(e) = record_durably(&pool, &records).await {
+        if let Err(e) = record_durably(&pool, &records, events.get()).await {
             tracing::error!(
                 error.cause_chain = ?e, records = records.len(),
                 "cannot record sends; their jobs are retried when their leases expire"

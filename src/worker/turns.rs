@@ -338,7 +338,15 @@ impl TurnStage {
         let effects: Vec<TurnEffects> = ready.iter().map(|r| r.effects.clone()).collect();
         let lease = self.ctx.lease();
         let started = std::time::Instant::now();
-        match store::turns::commit_batch(&self.ctx.pool, &effects, &self.ctx.holder, lease).await {
+        match store::turns::commit_batch(
+            &self.ctx.pool,
+            &effects,
+            &self.ctx.holder,
+            lease,
+            self.ctx.events.get(),
+        )
+        .await
+        {
             Ok(commit) => {
                 crate::metrics::turn_commit(ready.len(), started.elapsed());
                 // The first reply of each turn whose webhook we saw arrive: the sender

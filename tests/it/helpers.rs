@@ -276,6 +276,8 @@ pub struct TestApp {
     pub state: AppState,
     /// `http://127.0.0.1:PORT` of `/metrics` when `WABOT_METRICS_LISTEN` is set.
     pub metrics_address: Option<String>,
+    /// `http://127.0.0.1:PORT` of the operator API when `WABOT_ADMIN_LISTEN` is set.
+    pub admin_address: Option<String>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -311,6 +313,7 @@ pub async fn spawn_on_pool(config: Config, pool: PgPool) -> TestApp {
         .expect("the application assembles");
     let address = format!("http://{}", app.local_addr());
     let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));
+    let admin_address = app.admin_addr().map(|a| format!("http://{a}"));
     let state = app.state().clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run(shutdown.clone()));
@@ -325,6 +328,7 @@ pub async fn spawn_on_pool(config: Config, pool: PgPool) -> TestApp {
         shutdown,
         state,
         metrics_address,
+        admin_address,
         server: Some(server),
     }
 }

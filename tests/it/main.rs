@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod api;
 mod datasource;
 mod datasource_support;
 mod e2e;
@@ -12,6 +13,7 @@ mod engine_cli;
 mod engine_kinds;
 mod engine_props;
 mod engine_store;
+mod events;
 mod flows;
 mod flows_support;
 mod graph_unreachable;

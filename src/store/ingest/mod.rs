@@ -36,6 +36,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::store::events::{self, EventKind, Subscribed};
 use crate::store::statuses::{self, StatusOutcome, StatusRow};
 
 /// Meta's wamids are under a hundred characters; a far longer one could not be
@@ -233,12 +234,13 @@ pub async fn ingest_batch(
     pool: &PgPool,
     batch: &[WebhookRows],
     lease: Option<Lease<'_>>,
+    events: Subscribed,
 ) -> Result<BatchOutcome, IngestError> {
     let mut attempt = 1;
     loop {
         let result = async {
             let mut tx = pool.begin().await?;
-            let outcome = store_batch(&mut tx, batch, lease).await?;
+            let outcome = store_batch(&mut tx, batch, lease, events).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(outcome)
         }
@@ -257,6 +259,7 @@ async fn store_batch(
     conn: &mut PgConnection,
     batch: &[WebhookRows],
     lease: Option<Lease<'_>>,
+    events: Subscribed,
 ) -> Result<BatchOutcome, sqlx::Error> {
     let mut outcomes: Vec<IngestOutcome> = batch
         .iter()
@@ -294,6 +297,11 @@ async fn store_batch(
         let (inserted, new_turns) =
             insert_messages(conn, &inbound, &parties, &conversations, lease).await?;
         turns = new_turns;
+        // A customer's new message is what a turn job is made for.
+        if events.contains(EventKind::MessageReceived) && !turns.is_empty() {
+            let ids: Vec<Uuid> = turns.iter().map(|t| t.message_id).collect();
+            events::emit_messages(conn, events, EventKind::MessageReceived, &ids).await?;
+        }
         // The newest new message of each conversation moves its preview; the newest
         // new customer message, its window.
         let mut latest: BTreeMap<Uuid, Latest> = BTreeMap::new();

@@ -153,7 +153,7 @@ async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink
     let (rows, replies): (Vec<WebhookRows>, Vec<Reply>) =
         batch.into_iter().map(|s| (s.rows, s.reply)).unzip();
     let started = std::time::Instant::now();
-    match ingest::ingest_batch(&ctx.pool, &rows, lease).await {
+    match ingest::ingest_batch(&ctx.pool, &rows, lease, ctx.events.get()).await {
         Ok(outcome) => {
             observe(&rows, &outcome, started.elapsed());
             answer(replies, &rows, outcome, turns).await
@@ -174,7 +174,7 @@ async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink
             tracing::warn!(error = %e, webhooks = replies.len(), "ingest batch refused; storing its webhooks one by one");
             for (one, reply) in rows.chunks(1).zip(replies) {
                 let started = std::time::Instant::now();
-                match ingest::ingest_batch(&ctx.pool, one, lease).await {
+                match ingest::ingest_batch(&ctx.pool, one, lease, ctx.events.get()).await {
                     Ok(outcome) => {
                         observe(one, &outcome, started.elapsed());
                         answer(vec![reply], one, outcome, turns).await

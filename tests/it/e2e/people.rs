@@ -114,7 +114,9 @@ async fn an_agents_inbox_message_silences_the_bot_until_resume_then_it_starts_af
     );
 
     // The operator gives the conversation back: the next message starts afresh.
-    wabot::store::people::resume(pool, conv).await.unwrap();
+    wabot::store::people::resume(pool, conv, wabot::store::events::Subscribed::ALL)
+        .await
+        .unwrap();
     engine.say(text("wamid.P3", "hello again")).await;
     let r = engine.replies(2, 2).await;
     assert_eq!(

@@ -95,7 +95,7 @@ async fn no_receipt_while_an_agent_has_the_conversation() {
             .fetch_one(pool)
             .await
             .unwrap();
-    wabot::store::people::pause(pool, conversation)
+    wabot::store::people::pause(pool, conversation, wabot::store::events::Subscribed::ALL)
         .await
         .unwrap();
 

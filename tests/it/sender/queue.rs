@@ -403,9 +403,14 @@ async fn a_status_naming_an_unrecorded_send_finishes_it_instead_of_a_second_send
         Utc::now(),
         Some(crate::helpers::PHONE_NUMBER_ID),
     );
-    wabot::store::ingest::ingest_batch(&s.pool, &[rows], None)
-        .await
-        .unwrap();
+    wabot::store::ingest::ingest_batch(
+        &s.pool,
+        &[rows],
+        None,
+        wabot::store::events::Subscribed::NONE,
+    )
+    .await
+    .unwrap();
 
     let (status, content) = s.message(ids[0]).await;
     assert_eq!(status, "sent");
