@@ -10,7 +10,7 @@
 //! whose lease was taken over finds its token gone when it commits, and its effects
 //! are not written.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -375,6 +375,10 @@ pub struct TurnEffects {
     /// The context the turn read and its version: the commit is refused when the
     /// row changed since (another turn ran).
     pub guard: Option<(Uuid, DateTime<Utc>)>,
+    /// Who had the conversation when the turn read it (`wabot_handover`'s state
+    /// and the agent's last message): a turn that would speak is run again when an
+    /// agent or an operator took the conversation meanwhile.
+    pub handover_seen: Option<(String, DateTime<Utc>)>,
     /// Contexts to save, in order (an ended context before the one replacing it).
     pub contexts: Vec<ContextRow>,
     /// Chatbot versions the turn pinned a context to that may not be stored yet
@@ -456,6 +460,15 @@ pub struct BatchCommit {
 /// replies and send jobs,
 /// preview and job completion written; its conversation's next job (a message that
 /// came in meanwhile) is leased to `holder` in the same transaction.
+/// Whether an agent or an operator took the conversation after the turn read it
+/// and the turn would speak: it runs again, and the session rules silence it.
+fn taken_meanwhile(turn: &TurnEffects, now: Option<&(String, DateTime<Utc>)>) -> bool {
+    let silent = |state: &str| matches!(state, "agent" | "requested" | "paused");
+    !turn.sends.is_empty()
+        && now.is_some_and(|(state, _)| silent(state))
+        && now != turn.handover_seen.as_ref()
+}
+
 pub async fn commit_batch(
     pool: &PgPool,
     turns: &[TurnEffects],
@@ -474,10 +487,15 @@ pub async fn commit_batch(
 
     let ids: Vec<i64> = turns.iter().map(|t| t.job_id).collect();
     let tokens: Vec<&str> = turns.iter().map(|t| t.token.as_str()).collect();
-    let held: HashSet<i64> = sqlx::query_scalar::<_, i64>(
-        "SELECT t.id FROM turn_jobs t \
+    // The jobs still ours, each with who has its conversation now: the
+    // conversation's row lock (above) orders this read after any pause or echo
+    // that committed first.
+    type Held = (i64, Option<String>, Option<DateTime<Utc>>);
+    let held: HashMap<i64, Option<(String, DateTime<Utc>)>> = sqlx::query_as::<_, Held>(
+        "SELECT t.id, h.state, h.last_agent_at FROM turn_jobs t \
          JOIN unnest($1::bigint[], $2::text[]) AS u(id, token) \
            ON t.id = u.id AND t.locked_by = u.token \
+         LEFT JOIN wabot_handover h ON h.conversation_id = t.conversation_id \
          WHERE t.done_at IS NULL ORDER BY t.id FOR UPDATE OF t",
     )
     .bind(&ids)
@@ -485,6 +503,7 @@ pub async fn commit_batch(
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
+    .map(|(id, state, at)| (id, state.zip(at)))
     .collect();
 
     let guarded: Vec<Uuid> = turns.iter().filter_map(|t| t.guard.map(|g| g.0)).collect();
@@ -505,9 +524,12 @@ pub async fn commit_batch(
     let verdicts: Vec<Committed> = turns
         .iter()
         .map(|t| {
-            if !held.contains(&t.job_id) {
-                Committed::LeaseLost
-            } else if t.guard.is_some_and(|(id, v)| versions.get(&id) != Some(&v)) {
+            let Some(now) = held.get(&t.job_id) else {
+                return Committed::LeaseLost;
+            };
+            if t.guard.is_some_and(|(id, v)| versions.get(&id) != Some(&v))
+                || taken_meanwhile(t, now.as_ref())
+            {
                 Committed::Stale
             } else {
                 Committed::Done

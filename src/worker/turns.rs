@@ -478,6 +478,7 @@ impl TurnStage {
             token: work.token.clone(),
             conversation_id: work.conversation_id,
             guard: None,
+            handover_seen: facts.and_then(|f| f.handover.clone()),
             contexts: Vec::new(),
             versions: Vec::new(),
             timer: None,

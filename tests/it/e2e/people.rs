@@ -323,3 +323,77 @@ async fn stop_opts_out_a_message_the_business_starts_is_refused_and_start_opts_b
     assert_eq!(r[0].text(), Some("What is your order number?"));
     assert_eq!(r[1].text(), Some("Still there?"));
 }
+
+/// A rest_api endpoint that holds each request until `release` is notified, then
+/// answers `{}`; `arrived` is notified when a request comes in.
+async fn held_endpoint() -> (
+    String,
+    std::sync::Arc<tokio::sync::Notify>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hold", listener.local_addr().unwrap());
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (a, r) = (arrived.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (a, r) = (a.clone(), r.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                a.notify_one();
+                r.notified().await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                          content-length: 2\r\nconnection: close\r\n\r\n{}",
+                    )
+                    .await;
+            });
+        }
+    });
+    (url, arrived, release)
+}
+
+#[tokio::test]
+async fn an_operator_pause_during_a_running_turn_keeps_the_bot_silent() {
+    let (url, arrived, release) = held_endpoint().await;
+    let engine = Engine::start().await;
+    let pool = &engine.app.pool;
+    let bot = json!({"name": "Slow", "nodes": [
+        {"id": "s", "type": "start", "data": {"label": "Start"}},
+        {"id": "hello", "type": "message", "data": {"label": "Hello", "content": "Hello"}},
+        {"id": "api", "type": "rest_api", "data": {"label": "Lookup", "apiUrl": url,
+            "apiMethod": "GET", "apiTimeout": 20000}},
+        {"id": "done", "type": "message", "data": {"label": "Done", "content": "Done"}}
+    ], "edges": [
+        {"id": "e1", "source": "s", "target": "hello"},
+        {"id": "e2", "source": "hello", "target": "api"},
+        {"id": "e3", "source": "api", "target": "done", "sourceHandle": "success"}
+    ]});
+    install_chatbot(pool, &bot).await;
+    engine.say(text("wamid.H1", "hi")).await;
+    // The turn is running, held at its rest_api call: the operator pauses.
+    arrived.notified().await;
+    let (conversation, _) = conversation(pool).await;
+    wabot::store::people::pause(pool, conversation, wabot::store::events::Subscribed::ALL)
+        .await
+        .unwrap();
+    release.notify_one();
+    quiet(pool).await;
+
+    let sent: Vec<Value> = engine
+        .graph
+        .accepted()
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    assert!(sent.is_empty(), "the bot spoke after the pause: {sent:#?}");
+    assert_eq!(
+        note_of(pool, "wamid.H1").await.as_deref(),
+        Some("the bot is paused in this conversation"),
+        "the turn ran again on the new state and was silenced"
+    );
+}
