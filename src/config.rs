@@ -148,6 +148,9 @@ pub struct WorkerConfig {
     pub events_retry_base_ms: u64,
     /// `WABOT_EVENTS_TIMEOUT_MS`: the timeout of one delivery to an endpoint.
     pub events_timeout_ms: u64,
+    /// `WABOT_TEMPLATES_SYNC_SECS`: how often the template catalogue is read from
+    /// Meta again (0: only `wabot templates sync` and the status webhook).
+    pub templates_sync_secs: u64,
 }
 
 /// The bounds of the pipeline's batches and in-memory queues.
@@ -388,6 +391,7 @@ impl Default for WorkerConfig {
             events_retry_secs: 86_400,
             events_retry_base_ms: 5_000,
             events_timeout_ms: 10_000,
+            templates_sync_secs: 3600,
         }
     }
 }
@@ -573,6 +577,7 @@ impl Config {
             &mut w.events_retry_base_ms,
         )?;
         set_parsed(env, "WABOT_EVENTS_TIMEOUT_MS", &mut w.events_timeout_ms)?;
+        set_parsed(env, "WABOT_TEMPLATES_SYNC_SECS", &mut w.templates_sync_secs)?;
 
         let p = &mut self.pipeline;
         set_parsed(env, "WABOT_INGEST_QUEUE", &mut p.ingest_queue)?;

@@ -13,6 +13,7 @@ mod serve;
 mod simulate;
 mod status;
 mod token;
+mod templates;
 mod try_it;
 mod webhook;
 
@@ -95,6 +96,9 @@ pub enum Command {
     /// `remove`, `deliveries`, `resend`.
     #[command(subcommand)]
     Webhook(webhook::Command),
+    /// Message templates: `sync` reads them from Meta, `list` prints them.
+    #[command(subcommand)]
+    Templates(templates::Command),
     /// Tools for wiring wabot into your own tests: `fake-graph`, a fake Graph API.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -141,6 +145,7 @@ pub fn main() -> ExitCode {
             Command::Conversation(cmd) => conversation::run(config, cmd).await,
             Command::Customer(cmd) => customer::run(config, cmd).await,
             Command::Try(args) => try_it::run(config, args).await,
+            Command::Templates(cmd) => templates::run(config, cmd).await,
             Command::Dev(cmd) => dev::run(config, cmd).await,
             Command::Token(cmd) => token::run(config, cmd).await,
             Command::Webhook(cmd) => webhook::run(config, cmd).await,

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -146,6 +147,8 @@ pub struct FakeGraph {
     refusals: Mutex<VecDeque<i64>>,
     client: reqwest::Client,
     stop: CancellationToken,
+    /// The template listing and the template send knobs (`fake_templates`).
+    pub templates: super::fake_templates::Templates,
 }
 
 impl FakeGraph {
@@ -215,12 +218,17 @@ pub async fn start(addr: SocketAddr, options: Options) -> anyhow::Result<(Arc<Fa
             .timeout(Duration::from_secs(10))
             .build()?,
         stop: CancellationToken::new(),
+        templates: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let app = Router::new()
         .route("/{version}/{phone}/messages", post(messages))
         .route("/fake/messages", get(list))
+        .route(
+            "/{version}/{phone}/message_templates",
+            get(super::fake_templates::list),
+        )
         .with_state(fake.clone());
     let stop = fake.stop.clone();
     tokio::spawn(
@@ -231,16 +239,19 @@ pub async fn start(addr: SocketAddr, options: Options) -> anyhow::Result<(Arc<Fa
     Ok((fake, url))
 }
 
-async fn messages(State(fake): State<Arc<FakeGraph>>, body: Bytes) -> (StatusCode, Json<Value>) {
+async fn messages(State(fake): State<Arc<FakeGraph>>, body: Bytes) -> Response {
     let at = Instant::now();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if body["status"] == "read" {
         fake.receipts.fetch_add(1, Ordering::Relaxed);
-        return (StatusCode::OK, Json(json!({"success": true})));
+        return Json(json!({"success": true})).into_response();
     }
     let refusal = fake.refusals.lock().ok().and_then(|mut r| r.pop_front());
     if let Some(code) = refusal {
-        return (StatusCode::BAD_REQUEST, Json(meta_error(code)));
+        return (StatusCode::BAD_REQUEST, Json(meta_error(code))).into_response();
+    }
+    if let Some(refused) = super::fake_templates::intercept(&fake, &body).await {
+        return refused;
     }
     let n = fake.accepted.fetch_add(1, Ordering::Relaxed);
     let wamid = format!("wamid.OUT.{}.{n}", fake.options.run);
@@ -278,7 +289,7 @@ async fn messages(State(fake): State<Arc<FakeGraph>>, body: Bytes) -> (StatusCod
     let answer = json!({"messaging_product": "whatsapp",
                         "contacts": [{"input": to, id_field: to}],
                         "messages": [{"id": wamid}]});
-    (StatusCode::OK, Json(answer))
+    (StatusCode::OK, Json(answer)).into_response()
 }
 
 /// Meta's error object for `code`.

@@ -24,6 +24,7 @@ pub mod replay;
 pub mod retention;
 pub mod statuses;
 pub mod tokens;
+pub mod templates;
 pub mod turns;
 pub mod versions;
 pub mod whatsapp_config;

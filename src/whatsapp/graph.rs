@@ -279,6 +279,48 @@ impl GraphClient {
         self.post_success(credentials, &body).await
     }
 
+    /// GETs `/{version}/{path}` with `query` (the template listing): the answer's
+    /// JSON, or the error, classified as a send's would be.
+    pub async fn get_json(
+        &self,
+        credentials: &Credentials,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Value, GraphError> {
+        let token = credentials
+            .access_token
+            .as_ref()
+            .ok_or(GraphError::NotConfigured("the access token"))?;
+        let version = credentials.api_version.as_deref().unwrap_or(&self.version);
+        let url = format!("{}/{version}/{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token.expose_secret())
+            .query(query)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport_error)?;
+        if status.is_success() {
+            return serde_json::from_str(&text).map_err(|_| GraphError::Unexpected {
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        Err(match serde_json::from_str::<ErrorEnvelope>(&text) {
+            Ok(envelope) => GraphError::Meta {
+                status: status.as_u16(),
+                error: envelope.error,
+            },
+            Err(_) => GraphError::Unexpected {
+                status: status.as_u16(),
+                body: text,
+            },
+        })
+    }
+
     /// POSTs a body Meta answers with `{"success": true}`.
     async fn post_success(
         &self,

@@ -6,4 +6,5 @@ pub mod flows_crypto;
 pub mod graph;
 pub mod outbound;
 pub mod signature;
+pub mod templates;
 pub mod webhook;

@@ -25,6 +25,7 @@ pub mod receipts;
 pub mod recovery;
 pub mod retention;
 pub mod sender;
+pub mod templates;
 pub mod turns;
 
 use std::collections::HashSet;
@@ -206,6 +207,8 @@ impl Pipeline {
             spawn_tracked(&recovery, &kill, poll);
             let maintain = recovery::maintain(ctx.clone(), recovery_stop.clone());
             spawn_tracked(&recovery, &kill, maintain);
+            let sync = templates::run_periodic(ctx.clone(), recovery_stop.clone());
+            spawn_tracked(&recovery, &kill, sync);
             let keep = recovery::keep_leases(ctx.clone(), leases.clone(), keeper_stop.clone());
             spawn_tracked(&keeper, &kill, keep);
         }

@@ -73,6 +73,8 @@ pub struct WebhookRows {
     /// `value.errors[]` of every change, with the change's metadata.
     pub errors: Value,
     pub errors_count: u32,
+    /// `message_template_status_update` changes, applied to `wabot_templates`.
+    pub template_updates: Vec<crate::store::templates::StatusUpdateRow>,
 }
 
 /// A webhook's raw event.
@@ -274,6 +276,12 @@ async fn store_batch(
 
     // The messages of the batch, a wamid once (the first delivery wins; a repeat in
     // the same batch is a duplicate like any other), in Meta's order per webhook.
+    let updates: Vec<_> = batch
+        .iter()
+        .flat_map(|w| w.template_updates.iter().cloned())
+        .collect();
+    crate::store::templates::apply_status_updates(conn, &updates).await?;
+
     let mut seen = HashSet::new();
     let mut inbound: Vec<(usize, &InboundRow)> = Vec::new();
     for (i, webhook) in batch.iter().enumerate() {

@@ -235,6 +235,30 @@ async fn answer(
     }
 }
 
+/// The `message_template_status_update` changes of a webhook, to apply to the
+/// template catalogue in the batch's transaction.
+fn template_updates(envelope: &Envelope) -> Vec<crate::store::templates::StatusUpdateRow> {
+    envelope
+        .entry
+        .iter()
+        .flat_map(|e| e.changes.iter())
+        .filter(|c| c.field == "message_template_status_update")
+        .filter_map(|c| match &c.value {
+            crate::whatsapp::webhook::ChangeValue::Other(v) => {
+                crate::whatsapp::templates::status_update(v)
+            }
+            _ => None,
+        })
+        .map(|u| crate::store::templates::StatusUpdateRow {
+            event: u.event,
+            meta_id: u.meta_id,
+            name: u.name,
+            language: u.language,
+            reason: u.reason,
+        })
+        .collect()
+}
+
 /// sqlx errors are not `Clone`; the copy keeps what the logs and the status code need.
 fn clone_error(e: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Protocol(e.to_string())
@@ -395,6 +419,7 @@ pub fn rows(
         statuses_skipped: 0,
         errors: Value::Array(Vec::new()),
         errors_count: 0,
+        template_updates: template_updates(envelope),
     };
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
     let mut errors = Vec::new();
