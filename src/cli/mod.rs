@@ -9,6 +9,7 @@ mod flows;
 mod fmt;
 mod migrate;
 mod replay;
+mod send;
 mod serve;
 mod simulate;
 mod status;
@@ -96,6 +97,10 @@ pub enum Command {
     /// `remove`, `deliveries`, `resend`.
     #[command(subcommand)]
     Webhook(webhook::Command),
+    /// Send a template to a customer (a conversation the business starts), through
+    /// the outbox of a running `wabot serve`; `--chatbot` places them in a chatbot
+    /// so their reply continues there.
+    Send(send::SendArgs),
     /// Message templates: `sync` reads them from Meta, `list` prints them.
     #[command(subcommand)]
     Templates(templates::Command),
@@ -146,6 +151,7 @@ pub fn main() -> ExitCode {
             Command::Customer(cmd) => customer::run(config, cmd).await,
             Command::Try(args) => try_it::run(config, args).await,
             Command::Templates(cmd) => templates::run(config, cmd).await,
+            Command::Send(args) => send::run(config, args).await,
             Command::Dev(cmd) => dev::run(config, cmd).await,
             Command::Token(cmd) => token::run(config, cmd).await,
             Command::Webhook(cmd) => webhook::run(config, cmd).await,

@@ -264,3 +264,118 @@ pub async fn replace_with_template(
     .await?;
     tx.commit().await
 }
+
+/// A template send the business starts, to store with its send job.
+#[derive(Debug, Clone)]
+pub struct NewSend {
+    /// The business number's phone_number_id.
+    pub business: String,
+    /// The customer's wa_id.
+    pub customer: String,
+    pub message_id: Uuid,
+    /// The Graph API body (`type: template`).
+    pub body: Value,
+}
+
+/// Stores template sends inside the caller's transaction: each customer's
+/// conversation (made when new, as ingest makes it), locked; the outbound
+/// message (a text row naming the template, see [`template_preview`]) and its send
+/// job, business-initiated (never sent to an opted-out customer), leased to `holder`
+/// when `lease` is given. Returns each send's conversation, and the jobs.
+pub async fn enqueue_sends(
+    conn: &mut PgConnection,
+    sends: &[NewSend],
+    holder: &str,
+    lease: Option<std::time::Duration>,
+) -> Result<(Vec<Uuid>, Vec<crate::store::outbox::SendJob>), sqlx::Error> {
+    let pairs: Vec<(String, String)> = sends
+        .iter()
+        .map(|s| (s.business.clone(), s.customer.clone()))
+        .collect();
+    let found = crate::store::ingest::conversations_for(conn, &pairs).await?;
+    let mut conversations = Vec::with_capacity(sends.len());
+    let mut rows = Vec::with_capacity(sends.len());
+    for (send, pair) in sends.iter().zip(&pairs) {
+        let Some(&(conversation, business_user)) = found.get(pair) else {
+            return Err(sqlx::Error::Protocol(format!(
+                "no conversation could be made for +{} on business number {}",
+                pair.1, pair.0
+            )));
+        };
+        conversations.push(conversation);
+        rows.push(crate::store::outbox::OutboundRow {
+            message_id: send.message_id,
+            conversation_id: conversation,
+            sender_user_id: business_user,
+            recipient: send.customer.clone(),
+            kind: "text",
+            content: serde_json::json!({
+                "text": template_preview(&send.body),
+                "template": send.body["template"],
+            }),
+            body: send.body.clone(),
+            business_initiated: true,
+        });
+    }
+    crate::store::lock_conversations(conn, &conversations).await?;
+    let jobs = crate::store::outbox::enqueue_batch(conn, &rows, holder, lease).await?;
+    Ok((conversations, jobs))
+}
+
+/// What [`send_one`] stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendOne {
+    pub conversation_id: Uuid,
+    pub message_id: Uuid,
+    /// The idempotency key had sent it already: nothing new was stored.
+    pub repeated: bool,
+}
+
+/// One template send in one transaction: the message and its unleased send job
+/// (any sender takes it), the idempotency key claimed, and with `context` the
+/// customer placed in a chatbot (the conversation's active context ended first; the
+/// context's conversation id is filled in here) and its version stored.
+pub async fn send_one(
+    pool: &PgPool,
+    send: &NewSend,
+    key: Option<&str>,
+    context: Option<(
+        crate::store::contexts::ContextRow,
+        crate::store::versions::VersionRow,
+    )>,
+) -> Result<SendOne, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let (conversations, _) = enqueue_sends(&mut tx, std::slice::from_ref(send), "", None).await?;
+    let conversation_id = conversations[0];
+    if let Some(key) = key {
+        if let Some((message_id, conversation_id)) =
+            claim_key(&mut tx, key, send.message_id, conversation_id).await?
+        {
+            tx.rollback().await?;
+            return Ok(SendOne {
+                conversation_id,
+                message_id,
+                repeated: true,
+            });
+        }
+    }
+    if let Some((mut row, version)) = context {
+        row.conversation_id = conversation_id;
+        crate::store::contexts::deactivate(
+            &mut tx,
+            conversation_id,
+            "stopped",
+            "restarted",
+            Utc::now(),
+        )
+        .await?;
+        crate::store::versions::insert_batch(&mut tx, &[&version]).await?;
+        crate::store::contexts::save(&mut tx, &row).await?;
+    }
+    tx.commit().await?;
+    Ok(SendOne {
+        conversation_id,
+        message_id: send.message_id,
+        repeated: false,
+    })
+}

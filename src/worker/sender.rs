@@ -327,14 +327,49 @@ impl Sender {
         // Outside the 24-hour window only templates may go; anything else would be
         // refused with 131047, so it fails here without a doomed call. With no
         // recorded customer message the window is unknown, and Meta decides.
-        let free_form = job.body.get("type").and_then(Value::as_str) != Some("template");
+        let replaced;
+        let mut job = job;
+        let mut fallback_problem = None;
         if let Some(last) = job.last_customer_message_at {
+            let free_form = job.body.get("type").and_then(Value::as_str) != Some("template");
             if free_form && now - last > chrono::Duration::hours(24) {
-                let error = json!({
+                // The chatbot's windowClosedTemplate goes in its place, when it has one
+                // (read only here, on this rare path).
+                match crate::worker::templates::window_closed_body(&self.pool, job).await? {
+                    Ok(Some(body)) => {
+                        let why = json!({"reason": WINDOW_CLOSED, "lastCustomerMessageAt": last});
+                        crate::store::templates::replace_with_template(
+                            &self.pool,
+                            job.id,
+                            job.message_id,
+                            &body,
+                            &why,
+                        )
+                        .await?;
+                        crate::metrics::send("window_closed_template");
+                        tracing::info!(message_id = %job.message_id, "{WINDOW_CLOSED}: the windowClosedTemplate is sent instead");
+                        replaced = SendJob {
+                            body,
+                            ..job.clone()
+                        };
+                        job = &replaced;
+                    }
+                    Ok(None) => {}
+                    Err(why) => fallback_problem = Some(why),
+                }
+            }
+        }
+        if let Some(last) = job.last_customer_message_at {
+            let free_form = job.body.get("type").and_then(Value::as_str) != Some("template");
+            if free_form && now - last > chrono::Duration::hours(24) {
+                let mut error = json!({
                     "reason": WINDOW_CLOSED,
                     "message": WINDOW_CLOSED,
                     "lastCustomerMessageAt": last,
                 });
+                if let Some(why) = fallback_problem {
+                    error["fallback"] = json!(why);
+                }
                 self.record(failed(job, job.attempts, &error)).await?;
                 crate::metrics::send("window_closed");
                 tracing::info!(message_id = %job.message_id, "not sent: {WINDOW_CLOSED}");

@@ -108,3 +108,101 @@ pub async fn run_periodic(ctx: Arc<AppContext>, stop: CancellationToken) {
         }
     }
 }
+
+/// Why a template cannot be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// Not in the catalogue (or ambiguous without a language).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("template `{name}` ({language}) is {status}, not APPROVED{}", .reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    NotApproved {
+        name: String,
+        language: String,
+        status: String,
+        reason: Option<String>,
+    },
+    #[error("template `{name}` ({language}): {}", .problems.join("; "))]
+    Parameters {
+        name: String,
+        language: String,
+        problems: Vec<String>,
+    },
+    #[error("cannot read the template catalogue")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The Graph API body sending `message` to `to`, checked against the catalogue: the
+/// template exists in that language (or in one language only, when none is named),
+/// is approved, and the parameters are exactly the ones it takes. The message's
+/// language is set to the one found.
+pub async fn prepare(
+    pool: &PgPool,
+    to: &str,
+    message: &mut templates::TemplateMessage,
+    callback: Option<&str>,
+) -> Result<serde_json::Value, TemplateError> {
+    let language = Some(message.language.as_str()).filter(|l| !l.is_empty());
+    let row = store::find(pool, &message.name, language)
+        .await?
+        .map_err(TemplateError::NotFound)?;
+    if row.status != "APPROVED" {
+        return Err(TemplateError::NotApproved {
+            name: row.name,
+            language: row.language,
+            status: row.status,
+            reason: row.reason,
+        });
+    }
+    let params: templates::Parameters =
+        serde_json::from_value(row.parameters.clone()).unwrap_or_default();
+    let problems = params.check(&message.parameters);
+    if !problems.is_empty() {
+        return Err(TemplateError::Parameters {
+            name: row.name,
+            language: row.language,
+            problems,
+        });
+    }
+    message.language = row.language.clone();
+    Ok(templates::send_body(
+        to,
+        message,
+        &params,
+        &row.parameter_format,
+        callback,
+    ))
+}
+
+/// The chatbot's `metadata.windowClosedTemplate` (`{name, language, parameters}`,
+/// parameters interpolated from the conversation's variables) as the body to send in
+/// place of a message due after the 24-hour window closed: `Ok(None)` when the
+/// chatbot has none, `Err` (why, for the failed message) when it cannot be sent.
+pub async fn window_closed_body(
+    pool: &PgPool,
+    job: &crate::store::outbox::SendJob,
+) -> Result<Result<Option<serde_json::Value>, String>, sqlx::Error> {
+    let Some((fallback, variables)) =
+        store::window_closed_template(pool, job.conversation_id).await?
+    else {
+        return Ok(Ok(None));
+    };
+    let mut message: templates::TemplateMessage = match serde_json::from_value(fallback) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(Err(format!(
+                "the chatbot's windowClosedTemplate is not {{name, language, parameters}}: {e}"
+            )))
+        }
+    };
+    let vars = variables.as_object().cloned().unwrap_or_default();
+    for value in message.parameters.values_mut() {
+        *value = crate::engine::vars::render(value, &vars);
+    }
+    let callback = crate::whatsapp::outbound::callback_data(job.message_id);
+    match prepare(pool, &job.recipient, &mut message, Some(&callback)).await {
+        Ok(body) => Ok(Ok(Some(body))),
+        Err(TemplateError::Database(e)) => Err(e),
+        Err(e) => Ok(Err(format!("the windowClosedTemplate cannot be sent: {e}"))),
+    }
+}

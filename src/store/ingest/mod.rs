@@ -385,6 +385,50 @@ async fn store_batch(
     })
 }
 
+/// The conversation of each (business number, customer phone number) pair, and the
+/// business number's user: made (users, conversation, key) as ingest makes them when
+/// the customer writes first, for a send the business starts (templates,
+/// campaigns).
+pub async fn conversations_for(
+    conn: &mut PgConnection,
+    pairs: &[(String, String)],
+) -> Result<HashMap<(String, String), (Uuid, Uuid)>, sqlx::Error> {
+    let rows: Vec<InboundRow> = pairs
+        .iter()
+        .map(|(business, customer)| InboundRow {
+            business: business.clone(),
+            customer: customer.clone(),
+            ids: None,
+            customer_name: customer.clone(),
+            rename: false,
+            wamid: String::new(),
+            db_type: "text",
+            content: Value::Null,
+            at: chrono::Utc::now(),
+            preview: String::new(),
+            reacted_wamid: None,
+            turn: false,
+            echo: false,
+        })
+        .collect();
+    let inbound: Vec<(usize, &InboundRow)> = rows.iter().enumerate().collect();
+    let parties = resolve_users(conn, &inbound).await?;
+    let conversations = resolve_conversations(conn, &inbound, &parties).await?;
+    update_users(conn, &parties).await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for ((_, m), customer) in inbound.iter().zip(&parties.customers) {
+        let conversation = conversations.get(&(m.business.as_str(), *customer));
+        let business = parties.businesses.get(&m.business);
+        if let (Some(&conversation), Some(&business)) = (conversation, business) {
+            found.insert(
+                (m.business.clone(), m.customer.clone()),
+                (conversation, business),
+            );
+        }
+    }
+    Ok(found)
+}
+
 /// The users of a batch: each business number's, and each message's customer.
 struct Parties {
     /// Business phone_number_id → users.id.
