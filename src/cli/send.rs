@@ -52,7 +52,7 @@ pub fn parse_param(s: &str) -> Result<(String, String), String> {
 }
 
 pub async fn run(config: Config, args: SendArgs) -> anyhow::Result<ExitCode> {
-    let pool = store::connect_existing(&config)
+    let pool = store::connect_existing_as_wabot(&config)
         .await
         .context("cannot connect to the database (DATABASE_URL)")?;
     let credentials = CredentialStore::new(pool.clone(), config.whatsapp.clone());

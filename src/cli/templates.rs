@@ -69,11 +69,10 @@ pub async fn run(config: Config, cmd: Command) -> anyhow::Result<ExitCode> {
                 }
                 let reason = t.reason.map(|r| format!(" ({r})")).unwrap_or_default();
                 println!(
-                    "{:<32} {:<8} {:<10}{} {:<14} params: {}",
+                    "{:<32} {:<8} {:<10} {:<14} params: {}",
                     t.name,
                     t.language,
-                    t.status,
-                    reason,
+                    format!("{}{reason}", t.status),
                     t.category.unwrap_or_default(),
                     if keys.is_empty() {
                         "none".to_owned()

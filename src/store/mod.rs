@@ -148,6 +148,17 @@ pub async fn connect_existing(config: &Config) -> Result<PgPool, sqlx::Error> {
         .await
 }
 
+/// Opens a small pool on an existing database with wabot's connection options, for
+/// commands that write wabot's own messages (`wabot send`, `wabot campaign`): a
+/// message written without them would read as an agent's (see [`connect_options`]).
+pub async fn connect_existing_as_wabot(config: &Config) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
+        .connect_with(connect_options(&config.database_url)?)
+        .await
+}
+
 /// Creates the database named in `url` when it is missing, connecting to the
 /// server's `postgres` maintenance database to do so.
 pub async fn create_database_if_missing(url: &str) -> Result<(), sqlx::Error> {

@@ -55,6 +55,8 @@ pub async fn replace_all(pool: &PgPool, rows: &[TemplateRow]) -> Result<(u64, u6
                                       parameter_format, components, parameters) \
          SELECT DISTINCT ON (name, language) * FROM unnest($1::text[], $2::text[], $3::text[], \
                 $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[]) \
+             AS u(name, language, meta_id, category, status, parameter_format, components, \
+                  parameters) \
          ON CONFLICT (name, language) DO UPDATE SET meta_id = excluded.meta_id, \
              category = excluded.category, status = excluded.status, \
              parameter_format = excluded.parameter_format, components = excluded.components, \

@@ -7,6 +7,7 @@ mod kinds;
 mod people;
 mod receipts;
 mod reliability;
+mod templates;
 mod versions;
 
 use std::time::Duration;
