@@ -136,58 +136,91 @@ pub async fn placed_context(
     placement: &Placement,
     customer: &str,
 ) -> Result<(store::contexts::ContextRow, store::versions::VersionRow), SendError> {
-    let id = placement.chatbot_id;
-    let row = store::chatbots::load(pool, id)
-        .await?
-        .ok_or_else(|| SendError::Chatbot(format!("no chatbot {id}")))?;
-    let hash = engine::version::hash(&row.nodes, &row.edges, row.metadata.as_ref());
-    let bot = engine::compile(&row.to_doc())
-        .map_err(|errors| {
-            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let placer = Placer::new(pool, config, placement).await?;
+    Ok((placer.context(customer), placer.version.clone()))
+}
+
+/// A placement checked once (the chatbot compiled, the node found), for the contexts
+/// of many customers (a campaign's).
+pub struct Placer {
+    bot: engine::CompiledChatbot,
+    pub version: store::versions::VersionRow,
+    node_id: String,
+    status: ContextStatus,
+    ttl: chrono::Duration,
+}
+
+impl Placer {
+    pub async fn new(
+        pool: &PgPool,
+        config: &Config,
+        placement: &Placement,
+    ) -> Result<Placer, SendError> {
+        let id = placement.chatbot_id;
+        let row = store::chatbots::load(pool, id)
+            .await?
+            .ok_or_else(|| SendError::Chatbot(format!("no chatbot {id}")))?;
+        let hash = engine::version::hash(&row.nodes, &row.edges, row.metadata.as_ref());
+        let bot = engine::compile(&row.to_doc())
+            .map_err(|errors| {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                SendError::Chatbot(format!(
+                    "chatbot {id} does not compile: {}",
+                    errors.join("; ")
+                ))
+            })?
+            .0
+            .with_version(hash.clone());
+        let node_id = placement
+            .node
+            .clone()
+            .unwrap_or_else(|| bot.start_id().to_owned());
+        let index = bot.find(&node_id).ok_or_else(|| {
             SendError::Chatbot(format!(
-                "chatbot {id} does not compile: {}",
-                errors.join("; ")
+                "chatbot {id} (`{}`) has no node `{node_id}`",
+                row.name
             ))
-        })?
-        .0
-        .with_version(hash.clone());
-    let node_id = placement
-        .node
-        .clone()
-        .unwrap_or_else(|| bot.start_id().to_owned());
-    let index = bot.find(&node_id).ok_or_else(|| {
-        SendError::Chatbot(format!(
-            "chatbot {id} (`{}`) has no node `{node_id}`",
-            row.name
-        ))
-    })?;
-    let who = Customer {
-        phone: customer.to_owned(),
-        name: None,
-    };
-    let mut context = engine::Context::start(Uuid::new_v4(), Uuid::nil(), id, &bot, &who);
-    context.current_node_id = node_id;
-    context.status = match bot.node(index).kind {
-        NodeKind::Question(_) => ContextStatus::WaitingInput,
-        _ => ContextStatus::Running,
-    };
-    // A reply after the context's time to live starts the chatbot afresh, as a
-    // late reply to any question does.
-    let ttl = chrono::Duration::seconds(config.engine.context_ttl_secs.max(1) as i64);
-    let deadline = Utc::now() + ttl;
-    let mut state = context.state();
-    state.deadline = Some(deadline);
-    context.set_state(&state);
-    context.expires_at = Some(deadline);
-    let version = store::versions::VersionRow {
-        chatbot_id: id,
-        hash,
-        name: row.name.clone(),
-        nodes: row.nodes,
-        edges: row.edges,
-        metadata: row.metadata,
-    };
-    Ok((crate::worker::turns::context_to_row(&context), version))
+        })?;
+        let status = match bot.node(index).kind {
+            NodeKind::Question(_) => ContextStatus::WaitingInput,
+            _ => ContextStatus::Running,
+        };
+        Ok(Placer {
+            bot,
+            version: store::versions::VersionRow {
+                chatbot_id: id,
+                hash,
+                name: row.name.clone(),
+                nodes: row.nodes,
+                edges: row.edges,
+                metadata: row.metadata,
+            },
+            node_id,
+            status,
+            ttl: chrono::Duration::seconds(config.engine.context_ttl_secs.max(1) as i64),
+        })
+    }
+
+    /// The new context of `customer`: a question node waits for their reply, any
+    /// other node runs when they reply.
+    pub fn context(&self, customer: &str) -> store::contexts::ContextRow {
+        let who = Customer {
+            phone: customer.to_owned(),
+            name: None,
+        };
+        let id = self.version.chatbot_id;
+        let mut context = engine::Context::start(Uuid::new_v4(), Uuid::nil(), id, &self.bot, &who);
+        context.current_node_id = self.node_id.clone();
+        context.status = self.status;
+        // A reply after the context's time to live starts the chatbot afresh, as a
+        // late reply to any question does.
+        let deadline = Utc::now() + self.ttl;
+        let mut state = context.state();
+        state.deadline = Some(deadline);
+        context.set_state(&state);
+        context.expires_at = Some(deadline);
+        crate::worker::turns::context_to_row(&context)
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The `wabot` command line: parse, load the configuration, dispatch.
 
+mod campaign;
 mod chatbot;
 mod conversation;
 mod customer;
@@ -101,6 +102,10 @@ pub enum Command {
     /// the outbox of a running `wabot serve`; `--chatbot` places them in a chatbot
     /// so their reply continues there.
     Send(send::SendArgs),
+    /// Campaigns: a template to a CSV list of customers, paced and durable
+    /// (`start`, `status`, `list`, `pause`, `resume`, `cancel`).
+    #[command(subcommand)]
+    Campaign(campaign::Command),
     /// Message templates: `sync` reads them from Meta, `list` prints them.
     #[command(subcommand)]
     Templates(templates::Command),
@@ -152,6 +157,7 @@ pub fn main() -> ExitCode {
             Command::Try(args) => try_it::run(config, args).await,
             Command::Templates(cmd) => templates::run(config, cmd).await,
             Command::Send(args) => send::run(config, args).await,
+            Command::Campaign(cmd) => campaign::run(config, cmd).await,
             Command::Dev(cmd) => dev::run(config, cmd).await,
             Command::Token(cmd) => token::run(config, cmd).await,
             Command::Webhook(cmd) => webhook::run(config, cmd).await,

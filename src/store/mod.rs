@@ -9,6 +9,7 @@
 //! This module is the one seam where a second storage backend could plug in.
 
 pub mod api;
+pub mod campaigns;
 pub mod chatbots;
 pub mod contexts;
 pub mod datasources;

@@ -18,6 +18,7 @@
 //! committed; every lease not finished is handed back.
 
 pub mod events;
+pub mod campaigns;
 pub mod ingest;
 pub mod monitor;
 pub mod rate_limit;
@@ -207,6 +208,8 @@ impl Pipeline {
             spawn_tracked(&recovery, &kill, poll);
             let maintain = recovery::maintain(ctx.clone(), recovery_stop.clone());
             spawn_tracked(&recovery, &kill, maintain);
+            let campaigns = campaigns::run(ctx.clone(), sender.sink.clone(), recovery_stop.clone());
+            spawn_tracked(&recovery, &kill, campaigns);
             let sync = templates::run_periodic(ctx.clone(), recovery_stop.clone());
             spawn_tracked(&recovery, &kill, sync);
             let keep = recovery::keep_leases(ctx.clone(), leases.clone(), keeper_stop.clone());
