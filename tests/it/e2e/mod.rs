@@ -1,6 +1,7 @@
 //! The running engine end to end: signed webhooks in, the chatbot's replies out
 //! through a fake Graph API on loopback, the database checked after every step.
 
+mod campaigns;
 mod conversations;
 mod customers;
 mod kinds;
