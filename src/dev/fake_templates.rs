@@ -24,6 +24,8 @@ pub struct Templates {
     hang: AtomicBool,
     /// Listing requests served (pages).
     pub pages_served: AtomicUsize,
+    /// Template sends refused with an injected failure.
+    pub refused: AtomicUsize,
 }
 
 impl Default for Templates {
@@ -34,6 +36,7 @@ impl Default for Templates {
             failures: Mutex::new(VecDeque::new()),
             hang: AtomicBool::new(false),
             pages_served: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
         }
     }
 }
@@ -97,6 +100,7 @@ pub async fn intercept(fake: &FakeGraph, body: &Value) -> Option<Response> {
         std::future::pending::<()>().await;
     }
     let code = t.failures.lock().ok()?.pop_front()?;
+    t.refused.fetch_add(1, Ordering::Relaxed);
     let (status, message) = match code {
         130429 => (StatusCode::TOO_MANY_REQUESTS, "Rate limit hit"),
         131056 => (
