@@ -53,7 +53,7 @@ impl Templates {
     /// The next `n` template sends are refused with Meta's error `code`.
     pub fn fail_next(&self, n: usize, code: i64) {
         if let Ok(mut f) = self.failures.lock() {
-            f.extend(std::iter::repeat_n(code, n));
+            f.extend(std::iter::repeat(code).take(n));
         }
     }
 
