@@ -260,6 +260,9 @@ pub fn test_config(database_url: &str) -> Config {
     config.whatsapp.graph_api_base = "http://127.0.0.1:9".to_owned();
     config.worker.enabled = false;
     config.worker.poll_interval_ms = 50;
+    // No template sync at startup: it would be a Graph API call tests do not expect
+    // (tests/it/e2e/templates.rs turns it on where it is the subject).
+    config.worker.templates_sync_secs = 0;
     config.server.shutdown_timeout_secs = 5;
     config.datasource.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
     config

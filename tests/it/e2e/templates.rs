@@ -51,8 +51,6 @@ pub async fn daemon(fake: &FakeGraph, url: &str, configure: impl FnOnce(&mut Con
         c.worker.send_retry_base_ms = 10;
         c.worker.send_rate_per_sec = 1000;
         c.worker.lease_secs = 5;
-        // The tests sync when they mean to (the periodic sync has a test of its own).
-        c.worker.templates_sync_secs = 0;
         configure(c);
     })
     .await;
@@ -469,4 +467,15 @@ async fn wabot_send_places_the_customer_in_a_chatbot_and_a_key_sends_once() {
     assert_ne!(code, 0);
     assert!(err.contains("opted out"), "{err}");
     assert_eq!(fake.inbox(CUSTOMER).len(), 2);
+}
+
+#[tokio::test]
+async fn the_daemon_syncs_the_catalogue_at_start_and_every_interval() {
+    let (fake, url) = fake_meta(false, 3).await;
+    fake.templates.set(catalogue()[..2].to_vec(), 3);
+    let app = daemon(&fake, &url, |c| c.worker.templates_sync_secs = 1).await;
+    eventually(&app.pool, "SELECT count(*) FROM wabot_templates", 2).await;
+    // Meta approves more: the next round brings them.
+    fake.templates.set(catalogue(), 3);
+    eventually(&app.pool, "SELECT count(*) FROM wabot_templates", 7).await;
 }
