@@ -69,5 +69,9 @@ CREATE TABLE IF NOT EXISTS public.wabot_campaign_recipients (
 );
 CREATE INDEX IF NOT EXISTS wabot_campaign_recipients_pending
     ON public.wabot_campaign_recipients (campaign_id, n) WHERE state = 'pending';
+-- The campaign stage's look at its recent sends (throttling, the messaging limit)
+-- reads the recently queued only, however long the list.
+CREATE INDEX IF NOT EXISTS wabot_campaign_recipients_recent
+    ON public.wabot_campaign_recipients (campaign_id, queued_at) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS wabot_campaign_recipients_message
     ON public.wabot_campaign_recipients (message_id) WHERE message_id IS NOT NULL;

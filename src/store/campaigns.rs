@@ -162,20 +162,22 @@ pub async fn set_state(
 }
 
 /// The campaign's sends not finished yet, and how many of them Meta throttled
-/// (130429, 131056) at their last attempt.
+/// (130429, 131056) at their last attempt. Read from the open send jobs (few: the
+/// stage keeps about two seconds of sends outstanding), not the recipients.
 pub async fn outstanding(pool: &PgPool, id: i64) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
         "SELECT count(*), \
                 count(*) FILTER (WHERE j.last_error ->> 'code' IN ('130429', '131056')) \
-         FROM wabot_campaign_recipients r JOIN send_jobs j ON j.message_id = r.message_id \
-         WHERE r.campaign_id = $1 AND r.state = 'queued' AND j.done_at IS NULL",
+         FROM send_jobs j JOIN wabot_campaign_recipients r ON r.message_id = j.message_id \
+         WHERE j.done_at IS NULL AND r.campaign_id = $1 AND r.state = 'queued'",
     )
     .bind(id)
     .fetch_one(pool)
     .await
 }
 
-/// When a send of the campaign failed on the number's messaging limit (131048),
+/// When a send of the campaign failed on the number's messaging limit (131048) (a
+/// permanent error: it fails at its first call, so the recently queued are read),
 /// pauses the campaign with the reason and puts the recipients Meta refused back
 /// to `pending` (nothing reached them), for `resume`. Returns the reason.
 pub async fn pause_on_limit(pool: &PgPool, id: i64) -> Result<Option<String>, sqlx::Error> {
@@ -185,7 +187,8 @@ pub async fn pause_on_limit(pool: &PgPool, id: i64) -> Result<Option<String>, sq
          SET state = 'pending', message_id = NULL, conversation_id = NULL, queued_at = NULL, \
              reason = 'refused by Meta (131048), to send again' \
          FROM send_jobs j \
-         WHERE r.campaign_id = $1 AND r.state = 'queued' AND j.message_id = r.message_id \
+         WHERE r.campaign_id = $1 AND r.state = 'queued' \
+           AND r.queued_at > now() - interval '15 minutes' AND j.message_id = r.message_id \
            AND j.done_at IS NOT NULL AND j.last_error ->> 'code' = '131048' \
          RETURNING r.n, coalesce(j.last_error ->> 'message', '')",
     )

@@ -252,7 +252,7 @@ pub async fn replace_with_template(
         .await?;
     sqlx::query(
         "UPDATE messages SET type = 'text', \
-             content = jsonb_build_object('text', $4::text, \
+             content = jsonb_build_object('text', $4::text, 'body', $4::text, \
                                           'template', $2::jsonb -> 'template', \
                                           'replaced', content, 'replacedBecause', $3::jsonb), \
              \"updatedAt\" = now() \
@@ -311,7 +311,9 @@ pub async fn enqueue_sends(
             sender_user_id: business_user,
             recipient: send.customer.clone(),
             kind: "text",
+            // `body` and `text`, as wabot stores a text reply.
             content: serde_json::json!({
+                "body": template_preview(&send.body),
                 "text": template_preview(&send.body),
                 "template": send.body["template"],
             }),
