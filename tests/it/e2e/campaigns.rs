@@ -265,3 +265,67 @@ async fn meta_s_messaging_limit_pauses_a_campaign_until_it_is_resumed() {
     assert_ne!(code, 0);
     assert!(err.contains("is finished"), "{err}");
 }
+
+#[tokio::test]
+async fn a_running_campaign_never_holds_up_a_chatbot_s_reply() {
+    let (fake, url) = fake_meta(false, 100).await;
+    // A number allowed 25 messages a second: the campaign may take 20 of them.
+    let app = daemon(&fake, &url, |c| c.worker.send_rate_per_sec = 25).await;
+    sync(&app).await;
+    install_chatbot(
+        &app.pool,
+        &load_json(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/e2e/echo-loop.json"
+        ))),
+    )
+    .await;
+    let (csv, _) = recipients_csv(200);
+    let file = write_temp(&csv);
+    let (code, out, err) = wabot_cli(
+        &app,
+        &url,
+        &[
+            "campaign",
+            "start",
+            "--template",
+            "appointment_reminder",
+            "--language",
+            "en_US",
+            "--recipients",
+            file.as_str(),
+            "--rate",
+            "100",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fake.accepted.load(std::sync::atomic::Ordering::Relaxed) < 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the campaign did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A customer writes while most of the campaign is still to go.
+    let asked = std::time::Instant::now();
+    let body = messages_webhook(CUSTOMER, CUSTOMER_NAME, vec![text("wamid.RF1", "start")]);
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    let reply = inbox(&fake, CUSTOMER, 1).await;
+    let took = asked.elapsed();
+    assert_eq!(reply[0]["text"]["body"], "Say something");
+    assert!(took < Duration::from_secs(2), "the reply took {took:?}");
+    let status = status_json(&app, &url, &id).await;
+    assert!(
+        status["pending"].as_i64().unwrap() > 50,
+        "the campaign was still going: {status}"
+    );
+}
