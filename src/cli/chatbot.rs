@@ -64,8 +64,33 @@ pub async fn run(config: Config, cmd: ChatbotCommand) -> anyhow::Result<ExitCode
     match cmd {
         ChatbotCommand::Validate { files } => {
             let mut failed = false;
+            let mut catalogue: Option<Result<Vec<store::templates::TemplateRow>, String>> = None;
             for file in files {
-                failed |= !validate(&file);
+                let Some(bot) = validate(&file) else {
+                    failed = true;
+                    continue;
+                };
+                let uses = template_uses(&bot);
+                if uses.is_empty() {
+                    continue;
+                }
+                // The catalogue is read once, only when a chatbot sends templates.
+                if catalogue.is_none() {
+                    catalogue = Some(read_catalogue(&config).await);
+                }
+                match catalogue.as_ref() {
+                    Some(Ok(rows)) => {
+                        for problem in check_templates(&uses, rows) {
+                            println!("{}: error: {problem}", file.display());
+                            failed = true;
+                        }
+                    }
+                    Some(Err(why)) => println!(
+                        "{}: warning: its templates were not checked against the catalogue: {why}",
+                        file.display()
+                    ),
+                    None => {}
+                }
             }
             Ok(if failed {
                 ExitCode::FAILURE
@@ -201,13 +226,112 @@ pub fn read_doc(file: &Path) -> anyhow::Result<ChatbotDoc> {
 fn validate(file: &Path) -> bool {
     let report = match read_json(file) {
         Ok(value) => chatbots::validate(&value),
+/// A template a chatbot sends: its node, what it names, and the parameters a
+/// buttons question fills itself (its buttons' ids as quick-reply payloads).
+struct TemplateUse {
+    node: String,
+    spec: crate::engine::node::TemplateSpec,
+    implied: Vec<String>,
+}
+
+fn template_uses(bot: &CompiledChatbot) -> Vec<TemplateUse> {
+    use crate::engine::node::NodeKind;
+    bot.nodes()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Message(m) => m.template.as_ref().map(|t| TemplateUse {
+                node: n.id.clone(),
+                spec: (**t).clone(),
+                implied: Vec::new(),
+            }),
+            NodeKind::Question(q) => q.template.as_ref().map(|t| TemplateUse {
+                node: n.id.clone(),
+                spec: (**t).clone(),
+                implied: (0..q.buttons.len())
+                    .map(|i| format!("button.{i}"))
+                    .collect(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn read_catalogue(config: &Config) -> Result<Vec<store::templates::TemplateRow>, String> {
+    let pool = store::connect_existing(config)
+        .await
+        .map_err(|e| format!("cannot connect to the database (DATABASE_URL): {e}"))?;
+    store::templates::list(&pool)
+        .await
+        .map_err(|e| format!("cannot read wabot_templates (is the database migrated?): {e}"))
+}
+
+/// Each use against the synced catalogue: the template exists in that language, is
+/// approved, and the parameters are the ones it takes.
+fn check_templates(uses: &[TemplateUse], rows: &[store::templates::TemplateRow]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for u in uses {
+        let (name, language) = (&u.spec.name, &u.spec.language);
+        let Some(row) = rows
+            .iter()
+            .find(|r| &r.name == name && &r.language == language)
+        else {
+            problems.push(format!(
+                "node `{}`: template `{name}` ({language}) is not in the catalogue (`wabot \
+                 templates sync`?)",
+                u.node
+            ));
+            continue;
+        };
+        if row.status != "APPROVED" {
+            problems.push(format!(
+                "node `{}`: template `{name}` ({language}) is {}, not APPROVED",
+                u.node, row.status
+            ));
+        }
+        let params: crate::whatsapp::templates::Parameters =
+            serde_json::from_value(row.parameters.clone()).unwrap_or_default();
+        let mut given: std::collections::BTreeMap<String, String> =
+            u.spec.parameters.iter().cloned().collect();
+        for key in &u.implied {
+            given.entry(key.clone()).or_default();
+        }
+        for p in params.check(&given) {
+            problems.push(format!("node `{}`: template `{name}`: {p}", u.node));
+        }
+    }
+    problems
+}
+
+fn validate(file: &Path) -> Option<CompiledChatbot> {
+    let doc = match read_doc(file) {
+        Ok(doc) => doc,
         Err(e) => {
             println!("{}: error: {e:#}", file.display());
-            return false;
+            return None;
         }
     };
     for w in &report.warnings {
         println!("{}: warning: {w}", file.display());
+    match compile(&doc) {
+        Ok((bot, warnings)) => {
+            for w in &warnings {
+                println!("{}: warning: {w}", file.display());
+            }
+            println!(
+                "{}: ok: \"{}\", {}, {}",
+                file.display(),
+                bot.name(),
+                count(bot.node_count(), "node"),
+                count(warnings.len(), "warning")
+            );
+            Some(bot)
+        }
+        Err(errors) => {
+            for e in &errors {
+                println!("{}: error: {e}", file.display());
+            }
+            println!("{}: {}", file.display(), count(errors.len(), "error"));
+            None
+        }
     }
     for e in &report.errors {
         println!("{}: error: {e}", file.display());

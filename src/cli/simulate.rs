@@ -482,6 +482,16 @@ impl Simulator {
                 println!("bot> {}", body.replace('\n', "\n     "));
                 println!("     [Send location] answer with /location LAT LNG [NAME]");
             }
+            Outgoing::Template {
+                name,
+                language,
+                parameters,
+            } => {
+                println!("bot> [template {name} ({language})]");
+                for (k, v) in parameters {
+                    println!("     {k}: {v}");
+                }
+            }
         }
     }
 }

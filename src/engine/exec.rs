@@ -405,6 +405,11 @@ impl<H: HttpClient> Turn<'_, H> {
     fn message(&mut self, m: &MessageNode) -> Value {
         let vars = &self.ctx.variables;
         let text = |t: &str| render(t, vars);
+        if let Some(template) = &m.template {
+            self.sends
+                .push(super::outgoing::template(template, vars, &[]));
+            return json!({});
+        }
         if let Some(cta) = &m.cta {
             let body = text(cta.text.as_deref().unwrap_or(&m.content));
             let url = match render_link(&cta.url, vars) {

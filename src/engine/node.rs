@@ -97,6 +97,18 @@ pub struct MessageNode {
     pub media: Option<Box<MediaSpec>>,
     /// wabot: `data.ctaUrl`.
     pub cta: Option<Box<CtaSpec>>,
+    /// wabot: `data.template`: an approved template sent instead of the text.
+    pub template: Option<Box<TemplateSpec>>,
+}
+
+/// wabot: a message template (`data.template: {name, language, parameters}`) a
+/// message node, or a buttons question, sends; each parameter is interpolated when
+/// sent. Its keys are those of `wabot send --param` (see whatsapp::templates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateSpec {
+    pub name: String,
+    pub language: String,
+    pub parameters: Vec<(String, String)>,
 }
 
 /// wabot: media a message node sends; every text is interpolated when sent.
@@ -163,6 +175,10 @@ pub struct QuestionNode {
     /// wabot: how long the question waits before following `timeout`.
     pub timeout_secs: Option<u64>,
     pub timeout_message: Option<String>,
+    /// wabot: on a buttons question, `data.template`: the question is asked with a
+    /// template whose quick-reply buttons answer it (their payloads are the
+    /// buttons' ids unless the template's `button.N` says otherwise).
+    pub template: Option<Box<TemplateSpec>>,
 }
 
 /// Choices taken from an array variable at run time.

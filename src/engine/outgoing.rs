@@ -6,6 +6,24 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A template as sent: its parameters rendered with `vars`.
+pub fn template(
+    spec: &super::node::TemplateSpec,
+    vars: &serde_json::Map<String, Value>,
+    defaults: &[(String, String)],
+) -> Outgoing {
+    let mut parameters: std::collections::BTreeMap<String, String> =
+        defaults.iter().cloned().collect();
+    for (k, v) in &spec.parameters {
+        parameters.insert(k.clone(), super::vars::render(v, vars));
+    }
+    Outgoing::Template {
+        name: spec.name.clone(),
+        language: spec.language.clone(),
+        parameters,
+    }
+}
+
 /// One message a turn sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -74,6 +92,14 @@ pub enum Outgoing {
     LocationRequest {
         body: String,
     },
+    /// wabot: an approved message template by name and language, its parameters
+    /// (interpolated) by key, as `wabot send --param` names them. Meta's
+    /// components are made from the synced catalogue when it is sent.
+    Template {
+        name: String,
+        language: String,
+        parameters: std::collections::BTreeMap<String, String>,
+    },
 }
 
 impl Outgoing {
@@ -87,6 +113,7 @@ impl Outgoing {
             | Outgoing::CtaUrl { body, .. }
             | Outgoing::LocationRequest { body } => body,
             Outgoing::Media { caption, .. } => caption.as_deref().unwrap_or_default(),
+            Outgoing::Template { name, .. } => name,
         }
     }
 }

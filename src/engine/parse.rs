@@ -13,7 +13,7 @@ use super::limits::{
 use super::node::{
     Auth, Condition, ConditionNode, ContentType, CtaSpec, DynamicSource, FlowNode, KindRule,
     MediaSpec, MessageNode, NodeKind, Operator, QuestionNode, QuestionType, RestApiNode, Rule,
-    Validation, DEFAULT_MAX_RETRIES,
+    TemplateSpec, Validation, DEFAULT_MAX_RETRIES,
 };
 use super::outgoing::{Choice, FlowAction, ListSection, MediaType};
 use super::validate::Problem;
@@ -70,9 +70,22 @@ fn message(data: Fields<'_>, problems: &mut Vec<Problem>) -> MessageNode {
             reason: "a message node sends `media` or `ctaUrl`, not both".to_owned(),
         });
     }
-    // A `media` or `ctaUrl` with its own errors still frees `content`: one mistake,
-    // one error.
-    let rich = data.get("media").is_some() || data.get("ctaUrl").is_some();
+    let template = data
+        .get("template")
+        .and_then(|t| template(t, problems))
+        .map(Box::new);
+    if template.is_some() && (media.is_some() || cta.is_some()) {
+        problems.push(Problem::InvalidField {
+            field: "template",
+            reason: "a message node sends a `template`, `media` or `ctaUrl`, one of them"
+                .to_owned(),
+        });
+    }
+    // A `media`, `ctaUrl` or `template` with its own errors still frees `content`:
+    // one mistake, one error.
+    let rich = data.get("media").is_some()
+        || data.get("ctaUrl").is_some()
+        || data.get("template").is_some();
     let content = match (&media, &cta) {
         (None, None) if !rich => required(data, "content", problems),
         (_, Some(c)) if c.text.is_none() => {
@@ -88,7 +101,57 @@ fn message(data: Fields<'_>, problems: &mut Vec<Problem>) -> MessageNode {
         content: content.unwrap_or_default(),
         media,
         cta,
+        template,
     }
+}
+
+/// wabot: `data.template: {name, language, parameters}`; parameter values are
+/// text (numbers are taken as written).
+fn template(value: &serde_json::Value, problems: &mut Vec<Problem>) -> Option<TemplateSpec> {
+    let invalid = |reason: &str| Problem::InvalidField {
+        field: "template",
+        reason: reason.to_owned(),
+    };
+    let Some(object) = value.as_object() else {
+        problems.push(invalid("must be an object: {name, language, parameters}"));
+        return None;
+    };
+    let t = Fields(object);
+    let name = t
+        .string("name")
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    let language = t
+        .string("language")
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty());
+    let (Some(name), Some(language)) = (name, language) else {
+        problems.push(invalid("needs a `name` and a `language` (`en_US`)"));
+        return None;
+    };
+    let mut parameters = Vec::new();
+    match object.get("parameters") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (k, v) in map {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    _ => {
+                        problems.push(invalid(&format!("parameter `{k}` must be text")));
+                        continue;
+                    }
+                };
+                parameters.push((k.clone(), text));
+            }
+        }
+        Some(_) => problems.push(invalid("`parameters` must be an object of KEY: text")),
+    }
+    Some(TemplateSpec {
+        name,
+        language,
+        parameters,
+    })
 }
 
 /// Whether a text is literally longer than `max` characters (interpolated texts
@@ -322,7 +385,26 @@ fn question(data: Fields<'_>, problems: &mut Vec<Problem>) -> QuestionNode {
             .flatten(),
         timeout_secs: data.u64("timeoutSeconds").filter(|s| *s > 0),
         timeout_message: data.string("timeoutMessage"),
+        template: question_template(data, question_type, problems),
     }
+}
+
+/// A question's `data.template`: buttons questions only.
+fn question_template(
+    data: Fields<'_>,
+    question_type: QuestionType,
+    problems: &mut Vec<Problem>,
+) -> Option<Box<TemplateSpec>> {
+    let value = data.get("template")?;
+    if question_type != QuestionType::Buttons {
+        problems.push(Problem::InvalidField {
+            field: "template",
+            reason: "only a buttons question is asked with a template (its quick replies)"
+                .to_owned(),
+        });
+        return None;
+    }
+    template(value, problems).map(Box::new)
 }
 
 fn buttons(data: Fields<'_>, problems: &mut Vec<Problem>) -> Vec<Choice> {

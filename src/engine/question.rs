@@ -53,6 +53,15 @@ pub fn ask(q: &QuestionNode, vars: &Map<String, Value>) -> Outgoing {
             if buttons.is_empty() {
                 return text(body);
             }
+            if let Some(template) = &q.template {
+                // Asked with a template: its quick replies carry the buttons' ids.
+                let payloads: Vec<(String, String)> = buttons
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (format!("button.{i}"), b.id.clone()))
+                    .collect();
+                return super::outgoing::template(template, vars, &payloads);
+            }
             Outgoing::Buttons {
                 header,
                 body: cut(&body, INTERACTIVE_BODY),

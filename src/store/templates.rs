@@ -383,3 +383,13 @@ pub async fn send_one(
         repeated: false,
     })
 }
+
+/// Keeps a send job's finished body (a chatbot's template made into Meta's shape).
+pub async fn set_job_body(pool: &PgPool, job_id: i64, body: &Value) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE send_jobs SET body = $2 WHERE id = $1 AND done_at IS NULL")
+        .bind(job_id)
+        .bind(body)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -54,6 +54,19 @@ pub fn graph_body(to: &str, msg: &Outgoing) -> Value {
             body["type"] = json!(media.as_str());
             body[media.as_str()] = media_object(msg);
         }
+        // A chatbot's template: Meta's components depend on the template (which
+        // parameter is a header's, a button's, named or positional), so its
+        // parameters wait under `UNRESOLVED_PARAMETERS` for the sender, which
+        // finishes the body from the synced catalogue (whatsapp::templates).
+        Outgoing::Template {
+            name,
+            language,
+            parameters,
+        } => {
+            body["type"] = json!("template");
+            body["template"] = json!({"name": name, "language": {"code": language}});
+            body[super::templates::UNRESOLVED_PARAMETERS] = json!(parameters);
+        }
         other => {
             body["type"] = json!("interactive");
             body["interactive"] = interactive(other);
@@ -102,7 +115,7 @@ pub fn media_object(msg: &Outgoing) -> Value {
 /// The `interactive` object of an interactive message (`Value::Null` for text).
 pub fn interactive(msg: &Outgoing) -> Value {
     match msg {
-        Outgoing::Text { .. } | Outgoing::Media { .. } => Value::Null,
+        Outgoing::Text { .. } | Outgoing::Media { .. } | Outgoing::Template { .. } => Value::Null,
         Outgoing::Buttons {
             header,
             body,

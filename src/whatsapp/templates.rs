@@ -259,6 +259,11 @@ pub fn variables(text: &str) -> Vec<String> {
     names
 }
 
+/// The key of a Graph API body whose template parameters are still by key (a
+/// chatbot's template, see `outbound::graph_body`): never sent to Meta, the sender
+/// replaces the body with [`send_body`]'s first.
+pub const UNRESOLVED_PARAMETERS: &str = "wabot_template_parameters";
+
 /// What to send: a template by name and language, with its parameters by key.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TemplateMessage {

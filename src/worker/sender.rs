@@ -329,6 +329,34 @@ impl Sender {
         // recorded customer message the window is unknown, and Meta decides.
         let replaced;
         let mut job = job;
+        // A chatbot's template: Meta's components come from the synced catalogue.
+        if job
+            .body
+            .get(crate::whatsapp::templates::UNRESOLVED_PARAMETERS)
+            .is_some()
+        {
+            match crate::worker::templates::resolve_body(&self.pool, job).await? {
+                Ok(body) => {
+                    crate::store::templates::set_job_body(&self.pool, job.id, &body).await?;
+                    replaced = SendJob {
+                        body,
+                        ..job.clone()
+                    };
+                    job = &replaced;
+                }
+                Err(why) => {
+                    let error = json!({"reason": "template not sendable", "message": why});
+                    self.record(failed(job, job.attempts, &error)).await?;
+                    crate::metrics::send("failed");
+                    tracing::warn!(message_id = %job.message_id, "not sent: {why}");
+                    return Ok(SendOutcome::Failed {
+                        message_id: job.message_id,
+                        error,
+                    });
+                }
+            }
+        }
+        let window_replaced;
         let mut fallback_problem = None;
         if let Some(last) = job.last_customer_message_at {
             let free_form = job.body.get("type").and_then(Value::as_str) != Some("template");
@@ -348,11 +376,11 @@ impl Sender {
                         .await?;
                         crate::metrics::send("window_closed_template");
                         tracing::info!(message_id = %job.message_id, "{WINDOW_CLOSED}: the windowClosedTemplate is sent instead");
-                        replaced = SendJob {
+                        window_replaced = SendJob {
                             body,
                             ..job.clone()
                         };
-                        job = &replaced;
+                        job = &window_replaced;
                     }
                     Ok(None) => {}
                     Err(why) => fallback_problem = Some(why),

@@ -206,3 +206,34 @@ pub async fn window_closed_body(
         Err(e) => Ok(Err(format!("the windowClosedTemplate cannot be sent: {e}"))),
     }
 }
+
+/// A chatbot's template send (`outbound::graph_body` left its parameters by key)
+/// made into Meta's body from the catalogue: `Err` says why it cannot be sent (not
+/// synced, not approved, parameters that do not fit).
+pub async fn resolve_body(
+    pool: &PgPool,
+    job: &crate::store::outbox::SendJob,
+) -> Result<Result<serde_json::Value, String>, sqlx::Error> {
+    let body = &job.body;
+    let mut message = templates::TemplateMessage {
+        name: body["template"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        language: body["template"]["language"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        parameters: serde_json::from_value(body[templates::UNRESOLVED_PARAMETERS].clone())
+            .unwrap_or_default(),
+    };
+    let callback = body[crate::whatsapp::outbound::CALLBACK_DATA]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| crate::whatsapp::outbound::callback_data(job.message_id));
+    match prepare(pool, &job.recipient, &mut message, Some(&callback)).await {
+        Ok(body) => Ok(Ok(body)),
+        Err(TemplateError::Database(e)) => Err(e),
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}

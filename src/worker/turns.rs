@@ -1048,6 +1048,19 @@ pub fn message_content(msg: &engine::Outgoing) -> (&'static str, Value) {
         | engine::Outgoing::LocationRequest { .. } => ("interactive", outbound::interactive(msg)),
         // Meta's media object (`link` | `id`, `caption`, `filename`), with the link
         // also under `url`, the key inbound media keep it in.
+        engine::Outgoing::Template {
+            name,
+            language,
+            parameters,
+        } => {
+            let text = format!("[template {name}]");
+            let template = json!({"name": name, "language": {"code": language},
+                                  "parameters": parameters});
+            (
+                "text",
+                json!({ "body": text, "text": text, "template": template }),
+            )
+        }
         engine::Outgoing::Media { media, link, .. } => {
             let mut content = outbound::media_object(msg);
             if let Some(link) = link {

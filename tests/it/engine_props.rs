@@ -288,6 +288,8 @@ fn send_ok(send: &Outgoing) {
             assert!(chars(button) <= wabot::engine::limits::CTA_DISPLAY_TEXT);
         }
         Outgoing::LocationRequest { body } => assert!(chars(body) <= INTERACTIVE_BODY),
+        // Its limits are the template's, checked against the catalogue when sent.
+        Outgoing::Template { name, .. } => assert!(!name.is_empty()),
     }
     serde_json::to_string(&outbound::graph_body("905551112233", send)).unwrap();
 }

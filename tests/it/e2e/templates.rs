@@ -479,3 +479,93 @@ async fn the_daemon_syncs_the_catalogue_at_start_and_every_interval() {
     fake.templates.set(catalogue(), 3);
     eventually(&app.pool, "SELECT count(*) FROM wabot_templates", 7).await;
 }
+
+fn template_bot_path() -> &'static str {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/chatbots/template-reminder.json"
+    )
+}
+
+#[tokio::test]
+async fn a_chatbot_sends_templates_in_meta_s_shape_and_a_quick_reply_continues_it() {
+    let (fake, url) = fake_meta(false, 100).await;
+    let app = daemon(&fake, &url, |_| {}).await;
+    sync(&app).await;
+    let (code, out, err) =
+        wabot_cli(&app, &url, &["chatbot", "validate", template_bot_path()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    install_chatbot(
+        &app.pool,
+        &load_json(std::path::Path::new(template_bot_path())),
+    )
+    .await;
+
+    let body = messages_webhook(CUSTOMER, CUSTOMER_NAME, vec![text("wamid.CT1", "hi")]);
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    let sent = inbox(&fake, CUSTOMER, 2).await;
+    assert_eq!(
+        sent[0]["template"],
+        json!({"name": "order_update", "language": {"code": "en_US"}, "components": [
+            {"type": "header", "parameters": [{"type": "text", "text": "A-17"}]},
+            {"type": "body", "parameters": [{"type": "text", "text": CUSTOMER_NAME},
+                                            {"type": "text", "text": "A-17"}]},
+            {"type": "button", "sub_type": "url", "index": "1",
+             "parameters": [{"type": "text", "text": "A-17"}]}]})
+    );
+    assert!(
+        sent[0].get("wabot_template_parameters").is_none(),
+        "{}",
+        sent[0]
+    );
+    // The question is asked with a template whose quick replies carry its buttons' ids.
+    assert_eq!(sent[1]["template"]["name"], "appointment_reminder");
+    assert_eq!(
+        sent[1]["template"]["components"][1],
+        json!({"type": "button", "sub_type": "quick_reply", "index": "0",
+               "parameters": [{"type": "payload", "payload": "yes"}]})
+    );
+    let tap = messages_webhook(
+        CUSTOMER,
+        CUSTOMER_NAME,
+        vec![quick_reply(CUSTOMER, "wamid.CT2", "yes", "Yes")],
+    );
+    assert_eq!(app.post_webhook(&tap).await.status(), 200);
+    assert_eq!(
+        inbox(&fake, CUSTOMER, 3).await[2]["text"]["body"],
+        "See you then!"
+    );
+
+    // Validation names what does not fit the catalogue.
+    let mut doc = load_json(std::path::Path::new(template_bot_path()));
+    doc["nodes"][1]["data"]["template"]["parameters"]["9"] = json!("x");
+    doc["nodes"][2]["data"]["template"]["name"] = json!("summer_sale");
+    let path = std::env::temp_dir().join(format!("wabot-{}.json", Uuid::new_v4()));
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let (code, out, _) =
+        wabot_cli(&app, &url, &["chatbot", "validate", path.to_str().unwrap()]).await;
+    let _ = std::fs::remove_file(&path);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("node `order`: template `order_update`: parameter `9` is not in the template"),
+        "{out}"
+    );
+    assert!(
+        out.contains("node `q`: template `summer_sale` (en_US) is PENDING, not APPROVED"),
+        "{out}"
+    );
+
+    // A template on a question that is not a buttons one is refused by the engine.
+    let mut doc = load_json(std::path::Path::new(template_bot_path()));
+    doc["nodes"][2]["data"]["questionType"] = json!("text");
+    let errors = match wabot::engine::compile_json(&doc) {
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        Ok(_) => Vec::new(),
+    };
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("only a buttons question is asked with a template")),
+        "{errors:?}"
+    );
+}
