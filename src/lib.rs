@@ -35,7 +35,6 @@ pub mod engine;
 pub mod http;
 pub mod mapping;
 pub mod metrics;
-pub mod proactive;
 pub mod replay;
 pub mod service;
 pub mod session;

@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::credentials::CredentialStore;
-use crate::proactive::{self, Placement, Placer};
 use crate::store;
 use crate::store::campaigns::{NewCampaign, NewRecipient};
 use crate::whatsapp::templates::Parameters;
+use crate::worker::proactive::{self, Placement, Placer};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

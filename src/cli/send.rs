@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::credentials::CredentialStore;
-use crate::proactive::{self, Placement, TemplateSend};
 use crate::store;
 use crate::whatsapp::templates::TemplateMessage;
+use crate::worker::proactive::{self, Placement, TemplateSend};
 
 #[derive(Debug, Args)]
 pub struct SendArgs {

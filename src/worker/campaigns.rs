@@ -25,10 +25,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::proactive::{Placement, Placer};
 use crate::store::campaigns::{self as store, CampaignRow};
 use crate::store::templates::NewSend;
 use crate::whatsapp::templates::{self, Parameters, TemplateMessage};
+use crate::worker::proactive::{Placement, Placer};
 use crate::worker::sender::SendSink;
 use crate::worker::AppContext;
 

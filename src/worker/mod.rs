@@ -21,6 +21,7 @@ pub mod events;
 pub mod campaigns;
 pub mod ingest;
 pub mod monitor;
+pub mod proactive;
 pub mod rate_limit;
 pub mod receipts;
 pub mod recovery;

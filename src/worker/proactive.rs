@@ -219,7 +219,7 @@ impl Placer {
         state.deadline = Some(deadline);
         context.set_state(&state);
         context.expires_at = Some(deadline);
-        crate::worker::turns::context_to_row(&context)
+        crate::mapping::context_to_row(&context)
     }
 }
 
