@@ -138,7 +138,7 @@ fn describe() {
     );
     describe_counter!(
         "wabot_sends_total",
-        "Send attempts by result (sent, retry, failed, held, lease_lost, window_closed, opted_out)"
+        "Send attempts by result (sent, retry, failed, held, lease_lost, window_closed, opted_out, window_closed_template, campaign_opted_out, campaign_invalid)"
     );
     describe_counter!(
         "wabot_send_errors_total",
