@@ -342,7 +342,8 @@ pub struct Counts {
     pub failed: i64,
     /// Opted-out customers, not sent to.
     pub skipped: i64,
-    /// Customers who wrote after the campaign's message.
+    /// Customers who wrote after the campaign's message was stored (Meta's
+    /// timestamps are whole seconds: `createdAt` orders them).
     pub replied: i64,
 }
 
@@ -360,7 +361,7 @@ pub async fn counts(pool: &PgPool, id: i64) -> Result<Counts, sqlx::Error> {
                     SELECT 1 FROM messages x \
                     WHERE x.\"conversationId\" = r.conversation_id \
                       AND x.\"senderId\" <> m.\"senderId\" \
-                      AND x.\"timestamp\" > m.\"timestamp\")) AS replied \
+                      AND x.\"createdAt\" > m.\"createdAt\")) AS replied \
          FROM wabot_campaign_recipients r LEFT JOIN messages m ON m.id = r.message_id \
          WHERE r.campaign_id = $1",
     )

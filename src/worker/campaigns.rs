@@ -45,7 +45,12 @@ const MIN_RATE: f64 = 0.5;
 struct Pace {
     tokens: f64,
     at: Instant,
+    /// The chatbot placement, compiled once a while rather than every tick.
+    placer: Option<(Instant, Arc<Placer>)>,
 }
+
+/// How long a compiled placement is used before the chatbot is read again.
+const PLACER_FRESH: Duration = Duration::from_secs(30);
 
 /// Runs until `stop`.
 pub async fn run(ctx: Arc<AppContext>, sends: SendSink, stop: CancellationToken) {
@@ -122,6 +127,7 @@ async fn step(
     let pace = paces.entry(campaign.id).or_insert(Pace {
         tokens: 0.0,
         at: Instant::now(),
+        placer: None,
     });
     pace.tokens = (pace.tokens + rate * pace.at.elapsed().as_secs_f64()).min(rate.max(1.0));
     pace.at = Instant::now();
@@ -130,7 +136,7 @@ async fn step(
     if budget <= 0 {
         return Ok(());
     }
-    let queued = queue(ctx, sends, campaign, budget).await?;
+    let queued = queue(ctx, sends, campaign, budget, &mut pace.placer).await?;
     pace.tokens -= queued as f64;
     if queued == 0 && open == 0 && store::finish_if_done(pool, campaign.id).await? {
         tracing::info!(
@@ -147,6 +153,7 @@ async fn queue(
     sends: &SendSink,
     campaign: &CampaignRow,
     limit: i64,
+    cached: &mut Option<(Instant, Arc<Placer>)>,
 ) -> anyhow::Result<usize> {
     let pool = &ctx.pool;
     let template = match crate::store::templates::find(
@@ -175,21 +182,26 @@ async fn queue(
     };
     let params: Parameters =
         serde_json::from_value(template.parameters.clone()).unwrap_or_default();
-    let placer = match campaign.chatbot_id {
-        Some(chatbot_id) => {
+    let placer = match (campaign.chatbot_id, cached.as_ref()) {
+        (Some(_), Some((at, p))) if at.elapsed() < PLACER_FRESH => Some(p.clone()),
+        (Some(chatbot_id), _) => {
             let placement = Placement {
                 chatbot_id,
                 node: campaign.node_id.clone(),
             };
             match Placer::new(pool, &ctx.config, &placement).await {
-                Ok(p) => Some(p),
+                Ok(p) => {
+                    let p = Arc::new(p);
+                    *cached = Some((Instant::now(), p.clone()));
+                    Some(p)
+                }
                 Err(e) => {
                     pause(pool, campaign.id, &e.to_string()).await?;
                     return Ok(0);
                 }
             }
         }
-        None => None,
+        (None, _) => None,
     };
 
     let mut tx = pool.begin().await?;

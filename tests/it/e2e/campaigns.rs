@@ -329,3 +329,66 @@ async fn a_running_campaign_never_holds_up_a_chatbot_s_reply() {
         "the campaign was still going: {status}"
     );
 }
+
+#[tokio::test]
+async fn a_campaign_with_a_chatbot_places_each_recipient_there() {
+    let (fake, url) = fake_meta(false, 100).await;
+    let app = daemon(&fake, &url, |_| {}).await;
+    sync(&app).await;
+    let chatbot = install_chatbot(&app.pool, &super::templates::reminder_bot())
+        .await
+        .to_string();
+    let (csv, numbers) = recipients_csv(3);
+    let file = write_temp(&csv);
+    let (code, out, err) = wabot_cli(
+        &app,
+        &url,
+        &[
+            "campaign",
+            "start",
+            "--template",
+            "appointment_reminder",
+            "--language",
+            "en_US",
+            "--recipients",
+            file.as_str(),
+            "--chatbot",
+            &chatbot,
+            "--node",
+            "q",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    until(&app, &url, &id, |s| s["sent"] == 3).await;
+    let placed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM conversation_contexts \
+         WHERE \"isActive\" AND \"currentNodeId\" = 'q' AND status = 'waiting_input'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(placed, 3);
+    // The second recipient taps "No": the template's quick reply, whose payload is
+    // the question's button id.
+    let tap = messages_webhook(
+        &numbers[1],
+        "Customer 1",
+        vec![super::templates::quick_reply(
+            &numbers[1],
+            "wamid.CQ1",
+            "no",
+            "No",
+        )],
+    );
+    assert_eq!(app.post_webhook(&tap).await.status(), 200);
+    let replies = inbox(&fake, &numbers[1], 2).await;
+    assert_eq!(replies[1]["text"]["body"], "We will call to move it.");
+    until(&app, &url, &id, |s| s["replied"] == 1).await;
+}

@@ -285,7 +285,7 @@ async fn without_a_window_closed_template_the_message_fails_with_its_reason() {
     assert_eq!(fake.inbox(CUSTOMER).len(), 1, "nothing else was sent");
 }
 
-fn reminder_bot() -> Value {
+pub fn reminder_bot() -> Value {
     json!({"name": "Reminder", "nodes": [
         {"id": "s", "type": "start", "data": {"label": "Start"}},
         {"id": "hello", "type": "message", "data": {"label": "Hello", "content": "Hello!"}},
