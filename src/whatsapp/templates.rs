@@ -218,6 +218,21 @@ impl Parameters {
         keys
     }
 
+    /// Fills the quick-reply payloads `given` lacks from `payloads` (`button.N` →
+    /// payload, a question's button ids), for the buttons this template has.
+    pub fn fill_payloads(
+        &self,
+        given: &mut BTreeMap<String, String>,
+        payloads: &[(String, String)],
+    ) {
+        for b in self.buttons.iter().filter(|b| b.sub_type == "quick_reply") {
+            let key = format!("button.{}", b.index);
+            if let Some((_, payload)) = payloads.iter().find(|(k, _)| *k == key) {
+                given.entry(key).or_insert_with(|| payload.clone());
+            }
+        }
+    }
+
     /// The problems of `given` against this template: missing and unknown keys.
     pub fn check(&self, given: &BTreeMap<String, String>) -> Vec<String> {
         let keys = self.keys();

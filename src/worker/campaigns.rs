@@ -215,6 +215,8 @@ async fn queue(
         .map(|p| (business, p.recipient.as_str()))
         .collect();
     let opted: Vec<(String, String)> = crate::store::people::opted_out_among(pool, &pairs).await?;
+    // Quick replies answer the question the recipients are placed at.
+    let payloads = placer.as_ref().map(|p| p.payloads()).unwrap_or_default();
     let mut not_sent: Vec<(i32, &str, String)> = Vec::new();
     let mut news: Vec<(i32, NewSend)> = Vec::new();
     for p in &pending {
@@ -233,6 +235,8 @@ async fn queue(
                 _ => Default::default(),
             },
         };
+        let mut message = message;
+        params.fill_payloads(&mut message.parameters, &payloads);
         let problems = params.check(&message.parameters);
         if !problems.is_empty() {
             not_sent.push((p.n, "invalid", problems.join("; ")));

@@ -113,12 +113,20 @@ pub async fn send_template(
     let message_id = Uuid::new_v4();
     let mut template = send.template.clone();
     let callback = crate::whatsapp::outbound::callback_data(message_id);
-    let body =
-        crate::worker::templates::prepare(pool, &customer, &mut template, Some(&callback)).await?;
-    let context = match &send.placement {
-        Some(p) => Some(placed_context(pool, config, p, &customer).await?),
+    let placer = match &send.placement {
+        Some(p) => Some(Placer::new(pool, config, p).await?),
         None => None,
     };
+    let payloads = placer.as_ref().map(|p| p.payloads()).unwrap_or_default();
+    let body = crate::worker::templates::prepare(
+        pool,
+        &customer,
+        &mut template,
+        Some(&callback),
+        &payloads,
+    )
+    .await?;
+    let context = placer.map(|p| (p.context(&customer), p.version.clone()));
     let new = NewSend {
         business,
         customer,
@@ -203,6 +211,23 @@ impl Placer {
 
     /// The new context of `customer`: a question node waits for their reply, any
     /// other node runs when they reply.
+    /// The quick-reply payloads that answer the node a customer is placed at: a
+    /// buttons question's button ids, as `button.N`.
+    pub fn payloads(&self) -> Vec<(String, String)> {
+        let Some(index) = self.bot.find(&self.node_id) else {
+            return Vec::new();
+        };
+        match &self.bot.node(index).kind {
+            NodeKind::Question(q) => q
+                .buttons
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (format!("button.{i}"), b.id.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn context(&self, customer: &str) -> store::contexts::ContextRow {
         let who = Customer {
             phone: customer.to_owned(),

@@ -135,12 +135,14 @@ pub enum TemplateError {
 /// The Graph API body sending `message` to `to`, checked against the catalogue: the
 /// template exists in that language (or in one language only, when none is named),
 /// is approved, and the parameters are exactly the ones it takes. The message's
-/// language is set to the one found.
+/// language is set to the one found; quick-reply payloads it lacks are taken from
+/// `payloads` (the buttons of the question a customer is placed at).
 pub async fn prepare(
     pool: &PgPool,
     to: &str,
     message: &mut templates::TemplateMessage,
     callback: Option<&str>,
+    payloads: &[(String, String)],
 ) -> Result<serde_json::Value, TemplateError> {
     let language = Some(message.language.as_str()).filter(|l| !l.is_empty());
     let row = store::find(pool, &message.name, language)
@@ -156,6 +158,7 @@ pub async fn prepare(
     }
     let params: templates::Parameters =
         serde_json::from_value(row.parameters.clone()).unwrap_or_default();
+    params.fill_payloads(&mut message.parameters, payloads);
     let problems = params.check(&message.parameters);
     if !problems.is_empty() {
         return Err(TemplateError::Parameters {
@@ -200,7 +203,7 @@ pub async fn window_closed_body(
         *value = crate::engine::vars::render(value, &vars);
     }
     let callback = crate::whatsapp::outbound::callback_data(job.message_id);
-    match prepare(pool, &job.recipient, &mut message, Some(&callback)).await {
+    match prepare(pool, &job.recipient, &mut message, Some(&callback), &[]).await {
         Ok(body) => Ok(Ok(Some(body))),
         Err(TemplateError::Database(e)) => Err(e),
         Err(e) => Ok(Err(format!("the windowClosedTemplate cannot be sent: {e}"))),
@@ -231,7 +234,7 @@ pub async fn resolve_body(
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| crate::whatsapp::outbound::callback_data(job.message_id));
-    match prepare(pool, &job.recipient, &mut message, Some(&callback)).await {
+    match prepare(pool, &job.recipient, &mut message, Some(&callback), &[]).await {
         Ok(body) => Ok(Ok(body)),
         Err(TemplateError::Database(e)) => Err(e),
         Err(e) => Ok(Err(e.to_string())),

@@ -375,8 +375,14 @@ async fn a_campaign_with_a_chatbot_places_each_recipient_there() {
     .await
     .unwrap();
     assert_eq!(placed, 3);
-    // The second recipient taps "No": the template's quick reply, whose payload is
-    // the question's button id.
+    // The quick replies carry the question's button ids as their payloads.
+    let sent = &fake.inbox(&numbers[1]).replies()[0].body;
+    assert_eq!(
+        sent["template"]["components"][2],
+        json!({"type": "button", "sub_type": "quick_reply", "index": "1",
+               "parameters": [{"type": "payload", "payload": "no"}]})
+    );
+    // The second recipient taps "No".
     let tap = messages_webhook(
         &numbers[1],
         "Customer 1",
