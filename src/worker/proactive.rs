@@ -231,7 +231,7 @@ impl Placer {
     pub fn context(&self, customer: &str) -> store::contexts::ContextRow {
         let who = Customer {
             phone: customer.to_owned(),
-            name: None,
+            ..Customer::default()
         };
         let id = self.version.chatbot_id;
         let mut context = engine::Context::start(Uuid::new_v4(), Uuid::nil(), id, &self.bot, &who);
