@@ -66,8 +66,11 @@ pub async fn run(config: Config, cmd: ChatbotCommand) -> anyhow::Result<ExitCode
             let mut failed = false;
             let mut catalogue: Option<Result<Vec<store::templates::TemplateRow>, String>> = None;
             for file in files {
-                let Some(bot) = validate(&file) else {
+                if !validate(&file) {
                     failed = true;
+                    continue;
+                }
+                let Ok(Ok((bot, _))) = read_doc(&file).map(|doc| compile(&doc)) else {
                     continue;
                 };
                 let uses = template_uses(&bot);
@@ -223,9 +226,6 @@ pub fn read_doc(file: &Path) -> anyhow::Result<ChatbotDoc> {
 }
 
 /// Prints the file's report; whether it compiled.
-fn validate(file: &Path) -> bool {
-    let report = match read_json(file) {
-        Ok(value) => chatbots::validate(&value),
 /// A template a chatbot sends: its node, what it names, and the parameters a
 /// buttons question fills itself (its buttons' ids as quick-reply payloads).
 struct TemplateUse {
@@ -301,37 +301,16 @@ fn check_templates(uses: &[TemplateUse], rows: &[store::templates::TemplateRow])
     problems
 }
 
-fn validate(file: &Path) -> Option<CompiledChatbot> {
-    let doc = match read_doc(file) {
-        Ok(doc) => doc,
+fn validate(file: &Path) -> bool {
+    let report = match read_json(file) {
+        Ok(value) => chatbots::validate(&value),
         Err(e) => {
             println!("{}: error: {e:#}", file.display());
-            return None;
+            return false;
         }
     };
     for w in &report.warnings {
         println!("{}: warning: {w}", file.display());
-    match compile(&doc) {
-        Ok((bot, warnings)) => {
-            for w in &warnings {
-                println!("{}: warning: {w}", file.display());
-            }
-            println!(
-                "{}: ok: \"{}\", {}, {}",
-                file.display(),
-                bot.name(),
-                count(bot.node_count(), "node"),
-                count(warnings.len(), "warning")
-            );
-            Some(bot)
-        }
-        Err(errors) => {
-            for e in &errors {
-                println!("{}: error: {e}", file.display());
-            }
-            println!("{}: {}", file.display(), count(errors.len(), "error"));
-            None
-        }
     }
     for e in &report.errors {
         println!("{}: error: {e}", file.display());

@@ -14,8 +14,8 @@ mod send;
 mod serve;
 mod simulate;
 mod status;
-mod token;
 mod templates;
+mod token;
 mod try_it;
 mod webhook;
 

@@ -17,8 +17,8 @@
 //! was queued, the turn stage what was queued and started, the sender what was
 //! committed; every lease not finished is handed back.
 
-pub mod events;
 pub mod campaigns;
+pub mod events;
 pub mod ingest;
 pub mod monitor;
 pub mod proactive;
