@@ -18,7 +18,7 @@ use crate::worker::proactive::{self, Placement, TemplateSend};
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The customer's phone number (their WhatsApp id, with or without `+`).
+    /// The customer: their phone number (with or without `+`) or BSUID.
     #[arg(value_name = "PHONE")]
     pub recipient: String,
     /// The template's name (`wabot templates list`).

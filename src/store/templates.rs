@@ -272,8 +272,10 @@ pub async fn replace_with_template(
 pub struct NewSend {
     /// The business number's phone_number_id.
     pub business: String,
-    /// The customer's wa_id.
+    /// The customer's wa_id, or their BSUID.
     pub customer: String,
+    /// `customer` is a BSUID (a customer known only by username).
+    pub bsuid: bool,
     pub message_id: Uuid,
     /// The Graph API body (`type: template`).
     pub body: Value,
@@ -294,7 +296,12 @@ pub async fn enqueue_sends(
         .iter()
         .map(|s| (s.business.clone(), s.customer.clone()))
         .collect();
-    let found = crate::store::ingest::conversations_for(conn, &pairs).await?;
+    let bsuids: std::collections::HashSet<String> = sends
+        .iter()
+        .filter(|s| s.bsuid)
+        .map(|s| s.customer.clone())
+        .collect();
+    let found = crate::store::ingest::conversations_for(conn, &pairs, &bsuids).await?;
     let mut conversations = Vec::with_capacity(sends.len());
     let mut rows = Vec::with_capacity(sends.len());
     for (send, pair) in sends.iter().zip(&pairs) {

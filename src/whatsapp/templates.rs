@@ -341,10 +341,16 @@ pub fn send_body(
     if !components.is_empty() {
         template["components"] = Value::Array(components);
     }
+    // A BSUID goes in `recipient`, a phone number in `to` (as outbound::graph_body).
+    let field = if super::webhook::is_bsuid(to) {
+        "recipient"
+    } else {
+        "to"
+    };
     let mut body = json!({
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": to,
+        field: to,
         "type": "template",
         "template": template,
     });

@@ -256,6 +256,7 @@ async fn queue(
             NewSend {
                 business: business.to_owned(),
                 customer: p.recipient.clone(),
+                bsuid: crate::whatsapp::webhook::is_bsuid(&p.recipient),
                 message_id,
                 body,
             },

@@ -35,7 +35,8 @@ pub struct Placement {
 /// A template to send to one customer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateSend {
-    /// A phone number (digits, `+` and separators allowed); see [`recipient`].
+    /// A phone number (digits, `+` and separators allowed) or a BSUID; see
+    /// [`recipient`].
     pub recipient: String,
     pub template: TemplateMessage,
     pub placement: Option<Placement>,
@@ -46,7 +47,7 @@ pub struct TemplateSend {
 /// Why a send was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("recipient `{0}`: not a phone number (digits, optionally with a leading +)")]
+    #[error("recipient `{0}`: neither a phone number (digits, optionally with a leading +) nor a BSUID (`US.1349…`)")]
     Recipient(String),
     #[error("+{0} opted out of messages business number {1} starts (`wabot customer opt-in` lets them go again)")]
     OptedOut(String, String),
@@ -66,6 +67,10 @@ pub enum SendError {
 /// digits. The one place recipients are read (BSUIDs plug in here).
 pub fn recipient(written: &str) -> Result<String, SendError> {
     let written = written.trim();
+    // A customer known only by username: their business-scoped user id.
+    if crate::whatsapp::webhook::is_bsuid(written) {
+        return Ok(written.to_owned());
+    }
     let rest = written.strip_prefix('+').unwrap_or(written);
     let digits: String = rest
         .chars()
@@ -129,6 +134,7 @@ pub async fn send_template(
     let context = placer.map(|p| (p.context(&customer), p.version.clone()));
     let new = NewSend {
         business,
+        bsuid: crate::whatsapp::webhook::is_bsuid(&customer),
         customer,
         message_id,
         body,
@@ -258,5 +264,9 @@ mod tests {
         assert!(recipient("abc").is_err());
         assert!(recipient("12").is_err());
         assert!(recipient("").is_err());
+        assert_eq!(
+            recipient(" US.13491208655302741918 ").unwrap(),
+            "US.13491208655302741918"
+        );
     }
 }

@@ -385,20 +385,27 @@ async fn store_batch(
     })
 }
 
-/// The conversation of each (business number, customer phone number) pair, and the
+/// The conversation of each (business number, customer phone number or BSUID: those
+/// in `bsuids`) pair, and the
 /// business number's user: made (users, conversation, key) as ingest makes them when
 /// the customer writes first, for a send the business starts (templates,
 /// campaigns).
 pub async fn conversations_for(
     conn: &mut PgConnection,
     pairs: &[(String, String)],
+    bsuids: &HashSet<String>,
 ) -> Result<HashMap<(String, String), (Uuid, Uuid)>, sqlx::Error> {
     let rows: Vec<InboundRow> = pairs
         .iter()
         .map(|(business, customer)| InboundRow {
             business: business.clone(),
             customer: customer.clone(),
-            ids: None,
+            // A customer known only by their BSUID is keyed by it.
+            ids: bsuids.contains(customer).then(|| CustomerIds {
+                bsuid: customer.clone(),
+                parent_bsuid: None,
+                username: None,
+            }),
             customer_name: customer.clone(),
             rename: false,
             wamid: String::new(),

@@ -569,3 +569,35 @@ async fn a_chatbot_sends_templates_in_meta_s_shape_and_a_quick_reply_continues_i
         "{errors:?}"
     );
 }
+
+#[tokio::test]
+async fn wabot_send_reaches_a_customer_known_only_by_their_bsuid() {
+    let (fake, url) = fake_meta(false, 100).await;
+    let app = daemon(&fake, &url, |_| {}).await;
+    sync(&app).await;
+    let bsuid = "US.13491208655302741918";
+    let (code, out, err) = wabot_cli(
+        &app,
+        &url,
+        &[
+            "send",
+            bsuid,
+            "--template",
+            "still_there",
+            "--param",
+            "1=there",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let sent = inbox(&fake, bsuid, 1).await;
+    assert_eq!(sent[0]["recipient"], bsuid);
+    assert!(sent[0].get("to").is_none(), "{}", sent[0]);
+    let keyed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM conversation_keys WHERE customer_wa_id = $1")
+            .bind(bsuid)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(keyed, 1, "the conversation is keyed by the BSUID");
+}
