@@ -57,18 +57,23 @@ impl Receipts {
         );
         tokio::spawn(async move {
             let _permit = permit;
+            // (error, whether it is worth a warning of its own)
             let outcome = match credentials.current().await {
                 Ok(credentials) => graph
                     .show_typing(&credentials, &wamid)
                     .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(format!("cannot read the credentials: {e}")),
+                    // An unreachable Graph API is the sender's one warning (and
+                    // `wabot status`'s): the receipt adds no line of its own.
+                    .map_err(|e| (e.to_string(), e.unreachable_because().is_none())),
+                Err(e) => Err((format!("cannot read the credentials: {e}"), true)),
             };
             match outcome {
                 Ok(()) => crate::metrics::read_receipt("sent"),
-                Err(error) => {
+                Err((error, warn)) => {
                     crate::metrics::read_receipt("failed");
-                    if let Some(n) = FAILED.hit() {
+                    if !warn {
+                        tracing::debug!(%error, "a read receipt was not sent (not retried)");
+                    } else if let Some(n) = FAILED.hit() {
                         tracing::warn!(%error, occurrences = n, "a read receipt was not sent (not retried)");
                     }
                 }
