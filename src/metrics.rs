@@ -197,6 +197,19 @@ fn describe() {
         "Conversations someone besides the bot has, by state (agent, requested, paused)"
     );
     describe_counter!(
+        "wabot_media_downloads_total",
+        "Media download attempts by result (stored, retry, too_large, checksum_mismatch, \
+         unavailable, exhausted, message_deleted, lease_lost)"
+    );
+    describe_counter!(
+        "wabot_media_bytes_total",
+        "Bytes of inbound media stored"
+    );
+    describe_histogram!(
+        "wabot_media_download_seconds",
+        "One media download attempt, claim to result"
+    );
+    describe_counter!(
         "wabot_log_suppressed_total",
         "Log lines folded into a periodic summary, by condition"
     );
@@ -352,6 +365,15 @@ pub fn lease_takeovers(queue: &'static str, jobs: usize) {
     if jobs > 0 {
         counter!("wabot_lease_takeovers_total", "queue" => queue).increment(jobs as u64);
     }
+}
+
+/// One media download attempt that ended with `result`, having stored `bytes`.
+pub fn media_download(result: &'static str, bytes: u64, took: Duration) {
+    counter!("wabot_media_downloads_total", "result" => result).increment(1);
+    if bytes > 0 {
+        counter!("wabot_media_bytes_total").increment(bytes);
+    }
+    histogram!("wabot_media_download_seconds").record(took.as_secs_f64());
 }
 
 /// Conversations in one handover state (`agent`, `requested`, `paused`).

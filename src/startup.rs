@@ -97,7 +97,15 @@ impl Application {
         let graph = crate::whatsapp::graph::GraphClient::new(&config.whatsapp)
             .context("cannot build the Graph API client")?;
         let datasources = DataSourceClient::new(&config.datasource);
-        let ctx = Arc::new(AppContext::new(config, pool, graph, flows_key, datasources));
+        let media = crate::media::open(&config.media).context("cannot open the media store")?;
+        let ctx = Arc::new(AppContext::new(
+            config,
+            pool,
+            graph,
+            flows_key,
+            datasources,
+            media,
+        ));
         let (pipeline, ingest) = Pipeline::start(ctx.clone())?;
         Ok(Application {
             listener,

@@ -15,6 +15,7 @@ pub mod contexts;
 pub mod datasources;
 pub mod events;
 pub mod flows;
+pub mod media;
 pub mod ingest;
 pub mod monitor;
 pub mod ops;
