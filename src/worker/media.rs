@@ -36,9 +36,9 @@ use crate::worker::{AppContext, Tokens};
 /// Resolutions of the media id after the first, in one attempt, when the URL
 /// expired.
 const RE_RESOLVES: u32 = 2;
-/// GETs of the bytes in one attempt (a broken transfer is tried again, first on the
-/// same URL).
-const FETCHES: u32 = 4;
+/// Broken transfers in one attempt (each is tried again, first on the same URL,
+/// which may have expired meanwhile: then the id is resolved again).
+const BREAKS: u32 = 3;
 /// The longest delay between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 
@@ -307,16 +307,21 @@ async fn download(ctx: &AppContext, client: &MediaClient, job: &MediaJob) -> Out
         info.mime_type.as_deref().or(job.mime_type.as_deref()),
         job.created_at,
     );
-    let mut resolves = 0;
-    let mut last = String::new();
-    for _ in 0..FETCHES {
+    // Every turn of the loop counts a break or a resolution, both bounded.
+    let (mut resolves, mut breaks) = (0, 0);
+    loop {
         if let Some(size) = info.file_size.filter(|&s| s > limit) {
             return too_large(&job.kind, size, limit);
         }
         match fetch(ctx.media.as_ref(), client, &credentials, job, &info, &key, limit).await {
             Fetched::Done(stored) => return Outcome::Stored(stored),
             Fetched::End(outcome) => return outcome,
-            Fetched::Broken(why) => last = why,
+            Fetched::Broken(why) => {
+                breaks += 1;
+                if breaks >= BREAKS {
+                    return Outcome::Retry(format!("the transfer kept breaking: {why}"));
+                }
+            }
             Fetched::Expired(why) => {
                 if resolves >= RE_RESOLVES {
                     return Outcome::Retry(format!("the media URL kept expiring: {why}"));
@@ -327,11 +332,9 @@ async fn download(ctx: &AppContext, client: &MediaClient, job: &MediaJob) -> Out
                     Ok(info) => info,
                     Err(outcome) => return outcome,
                 };
-                last = why;
             }
         }
     }
-    Outcome::Retry(format!("the transfer kept breaking: {last}"))
 }
 
 /// `GET /{media-id}`; an error becomes the attempt's outcome.

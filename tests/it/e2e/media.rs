@@ -1,0 +1,418 @@
+//! Inbound media downloaded durably: a media message's download job is written with
+//! the message; the media stage resolves the id on the fake Graph API (wabot's own,
+//! `dev::fake_graph`, which serves media through `dev::fake_media`), streams the
+//! bytes into the media store (a directory, or `object_store`'s in-memory store
+//! through the same trait), checks the sha256 and records where the file is in the
+//! message's content, or why it gave up.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use wabot::config::Config;
+use wabot::dev::fake_graph::{self, FakeGraph, StatusOptions};
+use wabot::dev::fake_media::Knobs;
+use wabot::media::object::ObjectMedia;
+use wabot::media::{read_all, CustomStore, MediaStore};
+
+use super::{eventually, CUSTOMER, CUSTOMER_NAME};
+use crate::helpers::{self, spawn_app_with, TestApp};
+use crate::webhook::{messages_webhook, now_secs};
+
+/// Deterministic bytes that do not compress to nothing.
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    let mut state = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+struct MediaApp {
+    app: TestApp,
+    graph: Arc<FakeGraph>,
+}
+
+/// The daemon (worker on) with wabot's fake Graph API, media downloads polled
+/// every 50 ms and retried after 20 ms.
+async fn start(configure: impl FnOnce(&mut Config)) -> MediaApp {
+    let (graph, url) = fake_graph::start(
+        "127.0.0.1:0".parse().unwrap(),
+        fake_graph::Options {
+            run: "media".into(),
+            app_secret: helpers::APP_SECRET.into(),
+            phone_number_id: helpers::PHONE_NUMBER_ID.into(),
+            statuses: StatusOptions {
+                enabled: false,
+                delay: Duration::from_millis(10),
+                redeliver: false,
+            },
+        },
+    )
+    .await
+    .unwrap();
+    let app = spawn_app_with(|c| {
+        c.worker.enabled = true;
+        c.worker.lease_secs = 5;
+        c.whatsapp.graph_api_base = url;
+        c.whatsapp.graph_timeout_ms = 2_000;
+        c.media.retry_base_ms = 20;
+        c.media.max_attempts = 3;
+        configure(c);
+    })
+    .await;
+    MediaApp { app, graph }
+}
+
+impl MediaApp {
+    async fn say(&self, messages: Vec<Value>) {
+        let body = messages_webhook(CUSTOMER, CUSTOMER_NAME, messages);
+        let response = self.app.post_webhook(&body).await;
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    }
+}
+
+fn media_message(wamid: &str, kind: &str, media: Value) -> Value {
+    let mut m = json!({"from": CUSTOMER, "id": wamid, "timestamp": now_secs().to_string(),
+                       "type": kind});
+    m[kind] = media;
+    m
+}
+
+/// `content.media` of the message `wamid`.
+async fn media_of(pool: &PgPool, wamid: &str) -> Value {
+    sqlx::query_scalar(
+        "SELECT coalesce(content -> 'media', 'null'::jsonb) FROM messages \
+         WHERE content ->> 'whatsappMessageId' = $1",
+    )
+    .bind(wamid)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn finished(pool: &PgPool, n: i64) {
+    eventually(
+        pool,
+        "SELECT count(*) FROM wabot_media_jobs WHERE done_at IS NOT NULL",
+        n,
+    )
+    .await;
+}
+
+/// The three everyday kinds, posted in one webhook; each one's bytes.
+async fn send_three(m: &MediaApp) -> Vec<(&'static str, Vec<u8>)> {
+    let image = bytes(40_000, 1);
+    let voice = bytes(120_000, 2);
+    let document = bytes(300_000, 3);
+    let media = &m.graph.media;
+    let image_sha = media.put("3001", image.clone(), "image/jpeg");
+    let voice_sha = media.put("3002", voice.clone(), "audio/ogg; codecs=opus");
+    let document_sha = media.put("3003", document.clone(), "application/pdf");
+    m.say(vec![
+        media_message(
+            "wamid.M.IMG",
+            "image",
+            json!({"id": "3001", "mime_type": "image/jpeg", "sha256": image_sha,
+                   "caption": "the broken part"}),
+        ),
+        media_message(
+            "wamid.M.VOICE",
+            "audio",
+            json!({"id": "3002", "mime_type": "audio/ogg; codecs=opus", "sha256": voice_sha,
+                   "voice": true}),
+        ),
+        media_message(
+            "wamid.M.DOC",
+            "document",
+            json!({"id": "3003", "mime_type": "application/pdf", "sha256": document_sha,
+                   "filename": "invoice.pdf"}),
+        ),
+    ])
+    .await;
+    // The jobs were committed with the messages, before the 200.
+    let jobs: Vec<(String, String)> = sqlx::query_as(
+        "SELECT j.kind, j.media_id FROM wabot_media_jobs j \
+         JOIN messages m ON m.id = j.message_id ORDER BY j.id",
+    )
+    .fetch_all(&m.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        jobs,
+        [("image", "3001"), ("audio", "3002"), ("document", "3003")]
+            .map(|(k, i)| (k.to_owned(), i.to_owned()))
+    );
+    vec![
+        ("wamid.M.IMG", image),
+        ("wamid.M.VOICE", voice),
+        ("wamid.M.DOC", document),
+    ]
+}
+
+/// Each message's stored location names bytes equal to what Meta served.
+async fn check_stored(pool: &PgPool, store: &dyn MediaStore, sent: &[(&str, Vec<u8>)]) {
+    for (wamid, original) in sent {
+        let media = media_of(pool, wamid).await;
+        let stored = &media["stored"];
+        assert_eq!(stored["store"], store.kind(), "{wamid}: {media}");
+        assert_eq!(stored["size"], original.len(), "{wamid}");
+        assert_eq!(
+            stored["sha256"],
+            hex::encode(Sha256::digest(original)),
+            "{wamid}"
+        );
+        let key = stored["key"].as_str().unwrap();
+        assert_eq!(&read_all(store, key).await.unwrap(), original, "{wamid}");
+    }
+    let results: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT result, count(*) FROM wabot_media_jobs GROUP BY result",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(results, [("stored".to_owned(), 3)]);
+}
+
+#[tokio::test]
+async fn an_image_a_voice_note_and_a_document_are_downloaded_checked_and_stored_in_the_directory()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    let m = start(|c| c.media.dir = root.clone()).await;
+    let sent = send_three(&m).await;
+    finished(&m.app.pool, 3).await;
+    let store = wabot::media::dir::DirStore::new(root.clone());
+    check_stored(&m.app.pool, &store, &sent).await;
+
+    // Files named by kind, month and message, with the type's extension.
+    let voice = media_of(&m.app.pool, "wamid.M.VOICE").await;
+    let key = voice["stored"]["key"].as_str().unwrap();
+    assert!(key.starts_with("audio/") && key.ends_with(".ogg"), "{key}");
+    assert!(root.join(key).is_file());
+    assert_eq!(voice["stored"]["mime_type"], "audio/ogg; codecs=opus");
+    assert_eq!(m.graph.media.resolves.load(Ordering::Relaxed), 3);
+    // WhatsApp Builder's keys are left as they were.
+    let content: Value = sqlx::query_scalar(
+        "SELECT content FROM messages WHERE content ->> 'whatsappMessageId' = 'wamid.M.DOC'",
+    )
+    .fetch_one(&m.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (&content["id"], &content["filename"]),
+        (&json!("3003"), &json!("invoice.pdf"))
+    );
+}
+
+#[tokio::test]
+async fn the_same_downloads_go_into_an_in_memory_object_store_through_the_same_trait() {
+    let memory: Arc<dyn MediaStore> = Arc::new(ObjectMedia::in_memory());
+    let custom = CustomStore(memory.clone());
+    let m = start(|c| c.media.custom = Some(custom)).await;
+    let sent = send_three(&m).await;
+    finished(&m.app.pool, 3).await;
+    check_stored(&m.app.pool, memory.as_ref(), &sent).await;
+}
+
+#[tokio::test]
+async fn a_url_that_expires_mid_way_is_resolved_again_and_the_download_finishes() {
+    let memory: Arc<dyn MediaStore> = Arc::new(ObjectMedia::in_memory());
+    let custom = CustomStore(memory.clone());
+    let m = start(|c| c.media.custom = Some(custom)).await;
+    let media = &m.graph.media;
+    // Once: broken after 50 kB, then the URL is gone (404); twice for the voice note.
+    let document = bytes(200_000, 4);
+    let doc_sha = media.put_with(
+        "4001",
+        document.clone(),
+        "application/pdf",
+        Knobs {
+            expire_after_bytes: Some(50_000),
+            ..Knobs::default()
+        },
+    );
+    let voice = bytes(90_000, 5);
+    let voice_sha = media.put_with(
+        "4002",
+        voice.clone(),
+        "audio/ogg",
+        Knobs {
+            expire_after_bytes: Some(20_000),
+            expiring_urls: 2,
+            ..Knobs::default()
+        },
+    );
+    m.say(vec![
+        media_message(
+            "wamid.E.DOC",
+            "document",
+            json!({"id": "4001", "mime_type": "application/pdf", "sha256": doc_sha}),
+        ),
+        media_message(
+            "wamid.E.VOICE",
+            "audio",
+            json!({"id": "4002", "mime_type": "audio/ogg", "sha256": voice_sha, "voice": true}),
+        ),
+    ])
+    .await;
+    finished(&m.app.pool, 2).await;
+    for (wamid, original) in [("wamid.E.DOC", &document), ("wamid.E.VOICE", &voice)] {
+        let media = media_of(&m.app.pool, wamid).await;
+        let key = media["stored"]["key"].as_str().unwrap_or_else(|| panic!("{media}"));
+        assert_eq!(&read_all(memory.as_ref(), key).await.unwrap(), original);
+    }
+    // The document: resolved, broken, 404, resolved again, finished. The voice note
+    // once more. Every attempt within the first job run.
+    assert_eq!(media.resolves.load(Ordering::Relaxed), 2 + 3);
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM wabot_media_jobs ORDER BY id")
+        .fetch_all(&m.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, [1, 1]);
+}
+
+#[tokio::test]
+async fn a_checksum_mismatch_and_an_oversized_file_are_given_up_with_their_reason_and_nothing_is_kept(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    let m = start(|c| c.media.dir = root.clone()).await;
+    let media = &m.graph.media;
+    // The webhook's checksum is of other bytes.
+    media.put("5001", bytes(30_000, 6), "image/jpeg");
+    let other = media.put("5999", bytes(30_000, 7), "image/jpeg");
+    // The media endpoint's checksum is of other bytes (the webhook's is right).
+    let doc_sha = media.put_with(
+        "5002",
+        bytes(60_000, 8),
+        "application/pdf",
+        Knobs {
+            wrong_checksum: true,
+            ..Knobs::default()
+        },
+    );
+    // A sticker over Meta's 500 KB whose size nobody announces: cut while streaming.
+    let sticker_sha = media.put_with(
+        "5003",
+        bytes(600 * 1024, 9),
+        "image/webp",
+        Knobs {
+            hide_size: true,
+            ..Knobs::default()
+        },
+    );
+    // An image whose announced size is past 5 MB: not even fetched.
+    let big_sha = media.put("5004", bytes(5 * 1024 * 1024 + 1, 10), "image/jpeg");
+    m.say(vec![
+        media_message(
+            "wamid.X.SUM",
+            "image",
+            json!({"id": "5001", "mime_type": "image/jpeg", "sha256": other}),
+        ),
+        media_message(
+            "wamid.X.META",
+            "document",
+            json!({"id": "5002", "mime_type": "application/pdf", "sha256": doc_sha}),
+        ),
+        media_message(
+            "wamid.X.STICKER",
+            "sticker",
+            json!({"id": "5003", "mime_type": "image/webp", "sha256": sticker_sha,
+                   "animated": true}),
+        ),
+        media_message(
+            "wamid.X.BIG",
+            "image",
+            json!({"id": "5004", "mime_type": "image/jpeg", "sha256": big_sha}),
+        ),
+    ])
+    .await;
+    finished(&m.app.pool, 4).await;
+    for (wamid, reason) in [
+        ("wamid.X.SUM", "checksum mismatch"),
+        ("wamid.X.META", "checksum mismatch"),
+        ("wamid.X.STICKER", "too large"),
+        ("wamid.X.BIG", "too large"),
+    ] {
+        let media = media_of(&m.app.pool, wamid).await;
+        assert_eq!(media["failed"]["reason"], reason, "{wamid}: {media}");
+        assert!(media["failed"]["detail"].as_str().unwrap().len() > 10);
+        assert!(media.get("stored").is_none(), "{wamid}: {media}");
+    }
+    let given_up: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM wabot_media_jobs WHERE result = 'given_up' AND attempts = 1 \
+           AND store_key IS NULL",
+    )
+    .fetch_one(&m.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(given_up, 4, "given up at the first attempt, nothing recorded as stored");
+    // Nothing kept: no file anywhere under the directory, no partial one either.
+    let files: Vec<_> = walk(&root);
+    assert!(files.is_empty(), "{files:?}");
+    // The oversized image was never fetched: three GETs of bytes in all.
+    assert_eq!(media.downloads.load(Ordering::Relaxed), 3);
+}
+
+/// Every file under `root` (none when it does not exist).
+fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn media_past_its_retention_is_deleted_with_its_job_and_the_message_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    let m = start(|c| {
+        c.media.dir = root.clone();
+        c.media.retention_days = Some(3);
+    })
+    .await;
+    let sent = send_three(&m).await;
+    finished(&m.app.pool, 3).await;
+    assert_eq!(walk(&root).len(), 3);
+    // The image and the voice note are four days old; the document is not.
+    sqlx::query(
+        "UPDATE wabot_media_jobs SET created_at = now() - interval '4 days' \
+         WHERE kind IN ('image', 'audio')",
+    )
+    .execute(&m.app.pool)
+    .await
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let purged = wabot::worker::retention::purge_media(&m.app.state.ctx, &stop)
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+    assert_eq!(walk(&root).len(), 1);
+    let image = media_of(&m.app.pool, sent[0].0).await;
+    assert_eq!(image["purged"]["reason"], "retention", "{image}");
+    assert!(image.get("stored").is_none());
+    let document = media_of(&m.app.pool, sent[2].0).await;
+    assert!(document["stored"]["key"].is_string());
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM wabot_media_jobs")
+        .fetch_one(&m.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+}
