@@ -3,7 +3,8 @@
 //! bearer token, as Meta's do. A test puts media in with [`FakeMedia::put`] and can
 //! make it misbehave the ways Meta's does ([`Knobs`]): a URL that expires after N
 //! bytes or after one use, a wrong checksum, a file over the limit whose size is not
-//! announced.
+//! announced, an outage of the media endpoint. An id it was not given is refused
+//! as Meta refuses an unknown or expired one (code 100).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,9 @@ pub struct Knobs {
     /// Neither the media endpoint nor the URL says how large the file is (no
     /// `file_size`, a chunked body): a size limit must hold while streaming.
     pub hide_size: bool,
+    /// The first this many `GET /{media-id}` answer 500 with Meta's code 2
+    /// (service temporarily unavailable).
+    pub resolve_failures: u32,
 }
 
 struct Item {
@@ -134,6 +138,14 @@ async fn resolve(
             "Unsupported get request. Object does not exist",
         );
     };
+    if item.knobs.resolve_failures > 0 {
+        item.knobs.resolve_failures -= 1;
+        return meta_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            2,
+            "Service temporarily unavailable",
+        );
+    }
     item.urls += 1;
     let k = &item.knobs;
     let expiring = k.expiring_urls.max(u32::from(k.expire_after_bytes.is_some()));

@@ -265,6 +265,8 @@ pub fn test_config(database_url: &str) -> Config {
     config.worker.templates_sync_secs = 0;
     config.server.shutdown_timeout_secs = 5;
     config.datasource.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    // Media a test downloads never lands in the checkout.
+    config.media.dir = std::env::temp_dir().join("wabot-test-media");
     config
 }
 

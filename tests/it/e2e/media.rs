@@ -41,7 +41,8 @@ struct MediaApp {
 }
 
 /// The daemon (worker on) with wabot's fake Graph API, media downloads polled
-/// every 50 ms and retried after 20 ms.
+/// every 50 ms and retried after 20 ms, into an in-memory store unless `configure`
+/// says otherwise.
 async fn start(configure: impl FnOnce(&mut Config)) -> MediaApp {
     let (graph, url) = fake_graph::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -65,6 +66,7 @@ async fn start(configure: impl FnOnce(&mut Config)) -> MediaApp {
         c.whatsapp.graph_timeout_ms = 2_000;
         c.media.retry_base_ms = 20;
         c.media.max_attempts = 3;
+        c.media.custom = Some(CustomStore(Arc::new(ObjectMedia::in_memory())));
         configure(c);
     })
     .await;
@@ -186,7 +188,11 @@ async fn an_image_a_voice_note_and_a_document_are_downloaded_checked_and_stored_
 {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
-    let m = start(|c| c.media.dir = root.clone()).await;
+    let m = start(|c| {
+        c.media.custom = None;
+        c.media.dir = root.clone();
+    })
+    .await;
     let sent = send_three(&m).await;
     finished(&m.app.pool, 3).await;
     let store = wabot::media::dir::DirStore::new(root.clone());
@@ -284,7 +290,11 @@ async fn a_checksum_mismatch_and_an_oversized_file_are_given_up_with_their_reaso
 ) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
-    let m = start(|c| c.media.dir = root.clone()).await;
+    let m = start(|c| {
+        c.media.custom = None;
+        c.media.dir = root.clone();
+    })
+    .await;
     let media = &m.graph.media;
     // The webhook's checksum is of other bytes.
     media.put("5001", bytes(30_000, 6), "image/jpeg");
@@ -384,6 +394,7 @@ async fn media_past_its_retention_is_deleted_with_its_job_and_the_message_says_s
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
     let m = start(|c| {
+        c.media.custom = None;
         c.media.dir = root.clone();
         c.media.retention_days = Some(3);
     })
@@ -410,6 +421,99 @@ async fn media_past_its_retention_is_deleted_with_its_job_and_the_message_says_s
     assert!(image.get("stored").is_none());
     let document = media_of(&m.app.pool, sent[2].0).await;
     assert!(document["stored"]["key"].is_string());
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM wabot_media_jobs")
+        .fetch_one(&m.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+}
+
+#[tokio::test]
+async fn an_outage_is_retried_with_backoff_and_given_up_after_the_bound_and_an_unknown_id_at_once()
+{
+    let memory: Arc<dyn MediaStore> = Arc::new(ObjectMedia::in_memory());
+    let custom = CustomStore(memory.clone());
+    let m = start(|c| c.media.custom = Some(custom)).await;
+    let media = &m.graph.media;
+    let flaky = bytes(10_000, 11);
+    let flaky_sha = media.put_with(
+        "6001",
+        flaky.clone(),
+        "image/png",
+        Knobs {
+            resolve_failures: 1,
+            ..Knobs::default()
+        },
+    );
+    let down_sha = media.put_with(
+        "6002",
+        bytes(10_000, 12),
+        "image/png",
+        Knobs {
+            resolve_failures: 100,
+            ..Knobs::default()
+        },
+    );
+    m.say(vec![
+        media_message(
+            "wamid.R.FLAKY",
+            "image",
+            json!({"id": "6001", "mime_type": "image/png", "sha256": flaky_sha}),
+        ),
+        media_message(
+            "wamid.R.DOWN",
+            "image",
+            json!({"id": "6002", "mime_type": "image/png", "sha256": down_sha}),
+        ),
+        media_message(
+            "wamid.R.UNKNOWN",
+            "video",
+            json!({"id": "6999", "mime_type": "video/mp4", "sha256": "c2hh"}),
+        ),
+    ])
+    .await;
+    finished(&m.app.pool, 3).await;
+    let jobs: Vec<(String, String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT media_id, result, attempts, last_error FROM wabot_media_jobs ORDER BY id",
+    )
+    .fetch_all(&m.app.pool)
+    .await
+    .unwrap();
+    // Retried once after Meta's 500, then stored.
+    assert_eq!((jobs[0].1.as_str(), jobs[0].2), ("stored", 2), "{jobs:?}");
+    let stored = media_of(&m.app.pool, "wamid.R.FLAKY").await;
+    let key = stored["stored"]["key"].as_str().unwrap();
+    assert_eq!(read_all(memory.as_ref(), key).await.unwrap(), flaky);
+    // Still failing after WABOT_MEDIA_MAX_ATTEMPTS (3): given up, saying why.
+    assert_eq!((jobs[1].1.as_str(), jobs[1].2), ("given_up", 3), "{jobs:?}");
+    let down = media_of(&m.app.pool, "wamid.R.DOWN").await;
+    assert_eq!(down["failed"]["reason"], "attempts exhausted", "{down}");
+    assert!(
+        down["failed"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Service temporarily unavailable"),
+        "{down}"
+    );
+    // An id Meta does not know: given up at once.
+    assert_eq!((jobs[2].1.as_str(), jobs[2].2), ("given_up", 1), "{jobs:?}");
+    let unknown = media_of(&m.app.pool, "wamid.R.UNKNOWN").await;
+    assert_eq!(unknown["failed"]["reason"], "unavailable", "{unknown}");
+}
+
+#[tokio::test]
+async fn a_batch_without_media_creates_no_job_and_a_repeated_delivery_no_second_one() {
+    let m = start(|_| {}).await;
+    let sha = m.graph.media.put("7001", bytes(1000, 13), "image/jpeg");
+    let image = media_message(
+        "wamid.D.IMG",
+        "image",
+        json!({"id": "7001", "mime_type": "image/jpeg", "sha256": sha}),
+    );
+    m.say(vec![crate::webhook::text(CUSTOMER, "wamid.D.TXT", "hello", now_secs())])
+        .await;
+    m.say(vec![image.clone()]).await;
+    m.say(vec![image]).await;
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM wabot_media_jobs")
         .fetch_one(&m.app.pool)
         .await
