@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
+use futures::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -38,6 +39,8 @@ pub struct Knobs {
     /// The first this many `GET /{media-id}` answer 500 with Meta's code 2
     /// (service temporarily unavailable).
     pub resolve_failures: u32,
+    /// The body stops after this many bytes and never goes on (a stalled transfer).
+    pub stall_after_bytes: Option<usize>,
 }
 
 struct Item {
@@ -200,7 +203,7 @@ async fn download(
         }
         (url.media_id.clone(), url.break_after)
     };
-    let (bytes, mime, hide_size) = {
+    let (bytes, mime, hide_size, stall) = {
         let items = lock(&media.items);
         let Some(item) = items.get(&media_id) else {
             return StatusCode::NOT_FOUND.into_response();
@@ -209,12 +212,13 @@ async fn download(
             item.bytes.clone(),
             item.mime_type.clone(),
             item.knobs.hide_size,
+            item.knobs.stall_after_bytes,
         )
     };
     // 16 KiB chunks, as a CDN streams; a break sends what comes before it, then
     // fails the body (the connection is cut mid-way).
     let total = bytes.len();
-    let cut = break_after.map(|n| n.min(total));
+    let cut = break_after.or(stall).map(|n| n.min(total));
     let mut chunks: Vec<Result<Bytes, std::io::Error>> = Vec::new();
     let end = cut.unwrap_or(total);
     let mut at = 0;
@@ -223,9 +227,15 @@ async fn download(
         chunks.push(Ok(bytes.slice(at..next)));
         at = next;
     }
-    if cut.is_some() {
+    if break_after.is_some() {
         chunks.push(Err(std::io::Error::other("the URL expired mid-way")));
     }
+    let body = futures::stream::iter(chunks);
+    let body = if stall.is_some() && break_after.is_none() {
+        Body::from_stream(body.chain(futures::stream::pending()))
+    } else {
+        Body::from_stream(body)
+    };
     let mut response = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, mime);
@@ -233,6 +243,6 @@ async fn download(
         response = response.header(header::CONTENT_LENGTH, total);
     }
     response
-        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

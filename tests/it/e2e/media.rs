@@ -520,3 +520,67 @@ async fn a_batch_without_media_creates_no_job_and_a_repeated_delivery_no_second_
         .unwrap();
     assert_eq!(jobs, 1);
 }
+
+#[tokio::test]
+async fn a_download_running_at_shutdown_keeps_its_lease_then_is_handed_back_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    let mut m = start(|c| {
+        c.media.custom = None;
+        c.media.dir = root.clone();
+        c.worker.lease_secs = 1;
+        c.whatsapp.graph_timeout_ms = 30_000;
+        c.server.shutdown_timeout_secs = 2;
+    })
+    .await;
+    let sha = m.graph.media.put_with(
+        "8001",
+        bytes(400_000, 14),
+        "application/pdf",
+        Knobs {
+            stall_after_bytes: Some(100_000),
+            ..Knobs::default()
+        },
+    );
+    m.say(vec![media_message(
+        "wamid.S.DOC",
+        "document",
+        json!({"id": "8001", "mime_type": "application/pdf", "sha256": sha}),
+    )])
+    .await;
+    eventually(
+        &m.app.pool,
+        "SELECT count(*) FROM wabot_media_jobs WHERE locked_until > now()",
+        1,
+    )
+    .await;
+    let lease = || async {
+        sqlx::query_as::<_, (Option<String>, bool)>(
+            "SELECT locked_by, locked_until > now() + interval '200 milliseconds' \
+             FROM wabot_media_jobs",
+        )
+        .fetch_one(&m.app.pool)
+        .await
+        .unwrap()
+    };
+    let (token, _) = lease().await;
+    // Stalled for three leases: the lease is still ours, kept by the stage.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (kept, live) = lease().await;
+    assert_eq!((kept.as_ref(), live), (token.as_ref(), true));
+    assert_eq!(walk(&root).len(), 1, "the partial file only");
+
+    m.app.stop().await;
+    let (locked_by, attempts, done): (Option<String>, i32, bool) = sqlx::query_as(
+        "SELECT locked_by, attempts, done_at IS NOT NULL FROM wabot_media_jobs",
+    )
+    .fetch_one(&m.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (locked_by, attempts, done),
+        (None, 0, false),
+        "handed back, the attempt not counted"
+    );
+    assert!(walk(&root).is_empty(), "{:?}", walk(&root));
+}
