@@ -154,7 +154,7 @@ fn describe() {
     );
     describe_gauge!(
         "wabot_queue_depth",
-        "Unfinished jobs in the database queue (turn, send)"
+        "Unfinished jobs in the database queue (turn, send, media)"
     );
     describe_gauge!(
         "wabot_queue_due",
@@ -348,7 +348,7 @@ pub fn sending_held(held: bool) {
 
 // ---- queues and leases ------------------------------------------------------------
 
-/// A database queue's state (`queue` is `turn` or `send`).
+/// A database queue's state (`queue` is `turn`, `send` or `media`).
 pub fn queue(queue: &'static str, depth: i64, due: i64, oldest_due: Option<Duration>) {
     gauge!("wabot_queue_depth", "queue" => queue).set(depth as f64);
     gauge!("wabot_queue_due", "queue" => queue).set(due as f64);

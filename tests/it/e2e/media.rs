@@ -569,6 +569,15 @@ async fn a_download_running_at_shutdown_keeps_its_lease_then_is_handed_back_and_
     let (kept, live) = lease().await;
     assert_eq!((kept.as_ref(), live), (token.as_ref(), true));
     assert_eq!(walk(&root).len(), 1, "the partial file only");
+    // `wabot status` shows the media queue on a line of its own.
+    let out = crate::ops_cli::wabot(&m.app.config.database_url, &["status"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let line = shown
+        .lines()
+        .find(|l| l.trim_start().starts_with("media download"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&columns[2..5], ["1", "0", "1"], "open, waiting, leased: {line}");
 
     m.app.stop().await;
     let (locked_by, attempts, done): (Option<String>, i32, bool) = sqlx::query_as(
