@@ -880,7 +880,8 @@ impl Config {
             ));
         }
         if let Some(endpoint) = &self.media.s3.endpoint {
-            if !matches!(url::Url::parse(endpoint), Ok(u) if matches!(u.scheme(), "http" | "https")) {
+            if !matches!(url::Url::parse(endpoint), Ok(u) if matches!(u.scheme(), "http" | "https"))
+            {
                 return Err(ConfigError::invalid(
                     "WABOT_MEDIA_S3_ENDPOINT",
                     "must be an http(s) URL such as https://s3.eu-central-1.amazonaws.com",

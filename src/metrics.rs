@@ -201,10 +201,7 @@ fn describe() {
         "Media download attempts by result (stored, retry, too_large, checksum_mismatch, \
          unavailable, exhausted, message_deleted, lease_lost)"
     );
-    describe_counter!(
-        "wabot_media_bytes_total",
-        "Bytes of inbound media stored"
-    );
+    describe_counter!("wabot_media_bytes_total", "Bytes of inbound media stored");
     describe_histogram!(
         "wabot_media_download_seconds",
         "One media download attempt, claim to result"

@@ -151,7 +151,9 @@ async fn resolve(
     }
     item.urls += 1;
     let k = &item.knobs;
-    let expiring = k.expiring_urls.max(u32::from(k.expire_after_bytes.is_some()));
+    let expiring = k
+        .expiring_urls
+        .max(u32::from(k.expire_after_bytes.is_some()));
     let url = Url {
         media_id: media_id.clone(),
         break_after: k.expire_after_bytes.filter(|_| item.urls <= expiring),

@@ -168,7 +168,10 @@ mod tests {
             Err(MediaStoreError::NotFound(_))
         ));
         w.finish().await.unwrap();
-        assert_eq!(read_all(&store, "image/a.jpg").await.unwrap(), b"hello world");
+        assert_eq!(
+            read_all(&store, "image/a.jpg").await.unwrap(),
+            b"hello world"
+        );
 
         let mut w = store.begin("image/b.jpg").await.unwrap();
         w.write(Bytes::from_static(b"bad")).await.unwrap();

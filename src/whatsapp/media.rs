@@ -191,7 +191,11 @@ impl MediaClient {
     }
 
     /// `GET <url>` with the token: the body as a stream, once the answer is a 2xx.
-    pub async fn fetch(&self, credentials: &Credentials, url: &str) -> Result<MediaBody, FetchError> {
+    pub async fn fetch(
+        &self,
+        credentials: &Credentials,
+        url: &str,
+    ) -> Result<MediaBody, FetchError> {
         let token = credentials
             .access_token
             .as_ref()

@@ -70,7 +70,11 @@ impl MediaStage {
             cut: stage.cut.clone(),
             kill: kill.clone(),
         };
-        crate::worker::spawn_tracked(&stage.tasks, kill, run.claim_loop(stage.stop_claiming.clone()));
+        crate::worker::spawn_tracked(
+            &stage.tasks,
+            kill,
+            run.claim_loop(stage.stop_claiming.clone()),
+        );
         crate::worker::spawn_killable(kill, keep_leases(ctx, tokens, stage.tasks.clone()));
         Ok(stage)
     }
@@ -223,7 +227,10 @@ impl Runner {
         match written {
             Ok(true) => crate::metrics::media_download(result, bytes, took),
             Ok(false) => {
-                tracing::warn!(job = job.id, "media job's lease was taken over; its result is not recorded");
+                tracing::warn!(
+                    job = job.id,
+                    "media job's lease was taken over; its result is not recorded"
+                );
                 crate::metrics::media_download("lease_lost", 0, took);
             }
             Err(e) => tracing::warn!(job = job.id, error = %e, "cannot record a media download"),
@@ -291,7 +298,10 @@ async fn download(ctx: &AppContext, client: &MediaClient, job: &MediaJob) -> Out
         return give_up(UNAVAILABLE, format!("`{}` is not a media kind", job.kind));
     };
     let Some(message_id) = job.message_id else {
-        return give_up(MESSAGE_DELETED, "the message was deleted before its media was downloaded");
+        return give_up(
+            MESSAGE_DELETED,
+            "the message was deleted before its media was downloaded",
+        );
     };
     let credentials = match ctx.credentials.current().await {
         Ok(c) => c,
@@ -313,7 +323,17 @@ async fn download(ctx: &AppContext, client: &MediaClient, job: &MediaJob) -> Out
         if let Some(size) = info.file_size.filter(|&s| s > limit) {
             return too_large(&job.kind, size, limit);
         }
-        match fetch(ctx.media.as_ref(), client, &credentials, job, &info, &key, limit).await {
+        match fetch(
+            ctx.media.as_ref(),
+            client,
+            &credentials,
+            job,
+            &info,
+            &key,
+            limit,
+        )
+        .await
+        {
             Fetched::Done(stored) => return Outcome::Stored(stored),
             Fetched::End(outcome) => return outcome,
             Fetched::Broken(why) => {
@@ -347,7 +367,9 @@ async fn resolve(
         .resolve(credentials, &job.media_id)
         .await
         .map_err(|e| match e.class() {
-            ErrorClass::Permanent => give_up(UNAVAILABLE, format!("Meta refused the media id: {e}")),
+            ErrorClass::Permanent => {
+                give_up(UNAVAILABLE, format!("Meta refused the media id: {e}"))
+            }
             // A token refused may be replaced: retried like an outage, within the bound.
             ErrorClass::Retryable(_) | ErrorClass::TokenInvalid => {
                 Outcome::Retry(format!("cannot resolve the media id: {e}"))

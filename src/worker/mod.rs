@@ -325,7 +325,10 @@ impl Pipeline {
         // Downloads run beside the other stages; those still running at the cut
         // end, and their jobs are handed back below.
         if let Some(media) = &self.media {
-            if tokio::time::timeout_at(cut, media.finished()).await.is_err() {
+            if tokio::time::timeout_at(cut, media.finished())
+                .await
+                .is_err()
+            {
                 cut_short.push("media");
                 media.cut();
                 let _ = tokio::time::timeout_at(deadline, media.finished()).await;

@@ -106,7 +106,9 @@ async fn sample(ctx: &AppContext, watched: &Watched) {
     }
     match store::media::queue_stats(&ctx.pool).await {
         Ok(q) => {
-            let oldest = q.oldest_due_secs.map(|s| Duration::from_secs_f64(s.max(0.0)));
+            let oldest = q
+                .oldest_due_secs
+                .map(|s| Duration::from_secs_f64(s.max(0.0)));
             metrics::queue("media", q.depth, q.due, oldest);
         }
         Err(e) => tracing::debug!(error = %e, "cannot read the media queue's state"),

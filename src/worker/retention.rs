@@ -158,14 +158,9 @@ pub async fn purge_media(
         if stop.is_cancelled() {
             break;
         }
-        let (token, expired) = crate::store::media::claim_expired(
-            &ctx.pool,
-            &ctx.holder,
-            before,
-            BATCH,
-            ctx.lease(),
-        )
-        .await?;
+        let (token, expired) =
+            crate::store::media::claim_expired(&ctx.pool, &ctx.holder, before, BATCH, ctx.lease())
+                .await?;
         let mut gone = Vec::with_capacity(expired.len());
         for job in &expired {
             let Some(key) = &job.store_key else {
@@ -179,7 +174,9 @@ pub async fn purge_media(
             }
             match ctx.media.delete(key).await {
                 Ok(()) => gone.push(job.id),
-                Err(e) => tracing::warn!(job = job.id, error = %e, "cannot delete media past retention"),
+                Err(e) => {
+                    tracing::warn!(job = job.id, error = %e, "cannot delete media past retention")
+                }
             }
         }
         purged += crate::store::media::forget(&ctx.pool, &gone, &token).await?;

@@ -174,18 +174,16 @@ async fn check_stored(pool: &PgPool, store: &dyn MediaStore, sent: &[(&str, Vec<
         let key = stored["key"].as_str().unwrap();
         assert_eq!(&read_all(store, key).await.unwrap(), original, "{wamid}");
     }
-    let results: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT result, count(*) FROM wabot_media_jobs GROUP BY result",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let results: Vec<(String, i64)> =
+        sqlx::query_as("SELECT result, count(*) FROM wabot_media_jobs GROUP BY result")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     assert_eq!(results, [("stored".to_owned(), 3)]);
 }
 
 #[tokio::test]
-async fn an_image_a_voice_note_and_a_document_are_downloaded_checked_and_stored_in_the_directory()
-{
+async fn an_image_a_voice_note_and_a_document_are_downloaded_checked_and_stored_in_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
     let m = start(|c| {
@@ -272,16 +270,19 @@ async fn a_url_that_expires_mid_way_is_resolved_again_and_the_download_finishes(
     finished(&m.app.pool, 2).await;
     for (wamid, original) in [("wamid.E.DOC", &document), ("wamid.E.VOICE", &voice)] {
         let media = media_of(&m.app.pool, wamid).await;
-        let key = media["stored"]["key"].as_str().unwrap_or_else(|| panic!("{media}"));
+        let key = media["stored"]["key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{media}"));
         assert_eq!(&read_all(memory.as_ref(), key).await.unwrap(), original);
     }
     // The document: resolved, broken, 404, resolved again, finished. The voice note
     // once more. Every attempt within the first job run.
     assert_eq!(media.resolves.load(Ordering::Relaxed), 2 + 3);
-    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM wabot_media_jobs ORDER BY id")
-        .fetch_all(&m.app.pool)
-        .await
-        .unwrap();
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("SELECT attempts FROM wabot_media_jobs ORDER BY id")
+            .fetch_all(&m.app.pool)
+            .await
+            .unwrap();
     assert_eq!(attempts, [1, 1]);
 }
 
@@ -364,7 +365,10 @@ async fn a_checksum_mismatch_and_an_oversized_file_are_given_up_with_their_reaso
     .fetch_one(&m.app.pool)
     .await
     .unwrap();
-    assert_eq!(given_up, 4, "given up at the first attempt, nothing recorded as stored");
+    assert_eq!(
+        given_up, 4,
+        "given up at the first attempt, nothing recorded as stored"
+    );
     // Nothing kept: no file anywhere under the directory, no partial one either.
     let files: Vec<_> = walk(&root);
     assert!(files.is_empty(), "{files:?}");
@@ -510,8 +514,13 @@ async fn a_batch_without_media_creates_no_job_and_a_repeated_delivery_no_second_
         "image",
         json!({"id": "7001", "mime_type": "image/jpeg", "sha256": sha}),
     );
-    m.say(vec![crate::webhook::text(CUSTOMER, "wamid.D.TXT", "hello", now_secs())])
-        .await;
+    m.say(vec![crate::webhook::text(
+        CUSTOMER,
+        "wamid.D.TXT",
+        "hello",
+        now_secs(),
+    )])
+    .await;
     m.say(vec![image.clone()]).await;
     m.say(vec![image]).await;
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM wabot_media_jobs")
@@ -577,15 +586,18 @@ async fn a_download_running_at_shutdown_keeps_its_lease_then_is_handed_back_and_
         .find(|l| l.trim_start().starts_with("media download"))
         .unwrap_or_else(|| panic!("{shown}"));
     let columns: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(&columns[2..5], ["1", "0", "1"], "open, waiting, leased: {line}");
+    assert_eq!(
+        &columns[2..5],
+        ["1", "0", "1"],
+        "open, waiting, leased: {line}"
+    );
 
     m.app.stop().await;
-    let (locked_by, attempts, done): (Option<String>, i32, bool) = sqlx::query_as(
-        "SELECT locked_by, attempts, done_at IS NOT NULL FROM wabot_media_jobs",
-    )
-    .fetch_one(&m.app.pool)
-    .await
-    .unwrap();
+    let (locked_by, attempts, done): (Option<String>, i32, bool) =
+        sqlx::query_as("SELECT locked_by, attempts, done_at IS NOT NULL FROM wabot_media_jobs")
+            .fetch_one(&m.app.pool)
+            .await
+            .unwrap();
     assert_eq!(
         (locked_by, attempts, done),
         (None, 0, false),
