@@ -33,13 +33,14 @@ pub enum MediaStoreError {
     /// Nothing is stored under the key.
     #[error("no media stored under `{0}`")]
     NotFound(String),
-    #[error("media directory: {context}")]
+    // The cause is in the message too: the download's error is kept as text.
+    #[error("media directory: {context}: {source}")]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("object store: {context}")]
+    #[error("object store: {context}: {source}")]
     Object {
         context: String,
         #[source]
