@@ -343,7 +343,7 @@ impl Default for MediaConfig {
             dir: PathBuf::from("wabot-media"),
             s3: MediaS3Config::default(),
             concurrency: 4,
-            max_attempts: 8,
+            max_attempts: 12,
             retry_base_ms: 2_000,
             timeout_secs: 300,
             retention_days: None,
