@@ -222,6 +222,22 @@ mod tests {
     }
 
     #[test]
+    fn the_configuration_picks_the_store() {
+        let mut config = MediaConfig::default();
+        assert_eq!(open(&config).unwrap().kind(), "dir");
+        config.s3.bucket = Some("wabot-media".into());
+        config.s3.region = Some("eu-central-1".into());
+        config.s3.endpoint = Some("http://127.0.0.1:9000".into());
+        config.s3.access_key_id = Some("AKIA".to_owned().into());
+        config.s3.secret_access_key = Some("very-secret".to_owned().into());
+        // Building the S3 client makes no request.
+        assert_eq!(open(&config).unwrap().kind(), "s3");
+        config.custom = Some(CustomStore(Arc::new(object::ObjectMedia::in_memory())));
+        assert_eq!(open(&config).unwrap().kind(), "memory");
+        assert!(!format!("{config:?}").contains("very-secret"));
+    }
+
+    #[test]
     fn a_key_names_the_kind_the_month_and_the_message() {
         let id = uuid::Uuid::nil();
         let at = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
