@@ -3,7 +3,7 @@
 //! bearer token, as Meta's do. A test puts media in with [`FakeMedia::put`] and can
 //! make it misbehave the ways Meta's does ([`Knobs`]): a URL that expires after N
 //! bytes or after one use, a wrong checksum, a file over the limit whose size is not
-//! announced, an outage of the media endpoint. An id it was not given is refused
+//! announced, an outage of the media endpoint, a stalled transfer, `Range` ignored. An id it was not given is refused
 //! as Meta refuses an unknown or expired one (code 100).
 
 use std::collections::HashMap;
@@ -41,6 +41,10 @@ pub struct Knobs {
     pub resolve_failures: u32,
     /// The body stops after this many bytes and never goes on (a stalled transfer).
     pub stall_after_bytes: Option<usize>,
+    /// Its URLs ignore `Range` (the whole file, 200), as some servers do.
+    pub no_range: bool,
+    /// A range it serves has its first byte changed (pieces that do not fit).
+    pub bad_ranges: bool,
 }
 
 struct Item {
@@ -70,6 +74,10 @@ pub struct FakeMedia {
     pub resolves: AtomicU64,
     /// GETs of media URLs (expired ones included).
     pub downloads: AtomicU64,
+    /// GETs answered with a range of the file (206).
+    pub ranges: AtomicU64,
+    /// Bytes of media sent.
+    pub bytes_served: AtomicU64,
 }
 
 impl FakeMedia {
@@ -205,7 +213,7 @@ async fn download(
         }
         (url.media_id.clone(), url.break_after)
     };
-    let (bytes, mime, hide_size, stall) = {
+    let (bytes, mime, hide_size, stall, no_range, bad_ranges) = {
         let items = lock(&media.items);
         let Some(item) = items.get(&media_id) else {
             return StatusCode::NOT_FOUND.into_response();
@@ -215,34 +223,68 @@ async fn download(
             item.mime_type.clone(),
             item.knobs.hide_size,
             item.knobs.stall_after_bytes,
+            item.knobs.no_range,
+            item.knobs.bad_ranges,
         )
+    };
+    // `Range: bytes=N-` (what a resumed download asks for), unless told to ignore it.
+    let total = bytes.len();
+    let from = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n < total && !no_range);
+    let bytes = match from {
+        Some(n) => {
+            media.ranges.fetch_add(1, Ordering::Relaxed);
+            let mut rest = bytes.slice(n..).to_vec();
+            if bad_ranges {
+                rest[0] = rest[0].wrapping_add(1);
+            }
+            Bytes::from(rest)
+        }
+        None => bytes,
     };
     // 16 KiB chunks, as a CDN streams; a break sends what comes before it, then
     // fails the body (the connection is cut mid-way).
-    let total = bytes.len();
-    let cut = break_after.or(stall).map(|n| n.min(total));
+    let len = bytes.len();
+    let cut = break_after.or(stall).map(|n| n.min(len));
     let mut chunks: Vec<Result<Bytes, std::io::Error>> = Vec::new();
-    let end = cut.unwrap_or(total);
+    // (The break, when there is one, comes after these.)
+    let end = cut.unwrap_or(len);
+    media.bytes_served.fetch_add(end as u64, Ordering::Relaxed);
     let mut at = 0;
     while at < end {
         let next = (at + 16 * 1024).min(end);
         chunks.push(Ok(bytes.slice(at..next)));
         at = next;
     }
-    if break_after.is_some() {
-        chunks.push(Err(std::io::Error::other("the URL expired mid-way")));
-    }
     let body = futures::stream::iter(chunks);
-    let body = if stall.is_some() && break_after.is_none() {
+    let body = if break_after.is_some() {
+        // The bytes before the break reach the client (hyper flushes them while the
+        // break waits), then the connection is cut.
+        let cut = futures::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Err(std::io::Error::other("the URL expired mid-way"))
+        });
+        Body::from_stream(body.chain(cut))
+    } else if stall.is_some() {
         Body::from_stream(body.chain(futures::stream::pending()))
     } else {
         Body::from_stream(body)
     };
-    let mut response = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, mime);
+    let mut response = Response::builder().header(header::CONTENT_TYPE, mime);
+    response = match from {
+        Some(n) => response.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            format!("bytes {n}-{}/{total}", total - 1),
+        ),
+        None => response.status(StatusCode::OK),
+    };
     if !hide_size {
-        response = response.header(header::CONTENT_LENGTH, total);
+        response = response.header(header::CONTENT_LENGTH, len);
     }
     response
         .body(body)

@@ -101,8 +101,11 @@ impl FetchError {
     }
 }
 
-/// A media body on its way: its announced length and its bytes.
+/// A media body on its way: where it starts in the file, its announced length and
+/// its bytes.
 pub struct MediaBody {
+    /// 0 for a whole file (200); the first byte's position for a range (206).
+    pub offset: u64,
     pub content_length: Option<u64>,
     pub chunks: BoxStream<'static, Result<Bytes, FetchError>>,
 }
@@ -191,25 +194,37 @@ impl MediaClient {
     }
 
     /// `GET <url>` with the token: the body as a stream, once the answer is a 2xx.
+    /// From `from` > 0 it asks for the rest only (`Range: bytes=from-`); a server
+    /// that ignores the range answers the whole file (offset 0).
     pub async fn fetch(
         &self,
         credentials: &Credentials,
         url: &str,
+        from: u64,
     ) -> Result<MediaBody, FetchError> {
         let token = credentials
             .access_token
             .as_ref()
             .ok_or(FetchError::NotConfigured("the access token"))?;
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(token.expose_secret())
-            .send()
-            .await
-            .map_err(fetch_transport)?;
+        let mut request = self.http.get(url).bearer_auth(token.expose_secret());
+        if from > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={from}-"));
+        }
+        let response = request.send().await.map_err(fetch_transport)?;
         let status = response.status().as_u16();
         match status {
             200..=299 => Ok(MediaBody {
+                offset: if status == 206 {
+                    response
+                        .headers()
+                        .get(reqwest::header::CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(range_start)
+                        // A 206 that does not say where it starts cannot be appended.
+                        .ok_or(FetchError::Status(206))?
+                } else {
+                    0
+                },
                 content_length: response.content_length(),
                 chunks: response.bytes_stream().map_err(fetch_transport).boxed(),
             }),
@@ -217,6 +232,12 @@ impl MediaClient {
             _ => Err(FetchError::Status(status)),
         }
     }
+}
+
+/// The first byte's position in a `Content-Range: bytes START-END/TOTAL` header.
+pub fn range_start(value: &str) -> Option<u64> {
+    let range = value.trim().strip_prefix("bytes ")?;
+    range.split_once('-')?.0.trim().parse().ok()
 }
 
 /// Meta's media ids are digits; anything outside a conservative alphabet is refused
@@ -282,6 +303,14 @@ mod tests {
         assert!(!checksum_matches(&hex::encode(other), &digest));
         assert!(!checksum_matches("c2hhMjU2LWltYWdl", &digest));
         assert!(!checksum_matches("", &digest));
+    }
+
+    #[test]
+    fn a_content_range_says_where_the_body_starts() {
+        assert_eq!(range_start("bytes 50000-199999/200000"), Some(50_000));
+        assert_eq!(range_start("bytes 0-9/*"), Some(0));
+        assert_eq!(range_start("items 1-2/3"), None);
+        assert_eq!(range_start("bytes */200"), None);
     }
 
     #[test]

@@ -317,43 +317,81 @@ async fn download(ctx: &AppContext, client: &MediaClient, job: &MediaJob) -> Out
         info.mime_type.as_deref().or(job.mime_type.as_deref()),
         job.created_at,
     );
-    // Every turn of the loop counts a break or a resolution, both bounded.
+    // Every turn of the loop counts a break or a resolution, both bounded. What was
+    // received survives both: the next GET asks for the rest.
     let (mut resolves, mut breaks) = (0, 0);
+    let mut partial = Partial::default();
     loop {
         if let Some(size) = info.file_size.filter(|&s| s > limit) {
+            partial.reset().await;
             return too_large(&job.kind, size, limit);
         }
+        let store = ctx.media.as_ref();
         match fetch(
-            ctx.media.as_ref(),
+            store,
             client,
             &credentials,
             job,
             &info,
             &key,
             limit,
+            &mut partial,
         )
         .await
         {
             Fetched::Done(stored) => return Outcome::Stored(stored),
-            Fetched::End(outcome) => return outcome,
+            Fetched::End(outcome) => {
+                partial.reset().await;
+                return outcome;
+            }
             Fetched::Broken(why) => {
                 breaks += 1;
                 if breaks >= BREAKS {
+                    partial.reset().await;
                     return Outcome::Retry(format!("the transfer kept breaking: {why}"));
                 }
             }
             Fetched::Expired(why) => {
                 if resolves >= RE_RESOLVES {
+                    partial.reset().await;
                     return Outcome::Retry(format!("the media URL kept expiring: {why}"));
                 }
                 resolves += 1;
                 tracing::debug!(job = job.id, why = %why, "media URL expired; resolving the id again");
                 info = match resolve(client, &credentials, job).await {
                     Ok(info) => info,
-                    Err(outcome) => return outcome,
+                    Err(outcome) => {
+                        partial.reset().await;
+                        return outcome;
+                    }
                 };
             }
         }
+    }
+}
+
+/// What one attempt has received so far, kept across a broken transfer and a URL
+/// resolved again.
+#[derive(Default)]
+struct Partial {
+    writer: Option<Box<dyn MediaWriter>>,
+    hasher: Sha256,
+    total: u64,
+    /// The bytes came in more than one piece.
+    resumed: bool,
+    /// Start over from the first byte from now on (a resumed file did not check out).
+    whole_only: bool,
+}
+
+impl Partial {
+    /// Drops what was received; nothing is kept.
+    async fn reset(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.abort().await;
+        }
+        self.hasher = Sha256::new();
+        self.total = 0;
+        self.resumed = false;
     }
 }
 
@@ -384,8 +422,11 @@ fn too_large(kind: &str, size: u64, limit: u64) -> Outcome {
     )
 }
 
-/// One GET of the bytes into a new object at `key`: hashed and counted as they
-/// stream, never past `limit`, the checksum checked before the object is kept.
+/// One GET of the bytes into the object at `key`, after what `partial` holds (a
+/// range), or from the start when the server sends the whole file: hashed and
+/// counted as they stream, never past `limit`; when the file is complete, the
+/// checksum is checked before the object is kept.
+#[allow(clippy::too_many_arguments)]
 async fn fetch(
     store: &dyn MediaStore,
     client: &MediaClient,
@@ -394,50 +435,85 @@ async fn fetch(
     info: &MediaInfo,
     key: &str,
     limit: u64,
+    partial: &mut Partial,
 ) -> Fetched {
-    let mut body = match client.fetch(credentials, &info.url).await {
+    if partial.whole_only {
+        partial.reset().await;
+    }
+    let mut body = match client.fetch(credentials, &info.url, partial.total).await {
         Ok(body) => body,
         Err(e @ FetchError::Expired(_)) => return Fetched::Expired(e.to_string()),
         Err(e) if e.is_transient() => return Fetched::Broken(e.to_string()),
         Err(e) => return Fetched::End(give_up(UNAVAILABLE, e.to_string())),
     };
-    if let Some(size) = body.content_length.filter(|&s| s > limit) {
+    if body.offset != partial.total {
+        // The whole file again (the range was ignored), or a range that does not
+        // follow what we have: start over.
+        let asked = partial.total;
+        partial.reset().await;
+        if body.offset != 0 {
+            return Fetched::Broken(format!(
+                "asked for the bytes from {asked}, got them from {}",
+                body.offset
+            ));
+        }
+    } else if body.offset > 0 {
+        partial.resumed = true;
+    }
+    if let Some(size) = body
+        .content_length
+        .map(|n| n + body.offset)
+        .filter(|&s| s > limit)
+    {
         return Fetched::End(too_large(&job.kind, size, limit));
     }
-    let mut writer: Box<dyn MediaWriter> = match store.begin(key).await {
-        Ok(w) => w,
-        Err(e) => return Fetched::End(Outcome::Retry(format!("the media store: {e}"))),
+    if partial.writer.is_none() {
+        match store.begin(key).await {
+            Ok(w) => partial.writer = Some(w),
+            Err(e) => return Fetched::End(Outcome::Retry(format!("the media store: {e}"))),
+        }
+    }
+    let Some(writer) = partial.writer.as_mut() else {
+        return Fetched::End(Outcome::Retry("the media store: no writer".to_owned()));
     };
-    let mut hasher = Sha256::new();
-    let mut total: u64 = 0;
     while let Some(chunk) = body.chunks.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
-            Err(e) => {
-                let _ = writer.abort().await;
-                return Fetched::Broken(format!("after {total} bytes: {e}"));
-            }
+            // Kept: the next GET asks for the rest.
+            Err(e) => return Fetched::Broken(format!("after {} bytes: {e}", partial.total)),
         };
-        total += chunk.len() as u64;
-        if total > limit {
-            let _ = writer.abort().await;
-            return Fetched::End(too_large(&job.kind, total, limit));
+        partial.total += chunk.len() as u64;
+        if partial.total > limit {
+            return Fetched::End(too_large(&job.kind, partial.total, limit));
         }
-        hasher.update(&chunk);
+        partial.hasher.update(&chunk);
         if let Err(e) = writer.write(chunk).await {
-            let _ = writer.abort().await;
             return Fetched::End(Outcome::Retry(format!("the media store: {e}")));
         }
     }
-    if let Some(size) = info.file_size.filter(|&s| s != total) {
-        let _ = writer.abort().await;
-        return Fetched::Broken(format!("{total} bytes received, Meta announced {size}"));
+    let total = partial.total;
+    match info.file_size {
+        Some(size) if total < size => {
+            return Fetched::Broken(format!("{total} bytes received, Meta announced {size}"));
+        }
+        Some(size) if total > size => {
+            partial.reset().await;
+            return Fetched::Broken(format!("{total} bytes received, Meta announced {size}"));
+        }
+        _ => {}
     }
-    let digest = hasher.finalize();
+    let digest = std::mem::take(&mut partial.hasher).finalize();
     for (whose, expected) in [("the webhook's", &job.sha256), ("Meta's", &info.sha256)] {
         if let Some(expected) = expected.as_deref().filter(|s| !s.is_empty()) {
             if !meta::checksum_matches(expected, &digest) {
-                let _ = writer.abort().await;
+                if partial.resumed {
+                    // Pieces that do not fit together: once more from the first byte.
+                    partial.reset().await;
+                    partial.whole_only = true;
+                    return Fetched::Broken(format!(
+                        "the sha256 of a resumed transfer differs from {whose}; starting over"
+                    ));
+                }
                 return Fetched::End(give_up(
                     CHECKSUM_MISMATCH,
                     format!(
@@ -448,6 +524,9 @@ async fn fetch(
             }
         }
     }
+    let Some(writer) = partial.writer.take() else {
+        return Fetched::End(Outcome::Retry("the media store: no writer".to_owned()));
+    };
     if let Err(e) = writer.finish().await {
         return Fetched::End(Outcome::Retry(format!("the media store: {e}")));
     }

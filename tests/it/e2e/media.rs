@@ -227,7 +227,7 @@ async fn the_same_downloads_go_into_an_in_memory_object_store_through_the_same_t
 }
 
 #[tokio::test]
-async fn a_url_that_expires_mid_way_is_resolved_again_and_the_download_finishes() {
+async fn a_url_that_expires_mid_way_is_resolved_again_and_the_download_goes_on_from_there() {
     let memory: Arc<dyn MediaStore> = Arc::new(ObjectMedia::in_memory());
     let custom = CustomStore(memory.clone());
     let m = start(|c| c.media.custom = Some(custom)).await;
@@ -254,7 +254,37 @@ async fn a_url_that_expires_mid_way_is_resolved_again_and_the_download_finishes(
             ..Knobs::default()
         },
     );
+    // A server that ignores `Range`: the new URL's whole file is taken instead.
+    let video = bytes(80_000, 15);
+    let video_sha = media.put_with(
+        "4003",
+        video.clone(),
+        "video/mp4",
+        Knobs {
+            expire_after_bytes: Some(30_000),
+            no_range: true,
+            ..Knobs::default()
+        },
+    );
+    // A range that does not fit the first piece: the sha256 says so, and the file is
+    // taken again from its first byte.
+    let sheet = bytes(60_000, 16);
+    let sheet_sha = media.put_with(
+        "4004",
+        sheet.clone(),
+        "application/vnd.ms-excel",
+        Knobs {
+            expire_after_bytes: Some(10_000),
+            bad_ranges: true,
+            ..Knobs::default()
+        },
+    );
     m.say(vec![
+        media_message(
+            "wamid.E.SHEET",
+            "document",
+            json!({"id": "4004", "mime_type": "application/vnd.ms-excel", "sha256": sheet_sha}),
+        ),
         media_message(
             "wamid.E.DOC",
             "document",
@@ -265,25 +295,43 @@ async fn a_url_that_expires_mid_way_is_resolved_again_and_the_download_finishes(
             "audio",
             json!({"id": "4002", "mime_type": "audio/ogg", "sha256": voice_sha, "voice": true}),
         ),
+        media_message(
+            "wamid.E.VIDEO",
+            "video",
+            json!({"id": "4003", "mime_type": "video/mp4", "sha256": video_sha}),
+        ),
     ])
     .await;
-    finished(&m.app.pool, 2).await;
-    for (wamid, original) in [("wamid.E.DOC", &document), ("wamid.E.VOICE", &voice)] {
+    finished(&m.app.pool, 4).await;
+    for (wamid, original) in [
+        ("wamid.E.SHEET", &sheet),
+        ("wamid.E.DOC", &document),
+        ("wamid.E.VOICE", &voice),
+        ("wamid.E.VIDEO", &video),
+    ] {
         let media = media_of(&m.app.pool, wamid).await;
         let key = media["stored"]["key"]
             .as_str()
             .unwrap_or_else(|| panic!("{media}"));
         assert_eq!(&read_all(memory.as_ref(), key).await.unwrap(), original);
     }
-    // The document: resolved, broken, 404, resolved again, finished. The voice note
-    // once more. Every attempt within the first job run.
-    assert_eq!(media.resolves.load(Ordering::Relaxed), 2 + 3);
+    // The document: resolved, broken, 404, resolved again, the rest asked for with
+    // a range. The voice note once more. The video from the start again. The sheet
+    // resumed, refused, and whole again from the second URL.
+    assert_eq!(media.resolves.load(Ordering::Relaxed), 2 + 2 + 3 + 2);
+    assert_eq!(media.ranges.load(Ordering::Relaxed), 1 + 1 + 2);
+    assert_eq!(
+        media.bytes_served.load(Ordering::Relaxed),
+        60_000 * 2 + 200_000 + 90_000 + (30_000 + 80_000),
+        "nothing sent twice but the video's first 30 kB and the sheet"
+    );
+    // Every break and expiry within the first attempt.
     let attempts: Vec<i32> =
         sqlx::query_scalar("SELECT attempts FROM wabot_media_jobs ORDER BY id")
             .fetch_all(&m.app.pool)
             .await
             .unwrap();
-    assert_eq!(attempts, [1, 1]);
+    assert_eq!(attempts, [1, 1, 1, 1]);
 }
 
 #[tokio::test]
