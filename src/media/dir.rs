@@ -86,6 +86,34 @@ impl MediaStore for DirStore {
             Err(e) => Err(MediaStoreError::io(format!("delete {}", path.display()), e)),
         }
     }
+
+    async fn sweep_unfinished(&self, age: std::time::Duration) -> Result<u64, MediaStoreError> {
+        let dir = self.root.join(PARTIAL);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(MediaStoreError::io(format!("list {}", dir.display()), e)),
+        };
+        let mut swept = 0;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| MediaStoreError::io(format!("list {}", dir.display()), e))?
+        {
+            // A partial file not written to for `age` has no writer any more.
+            let stale = entry
+                .metadata()
+                .await
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed > age);
+            if stale && tokio::fs::remove_file(entry.path()).await.is_ok() {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
 }
 
 struct DirWriter {
@@ -187,5 +215,19 @@ mod tests {
         store.delete("image/a.jpg").await.unwrap();
         store.delete("image/a.jpg").await.unwrap();
         assert!(store.begin("../escape").await.is_err());
+
+        // A killed writer's partial file (its Drop never ran) goes once stale.
+        let left = dir.path().join("media").join(PARTIAL).join("dead.part");
+        std::fs::write(&left, b"half").unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(store.sweep_unfinished(day).await.unwrap(), 0);
+        assert_eq!(
+            store
+                .sweep_unfinished(std::time::Duration::ZERO)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(!left.exists());
     }
 }

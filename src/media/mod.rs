@@ -75,6 +75,13 @@ pub trait MediaStore: Send + Sync + 'static {
 
     /// Deletes `key`; deleting what is not there is not an error.
     async fn delete(&self, key: &str) -> Result<(), MediaStoreError>;
+
+    /// Deletes what writers killed mid-way (no chance to abort) left, older than
+    /// `age`; how many. Stores that keep nothing unfinished have nothing to do.
+    async fn sweep_unfinished(&self, age: std::time::Duration) -> Result<u64, MediaStoreError> {
+        let _ = age;
+        Ok(0)
+    }
 }
 
 /// One object being written.

@@ -6,7 +6,8 @@
 //! `WABOT_MEDIA_CONCURRENCY` downloads at once. A download resolves the media id
 //! (`GET /{media-id}`), streams the bytes from Meta's URL into the store while
 //! hashing and counting them, and resolves the id again when the URL expired (it
-//! lives minutes). It ends in one of three ways:
+//! lives minutes); after a break or an expiry it asks for the rest only (`Range`).
+//! It ends in one of three ways:
 //! - stored: the location joins the message's content (`content.media.stored`);
 //! - given up, with a reason in the message's content (`content.media.failed`):
 //!   "too large" (past Meta's limit for the kind), "checksum mismatch" (nothing is

@@ -135,7 +135,10 @@ pub async fn purge_versions(pool: &PgPool, settled: Duration) -> Result<u64, sql
     Ok(purged)
 }
 
-/// The most media files one round deletes.
+/// How old a partial media file is before maintenance deletes it.
+const UNFINISHED_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The most batches of [`BATCH`] media jobs one round purges.
 const MEDIA_ROUND: usize = 20;
 
 /// Deletes stored media, and the finished download jobs, older than
@@ -148,6 +151,13 @@ pub async fn purge_media(
     ctx: &crate::app::AppContext,
     stop: &CancellationToken,
 ) -> Result<u64, sqlx::Error> {
+    // Partial files of killed downloads, whatever the retention (a download runs for
+    // WABOT_MEDIA_TIMEOUT_SECS at most; a day is far past it).
+    match ctx.media.sweep_unfinished(UNFINISHED_AGE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "deleted partial media files of killed downloads"),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep partial media files"),
+    }
     let days = ctx.config.media_retention_days();
     if days == 0 {
         return Ok(0);
