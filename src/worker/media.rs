@@ -123,48 +123,52 @@ struct Runner {
 }
 
 impl Runner {
-    /// Every poll interval, claims as many due jobs as there are free download
-    /// slots, and starts them; at once again when a claim filled every slot.
+    /// Claims as many due jobs as there are free download slots and starts them;
+    /// waits for a free slot when all are busy, and a poll interval when the queue
+    /// had no more due jobs.
     async fn claim_loop(self, stop: CancellationToken) {
         let every = Duration::from_millis(self.ctx.config.worker.poll_interval_ms.max(10));
         let slots = Arc::new(Semaphore::new(self.ctx.config.media.concurrency.max(1)));
         let this = Arc::new(self);
-        let mut full = false;
         loop {
-            if !full {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = stop.cancelled() => return,
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            loop {
+                if slots.available_permits() == 0 {
+                    tokio::select! {
+                        slot = slots.acquire() => drop(slot),
+                        _ = stop.cancelled() => return,
+                    }
                 }
-            }
-            if stop.is_cancelled() {
-                return;
-            }
-            full = false;
-            let free = slots.available_permits();
-            if free == 0 {
-                continue;
-            }
-            let ctx = &this.ctx;
-            let jobs = match queue::claim(&ctx.pool, &ctx.holder, ctx.lease(), free as i64).await {
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim media downloads");
-                    continue;
+                let free = slots.available_permits();
+                let ctx = &this.ctx;
+                let jobs =
+                    match queue::claim(&ctx.pool, &ctx.holder, ctx.lease(), free as i64).await {
+                        Ok(jobs) => jobs,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot claim media downloads");
+                            break;
+                        }
+                    };
+                let more = jobs.len() == free;
+                let takeovers = jobs.iter().filter(|j| j.taken_over).count();
+                crate::metrics::lease_takeovers("media", takeovers);
+                for job in jobs {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    this.tokens.hold(&job.token);
+                    let runner = this.clone();
+                    crate::worker::spawn_tracked(&this.downloads, &this.kill, async move {
+                        runner.run(job).await;
+                        drop(permit);
+                    });
                 }
-            };
-            full = jobs.len() == free;
-            crate::metrics::lease_takeovers("media", jobs.iter().filter(|j| j.taken_over).count());
-            for job in jobs {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                if !more || stop.is_cancelled() {
                     break;
-                };
-                this.tokens.hold(&job.token);
-                let runner = this.clone();
-                crate::worker::spawn_tracked(&this.downloads, &this.kill, async move {
-                    runner.run(job).await;
-                    drop(permit);
-                });
+                }
             }
         }
     }

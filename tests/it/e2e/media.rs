@@ -220,7 +220,12 @@ async fn an_image_a_voice_note_and_a_document_are_downloaded_checked_and_stored_
 async fn the_same_downloads_go_into_an_in_memory_object_store_through_the_same_trait() {
     let memory: Arc<dyn MediaStore> = Arc::new(ObjectMedia::in_memory());
     let custom = CustomStore(memory.clone());
-    let m = start(|c| c.media.custom = Some(custom)).await;
+    // One download at a time: the others wait for the slot.
+    let m = start(|c| {
+        c.media.custom = Some(custom);
+        c.media.concurrency = 1;
+    })
+    .await;
     let sent = send_three(&m).await;
     finished(&m.app.pool, 3).await;
     check_stored(&m.app.pool, memory.as_ref(), &sent).await;
