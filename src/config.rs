@@ -313,11 +313,6 @@ pub struct MediaConfig {
     /// `WABOT_MEDIA_RETENTION_DAYS`: stored media older than this is deleted with
     /// its job (0 keeps it for ever); unset follows `WABOT_RETENTION_DAYS`.
     pub retention_days: Option<u32>,
-    /// A store of the caller's own through the same trait (an embedding program,
-    /// tests with `object_store`'s in-memory store); never from a file or the
-    /// environment.
-    #[serde(skip)]
-    pub custom: Option<crate::media::CustomStore>,
 }
 
 /// S3-compatible object storage for media: used when `bucket` is set.
@@ -347,7 +342,6 @@ impl Default for MediaConfig {
             retry_base_ms: 2_000,
             timeout_secs: 300,
             retention_days: None,
-            custom: None,
         }
     }
 }

@@ -94,23 +94,10 @@ pub trait MediaWriter: Send {
     async fn abort(self: Box<Self>) -> Result<(), MediaStoreError>;
 }
 
-/// A media store chosen by the caller (an embedding program, a test), in
-/// `MediaConfig::custom`; `Debug` names only its kind.
-#[derive(Clone)]
-pub struct CustomStore(pub Arc<dyn MediaStore>);
-
-impl std::fmt::Debug for CustomStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CustomStore({})", self.0.kind())
-    }
-}
-
-/// The store the configuration names: a custom one when given, S3 when
-/// `WABOT_MEDIA_S3_BUCKET` is set, else the directory `WABOT_MEDIA_DIR`.
+/// The store the configuration names: S3 when `WABOT_MEDIA_S3_BUCKET` is set, else
+/// the directory `WABOT_MEDIA_DIR`. (A program embedding wabot, or a test, brings a
+/// store of its own through `startup::Application::with_media_store`.)
 pub fn open(config: &MediaConfig) -> anyhow::Result<Arc<dyn MediaStore>> {
-    if let Some(custom) = &config.custom {
-        return Ok(custom.0.clone());
-    }
     if config.s3.bucket.is_some() {
         return Ok(Arc::new(object::ObjectMedia::s3(&config.s3)?));
     }
@@ -239,8 +226,6 @@ mod tests {
         config.s3.secret_access_key = Some("very-secret".to_owned().into());
         // Building the S3 client makes no request.
         assert_eq!(open(&config).unwrap().kind(), "s3");
-        config.custom = Some(CustomStore(Arc::new(object::ObjectMedia::in_memory())));
-        assert_eq!(open(&config).unwrap().kind(), "memory");
         assert!(!format!("{config:?}").contains("very-secret"));
     }
 

@@ -16,10 +16,10 @@ use wabot::config::Config;
 use wabot::dev::fake_graph::{self, FakeGraph, StatusOptions};
 use wabot::dev::fake_media::Knobs;
 use wabot::media::object::ObjectMedia;
-use wabot::media::{read_all, CustomStore, MediaStore};
+use wabot::media::{read_all, MediaStore};
 
 use super::{eventually, CUSTOMER, CUSTOMER_NAME};
-use crate::helpers::{self, spawn_app_with, TestApp};
+use crate::helpers::{self, spawn_app_with_media, TestApp};
 use crate::webhook::{messages_webhook, now_secs};
 
 /// Deterministic bytes that do not compress to nothing.
@@ -40,10 +40,17 @@ struct MediaApp {
     graph: Arc<FakeGraph>,
 }
 
+/// Where a test's media goes.
+enum Store {
+    /// `WABOT_MEDIA_DIR` (the test sets it).
+    Dir,
+    /// This store, through the same trait (`object_store`'s in-memory one).
+    Given(Arc<dyn MediaStore>),
+}
+
 /// The daemon (worker on) with wabot's fake Graph API, media downloads polled
-/// every 50 ms and retried after 20 ms, into an in-memory store unless `configure`
-/// says otherwise.
-async fn start(configure: impl FnOnce(&mut Config)) -> MediaApp {
+/// every 50 ms and retried after 20 ms.
+async fn start(store: Store, configure: impl FnOnce(&mut Config)) -> MediaApp {
     let (graph, url) = fake_graph::start(
         "127.0.0.1:0".parse().unwrap(),
         fake_graph::Options {
@@ -59,16 +66,22 @@ async fn start(configure: impl FnOnce(&mut Config)) -> MediaApp {
     )
     .await
     .unwrap();
-    let app = spawn_app_with(|c| {
-        c.worker.enabled = true;
-        c.worker.lease_secs = 5;
-        c.whatsapp.graph_api_base = url;
-        c.whatsapp.graph_timeout_ms = 2_000;
-        c.media.retry_base_ms = 20;
-        c.media.max_attempts = 3;
-        c.media.custom = Some(CustomStore(Arc::new(ObjectMedia::in_memory())));
-        configure(c);
-    })
+    let media = match store {
+        Store::Dir => None,
+        Store::Given(store) => Some(store),
+    };
+    let app = spawn_app_with_media(
+        |c| {
+            c.worker.enabled = true;
+            c.worker.lease_secs = 5;
+            c.whatsapp.graph_api_base = url;
+            c.whatsapp.graph_timeout_ms = 2_000;
+            c.media.retry_base_ms = 20;
+            c.media.max_attempts = 3;
+            configure(c);
+        },
+        media,
+    )
     .await;
     MediaApp { app, graph }
 }
@@ -186,8 +199,7 @@ async fn check_stored(pool: &PgPool, store: &dyn MediaStore, sent: &[(&str, Vec<
 async fn an_image_a_voice_note_and_a_document_are_downloaded_checked_and_stored_in_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
-    let m = start(|c| {
-        c.media.custom = None;
+    let m = start(Store::Dir, |c| {
         c.media.dir = root.clone();
     })
     .await;
@@ -219,13 +231,8 @@ async fn an_image_a_voice_note_and_a_document_are_downloaded_checked_and_stored_
 #[tokio::test]
 async fn the_same_downloads_go_into_an_in_memory_object_store_through_the_same_trait() {
     let memory: Arc<dyn MediaStore> = Arc::new(ObjectMedia::in_memory());
-    let custom = CustomStore(memory.clone());
     // One download at a time: the others wait for the slot.
-    let m = start(|c| {
-        c.media.custom = Some(custom);
-        c.media.concurrency = 1;
-    })
-    .await;
+    let m = start(Store::Given(memory.clone()), |c| c.media.concurrency = 1).await;
     let sent = send_three(&m).await;
     finished(&m.app.pool, 3).await;
     check_stored(&m.app.pool, memory.as_ref(), &sent).await;
@@ -234,8 +241,7 @@ async fn the_same_downloads_go_into_an_in_memory_object_store_through_the_same_t
 #[tokio::test]
 async fn a_url_that_expires_mid_way_is_resolved_again_and_the_download_goes_on_from_there() {
     let memory: Arc<dyn MediaStore> = Arc::new(ObjectMedia::in_memory());
-    let custom = CustomStore(memory.clone());
-    let m = start(|c| c.media.custom = Some(custom)).await;
+    let m = start(Store::Given(memory.clone()), |_| {}).await;
     let media = &m.graph.media;
     // Once: broken after 50 kB, then the URL is gone (404); twice for the voice note.
     let document = bytes(200_000, 4);
@@ -344,8 +350,7 @@ async fn a_checksum_mismatch_and_an_oversized_file_are_given_up_with_their_reaso
 ) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
-    let m = start(|c| {
-        c.media.custom = None;
+    let m = start(Store::Dir, |c| {
         c.media.dir = root.clone();
     })
     .await;
@@ -450,8 +455,7 @@ fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn media_past_its_retention_is_deleted_with_its_job_and_the_message_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
-    let m = start(|c| {
-        c.media.custom = None;
+    let m = start(Store::Dir, |c| {
         c.media.dir = root.clone();
         c.media.retention_days = Some(3);
     })
@@ -489,8 +493,7 @@ async fn media_past_its_retention_is_deleted_with_its_job_and_the_message_says_s
 async fn an_outage_is_retried_with_backoff_and_given_up_after_the_bound_and_an_unknown_id_at_once()
 {
     let memory: Arc<dyn MediaStore> = Arc::new(ObjectMedia::in_memory());
-    let custom = CustomStore(memory.clone());
-    let m = start(|c| c.media.custom = Some(custom)).await;
+    let m = start(Store::Given(memory.clone()), |_| {}).await;
     let media = &m.graph.media;
     let flaky = bytes(10_000, 11);
     let flaky_sha = media.put_with(
@@ -560,7 +563,8 @@ async fn an_outage_is_retried_with_backoff_and_given_up_after_the_bound_and_an_u
 
 #[tokio::test]
 async fn a_batch_without_media_creates_no_job_and_a_repeated_delivery_no_second_one() {
-    let m = start(|_| {}).await;
+    let memory: Arc<dyn MediaStore> = Arc::new(ObjectMedia::in_memory());
+    let m = start(Store::Given(memory), |_| {}).await;
     let sha = m.graph.media.put("7001", bytes(1000, 13), "image/jpeg");
     let image = media_message(
         "wamid.D.IMG",
@@ -587,8 +591,7 @@ async fn a_batch_without_media_creates_no_job_and_a_repeated_delivery_no_second_
 async fn a_download_running_at_shutdown_keeps_its_lease_then_is_handed_back_and_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
-    let mut m = start(|c| {
-        c.media.custom = None;
+    let mut m = start(Store::Dir, |c| {
         c.media.dir = root.clone();
         c.worker.lease_secs = 1;
         c.whatsapp.graph_timeout_ms = 30_000;
