@@ -7,8 +7,8 @@
 
 pub mod chat;
 pub mod fake_graph;
-pub mod fake_templates;
 pub mod fake_media;
+pub mod fake_templates;
 
 /// Seconds since the Unix epoch (0 on a clock before it).
 pub(crate) fn unix_now() -> u64 {
