@@ -28,6 +28,8 @@ pub struct AppContext {
     /// The event types some endpoint takes, kept in memory so that a batch writes
     /// events only when someone wants them (`store::events`).
     pub events: crate::store::events::Subscriptions,
+    /// Where downloaded media goes (`WABOT_MEDIA_DIR` or `WABOT_MEDIA_S3_*`).
+    pub media: Arc<dyn crate::media::MediaStore>,
 }
 
 impl AppContext {
@@ -37,6 +39,7 @@ impl AppContext {
         graph: GraphClient,
         flows_key: Option<Arc<FlowsKey>>,
         datasources: DataSourceClient,
+        media: Arc<dyn crate::media::MediaStore>,
     ) -> AppContext {
         AppContext {
             credentials: CredentialStore::new(pool.clone(), config.whatsapp.clone()),
@@ -51,6 +54,7 @@ impl AppContext {
             flows_key,
             datasources,
             events: Default::default(),
+            media,
         }
     }
 

@@ -38,6 +38,7 @@ pub struct Config {
     pub log: LogConfig,
     pub retention: RetentionConfig,
     pub session: SessionConfig,
+    pub media: MediaConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -55,6 +56,7 @@ impl std::fmt::Debug for Config {
             .field("log", &self.log)
             .field("retention", &self.retention)
             .field("session", &self.session)
+            .field("media", &self.media)
             .finish()
     }
 }
@@ -290,6 +292,67 @@ impl Default for SessionConfig {
 /// The longest retention accepted (a century): an age past it is a typo.
 pub const RETENTION_MAX_DAYS: u32 = 36_500;
 
+/// Inbound media downloads and where the bytes go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// `WABOT_MEDIA_DIR`: the directory media is stored in when no S3 bucket is
+    /// set (created when the first file is written).
+    pub dir: PathBuf,
+    pub s3: MediaS3Config,
+    /// `WABOT_MEDIA_CONCURRENCY`: downloads running at once in this process.
+    pub concurrency: usize,
+    /// `WABOT_MEDIA_MAX_ATTEMPTS`: attempts of a download before it is given up.
+    pub max_attempts: u32,
+    /// `WABOT_MEDIA_RETRY_BASE_MS`: the first delay of a retried download; it
+    /// doubles with every attempt (at most 15 minutes), with jitter.
+    pub retry_base_ms: u64,
+    /// `WABOT_MEDIA_TIMEOUT_SECS`: the longest one download may take, from the
+    /// media id to the last byte stored.
+    pub timeout_secs: u64,
+    /// `WABOT_MEDIA_RETENTION_DAYS`: stored media older than this is deleted with
+    /// its job (0 keeps it for ever); unset follows `WABOT_RETENTION_DAYS`.
+    pub retention_days: Option<u32>,
+}
+
+/// S3-compatible object storage for media: used when `bucket` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaS3Config {
+    /// `WABOT_MEDIA_S3_BUCKET`
+    pub bucket: Option<String>,
+    /// `WABOT_MEDIA_S3_ENDPOINT`: for S3-compatible services (MinIO, R2, ...);
+    /// unset is AWS.
+    pub endpoint: Option<String>,
+    /// `WABOT_MEDIA_S3_REGION`
+    pub region: Option<String>,
+    /// `WABOT_MEDIA_S3_ACCESS_KEY_ID`
+    pub access_key_id: Option<SecretString>,
+    /// `WABOT_MEDIA_S3_SECRET_ACCESS_KEY`
+    pub secret_access_key: Option<SecretString>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            dir: PathBuf::from("wabot-media"),
+            s3: MediaS3Config::default(),
+            concurrency: 4,
+            max_attempts: 12,
+            retry_base_ms: 2_000,
+            timeout_secs: 300,
+            retention_days: None,
+        }
+    }
+}
+
+impl Config {
+    /// How long stored media is kept, in days (0: for ever).
+    pub fn media_retention_days(&self) -> u32 {
+        self.media.retention_days.unwrap_or(self.retention.days)
+    }
+}
+
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig { days: 7 }
@@ -335,6 +398,7 @@ impl Default for Config {
             log: LogConfig::default(),
             retention: RetentionConfig::default(),
             session: SessionConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -667,6 +731,36 @@ impl Config {
             &mut self.session.handover_idle_secs,
         )?;
         set_parsed(env, "WABOT_MARK_READ", &mut self.session.mark_read)?;
+
+        let m = &mut self.media;
+        if let Some(v) = get("WABOT_MEDIA_DIR") {
+            m.dir = PathBuf::from(v);
+        }
+        set_parsed(env, "WABOT_MEDIA_CONCURRENCY", &mut m.concurrency)?;
+        set_parsed(env, "WABOT_MEDIA_MAX_ATTEMPTS", &mut m.max_attempts)?;
+        set_parsed(env, "WABOT_MEDIA_RETRY_BASE_MS", &mut m.retry_base_ms)?;
+        set_parsed(env, "WABOT_MEDIA_TIMEOUT_SECS", &mut m.timeout_secs)?;
+        if get("WABOT_MEDIA_RETENTION_DAYS").is_some() {
+            let mut days = 0;
+            set_parsed(env, "WABOT_MEDIA_RETENTION_DAYS", &mut days)?;
+            m.retention_days = Some(days);
+        }
+        let s3 = &mut m.s3;
+        for (key, slot) in [
+            ("WABOT_MEDIA_S3_BUCKET", &mut s3.bucket),
+            ("WABOT_MEDIA_S3_ENDPOINT", &mut s3.endpoint),
+            ("WABOT_MEDIA_S3_REGION", &mut s3.region),
+        ] {
+            if let Some(v) = get(key) {
+                *slot = Some(v.clone());
+            }
+        }
+        if let Some(v) = get("WABOT_MEDIA_S3_ACCESS_KEY_ID") {
+            s3.access_key_id = Some(SecretString::from(v.clone()));
+        }
+        if let Some(v) = get("WABOT_MEDIA_S3_SECRET_ACCESS_KEY") {
+            s3.secret_access_key = Some(SecretString::from(v.clone()));
+        }
         Ok(())
     }
 
@@ -768,6 +862,25 @@ impl Config {
                 "WABOT_FLOWS_ENDPOINT_PATH",
                 "must be an absolute path other than /webhook",
             ));
+        }
+        positive("WABOT_MEDIA_CONCURRENCY", self.media.concurrency as u64)?;
+        positive("WABOT_MEDIA_MAX_ATTEMPTS", self.media.max_attempts)?;
+        positive("WABOT_MEDIA_RETRY_BASE_MS", self.media.retry_base_ms)?;
+        positive("WABOT_MEDIA_TIMEOUT_SECS", self.media.timeout_secs)?;
+        if self.media.retention_days.unwrap_or(0) > RETENTION_MAX_DAYS {
+            return Err(ConfigError::invalid(
+                "WABOT_MEDIA_RETENTION_DAYS",
+                format!("must be at most {RETENTION_MAX_DAYS} (0 keeps media for ever)"),
+            ));
+        }
+        if let Some(endpoint) = &self.media.s3.endpoint {
+            if !matches!(url::Url::parse(endpoint), Ok(u) if matches!(u.scheme(), "http" | "https"))
+            {
+                return Err(ConfigError::invalid(
+                    "WABOT_MEDIA_S3_ENDPOINT",
+                    "must be an http(s) URL such as https://s3.eu-central-1.amazonaws.com",
+                ));
+            }
         }
         if self.retention.days > RETENTION_MAX_DAYS {
             return Err(ConfigError::invalid(
@@ -925,6 +1038,36 @@ mod tests {
         assert_eq!((s.body_timeout_secs, s.request_timeout_secs), (6, 7));
         let err = Config::load_from(None, &env(&[("WABOT_MAX_CONNECTIONS", "0")])).unwrap_err();
         assert!(err.to_string().contains("WABOT_MAX_CONNECTIONS"), "{err}");
+    }
+
+    #[test]
+    fn media_settings_come_from_the_environment_and_secrets_do_not_print() {
+        let c = Config::load_from(None, &env(&[("WABOT_RETENTION_DAYS", "3")])).unwrap();
+        assert_eq!(c.media.dir, PathBuf::from("wabot-media"));
+        assert_eq!(c.media_retention_days(), 3);
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("WABOT_MEDIA_DIR", "/var/lib/wabot/media"),
+                ("WABOT_MEDIA_RETENTION_DAYS", "30"),
+                ("WABOT_MEDIA_S3_BUCKET", "media"),
+                ("WABOT_MEDIA_S3_ENDPOINT", "http://127.0.0.1:9000"),
+                ("WABOT_MEDIA_S3_SECRET_ACCESS_KEY", "s3-very-secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.media.dir, PathBuf::from("/var/lib/wabot/media"));
+        assert_eq!(c.media_retention_days(), 30);
+        assert_eq!(c.media.s3.bucket.as_deref(), Some("media"));
+        assert!(!format!("{c:?}").contains("s3-very-secret"));
+        for (key, bad) in [
+            ("WABOT_MEDIA_CONCURRENCY", "0"),
+            ("WABOT_MEDIA_RETENTION_DAYS", "x"),
+            ("WABOT_MEDIA_S3_ENDPOINT", "minio:9000"),
+        ] {
+            let err = Config::load_from(None, &env(&[(key, bad)])).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

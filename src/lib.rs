@@ -34,6 +34,7 @@ pub mod egress;
 pub mod engine;
 pub mod http;
 pub mod mapping;
+pub mod media;
 pub mod metrics;
 pub mod replay;
 pub mod service;

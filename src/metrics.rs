@@ -154,7 +154,7 @@ fn describe() {
     );
     describe_gauge!(
         "wabot_queue_depth",
-        "Unfinished jobs in the database queue (turn, send)"
+        "Unfinished jobs in the database queue (turn, send, media)"
     );
     describe_gauge!(
         "wabot_queue_due",
@@ -195,6 +195,16 @@ fn describe() {
     describe_gauge!(
         "wabot_handover_conversations",
         "Conversations someone besides the bot has, by state (agent, requested, paused)"
+    );
+    describe_counter!(
+        "wabot_media_downloads_total",
+        "Media download attempts by result (stored, retry, too_large, checksum_mismatch, \
+         unavailable, exhausted, message_deleted, lease_lost)"
+    );
+    describe_counter!("wabot_media_bytes_total", "Bytes of inbound media stored");
+    describe_histogram!(
+        "wabot_media_download_seconds",
+        "One media download attempt, claim to result"
     );
     describe_counter!(
         "wabot_log_suppressed_total",
@@ -335,7 +345,7 @@ pub fn sending_held(held: bool) {
 
 // ---- queues and leases ------------------------------------------------------------
 
-/// A database queue's state (`queue` is `turn` or `send`).
+/// A database queue's state (`queue` is `turn`, `send` or `media`).
 pub fn queue(queue: &'static str, depth: i64, due: i64, oldest_due: Option<Duration>) {
     gauge!("wabot_queue_depth", "queue" => queue).set(depth as f64);
     gauge!("wabot_queue_due", "queue" => queue).set(due as f64);
@@ -352,6 +362,15 @@ pub fn lease_takeovers(queue: &'static str, jobs: usize) {
     if jobs > 0 {
         counter!("wabot_lease_takeovers_total", "queue" => queue).increment(jobs as u64);
     }
+}
+
+/// One media download attempt that ended with `result`, having stored `bytes`.
+pub fn media_download(result: &'static str, bytes: u64, took: Duration) {
+    counter!("wabot_media_downloads_total", "result" => result).increment(1);
+    if bytes > 0 {
+        counter!("wabot_media_bytes_total").increment(bytes);
+    }
+    histogram!("wabot_media_download_seconds").record(took.as_secs_f64());
 }
 
 /// Conversations in one handover state (`agent`, `requested`, `paused`).

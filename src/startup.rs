@@ -69,6 +69,18 @@ impl Application {
         pool: PgPool,
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
+        Application::with_media_store(config, pool, listener, None)
+    }
+
+    /// [`Application::with_parts`] with a media store of the caller's own (a program
+    /// embedding wabot; tests with `object_store`'s in-memory store) instead of the
+    /// one `WABOT_MEDIA_*` names, when given.
+    pub fn with_media_store(
+        config: Config,
+        pool: PgPool,
+        listener: TcpListener,
+        media: Option<Arc<dyn crate::media::MediaStore>>,
+    ) -> anyhow::Result<Application> {
         let flows_key = load_flows_key(&config)?;
         crate::metrics::install();
         let metrics_listener = config
@@ -97,7 +109,18 @@ impl Application {
         let graph = crate::whatsapp::graph::GraphClient::new(&config.whatsapp)
             .context("cannot build the Graph API client")?;
         let datasources = DataSourceClient::new(&config.datasource);
-        let ctx = Arc::new(AppContext::new(config, pool, graph, flows_key, datasources));
+        let media = match media {
+            Some(media) => media,
+            None => crate::media::open(&config.media).context("cannot open the media store")?,
+        };
+        let ctx = Arc::new(AppContext::new(
+            config,
+            pool,
+            graph,
+            flows_key,
+            datasources,
+            media,
+        ));
         let (pipeline, ingest) = Pipeline::start(ctx.clone())?;
         Ok(Application {
             listener,

@@ -149,6 +149,8 @@ pub struct FakeGraph {
     stop: CancellationToken,
     /// The template listing and the template send knobs (`fake_templates`).
     pub templates: super::fake_templates::Templates,
+    /// Media it serves (`GET /{version}/{media-id}` and the URLs it answers with).
+    pub media: Arc<super::fake_media::FakeMedia>,
 }
 
 impl FakeGraph {
@@ -219,6 +221,7 @@ pub async fn start(addr: SocketAddr, options: Options) -> anyhow::Result<(Arc<Fa
             .build()?,
         stop: CancellationToken::new(),
         templates: Default::default(),
+        media: Arc::default(),
     });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -229,7 +232,8 @@ pub async fn start(addr: SocketAddr, options: Options) -> anyhow::Result<(Arc<Fa
             "/{version}/{phone}/message_templates",
             get(super::fake_templates::list),
         )
-        .with_state(fake.clone());
+        .with_state(fake.clone())
+        .merge(super::fake_media::routes(fake.media.clone()));
     let stop = fake.stop.clone();
     tokio::spawn(
         axum::serve(listener, app)

@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod fake_graph;
+pub mod fake_media;
 pub mod fake_templates;
 
 /// Seconds since the Unix epoch (0 on a clock before it).

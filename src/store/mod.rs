@@ -16,6 +16,7 @@ pub mod datasources;
 pub mod events;
 pub mod flows;
 pub mod ingest;
+pub mod media;
 pub mod monitor;
 pub mod ops;
 pub mod outbox;

@@ -108,6 +108,17 @@ pub async fn queue_depths(pool: &PgPool) -> Result<Vec<QueueDepth>, sqlx::Error>
                       AND NOT coalesce(locked_until > now(), false)))::float8, \
                 extract(epoch FROM now() - min(created_at))::float8 \
          FROM send_jobs WHERE done_at IS NULL HAVING count(*) > 0 \
+         UNION ALL \
+         SELECT 'media', 'download', count(*), \
+                count(*) FILTER (WHERE run_at <= now() AND NOT coalesce(locked_until > now(), false)), \
+                count(*) FILTER (WHERE locked_until > now()), \
+                count(*) FILTER (WHERE run_at > now() AND NOT coalesce(locked_until > now(), false)), \
+                count(*) FILTER (WHERE locked_by IS NOT NULL AND locked_until <= now()), \
+                count(*) FILTER (WHERE last_error IS NOT NULL), \
+                extract(epoch FROM now() - min(run_at) FILTER ( \
+                    WHERE run_at <= now() AND NOT coalesce(locked_until > now(), false)))::float8, \
+                extract(epoch FROM now() - min(created_at))::float8 \
+         FROM wabot_media_jobs WHERE done_at IS NULL HAVING count(*) > 0 \
          ORDER BY 1 DESC, 2",
     )
     .fetch_all(pool)

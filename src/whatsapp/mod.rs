@@ -4,6 +4,7 @@
 pub mod flows;
 pub mod flows_crypto;
 pub mod graph;
+pub mod media;
 pub mod outbound;
 pub mod signature;
 pub mod templates;

@@ -20,6 +20,7 @@
 pub mod campaigns;
 pub mod events;
 pub mod ingest;
+pub mod media;
 pub mod monitor;
 pub mod proactive;
 pub mod rate_limit;
@@ -144,6 +145,8 @@ pub struct Pipeline {
     recovery_stop: CancellationToken,
     keeper: TaskTracker,
     keeper_stop: CancellationToken,
+    /// Inbound media downloads (with the worker only).
+    media: Option<media::MediaStage>,
 }
 
 impl Pipeline {
@@ -223,6 +226,11 @@ impl Pipeline {
             &kill,
             events::run(ctx.clone(), enabled, recovery_stop.clone()),
         );
+        let media = if enabled {
+            Some(media::MediaStage::start(ctx.clone(), &kill)?)
+        } else {
+            None
+        };
         let watched = monitor::Watched {
             leases,
             ingest: ingest.clone(),
@@ -249,6 +257,7 @@ impl Pipeline {
                 recovery_stop,
                 keeper,
                 keeper_stop,
+                media,
             },
             ingest,
         ))
@@ -272,6 +281,9 @@ impl Pipeline {
         // statement at once. The lease keeper keeps going until the end.
         self.recovery_stop.cancel();
         self.recovery.close();
+        if let Some(media) = &self.media {
+            media.stop_claiming();
+        }
         if tokio::time::timeout_at(cut, self.recovery.wait())
             .await
             .is_err()
@@ -310,6 +322,18 @@ impl Pipeline {
             // Meta has the messages of these records: writing them spares a re-send.
             let _ = tokio::time::timeout_at(deadline, sender.close()).await;
         }
+        // Downloads run beside the other stages; those still running at the cut
+        // end, and their jobs are handed back below.
+        if let Some(media) = &self.media {
+            if tokio::time::timeout_at(cut, media.finished())
+                .await
+                .is_err()
+            {
+                cut_short.push("media");
+                media.cut();
+                let _ = tokio::time::timeout_at(deadline, media.finished()).await;
+            }
+        }
         self.keeper_stop.cancel();
         self.keeper.close();
         let _ = tokio::time::timeout_at(deadline, self.keeper.wait()).await;
@@ -338,12 +362,19 @@ impl Pipeline {
                 0
             }
         };
+        let media_jobs = match within(store::media::release_all(pool, holder)).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand back media downloads; their leases will expire");
+                0
+            }
+        };
         let took_ms = started.elapsed().as_millis() as u64;
-        if turn_jobs + send_jobs > 0 {
+        if turn_jobs + send_jobs + media_jobs > 0 {
             tracing::warn!(
-                turn_jobs, send_jobs, took_ms, cut_short = ?cut_short,
-                "the drain handed back {send_jobs} send jobs and {turn_jobs} turn jobs \
-                 unfinished; the next process takes them at once"
+                turn_jobs, send_jobs, media_jobs, took_ms, cut_short = ?cut_short,
+                "the drain handed back {send_jobs} send jobs, {turn_jobs} turn jobs and \
+                 {media_jobs} media downloads unfinished; the next process takes them at once"
             );
         } else if !cut_short.is_empty() {
             tracing::warn!(took_ms, cut_short = ?cut_short, "the drain cut stages short; no job was left");

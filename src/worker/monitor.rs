@@ -104,6 +104,15 @@ async fn sample(ctx: &AppContext, watched: &Watched) {
         }
         Err(e) => tracing::debug!(error = %e, "cannot read the queues' state"),
     }
+    match store::media::queue_stats(&ctx.pool).await {
+        Ok(q) => {
+            let oldest = q
+                .oldest_due_secs
+                .map(|s| Duration::from_secs_f64(s.max(0.0)));
+            metrics::queue("media", q.depth, q.due, oldest);
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read the media queue's state"),
+    }
     match store::people::counts(&ctx.pool).await {
         Ok(counts) => {
             for state in store::people::STATES {

@@ -123,5 +123,8 @@ pub async fn maintain(ctx: Arc<AppContext>, stop: CancellationToken) {
             tracing::warn!(error = %e, "chatbot version purge failed");
         }
         crate::worker::retention::purge_expired(&ctx.pool, &ctx.config.retention, &stop).await;
+        if let Err(e) = crate::worker::retention::purge_media(&ctx, &stop).await {
+            tracing::warn!(error = %e, "media retention purge failed");
+        }
     }
 }

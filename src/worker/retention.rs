@@ -134,3 +134,68 @@ pub async fn purge_versions(pool: &PgPool, settled: Duration) -> Result<u64, sql
     }
     Ok(purged)
 }
+
+/// How old a partial media file is before maintenance deletes it.
+const UNFINISHED_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The most batches of [`BATCH`] media jobs one round purges.
+const MEDIA_ROUND: usize = 20;
+
+/// Deletes stored media, and the finished download jobs, older than
+/// `WABOT_MEDIA_RETENTION_DAYS` (which follows `WABOT_RETENTION_DAYS` unless set;
+/// 0 keeps media for ever): batches of [`BATCH`] jobs leased to this process, their
+/// files deleted from the media store, then the jobs deleted and each message noted
+/// (`content.media.purged`). A file that cannot be deleted keeps its job for a
+/// later round. How many jobs it purged.
+pub async fn purge_media(
+    ctx: &crate::app::AppContext,
+    stop: &CancellationToken,
+) -> Result<u64, sqlx::Error> {
+    // Partial files of killed downloads, whatever the retention (a download runs for
+    // WABOT_MEDIA_TIMEOUT_SECS at most; a day is far past it).
+    match ctx.media.sweep_unfinished(UNFINISHED_AGE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "deleted partial media files of killed downloads"),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep partial media files"),
+    }
+    let days = ctx.config.media_retention_days();
+    if days == 0 {
+        return Ok(0);
+    }
+    let before = Utc::now() - chrono::Duration::days(i64::from(days));
+    let mut purged = 0;
+    for _ in 0..MEDIA_ROUND {
+        if stop.is_cancelled() {
+            break;
+        }
+        let (token, expired) =
+            crate::store::media::claim_expired(&ctx.pool, &ctx.holder, before, BATCH, ctx.lease())
+                .await?;
+        let mut gone = Vec::with_capacity(expired.len());
+        for job in &expired {
+            let Some(key) = &job.store_key else {
+                gone.push(job.id);
+                continue;
+            };
+            if job.store_kind.as_deref() != Some(ctx.media.kind()) {
+                // Stored elsewhere (the store was changed since): not ours to delete.
+                tracing::warn!(job = job.id, store = ?job.store_kind, "media past retention is in another store; kept");
+                continue;
+            }
+            match ctx.media.delete(key).await {
+                Ok(()) => gone.push(job.id),
+                Err(e) => {
+                    tracing::warn!(job = job.id, error = %e, "cannot delete media past retention")
+                }
+            }
+        }
+        purged += crate::store::media::forget(&ctx.pool, &gone, &token).await?;
+        if expired.len() < BATCH as usize {
+            break;
+        }
+    }
+    if purged > 0 {
+        tracing::info!(jobs = purged, days, "purged media past the retention age");
+    }
+    Ok(purged)
+}

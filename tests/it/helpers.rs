@@ -265,6 +265,8 @@ pub fn test_config(database_url: &str) -> Config {
     config.worker.templates_sync_secs = 0;
     config.server.shutdown_timeout_secs = 5;
     config.datasource.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    // Media a test downloads never lands in the checkout.
+    config.media.dir = std::env::temp_dir().join("wabot-test-media");
     config
 }
 
@@ -290,6 +292,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the server on a fresh database after `configure` adjusted the config.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_media(configure, None).await
+}
+
+/// [`spawn_app_with`], storing downloaded media in `media` when given.
+pub async fn spawn_app_with_media(
+    configure: impl FnOnce(&mut Config),
+    media: Option<std::sync::Arc<dyn wabot::media::MediaStore>>,
+) -> TestApp {
     let url = create_empty_database().await;
     let mut config = test_config(&url);
     configure(&mut config);
@@ -304,15 +314,23 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     wabot::store::migrate(&pool)
         .await
         .expect("migrations apply");
-    spawn_on_pool(config, pool).await
+    spawn_on_pool_with(config, pool, media).await
 }
 
 /// Starts the server on an existing pool (a second process on the same database).
 pub async fn spawn_on_pool(config: Config, pool: PgPool) -> TestApp {
+    spawn_on_pool_with(config, pool, None).await
+}
+
+async fn spawn_on_pool_with(
+    config: Config,
+    pool: PgPool,
+    media: Option<std::sync::Arc<dyn wabot::media::MediaStore>>,
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .expect("bind a loopback port");
-    let app = Application::with_parts(config.clone(), pool.clone(), listener)
+    let app = Application::with_media_store(config.clone(), pool.clone(), listener, media)
         .expect("the application assembles");
     let address = format!("http://{}", app.local_addr());
     let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));

@@ -310,6 +310,9 @@ async fn store_batch(
             let ids: Vec<Uuid> = turns.iter().map(|t| t.message_id).collect();
             events::emit_messages(conn, events, EventKind::MessageReceived, &ids).await?;
         }
+        // Media messages get their download job in this transaction (none: no statement).
+        crate::store::media::enqueue_batch(conn, inbound.iter().map(|(_, m)| *m), &inserted)
+            .await?;
         // The newest new message of each conversation moves its preview; the newest
         // new customer message, its window.
         let mut latest: BTreeMap<Uuid, Latest> = BTreeMap::new();

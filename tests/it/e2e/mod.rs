@@ -5,6 +5,7 @@ mod campaigns;
 mod conversations;
 mod customers;
 mod kinds;
+mod media;
 mod people;
 mod receipts;
 mod reliability;

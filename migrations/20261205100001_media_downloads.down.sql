@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS public.wabot_media_jobs;
