@@ -5,7 +5,9 @@
 pub mod chatbots;
 pub mod conversations;
 pub mod customers;
+pub mod campaigns;
 pub mod messages;
+pub mod templates;
 pub mod tokens;
 pub mod webhooks;
 
