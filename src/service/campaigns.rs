@@ -74,11 +74,7 @@ pub struct Checked {
 }
 
 /// Checks the pace, the template (in the catalogue and approved) and the placement.
-pub async fn check(
-    pool: &PgPool,
-    config: &Config,
-    start: Start,
-) -> Result<Checked, CampaignError> {
+pub async fn check(pool: &PgPool, config: &Config, start: Start) -> Result<Checked, CampaignError> {
     if !(start.rate.is_finite() && start.rate > 0.0) {
         return Err(CampaignError::Invalid(
             "rate",

@@ -2,10 +2,10 @@
 //! (`http/admin/`) are both thin callers of these functions, so a rule has one
 //! implementation.
 
+pub mod campaigns;
 pub mod chatbots;
 pub mod conversations;
 pub mod customers;
-pub mod campaigns;
 pub mod messages;
 pub mod templates;
 pub mod tokens;

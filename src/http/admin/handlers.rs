@@ -14,16 +14,14 @@ use super::body::Json;
 use super::problem::Problem;
 use super::AdminState;
 use crate::replay::{DryRun, DryRunHttp, Selection};
+use crate::service::campaigns::{self, CampaignError, Control};
 use crate::service::conversations::{self, Target};
 use crate::service::tokens::Scope;
-use crate::service::campaigns::{self, CampaignError, Control};
-use crate::service::{
-    chatbots, customers, messages, status as status_report, templates, webhooks,
-};
-use crate::worker::proactive::SendError;
-use crate::worker::templates::TemplateError;
+use crate::service::{chatbots, customers, messages, status as status_report, templates, webhooks};
 use crate::store;
 use crate::store::replay::EventFilter;
+use crate::worker::proactive::SendError;
+use crate::worker::templates::TemplateError;
 
 type Answer = Result<Response, Problem>;
 
