@@ -1,22 +1,19 @@
 //! `wabot campaign start|status|pause|resume|cancel|list`: a template sent to a
 //! list of customers by a running `wabot serve`, paced, durable across restarts.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::credentials::CredentialStore;
+use crate::service::campaigns::{self, CampaignError, Control, Start};
 use crate::store;
-use crate::store::campaigns::{NewCampaign, NewRecipient};
-use crate::whatsapp::templates::Parameters;
-use crate::worker::proactive::{self, Placement, Placer};
+use crate::worker::proactive::Placement;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -73,12 +70,12 @@ pub async fn run(config: Config, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Start(args) => start(&pool, &config, args).await,
         Command::Status(args) => status(&pool, args).await,
         Command::List => {
-            for c in store::campaigns::list(&pool).await? {
+            for c in campaigns::list(&pool).await? {
                 println!(
                     "{:>6}  {:<10} {} ({})  {} recipient(s)  created {}{}",
                     c.id,
                     c.state,
-                    c.template_name,
+                    c.template,
                     c.language,
                     c.total,
                     c.created_at.format("%Y-%m-%d %H:%M"),
@@ -89,75 +86,46 @@ pub async fn run(config: Config, cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pause(args) => change(&pool, args.id, &["running"], "paused", "paused").await,
-        Command::Resume(args) => change(&pool, args.id, &["paused"], "running", "resumed").await,
-        Command::Cancel(args) => {
-            change(
-                &pool,
-                args.id,
-                &["running", "paused"],
-                "cancelled",
-                "cancelled",
-            )
-            .await
-        }
+        Command::Pause(args) => change(&pool, args.id, Control::Pause).await,
+        Command::Resume(args) => change(&pool, args.id, Control::Resume).await,
+        Command::Cancel(args) => change(&pool, args.id, Control::Cancel).await,
     }
 }
 
-async fn change(
-    pool: &PgPool,
-    id: i64,
-    from: &[&str],
-    to: &str,
-    done: &str,
-) -> anyhow::Result<ExitCode> {
-    let reason = (to == "paused").then_some("paused by an operator");
-    match store::campaigns::set_state(pool, id, from, to, reason).await? {
-        None => anyhow::bail!("no campaign {id}"),
-        Some(old) if from.contains(&old.as_str()) => {
-            println!("campaign {id} {done}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(old) => anyhow::bail!("campaign {id} is {old}: it cannot be {done}"),
-    }
+async fn change(pool: &PgPool, id: i64, what: Control) -> anyhow::Result<ExitCode> {
+    campaigns::control(pool, id, what).await?;
+    println!("campaign {id} {}", what.done());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn status(pool: &PgPool, args: IdArgs) -> anyhow::Result<ExitCode> {
-    let c = store::campaigns::load(pool, args.id)
-        .await?
-        .with_context(|| format!("no campaign {}", args.id))?;
-    let n = store::campaigns::counts(pool, args.id).await?;
+    let s = campaigns::status(pool, args.id).await?;
     if args.json {
-        let v = json!({"id": c.id, "state": c.state, "pauseReason": c.pause_reason,
-            "template": c.template_name, "language": c.language, "rate": c.rate,
-            "currentRate": c.current_rate, "total": n.total, "pending": n.pending,
-            "queued": n.queued, "sent": n.sent, "delivered": n.delivered, "read": n.read,
-            "failed": n.failed, "skipped": n.skipped, "replied": n.replied});
-        println!("{v}");
+        println!("{}", serde_json::to_value(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
         "campaign {}: {}{}",
-        c.id,
-        c.state,
-        c.pause_reason
+        s.id,
+        s.state,
+        s.pause_reason
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     );
     println!(
         "  template {} ({}), {:.1}/s (now {:.1}/s){}",
-        c.template_name,
-        c.language,
-        c.rate,
-        c.current_rate,
-        c.chatbot_id
+        s.template,
+        s.language,
+        s.rate,
+        s.current_rate,
+        s.chatbot_id
             .map(|id| format!(", replies continue in chatbot {id}"))
             .unwrap_or_default()
     );
     println!(
         "  recipients {}  pending {}  queued {}  sent {}  delivered {}  read {}  failed {}  \
          skipped (opted out) {}  replied {}",
-        n.total, n.pending, n.queued, n.sent, n.delivered, n.read, n.failed, n.skipped, n.replied
+        s.total, s.pending, s.queued, s.sent, s.delivered, s.read, s.failed, s.skipped, s.replied
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -166,36 +134,27 @@ async fn status(pool: &PgPool, args: IdArgs) -> anyhow::Result<ExitCode> {
 const SHOWN: usize = 20;
 
 async fn start(pool: &PgPool, config: &Config, args: StartArgs) -> anyhow::Result<ExitCode> {
-    if !(args.rate.is_finite() && args.rate > 0.0) {
-        anyhow::bail!(
-            "--rate {} is not a positive number of messages per second",
-            args.rate
-        );
-    }
-    let template = store::templates::find(pool, &args.template, args.language.as_deref())
-        .await
-        .context("cannot read the template catalogue (is the database migrated?)")?
-        .map_err(anyhow::Error::msg)?;
-    if template.status != "APPROVED" {
-        anyhow::bail!(
-            "template {} ({}) is {}, not APPROVED",
-            template.name,
-            template.language,
-            template.status
-        );
-    }
-    let params: Parameters =
-        serde_json::from_value(template.parameters.clone()).unwrap_or_default();
-    if let Some(chatbot_id) = args.chatbot {
-        let placement = Placement {
-            chatbot_id,
-            node: args.node.clone(),
-        };
-        Placer::new(pool, config, &placement).await?;
-    }
+    let checked = campaigns::check(
+        pool,
+        config,
+        Start {
+            template: args.template,
+            language: args.language,
+            placement: args.chatbot.map(|chatbot_id| Placement {
+                chatbot_id,
+                node: args.node,
+            }),
+            rate: args.rate,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        CampaignError::Invalid("rate", why) => anyhow::anyhow!("--rate {why}"),
+        e => anyhow::Error::new(e),
+    })?;
     let file = std::fs::File::open(&args.recipients)
         .with_context(|| format!("cannot open {}", args.recipients.display()))?;
-    let (recipients, problems) = read_recipients(file, &params)
+    let (recipients, problems) = campaigns::recipients_from_csv(file, &checked.params)
         .with_context(|| format!("cannot read {}", args.recipients.display()))?;
     if !problems.is_empty() {
         let mut text = format!(
@@ -215,106 +174,29 @@ async fn start(pool: &PgPool, config: &Config, args: StartArgs) -> anyhow::Resul
         anyhow::bail!("{} lists no recipient", args.recipients.display());
     }
     let credentials = CredentialStore::new(pool.clone(), config.whatsapp.clone());
-    let business = credentials
-        .current()
-        .await?
-        .phone_number_id
-        .clone()
-        .filter(|n| !n.trim().is_empty())
-        .context("no business number is configured (WABOT_PHONE_NUMBER_ID or whatsapp_config)")?;
-    let new = NewCampaign {
-        template_name: template.name.clone(),
-        language: template.language.clone(),
-        chatbot_id: args.chatbot,
-        node_id: args.node,
-        business_phone_number_id: business,
-        rate: args.rate,
-    };
-    let (id, kept) = store::campaigns::create(pool, &new, &recipients)
-        .await
-        .context("cannot store the campaign")?;
-    let repeated = recipients.len() as u64 - kept;
+    let started = campaigns::create(pool, &credentials, checked, recipients, problems).await?;
+    let id = started.id;
     println!(
-        "campaign {id} started: {kept} recipient(s){}, template {} ({}), at most {}/s; \
+        "campaign {id} started: {} recipient(s){}, template {} ({}), at most {}/s; \
          `wabot campaign status {id}` follows it (a running `wabot serve` sends it)",
-        if repeated > 0 {
-            format!(" ({repeated} listed twice, sent once)")
+        started.recipients,
+        if started.repeated > 0 {
+            format!(" ({} listed twice, sent once)", started.repeated)
         } else {
             String::new()
         },
-        template.name,
-        template.language,
-        args.rate
+        started.template,
+        started.language,
+        started.rate
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The recipients of a CSV file and every problem found (line numbers are the
-/// file's, the header being line 1).
-pub fn read_recipients(
-    file: impl std::io::Read,
-    params: &Parameters,
-) -> anyhow::Result<(Vec<NewRecipient>, Vec<String>)> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .flexible(false)
-        .from_reader(file);
-    let headers: Vec<String> = reader
-        .headers()
-        .context("the first line must name the columns")?
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    if headers.is_empty() {
-        anyhow::bail!("the first line must name the columns (recipient, then parameters)");
-    }
-    let mut recipients = Vec::new();
-    let mut problems = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 2;
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                problems.push(format!("line {line}: {e}"));
-                continue;
-            }
-        };
-        let who = record.get(0).unwrap_or_default();
-        let recipient = match proactive::recipient(who) {
-            Ok(r) => r,
-            Err(e) => {
-                problems.push(format!("line {line}: {e}"));
-                continue;
-            }
-        };
-        let given: BTreeMap<String, String> = headers
-            .iter()
-            .skip(1)
-            .zip(record.iter().skip(1))
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.clone(), v.to_owned()))
-            .collect();
-        let found = params.check(&given);
-        if !found.is_empty() {
-            problems.push(format!("line {line} (+{recipient}): {}", found.join("; ")));
-            continue;
-        }
-        let params: serde_json::Map<String, Value> = given
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
-        recipients.push(NewRecipient {
-            n: line as i32,
-            recipient,
-            params: Value::Object(params),
-        });
-    }
-    Ok((recipients, problems))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::whatsapp::templates::Parameters;
+    use serde_json::json;
 
     #[test]
     fn a_csv_is_read_and_every_problem_named_by_line() {
@@ -323,7 +205,7 @@ mod tests {
             ..Parameters::default()
         };
         let csv = "phone,first_name\n+90 555 000 0001,Ayşe\nnot-a-phone,Can\n905550000003,\n905550000004,Ali,extra\n";
-        let (ok, problems) = read_recipients(csv.as_bytes(), &params).unwrap();
+        let (ok, problems) = campaigns::recipients_from_csv(csv.as_bytes(), &params).unwrap();
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].recipient, "905550000001");
         assert_eq!(ok[0].params, json!({"first_name": "Ayşe"}));

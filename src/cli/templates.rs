@@ -10,7 +10,6 @@ use crate::config::Config;
 use crate::credentials::CredentialStore;
 use crate::store;
 use crate::whatsapp::graph::GraphClient;
-use crate::whatsapp::templates::Parameters;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -45,26 +44,15 @@ pub async fn run(config: Config, cmd: Command) -> anyhow::Result<ExitCode> {
             );
         }
         Command::List(args) => {
-            let rows = store::templates::list(&pool)
+            let rows = crate::service::templates::list(&pool)
                 .await
                 .context("cannot read the templates (is the database migrated?)")?;
             if rows.is_empty() && !args.json {
                 println!("no templates: run `wabot templates sync`");
             }
             for t in rows {
-                let params: Parameters = serde_json::from_value(t.parameters).unwrap_or_default();
-                let keys: Vec<String> = params
-                    .keys()
-                    .into_iter()
-                    .map(|(k, required)| if required { k } else { format!("[{k}]") })
-                    .collect();
                 if args.json {
-                    let line = serde_json::json!({
-                        "name": t.name, "language": t.language, "status": t.status,
-                        "category": t.category, "parameterFormat": t.parameter_format,
-                        "parameters": keys, "reason": t.reason, "id": t.meta_id,
-                    });
-                    println!("{line}");
+                    println!("{}", serde_json::to_value(&t)?);
                     continue;
                 }
                 let reason = t.reason.map(|r| format!(" ({r})")).unwrap_or_default();
@@ -74,10 +62,10 @@ pub async fn run(config: Config, cmd: Command) -> anyhow::Result<ExitCode> {
                     t.language,
                     format!("{}{reason}", t.status),
                     t.category.unwrap_or_default(),
-                    if keys.is_empty() {
+                    if t.parameters.is_empty() {
                         "none".to_owned()
                     } else {
-                        keys.join(" ")
+                        t.parameters.join(" ")
                     }
                 );
             }

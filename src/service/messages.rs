@@ -173,3 +173,123 @@ pub async fn send_text(
         repeated: false,
     })
 }
+
+/// A template to send (`POST /v1/messages` with `template`): a conversation the
+/// business starts, allowed outside the 24-hour window.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendTemplate {
+    /// The customer's phone number (with or without `+`) or BSUID.
+    pub to: String,
+    pub template: TemplateBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    /// The template's name (`GET /v1/templates`).
+    pub name: String,
+    /// Its language (`en_US`); needed when it has several.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// The parameters by key, as `GET /v1/templates` names them (`first_name`,
+    /// `1`, `header.1`, `header`, `button.0`).
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, String>,
+    /// Place the customer in a chatbot: their reply continues there.
+    #[serde(default)]
+    pub placement: Option<PlacementBody>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementBody {
+    pub chatbot_id: Uuid,
+    /// The node their reply goes to; by default the chatbot's start.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+/// Sends a template through `worker::proactive::send_template` (what `wabot send`
+/// does). The idempotency key is the token's: scoped by the token, it is the
+/// send's own key, claimed in the send's transaction (so a retry sends once), and
+/// the answer is kept with the request's hash like a text's (so the key used with
+/// another request is refused).
+pub async fn send_template(
+    pool: &PgPool,
+    config: &crate::config::Config,
+    credentials: &crate::credentials::CredentialStore,
+    request: &SendTemplate,
+    idempotency: Option<(Uuid, &str)>,
+) -> Result<Sent, TemplateRefused> {
+    use crate::worker::proactive::{self, Placement, TemplateSend};
+    let hash = Sha256::digest(serde_json::to_vec(request).unwrap_or_default()).to_vec();
+    if let Some((token, key)) = idempotency {
+        let mut tx = pool.begin().await?;
+        let taken = store::api::take(&mut tx, token, key, &hash).await?;
+        tx.rollback().await?;
+        if let Taken::Answered {
+            request_hash,
+            response,
+            ..
+        } = taken
+        {
+            if request_hash != hash {
+                return Err(Refused::KeyReused(key.to_owned()).into());
+            }
+            let queued: Queued = serde_json::from_value(response)
+                .map_err(|e| Refused::Database(sqlx::Error::Decode(Box::new(e))))?;
+            return Ok(Sent {
+                queued,
+                repeated: true,
+            });
+        }
+    }
+    let t = &request.template;
+    let send = TemplateSend {
+        recipient: request.to.clone(),
+        template: crate::whatsapp::templates::TemplateMessage {
+            name: t.name.clone(),
+            language: t.language.clone().unwrap_or_default(),
+            parameters: t.parameters.clone(),
+        },
+        placement: t.placement.as_ref().map(|p| Placement {
+            chatbot_id: p.chatbot_id,
+            node: p.node.clone(),
+        }),
+        idempotency_key: idempotency.map(|(token, key)| format!("api:{token}:{key}")),
+    };
+    let sent = proactive::send_template(pool, config, credentials, &send).await?;
+    let queued = Queued {
+        message_id: sent.message_id,
+        conversation_id: sent.conversation_id,
+        status: "queued".to_owned(),
+    };
+    if let Some((token, key)) = idempotency {
+        let mut tx = pool.begin().await?;
+        if let Taken::New = store::api::take(&mut tx, token, key, &hash).await? {
+            let response = serde_json::to_value(&queued).unwrap_or(Value::Null);
+            store::api::answer(&mut tx, token, key, 202, &response).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(Sent {
+        queued,
+        repeated: sent.repeated,
+    })
+}
+
+/// Why a template send was refused: the checks of a text's, or of `wabot send`.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateRefused {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error(transparent)]
+    Send(#[from] crate::worker::proactive::SendError),
+}
+
+impl From<sqlx::Error> for TemplateRefused {
+    fn from(e: sqlx::Error) -> Self {
+        TemplateRefused::Refused(Refused::Database(e))
+    }
+}

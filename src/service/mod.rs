@@ -2,10 +2,12 @@
 //! (`http/admin/`) are both thin callers of these functions, so a rule has one
 //! implementation.
 
+pub mod campaigns;
 pub mod chatbots;
 pub mod conversations;
 pub mod customers;
 pub mod messages;
+pub mod templates;
 pub mod tokens;
 pub mod webhooks;
 

@@ -7,7 +7,9 @@
 //! LOCKED`, so neither a second process nor a restart after a kill sends it again.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use crate::store::events::{self, EventKind, NewEvent, Subscribed};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -314,18 +316,37 @@ pub async fn end_contexts(
 }
 
 /// A running campaign with no pending recipient left is `finished` (its last
-/// sends may still be on their way).
-pub async fn finish_if_done(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+/// sends may still be on their way); `campaign.finished` is written in the same
+/// transaction when some endpoint takes it.
+pub async fn finish_if_done(
+    pool: &PgPool,
+    id: i64,
+    events: Subscribed,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done: Option<(String, String, i32)> = sqlx::query_as(
         "UPDATE wabot_campaigns c SET state = 'finished', finished_at = now(), updated_at = now() \
          WHERE c.id = $1 AND c.state = 'running' AND NOT EXISTS ( \
              SELECT 1 FROM wabot_campaign_recipients r \
-             WHERE r.campaign_id = c.id AND r.state = 'pending')",
+             WHERE r.campaign_id = c.id AND r.state = 'pending') \
+         RETURNING c.template_name, c.language, c.total",
     )
     .bind(id)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let Some((template, language, total)) = done else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    let event = NewEvent {
+        kind: EventKind::CampaignFinished,
+        conversation_id: None,
+        data: json!({"campaign_id": id, "template": template, "language": language,
+                     "recipients": total}),
+    };
+    events::emit(&mut tx, events, &[event]).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// A campaign's figures.

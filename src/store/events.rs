@@ -29,10 +29,11 @@ pub enum EventKind {
     ConversationResumed,
     CustomerOptedOut,
     CustomerOptedIn,
+    CampaignFinished,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::MessageReceived,
         EventKind::MessageFailed,
         EventKind::ConversationCompleted,
@@ -41,6 +42,7 @@ impl EventKind {
         EventKind::ConversationResumed,
         EventKind::CustomerOptedOut,
         EventKind::CustomerOptedIn,
+        EventKind::CampaignFinished,
     ];
 
     /// The event's `type`, as endpoints subscribe to it.
@@ -54,6 +56,7 @@ impl EventKind {
             EventKind::ConversationResumed => "conversation.resumed",
             EventKind::CustomerOptedOut => "customer.opted_out",
             EventKind::CustomerOptedIn => "customer.opted_in",
+            EventKind::CampaignFinished => "campaign.finished",
         }
     }
 

@@ -138,7 +138,10 @@ async fn step(
     }
     let queued = queue(ctx, sends, campaign, budget, &mut pace.placer).await?;
     pace.tokens -= queued as f64;
-    if queued == 0 && open == 0 && store::finish_if_done(pool, campaign.id).await? {
+    if queued == 0
+        && open == 0
+        && store::finish_if_done(pool, campaign.id, ctx.events.get()).await?
+    {
         tracing::info!(
             campaign = campaign.id,
             "campaign finished: every recipient was queued"

@@ -162,8 +162,104 @@ async fn every_route_wants_a_token_with_its_scope() {
     .await
     .unwrap();
 
+    // The template catalogue, and a campaign slow enough (one send per 10 s, 50
+    // recipients) to be running for the control routes below.
+    let sync = api
+        .call(
+            &reqwest::Client::new(),
+            Method::POST,
+            "/v1/templates/sync",
+            Some(&api.manage),
+            None,
+        )
+        .await;
+    assert_eq!(sync.status(), 200, "{:?}", sync.text().await);
+    let campaign = |n: usize| {
+        json!({"template": "appointment_reminder", "language": "en_US", "rate": 0.1,
+               "recipients": (0..n).map(|i| json!({"to": format!("+90555{i:07}"),
+                   "parameters": {"first_name": format!("Customer {i}"), "day": "Friday"}}))
+                   .collect::<Vec<_>>()})
+    };
+    let started = api
+        .call(
+            &reqwest::Client::new(),
+            Method::POST,
+            "/v1/campaigns",
+            Some(&api.send),
+            Some(&campaign(50)),
+        )
+        .await;
+    assert_eq!(started.status(), 201);
+    let campaign_id = started.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+
     use Method as M;
     let routes = vec![
+        route(
+            M::POST,
+            "/v1/templates/sync",
+            "/v1/templates/sync".into(),
+            None,
+            Scope::Manage,
+            200,
+        ),
+        route(
+            M::GET,
+            "/v1/templates",
+            "/v1/templates".into(),
+            None,
+            Scope::Read,
+            200,
+        ),
+        route(
+            M::POST,
+            "/v1/campaigns",
+            "/v1/campaigns".into(),
+            Some(campaign(2)),
+            Scope::Send,
+            201,
+        ),
+        route(
+            M::GET,
+            "/v1/campaigns",
+            "/v1/campaigns".into(),
+            None,
+            Scope::Read,
+            200,
+        ),
+        route(
+            M::GET,
+            "/v1/campaigns/{id}",
+            format!("/v1/campaigns/{campaign_id}"),
+            None,
+            Scope::Read,
+            200,
+        ),
+        route(
+            M::POST,
+            "/v1/campaigns/{id}/pause",
+            format!("/v1/campaigns/{campaign_id}/pause"),
+            None,
+            Scope::Manage,
+            200,
+        ),
+        route(
+            M::POST,
+            "/v1/campaigns/{id}/resume",
+            format!("/v1/campaigns/{campaign_id}/resume"),
+            None,
+            Scope::Manage,
+            200,
+        ),
+        route(
+            M::POST,
+            "/v1/campaigns/{id}/cancel",
+            format!("/v1/campaigns/{campaign_id}/cancel"),
+            None,
+            Scope::Manage,
+            200,
+        ),
         route(
             M::GET,
             "/v1/status",
@@ -412,6 +508,66 @@ async fn every_route_wants_a_token_with_its_scope() {
         .await
         .unwrap();
     assert!(!active, "activated, then deactivated");
+    // The campaign routes did what the CLI's would.
+    let status: Value = api
+        .call(
+            &reqwest::Client::new(),
+            M::GET,
+            &format!("/v1/campaigns/{campaign_id}"),
+            Some(&api.read),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "cancelled", "{status}");
+    assert_eq!(status["total"], 50, "{status}");
+    let listed: Value = api
+        .call(
+            &reqwest::Client::new(),
+            M::GET,
+            "/v1/campaigns",
+            Some(&api.read),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let again = api
+        .call(
+            &reqwest::Client::new(),
+            M::POST,
+            &format!("/v1/campaigns/{campaign_id}/resume"),
+            Some(&api.manage),
+            None,
+        )
+        .await;
+    assert_eq!(again.status(), 409, "a cancelled campaign does not resume");
+    let templates: Value = api
+        .call(
+            &reqwest::Client::new(),
+            M::GET,
+            "/v1/templates",
+            Some(&api.read),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reminder = templates
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "appointment_reminder" && t["language"] == "en_US")
+        .unwrap_or_else(|| panic!("{templates}"));
+    assert_eq!(reminder["parameters"][0], "first_name", "{reminder}");
+    assert_eq!(reminder["parameters"][1], "day", "{reminder}");
+    assert_eq!(reminder["status"], "APPROVED");
+
     let endpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM wabot_event_endpoints")
         .fetch_one(&pool)
         .await
@@ -516,6 +672,119 @@ async fn an_idempotent_send_repeated_three_times_sends_once() {
     assert_eq!(reused.status(), 422);
     let problem: Value = reused.json().await.unwrap();
     assert_eq!(problem["type"], "urn:wabot:problem:idempotency-key-reused");
+}
+
+/// Syncs the template catalogue through the API.
+pub async fn sync_templates(api: &Api) {
+    let r = api
+        .call(
+            &reqwest::Client::new(),
+            Method::POST,
+            "/v1/templates/sync",
+            Some(&api.manage),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+}
+
+#[tokio::test]
+async fn an_idempotent_template_send_repeated_three_times_sends_once() {
+    let api = Api::start().await;
+    let pool = api.engine.app.pool.clone();
+    sync_templates(&api).await;
+    let bot = install_chatbot(&pool, &greeter()).await;
+    // A customer who never wrote: a template goes all the same.
+    let to = "905550009999";
+    let body = json!({"to": format!("+{to}"), "template": {
+        "name": "appointment_reminder", "language": "en_US",
+        "parameters": {"first_name": "Ayşe", "day": "Friday"},
+        "placement": {"chatbot_id": bot, "node": "hello"}}});
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for attempt in 0..3 {
+        let response = client
+            .post(format!("{}/v1/messages", api.base))
+            .bearer_auth(&api.send)
+            .header("idempotency-key", "reminder-friday")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let replayed = response.headers().get("idempotent-replayed").is_some();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 202, "attempt {attempt}: {answer}");
+        assert_eq!(replayed, attempt > 0, "attempt {attempt}");
+        ids.push(answer["message_id"].as_str().unwrap().to_owned());
+    }
+    assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+    let sent = api.engine.replies(0, 1).await;
+    assert_eq!(sent[0].body["type"], "template", "{:?}", sent[0].body);
+    assert_eq!(sent[0].body["to"], to);
+    assert_eq!(sent[0].body["template"]["name"], "appointment_reminder");
+    // Nothing more comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(api.engine.graph.accepted().len(), 1);
+    eventually(
+        &pool,
+        "SELECT count(*) FROM messages WHERE content ? 'template' AND status = 'sent'",
+        1,
+    )
+    .await;
+    // Placed: the customer's context waits at the node asked for.
+    eventually(
+        &pool,
+        "SELECT count(*) FROM conversation_contexts WHERE \"isActive\" \
+           AND \"currentNodeId\" = 'hello'",
+        1,
+    )
+    .await;
+
+    // The same key with another request is refused and sends nothing.
+    let mut other = body.clone();
+    other["template"]["parameters"]["day"] = json!("Monday");
+    let reused = client
+        .post(format!("{}/v1/messages", api.base))
+        .bearer_auth(&api.send)
+        .header("idempotency-key", "reminder-friday")
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), 422);
+    let problem: Value = reused.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:wabot:problem:idempotency-key-reused");
+
+    // A template that does not fit is refused, naming the field and why.
+    let mut missing = body.clone();
+    missing["template"]["parameters"] = json!({"first_name": "Ayşe"});
+    let refused = client
+        .post(format!("{}/v1/messages", api.base))
+        .bearer_auth(&api.send)
+        .json(&missing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "template", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("day"),
+        "{problem}"
+    );
+    let mut unknown = body.clone();
+    unknown["template"]["colour"] = json!("red");
+    let refused = client
+        .post(format!("{}/v1/messages", api.base))
+        .bearer_auth(&api.send)
+        .json(&unknown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(api.engine.graph.accepted().len(), 1, "nothing else sent");
 }
 
 #[tokio::test]

@@ -571,3 +571,119 @@ async fn the_customers_own_words_are_events_in_order() {
         .unwrap();
     assert_eq!(asked["data"]["source"], "keyword");
 }
+
+#[tokio::test]
+async fn a_campaign_started_through_the_api_finishes_and_reports_it() {
+    let api = Api::start().await;
+    let (receiver, url) = Receiver::start().await;
+    let client = reqwest::Client::new();
+    let r = api
+        .call(
+            &client,
+            Method::POST,
+            "/v1/webhooks",
+            Some(&api.manage),
+            Some(&json!({"url": url, "events": ["campaign.finished"]})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crate::api::sync_templates(&api).await;
+
+    // One line wrong: refused whole, naming it; nothing stored.
+    let bad = json!({"template": "appointment_reminder", "language": "en_US", "recipients": [
+        {"to": "+905550000001", "parameters": {"first_name": "A", "day": "Friday"}},
+        {"to": "nope", "parameters": {"first_name": "B", "day": "Friday"}},
+        {"to": "905550000003", "parameters": {"first_name": "C"}}]});
+    let r = api
+        .call(
+            &client,
+            Method::POST,
+            "/v1/campaigns",
+            Some(&api.send),
+            Some(&bad),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let problem: Value = r.json().await.unwrap();
+    let errors: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 2, "{problem}");
+    assert!(errors[0].starts_with("recipients[1]:"), "{problem}");
+    assert!(
+        errors[1].starts_with("recipients[2] (+905550000003):") && errors[1].contains("day"),
+        "{problem}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM wabot_campaigns")
+        .fetch_one(&api.engine.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+
+    let numbers: Vec<String> = (0..5).map(|i| format!("90555000{i:04}")).collect();
+    let mut recipients: Vec<Value> = numbers
+        .iter()
+        .map(|n| json!({"to": format!("+{n}"), "parameters": {"first_name": "Ayşe", "day": "Friday"}}))
+        .collect();
+    // Listed twice: sent once.
+    recipients.push(recipients[0].clone());
+    let body = json!({"template": "appointment_reminder", "language": "en_US",
+                      "recipients": recipients, "rate": 50});
+    let r = api
+        .call(
+            &client,
+            Method::POST,
+            "/v1/campaigns",
+            Some(&api.send),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let started: Value = r.json().await.unwrap();
+    assert_eq!(started["recipients"], 5, "{started}");
+    assert_eq!(started["repeated"], 1, "{started}");
+    let id = started["id"].as_i64().unwrap();
+
+    let sent = api.engine.replies(0, 5).await;
+    let mut to: Vec<String> = sent
+        .iter()
+        .map(|r| r.body["to"].as_str().unwrap().to_owned())
+        .collect();
+    to.sort();
+    assert_eq!(to, numbers);
+
+    let got = receiver.wait_delivered(1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["type"], "campaign.finished");
+    assert_eq!(got[0]["data"]["campaign_id"], id);
+    assert_eq!(got[0]["data"]["template"], "appointment_reminder");
+    assert_eq!(got[0]["data"]["recipients"], 5);
+    assert!(verify(&secret, &receiver.got()[0]));
+
+    let status: Value = api
+        .call(
+            &client,
+            Method::GET,
+            &format!("/v1/campaigns/{id}"),
+            Some(&api.read),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "finished", "{status}");
+    assert_eq!(status["total"], 5, "{status}");
+    assert_eq!(status["pending"], 0, "{status}");
+    assert!(status["finishedAt"].is_string(), "{status}");
+    // Once: the finished campaign is not finished again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.delivered().len(), 1);
+}

@@ -242,6 +242,16 @@ async fn handle(
         body: body.clone(),
         outcome: Outcome::Read,
     };
+    // The template catalogue (`templates sync`): the fixture's, on one page.
+    if method == Method::GET && path.ends_with("/message_templates") {
+        inner.requests.lock().unwrap().push(record);
+        let catalogue: Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/templates/catalogue.json"
+        )))
+        .expect("the fixture catalogue");
+        return Json(json!({"data": catalogue, "paging": {}})).into_response();
+    }
     let expected_path = format!("/{}/{}/messages", inner.version, inner.phone_number_id);
     let expected_auth = format!("Bearer {}", inner.token.lock().unwrap());
     let is_read = body.get("status").and_then(Value::as_str) == Some("read");

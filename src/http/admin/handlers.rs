@@ -14,11 +14,14 @@ use super::body::Json;
 use super::problem::Problem;
 use super::AdminState;
 use crate::replay::{DryRun, DryRunHttp, Selection};
+use crate::service::campaigns::{self, CampaignError, Control};
 use crate::service::conversations::{self, Target};
 use crate::service::tokens::Scope;
-use crate::service::{chatbots, customers, messages, status as status_report, webhooks};
+use crate::service::{chatbots, customers, messages, status as status_report, templates, webhooks};
 use crate::store;
 use crate::store::replay::EventFilter;
+use crate::worker::proactive::SendError;
+use crate::worker::templates::TemplateError;
 
 type Answer = Result<Response, Problem>;
 
@@ -447,23 +450,34 @@ pub async fn replay(
     }))
 }
 
-/// Sends a free-form text to a customer inside the 24-hour window, through the
+/// What `POST /v1/messages` takes: a free-form text, or a template (a body with
+/// `template`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the document's; the handler reads the body by its `template` key
+pub enum MessageBody {
+    Text(messages::SendText),
+    Template(messages::SendTemplate),
+}
+
+/// Sends a customer a free-form text inside the 24-hour window, or a template
+/// (`wabot send`; any time, optionally placing them in a chatbot), through the
 /// send queue every reply takes. With `Idempotency-Key`, a retried request sends
 /// once and gets the first answer.
-#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = messages::SendText,
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = MessageBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request send once (1-200 characters)")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Queued", body = messages::Queued),
         (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, description = "The customer has no conversation", body = Problem),
+        (status = 404, description = "The customer has no conversation (a text)", body = Problem),
         (status = 409, description = "The customer opted out", body = Problem),
-        (status = 422, description = "A field is wrong, or the window is closed", body = Problem)))]
+        (status = 422, description = "A field is wrong, the window is closed (a text), or the template does not fit", body = Problem)))]
 pub async fn send_message(
     State(s): State<AdminState>,
     caller: Caller,
     headers: HeaderMap,
-    Json(body): Json<messages::SendText>,
+    Json(body): Json<Value>,
 ) -> Answer {
     caller.need(Scope::Send)?;
     let key = match headers.get("idempotency-key") {
@@ -479,12 +493,23 @@ pub async fn send_message(
             Some(k.to_owned())
         }
     };
-    let sent = messages::send_text(
-        &s.ctx.pool,
-        &body,
-        key.as_deref().map(|k| (caller.token_id, k)),
-    )
-    .await?;
+    let idempotency = key.as_deref().map(|k| (caller.token_id, k));
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let sent = if body.get("template").is_some() {
+        let request: messages::SendTemplate = super::body::parse(&bytes)?;
+        messages::send_template(
+            &s.ctx.pool,
+            &s.ctx.config,
+            &s.ctx.credentials,
+            &request,
+            idempotency,
+        )
+        .await
+        .map_err(template_problem)?
+    } else {
+        let request: messages::SendText = super::body::parse(&bytes)?;
+        messages::send_text(&s.ctx.pool, &request, idempotency).await?
+    };
     let mut response = (StatusCode::ACCEPTED, axum::Json(&sent.queued)).into_response();
     if sent.repeated {
         response.headers_mut().insert(
@@ -493,6 +518,219 @@ pub async fn send_message(
         );
     }
     Ok(response)
+}
+
+/// A refused template send: the caller's mistakes named by field.
+fn template_problem(e: messages::TemplateRefused) -> Problem {
+    match e {
+        messages::TemplateRefused::Refused(r) => Problem::from(r),
+        messages::TemplateRefused::Send(e) => send_problem(e, "template"),
+    }
+}
+
+fn send_problem(e: SendError, template_field: &str) -> Problem {
+    let text = e.to_string();
+    match e {
+        SendError::Recipient(_) => Problem::invalid("to", text),
+        SendError::OptedOut(..) => Problem::new(StatusCode::CONFLICT, "opted-out", text),
+        SendError::Template(TemplateError::Database(e)) => Problem::from(e),
+        SendError::Template(_) => Problem::invalid(template_field, text),
+        SendError::Chatbot(_) => Problem::invalid("placement", text),
+        e => Problem::from(anyhow::Error::new(e)),
+    }
+}
+
+/// The synced message templates (`wabot templates list`).
+#[utoipa::path(get, path = "/v1/templates", tag = "templates", security(("bearer" = [])),
+    responses(
+        (status = 200, body = Vec<templates::TemplateInfo>),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_templates(State(s): State<AdminState>, caller: Caller) -> Answer {
+    caller.need(Scope::Read)?;
+    ok(templates::list(&s.ctx.pool).await?)
+}
+
+/// Reads the business account's templates from Meta into the catalogue
+/// (`wabot templates sync`).
+#[utoipa::path(post, path = "/v1/templates/sync", tag = "templates", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{listed, deleted}`", body = Object),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 502, description = "Meta's Graph API refused or did not answer", body = Problem)))]
+pub async fn sync_templates(State(s): State<AdminState>, caller: Caller) -> Answer {
+    caller.need(Scope::Manage)?;
+    let report = crate::worker::templates::sync(&s.ctx.pool, &s.ctx.graph, &s.ctx.credentials)
+        .await
+        .map_err(|e| {
+            if e.chain().any(|c| c.downcast_ref::<sqlx::Error>().is_some()) {
+                return Problem::from(e);
+            }
+            Problem::new(StatusCode::BAD_GATEWAY, "graph", format!("{e:#}"))
+        })?;
+    ok(json!({"listed": report.listed, "deleted": report.deleted}))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignBody {
+    /// The template's name (`GET /v1/templates`).
+    pub template: String,
+    /// Its language; needed when it has several.
+    pub language: Option<String>,
+    /// Who gets it, each with the template's parameters. Every one is checked
+    /// before anything is stored; one listed twice is sent once.
+    pub recipients: Vec<campaigns::Recipient>,
+    /// Place each recipient in this chatbot: their reply continues there.
+    pub placement: Option<messages::PlacementBody>,
+    /// Messages per second, at most (default 20).
+    pub rate: Option<f64>,
+}
+
+fn campaign_problem(e: CampaignError) -> Problem {
+    let text = e.to_string();
+    match e {
+        CampaignError::Invalid(field, why) => Problem::invalid(field, why),
+        CampaignError::Recipients(problems) => {
+            let mut p = Problem::invalid("recipients", text);
+            p.errors = problems
+                .into_iter()
+                .map(|detail| super::problem::FieldError {
+                    field: "recipients".to_owned(),
+                    detail,
+                })
+                .collect();
+            p
+        }
+        CampaignError::NotFound(_) => Problem::not_found(text),
+        CampaignError::State { .. } => Problem::new(StatusCode::CONFLICT, "state", text),
+        CampaignError::Send(e) => send_problem(e, "template"),
+        CampaignError::Database(e) => Problem::from(e),
+    }
+}
+
+/// Starts a campaign: a template sent to a list of customers by the campaign
+/// stage, paced (`wabot campaign start`, its recipients as JSON instead of CSV).
+#[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns", request_body = CampaignBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Stored and running", body = campaigns::Started),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 422, description = "A field or recipient is wrong (each named); nothing stored", body = Problem)))]
+pub async fn start_campaign(
+    State(s): State<AdminState>,
+    caller: Caller,
+    Json(body): Json<CampaignBody>,
+) -> Answer {
+    caller.need(Scope::Send)?;
+    let start = campaigns::Start {
+        template: body.template,
+        language: body.language,
+        placement: body.placement.map(|p| crate::worker::proactive::Placement {
+            chatbot_id: p.chatbot_id,
+            node: p.node,
+        }),
+        rate: body.rate.unwrap_or(campaigns::DEFAULT_RATE),
+    };
+    let pool = &s.ctx.pool;
+    let checked = campaigns::check(pool, &s.ctx.config, start)
+        .await
+        .map_err(campaign_problem)?;
+    let (recipients, problems) = campaigns::recipients_from_list(&body.recipients, &checked.params);
+    let started = campaigns::create(pool, &s.ctx.credentials, checked, recipients, problems)
+        .await
+        .map_err(campaign_problem)?;
+    created(started)
+}
+
+/// Every campaign, newest first (`wabot campaign list`).
+#[utoipa::path(get, path = "/v1/campaigns", tag = "campaigns", security(("bearer" = [])),
+    responses(
+        (status = 200, body = Vec<campaigns::Summary>),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_campaigns(State(s): State<AdminState>, caller: Caller) -> Answer {
+    caller.need(Scope::Read)?;
+    ok(campaigns::list(&s.ctx.pool).await?)
+}
+
+fn campaign_id(id: &str) -> Result<i64, Problem> {
+    id.trim()
+        .parse()
+        .map_err(|_| Problem::invalid("id", format!("`{id}` is not a campaign id")))
+}
+
+/// A campaign's state and figures (`wabot campaign status`).
+#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "campaigns",
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, body = campaigns::Status), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn campaign_status(
+    State(s): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    caller.need(Scope::Read)?;
+    let id = campaign_id(&id)?;
+    ok(campaigns::status(&s.ctx.pool, id)
+        .await
+        .map_err(campaign_problem)?)
+}
+
+async fn control_campaign(s: &AdminState, caller: &Caller, id: &str, what: Control) -> Answer {
+    caller.need(Scope::Manage)?;
+    let id = campaign_id(id)?;
+    campaigns::control(&s.ctx.pool, id, what)
+        .await
+        .map_err(campaign_problem)?;
+    ok(campaigns::status(&s.ctx.pool, id)
+        .await
+        .map_err(campaign_problem)?)
+}
+
+/// Stops queueing the campaign's sends (the ones queued still go).
+#[utoipa::path(post, path = "/v1/campaigns/{id}/pause", tag = "campaigns",
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, body = campaigns::Status), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Not running", body = Problem)))]
+pub async fn pause_campaign(
+    State(s): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    control_campaign(&s, &caller, &id, Control::Pause).await
+}
+
+/// Queues the campaign's sends again after a pause (an operator's, or Meta's
+/// messaging limit).
+#[utoipa::path(post, path = "/v1/campaigns/{id}/resume", tag = "campaigns",
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, body = campaigns::Status), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Not paused", body = Problem)))]
+pub async fn resume_campaign(
+    State(s): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    control_campaign(&s, &caller, &id, Control::Resume).await
+}
+
+/// Ends the campaign: no more sends are queued.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", tag = "campaigns",
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, body = campaigns::Status), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "Finished or cancelled already", body = Problem)))]
+pub async fn cancel_campaign(
+    State(s): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer {
+    control_campaign(&s, &caller, &id, Control::Cancel).await
 }
 
 /// Event endpoints with their pending and failed events.

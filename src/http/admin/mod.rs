@@ -60,6 +60,13 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
         .route("/v1/chatbots/{id}/versions", get(chatbot_versions))
         .route("/v1/replay", post(replay))
         .route("/v1/messages", post(send_message))
+        .route("/v1/templates", get(list_templates))
+        .route("/v1/templates/sync", post(sync_templates))
+        .route("/v1/campaigns", get(list_campaigns).post(start_campaign))
+        .route("/v1/campaigns/{id}", get(campaign_status))
+        .route("/v1/campaigns/{id}/pause", post(pause_campaign))
+        .route("/v1/campaigns/{id}/resume", post(resume_campaign))
+        .route("/v1/campaigns/{id}/cancel", post(cancel_campaign))
         .route("/v1/webhooks", get(list_webhooks).post(add_webhook))
         .route("/v1/webhooks/{id}", delete(remove_webhook))
         .route("/v1/webhooks/deliveries", get(deliveries))
@@ -106,7 +113,7 @@ impl Modify for Bearer {
 #[openapi(
     info(
         title = "wabot operator API",
-        description = "Conversations, customers, chatbots, messages and event endpoints of a \
+        description = "Conversations, customers, chatbots, messages, templates, campaigns and event endpoints of a \
                        wabot daemon. Authenticate with `Authorization: Bearer <token>` \
                        (`wabot token create`); errors are RFC 9457 problem documents."
     ),
@@ -126,6 +133,14 @@ impl Modify for Bearer {
         handlers::chatbot_versions,
         handlers::replay,
         handlers::send_message,
+        handlers::list_templates,
+        handlers::sync_templates,
+        handlers::start_campaign,
+        handlers::list_campaigns,
+        handlers::campaign_status,
+        handlers::pause_campaign,
+        handlers::resume_campaign,
+        handlers::cancel_campaign,
         handlers::list_webhooks,
         handlers::add_webhook,
         handlers::remove_webhook,
