@@ -21,8 +21,9 @@
 //! `target/release/wabot` too). Options, with defaults: `--bin target/release/wabot`,
 //! `--recipients 100000`, `--rate 1000` (the campaign's `--rate`; `WABOT_SEND_RATE`
 //! is set so the campaigns' share of it does not cap it), `--kill-after-secs S`
-//! (none), `--no-statuses`, `--status-delay-ms 50`, `--lease-secs 30` (`WABOT_LEASE_SECS`, the daemon's default). Only 127.0.0.1
-//! is used; `DATABASE_URL` names the PostgreSQL server.
+//! (none), `--no-statuses`, `--status-delay-ms 50`, `--lease-secs 30`
+//! (`WABOT_LEASE_SECS`, the daemon's default).
+//! Only 127.0.0.1 is used; `DATABASE_URL` names the PostgreSQL server.
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
