@@ -8,7 +8,9 @@
 //!   [`SHARE`] of `WABOT_SEND_RATE`, the rest kept for the chatbots' replies;
 //! - at most about two seconds of sends outstanding (queued, not yet accepted), so
 //!   a reply waits behind little of a campaign in the sender, and a Meta that
-//!   slows down stops the campaign queueing more;
+//!   slows down stops the campaign queueing more; and never more than the sender's
+//!   queue takes at once beside the half of it kept for replies, so a campaign's
+//!   jobs never wait for a slot outside it;
 //! - halved while Meta throttles its sends (130429, 131056; the sender retries
 //!   those with backoff), and back up by a quarter per tick once it stops;
 //! - paused, with the reason, when a send fails on the number's messaging limit
@@ -132,6 +134,9 @@ async fn step(
     pace.tokens = (pace.tokens + rate * pace.at.elapsed().as_secs_f64()).min(rate.max(1.0));
     pace.at = Instant::now();
     let room = ((rate * 2.0).ceil() as i64).max(2) - open;
+    // Never more than the sender takes without waiting: replies keep half its
+    // queue, and a campaign's jobs never wait outside it.
+    let room = room.min(sends.room_for_background() as i64);
     let budget = (pace.tokens.floor() as i64).min(room);
     if budget <= 0 {
         return Ok(());

@@ -84,17 +84,21 @@ pub struct Leases {
 }
 
 impl Leases {
-    fn mark_kept(&self) {
+    /// Records a renewal of every lease held that began at `began`: the leases it
+    /// renewed run from then (the database's clock read during the statement), not
+    /// from when the statement returned, which may be seconds later under load.
+    fn mark_kept(&self, began: Instant) {
         if let Ok(mut kept) = self.kept.lock() {
-            *kept = Some(Instant::now());
+            *kept = Some(began);
         }
+    }
+    /// When the last renewal of every lease held began (`None`: none yet).
+    pub fn kept_at(&self) -> Option<Instant> {
+        self.kept.lock().ok().and_then(|k| *k)
     }
     /// Whether the keeper renewed every lease within `within`.
     pub fn kept_recently(&self, within: Duration) -> bool {
-        self.kept
-            .lock()
-            .map(|k| k.is_some_and(|at| at.elapsed() < within))
-            .unwrap_or(false)
+        self.kept_at().is_some_and(|at| at.elapsed() < within)
     }
 }
 

@@ -8,7 +8,7 @@
 //! finished jobs.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -73,12 +73,13 @@ pub async fn recover(
 pub async fn keep_leases(ctx: Arc<AppContext>, leases: Arc<Leases>, stop: CancellationToken) {
     let lease = ctx.lease();
     let every = lease / 3;
-    leases.mark_kept();
+    leases.mark_kept(Instant::now());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
+        let began = Instant::now();
         let (turn_tokens, send_tokens) = (leases.turns.snapshot(), leases.sends.snapshot());
         let kept = async {
             store::turns::keep_leases(&ctx.pool, &turn_tokens, lease).await?;
@@ -86,7 +87,7 @@ pub async fn keep_leases(ctx: Arc<AppContext>, leases: Arc<Leases>, stop: Cancel
         }
         .await;
         match kept {
-            Ok(_) => leases.mark_kept(),
+            Ok(_) => leases.mark_kept(began),
             Err(e) => tracing::warn!(error = %e, "cannot renew leases"),
         }
     }

@@ -241,7 +241,7 @@ impl Sender {
         let Some(job) = jobs.pop() else {
             return Ok(SendOutcome::Idle);
         };
-        let outcome = self.attempt(&job, now, true, true).await?;
+        let outcome = self.attempt(&job, now, Some(now), true).await?;
         if outcome == SendOutcome::Held {
             // A step does not keep the job: it goes back for whoever sends next.
             let error = json!({ "reason": "sending is on hold: the access token was rejected" });
@@ -294,14 +294,14 @@ impl Sender {
     }
 
     /// Sends one job once and records the outcome (but a hold, which the caller
-    /// handles). `renew` renews the lease first when less than two call timeouts of
-    /// it may be left by the time of the call, measured from `now`; a `step` hands a
-    /// job to retry back to the queue.
+    /// handles). With `renew` (when the lease was last granted), the lease is renewed
+    /// first when less than two call timeouts of it may be left by the time of the
+    /// call; a `step` hands a job to retry back to the queue.
     async fn attempt(
         &self,
         job: &SendJob,
         now: DateTime<Utc>,
-        renew: bool,
+        renew: Option<DateTime<Utc>>,
         step: bool,
     ) -> Result<SendOutcome, sqlx::Error> {
         // A message the business starts (a timer's) never goes to a customer who
@@ -416,14 +416,14 @@ impl Sender {
         let number = credentials.phone_number_id.clone().unwrap_or_default();
         self.limiter.acquire(&number).await;
         let token = job.token.as_deref().unwrap_or_default();
-        if renew {
+        if let Some(leased_at) = renew {
             // The call is bounded by the Graph timeout; the lease granted at `now`
             // must outlast it. When waiting for the rate limiter ate into it, the
             // lease is renewed first, and a job whose lease ran out meanwhile is not
             // sent by us.
             let lease = chrono::Duration::from_std(self.options.lease).unwrap_or_default();
             let call = chrono::Duration::from_std(self.graph.timeout() * 2).unwrap_or_default();
-            if now + lease - Utc::now() < call
+            if leased_at + lease - Utc::now() < call
                 && !outbox::renew(&self.pool, job.id, token, self.options.lease).await?
             {
                 crate::metrics::send("lease_lost");
@@ -724,6 +724,8 @@ struct Shared {
     conversations: Mutex<HashMap<Uuid, Conversation>>,
     /// Bounds the jobs held in memory.
     queue: Arc<Semaphore>,
+    /// The queue's size.
+    capacity: usize,
     /// Bounds the calls in flight.
     in_flight: Semaphore,
     tasks: TaskTracker,
@@ -848,6 +850,7 @@ impl SendSink {
                 leases,
                 conversations: Mutex::new(HashMap::new()),
                 queue: Arc::new(Semaphore::new(queue.max(1))),
+                capacity: queue.max(1),
                 tasks: TaskTracker::new(),
                 draining: CancellationToken::new(),
                 cut: std::sync::OnceLock::new(),
@@ -870,15 +873,30 @@ impl SendSink {
         jobs: Vec<SendJob>,
         first_replies: &HashMap<Uuid, DateTime<Utc>>,
     ) {
-        for job in jobs {
+        // Every lease of the batch is held (renewed by the lease keeper) from now,
+        // not from when its job finds a queue slot: a full queue can keep the last
+        // jobs of a large batch waiting here longer than a lease, and a lease that
+        // expired meanwhile would be claimed by the recovery poll and sent twice.
+        let leased: Vec<SendJob> = jobs.into_iter().filter(|j| j.token.is_some()).collect();
+        for job in &leased {
+            self.shared
+                .leases
+                .sends
+                .hold(job.token.as_deref().unwrap_or_default());
+        }
+        let mut jobs = leased.into_iter();
+        while let Some(job) = jobs.next() {
             let since = first_replies.get(&job.message_id).copied();
-            let Some(token) = job.token.clone() else {
-                continue;
-            };
             let Ok(slot) = self.shared.queue.clone().acquire_owned().await else {
+                // The stage is gone: these jobs are not ours to renew any more.
+                for job in std::iter::once(job).chain(jobs) {
+                    self.shared
+                        .leases
+                        .sends
+                        .release(job.token.as_deref().unwrap_or_default());
+                }
                 return;
             };
-            self.shared.leases.sends.hold(&token);
             let conversation = job.conversation_id;
             let start = {
                 let Ok(mut map) = self.shared.conversations.lock() else {
@@ -905,6 +923,14 @@ impl SendSink {
                 spawn_tracked(&self.shared.tasks, &self.shared.kill, task);
             }
         }
+    }
+
+    /// How many jobs background work (a campaign) may queue now without waiting:
+    /// the free slots beyond the half of the queue kept for conversation replies.
+    /// Work queued within it never waits in [`SendSink::push_all`] for a slot.
+    pub fn room_for_background(&self) -> usize {
+        let free = self.shared.queue.available_permits();
+        free.saturating_sub(self.shared.capacity / 2)
     }
 
     /// Why sending is on hold, and since when (`None`: it is not).
@@ -1001,8 +1027,14 @@ impl Shared {
                     return false;
                 };
                 // The lease keeper renews every lease this process holds, so the
-                // lease is checked only when the keeper has fallen behind.
-                let renew = !self.leases.kept_recently(self.sender.options.lease / 2);
+                // lease is checked only when the keeper has fallen behind: it then
+                // runs from the keeper's last renewal (or from a lease ago, when it
+                // never renewed), and is renewed, or found lost, before the call.
+                let lease = self.sender.options.lease;
+                let renew = (!self.leases.kept_recently(lease / 2)).then(|| {
+                    let since = self.leases.kept_at().map_or(lease, |at| at.elapsed());
+                    Utc::now() - chrono::Duration::from_std(since).unwrap_or_default()
+                });
                 self.sender.attempt(&job, Utc::now(), renew, false).await
             };
             match outcome {

@@ -100,6 +100,8 @@ struct Inner {
     phone_number_id: String,
     version: String,
     hang_for: Duration,
+    /// How long each message request waits before it is answered.
+    answer_after: Mutex<Duration>,
     requests: Mutex<Vec<GraphRequest>>,
     script: Mutex<VecDeque<Failure>>,
     counter: AtomicU64,
@@ -125,6 +127,7 @@ impl FakeGraph {
             phone_number_id: phone_number_id.to_owned(),
             version: VERSION.to_owned(),
             hang_for: Duration::from_secs(60),
+            answer_after: Mutex::new(Duration::ZERO),
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             counter: AtomicU64::new(0),
@@ -176,6 +179,12 @@ impl FakeGraph {
     pub fn fail_next(&self, n: usize, failure: Failure) {
         let mut script = self.inner.script.lock().unwrap();
         script.extend(std::iter::repeat(failure).take(n));
+    }
+
+    /// From now on every message request waits `delay` before it is answered (a
+    /// Meta that is slow, not failing).
+    pub fn answer_after(&self, delay: Duration) {
+        *self.inner.answer_after.lock().unwrap() = delay;
     }
 
     /// From now on only `token` is accepted; any other gets 401 with code 190.
@@ -282,6 +291,10 @@ async fn handle(
         return Json(json!({"success": true})).into_response();
     }
 
+    let delay = *inner.answer_after.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let failure = inner.script.lock().unwrap().pop_front();
     if let Some(failure) = failure {
         record.outcome = Outcome::Injected(failure);

@@ -465,3 +465,86 @@ async fn held_reason(pool: &sqlx::PgPool, held: bool) -> Option<String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Replies that wait in a full send queue keep their leases: none is claimed again
+/// by the recovery poll and sent twice, however long Meta takes (issue 19: a
+/// campaign's jobs waiting behind an overloaded sender were sent twice).
+#[tokio::test]
+async fn replies_waiting_for_a_full_send_queue_keep_their_leases_and_go_out_once() {
+    let engine = Engine::start_with(|c| {
+        // One job in memory at a time, a lease of one second, Meta taking 0.3 s a
+        // message: nine replies committed at once wait up to 2.7 s for their turn.
+        c.pipeline.send_queue = 1;
+        c.worker.lease_secs = 1;
+    })
+    .await;
+    engine.graph.answer_after(Duration::from_millis(300));
+    let bot = json!({
+        "name": "Three in a row",
+        "nodes": [
+            {"id": "start", "type": "start", "position": {"x": 0, "y": 0}, "data": {"label": "Start", "type": "start"}},
+            {"id": "m1", "type": "message", "position": {"x": 0, "y": 100}, "data": {"label": "M1", "type": "message", "content": "one"}},
+            {"id": "m2", "type": "message", "position": {"x": 0, "y": 200}, "data": {"label": "M2", "type": "message", "content": "two"}},
+            {"id": "m3", "type": "message", "position": {"x": 0, "y": 300}, "data": {"label": "M3", "type": "message", "content": "three"}}
+        ],
+        "edges": [
+            {"id": "e1", "source": "start", "target": "m1"},
+            {"id": "e2", "source": "m1", "target": "m2"},
+            {"id": "e3", "source": "m2", "target": "m3"}
+        ]
+    });
+    install_chatbot(&engine.app.pool, &bot).await;
+    // Three customers in one webhook: their turns are committed, and their nine
+    // replies handed to the sender, together.
+    let customers = ["905550000001", "905550000002", "905550000003"];
+    let ts = now_secs().to_string();
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [
+        {"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": crate::webhook::BUSINESS},
+            "contacts": customers.iter().map(|c| json!({"profile": {"name": c}, "wa_id": c})).collect::<Vec<_>>(),
+            "messages": customers.iter().enumerate().map(|(i, c)| json!(
+                {"from": c, "id": format!("wamid.Q{i}"), "timestamp": ts, "type": "text", "text": {"body": "hi"}}
+            )).collect::<Vec<_>>()}}]}]})
+    .to_string();
+    let response = engine.app.post_webhook(body.as_bytes()).await;
+    assert_eq!(response.status(), 200);
+
+    engine
+        .graph
+        .wait_for_accepted(9, Duration::from_secs(20))
+        .await;
+    eventually(
+        &engine.app.pool,
+        "SELECT count(*) FROM send_jobs WHERE done_at IS NULL",
+        0,
+    )
+    .await;
+    // Long enough for a lease lost meanwhile to expire and be claimed again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut sent: Vec<(String, String)> = engine
+        .graph
+        .accepted()
+        .iter()
+        .map(|r| {
+            (
+                r.to().unwrap_or("").to_owned(),
+                r.text().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(sent.len(), 9, "each reply sent once: {sent:?}");
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), 9, "no reply sent twice");
+    for customer in customers {
+        let texts: Vec<_> = engine
+            .graph
+            .accepted()
+            .iter()
+            .filter(|r| r.to() == Some(customer))
+            .filter_map(|r| r.text().map(str::to_owned))
+            .collect();
+        assert_eq!(texts, ["one", "two", "three"], "in order to {customer}");
+    }
+}
