@@ -40,11 +40,9 @@ pub async fn recover(
                     "turn",
                     jobs.iter().filter(|j| j.taken_over).count(),
                 );
-                for job in jobs {
-                    tokio::select! {
-                        _ = turns.push(job.into()) => {}
-                        _ = stop.cancelled() => return,
-                    }
+                tokio::select! {
+                    _ = turns.push_all(jobs.into_iter().map(Into::into).collect()) => {}
+                    _ = stop.cancelled() => return,
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot claim turn jobs"),

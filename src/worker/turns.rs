@@ -131,13 +131,30 @@ pub struct TurnSink {
 
 impl TurnSink {
     pub async fn push(&self, work: TurnWork) {
-        self.leases.turns.hold(&work.token);
-        if let Err(mpsc::error::SendError(work)) = self.tx.send(work).await {
-            // The stage has stopped: the lease is handed back with the others.
-            tracing::debug!(
-                job = work.job_id,
-                "turn stage stopped; job left to its lease"
-            );
+        self.push_all(vec![work]).await
+    }
+
+    /// Queues leased jobs in order, waiting while the queue is full. Every lease is
+    /// held (renewed by the lease keeper) from the start, not from when its job gets
+    /// into the queue: the last of a large batch may wait longer than a lease.
+    pub async fn push_all(&self, works: Vec<TurnWork>) {
+        for work in &works {
+            self.leases.turns.hold(&work.token);
+        }
+        let mut works = works.into_iter();
+        while let Some(work) = works.next() {
+            if let Err(mpsc::error::SendError(work)) = self.tx.send(work).await {
+                // The stage has stopped: these leases are handed back with the
+                // others, and are not ours to renew any more.
+                tracing::debug!(
+                    job = work.job_id,
+                    "turn stage stopped; job left to its lease"
+                );
+                for work in std::iter::once(work).chain(works) {
+                    self.leases.turns.release(&work.token);
+                }
+                return;
+            }
         }
     }
 }
@@ -412,12 +429,10 @@ impl TurnStage {
                 // The slots of this batch are free now (the `Ready`s are dropped),
                 // before the pushes below can wait on the queue.
                 self.sends.push_replies(commit.sends, &first_replies).await;
-                for work in rerun {
-                    self.sink.push(work).await;
-                }
-                for next in commit.next {
-                    self.sink.push(next.into()).await;
-                }
+                let next = commit.next.into_iter().map(TurnWork::from);
+                self.sink
+                    .push_all(rerun.into_iter().chain(next).collect())
+                    .await;
                 drop(busy);
             }
             Err(e) if ready.len() > 1 => {

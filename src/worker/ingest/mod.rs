@@ -222,6 +222,7 @@ async fn answer(
         .iter()
         .flat_map(|r| r.messages.iter().map(|m| (m.wamid.as_str(), r.received_at)))
         .collect();
+    let mut works = Vec::with_capacity(outcome.turns.len());
     for t in outcome.turns {
         if let Some(token) = t.lease {
             let received_at = t.raw["id"]
@@ -230,9 +231,10 @@ async fn answer(
             let mut work =
                 TurnWork::inbound(t.job_id, token, t.conversation_id, t.message_id, t.raw);
             work.received_at = received_at;
-            turns.push(work).await;
+            works.push(work);
         }
     }
+    turns.push_all(works).await;
 }
 
 /// The `message_template_status_update` changes of a webhook, to apply to the
