@@ -152,7 +152,18 @@ fn unreachable(error: &GraphError) -> bool {
 /// Where outcomes go: written at once (steps), or to the batching recorder.
 enum Recording {
     Direct,
-    Batched(mpsc::Sender<SendRecord>),
+    Batched(mpsc::Sender<ToRecorder>),
+}
+
+/// What the batching recorder is handed, in order.
+enum ToRecorder {
+    /// An outcome to write.
+    Record(SendRecord),
+    /// A job this process is done with: its lease is let go (no longer renewed)
+    /// once every outcome handed over before this is written. Until then the lease
+    /// keeper renews it: a job whose outcome waits in the recorder's queue must not
+    /// be claimed again and sent twice.
+    LetGo(String),
 }
 
 /// Sends one job at a time for a caller that drives it: the pipeline's
@@ -521,7 +532,9 @@ impl Sender {
     async fn record(&self, record: SendRecord) -> Result<(), sqlx::Error> {
         match &self.recording {
             Recording::Batched(tx) => {
-                if let Err(mpsc::error::SendError(record)) = tx.send(record).await {
+                if let Err(mpsc::error::SendError(ToRecorder::Record(record))) =
+                    tx.send(ToRecorder::Record(record)).await
+                {
                     // The recorder has stopped (the end of a drain): write it here.
                     return record_durably(
                         &self.pool,
@@ -536,6 +549,18 @@ impl Sender {
                 record_durably(&self.pool, std::slice::from_ref(&record), self.events.get()).await
             }
         }
+    }
+
+    /// Lets go of the lease of a job this process is done with, once what was
+    /// recorded of it is written: at once when outcomes are written directly (or
+    /// the recorder has stopped, and wrote them directly), else by the recorder.
+    async fn let_go(&self, leases: &Leases, token: String) {
+        if let Recording::Batched(tx) = &self.recording {
+            if tx.send(ToRecorder::LetGo(token.clone())).await.is_ok() {
+                return;
+            }
+        }
+        leases.sends.release(&token);
     }
 
     /// Whether sending is on hold; lifts the hold when the credentials changed. While
@@ -784,6 +809,7 @@ impl SenderStage {
                 config.pipeline.send_batch,
                 recorder_close.clone(),
                 events.clone(),
+                leases.clone(),
             ),
         );
         let sender = Sender::with_holder(
@@ -994,7 +1020,7 @@ impl Shared {
                 }
                 return;
             }
-            self.leases.sends.release(&token);
+            self.sender.let_go(&self.leases, token).await;
         }
     }
 
@@ -1107,10 +1133,11 @@ impl Shared {
 /// flight in one transaction, until `close`; then what is queued by then.
 async fn record_loop(
     pool: PgPool,
-    mut rx: mpsc::Receiver<SendRecord>,
+    mut rx: mpsc::Receiver<ToRecorder>,
     max: usize,
     close: CancellationToken,
     events: Subscriptions,
+    leases: Arc<Leases>,
 ) {
     let mut batch = Vec::new();
     loop {
@@ -1128,12 +1155,26 @@ async fn record_loop(
         if received == 0 {
             return;
         }
-        let records = std::mem::take(&mut batch);
-        if let Err(e) = record_durably(&pool, &records, events.get()).await {
-            tracing::error!(
-                error.cause_chain = ?e, records = records.len(),
-                "cannot record sends; their jobs are retried when their leases expire"
-            );
+        let mut records = Vec::with_capacity(batch.len());
+        let mut done = Vec::new();
+        for item in batch.drain(..) {
+            match item {
+                ToRecorder::Record(record) => records.push(record),
+                ToRecorder::LetGo(token) => done.push(token),
+            }
+        }
+        if !records.is_empty() {
+            if let Err(e) = record_durably(&pool, &records, events.get()).await {
+                tracing::error!(
+                    error.cause_chain = ?e, records = records.len(),
+                    "cannot record sends; their jobs are retried when their leases expire"
+                );
+            }
+        }
+        // Written (or not writable: then the lease must run out for the job to be
+        // retried): the keeper stops renewing them.
+        for token in done {
+            leases.sends.release(&token);
         }
     }
 }

@@ -548,3 +548,52 @@ async fn replies_waiting_for_a_full_send_queue_keep_their_leases_and_go_out_once
         assert_eq!(texts, ["one", "two", "three"], "in order to {customer}");
     }
 }
+
+/// A reply Meta accepted keeps its lease until its outcome is written: a recorder
+/// that waits (here on the wamid's lock, which a status batch can hold) longer than
+/// the lease does not let the recovery poll claim the job and send it again.
+#[tokio::test]
+async fn a_sent_reply_whose_record_waits_past_its_lease_is_not_sent_again() {
+    let engine = Engine::start_with(|c| c.worker.lease_secs = 1).await;
+    install_chatbot(&engine.app.pool, &echo_bot()).await;
+    // The reply's wamid is the fake's next one: hold its lock as a status batch would.
+    let wamid = engine.graph.next_wamid();
+    let mut holder = engine.app.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 7))")
+        .bind(&wamid)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    engine.say(text("wamid.L1", "hello")).await;
+    engine
+        .graph
+        .wait_for_accepted(1, Duration::from_secs(20))
+        .await;
+    // Three leases long: a lease let go at the call would have run out and been
+    // claimed by the recovery poll (every 50 ms) by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 7))")
+        .bind(&wamid)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    eventually(&engine.app.pool, UNSENT, 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let accepted = engine.graph.accepted();
+    assert_eq!(
+        accepted
+            .iter()
+            .map(|r| r.text().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["Say something"],
+        "the prompt went out once"
+    );
+    let wamid_stored: Option<String> = sqlx::query_scalar(
+        "SELECT content->>'whatsappMessageId' FROM messages WHERE content->>'text' = 'Say something'",
+    )
+    .fetch_one(&engine.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(wamid_stored.as_deref(), Some(wamid.as_str()));
+}
