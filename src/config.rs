@@ -128,7 +128,9 @@ pub struct ServerConfig {
 pub struct WorkerConfig {
     /// `WABOT_WORKER_ENABLED`: run the turn worker and sender in this process.
     pub enabled: bool,
-    /// `WABOT_TURN_CONCURRENCY`: conversations whose turns run at once.
+    /// `WABOT_TURN_CONCURRENCY`: conversations whose turns run at once. It also
+    /// bounds how many turns one read and one commit batch can hold: at 32, the
+    /// closed loop of docs/perf-e2e.md paid twice PostgreSQL's CPU per turn of 256.
     pub turn_concurrency: usize,
     /// `WABOT_LEASE_SECS`: how long a claimed job stays ours without a heartbeat.
     pub lease_secs: u64,
@@ -446,7 +448,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             enabled: true,
-            turn_concurrency: 32,
+            turn_concurrency: 256,
             lease_secs: 30,
             send_rate_per_sec: 80,
             send_max_attempts: 12,

@@ -27,7 +27,7 @@ DATABASE_URL=$url WABOT_LOG_FILTER=warn "$wabot" migrate run >/dev/null
 psql "$url" -q -v nconv="$nconv" -f "$here/setup.sql" 2>&1 | grep -v 'does not exist, skipping' || true
 # wabot's connections plan its batch statements once (store::connect_options).
 PGOPTIONS='-c plan_cache_mode=force_generic_plan' \
-  pgbench "$url" -n -M prepared -f "$here/turn.sql" -c "$clients" -j "$clients" -T "$secs" \
+  pgbench "$url" -n -M prepared ${PGBENCH_ARGS:-} -f "$here/turn.sql" -c "$clients" -j "$clients" -T "$secs" \
     -D batch="$batch" -D nconv="$nconv" -D clients="$clients" -D statuses="$statuses" \
   | tee /tmp/wabot-floor.out
 tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' /tmp/wabot-floor.out)

@@ -135,7 +135,12 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
         // The pipeline's statements take arrays of a batch: a plan made for one
         // batch's values is no better than a generic one, and planning these
         // statements on every execution costs more than running them at low load.
-        .options([("plan_cache_mode", "force_generic_plan")])
+        //
+        // No JIT: it pays off for long analytic queries, never for these. No plan of
+        // the pipeline comes near `jit_above_cost` today (docs/perf-e2e.md, issue 21),
+        // but estimates on tables that are never analyzed (servers without
+        // autovacuum) only grow, and one compilation costs tens of milliseconds.
+        .options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1)))
 }

@@ -476,50 +476,71 @@ pub async fn commit_batch(
     lease: Duration,
     events: Subscribed,
 ) -> Result<BatchCommit, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let conn: &mut PgConnection = &mut tx;
-
     // The conversations' rows, in id order (as ingest takes them): a message that
     // ingest stores meanwhile either sees this job done (and is leased by ingest) or
-    // is seen by the next-job claim below.
-    let convs: Vec<Uuid> = turns.iter().map(|t| t.conversation_id).collect();
-    crate::store::lock_conversations(conn, &convs).await?;
+    // is seen by the next-job claim below. The lock goes with the BEGIN, in one
+    // round trip (a simple query: the ids are written into it, as uuids print only
+    // hex digits and dashes).
+    let mut convs: Vec<Uuid> = turns.iter().map(|t| t.conversation_id).collect();
+    convs.sort();
+    convs.dedup();
+    let mut tx = if convs.is_empty() {
+        pool.begin().await?
+    } else {
+        let ids: Vec<String> = convs.iter().map(|id| format!("'{id}'")).collect();
+        pool.begin_with(format!(
+            "BEGIN; SELECT 1 FROM conversations WHERE id IN ({}) ORDER BY id FOR UPDATE",
+            ids.join(",")
+        ))
+        .await?
+    };
+    let conn: &mut PgConnection = &mut tx;
 
     let ids: Vec<i64> = turns.iter().map(|t| t.job_id).collect();
     let tokens: Vec<&str> = turns.iter().map(|t| t.token.as_str()).collect();
-    // The jobs still ours, each with who has its conversation now: the
-    // conversation's row lock (above) orders this read after any pause or echo
-    // that committed first.
-    type Held = (i64, Option<String>, Option<DateTime<Utc>>);
-    let held: HashMap<i64, Option<(String, DateTime<Utc>)>> = sqlx::query_as::<_, Held>(
-        "SELECT t.id, h.state, h.last_agent_at FROM turn_jobs t \
-         JOIN unnest($1::bigint[], $2::text[]) AS u(id, token) \
-           ON t.id = u.id AND t.locked_by = u.token \
-         LEFT JOIN wabot_handover h ON h.conversation_id = t.conversation_id \
-         WHERE t.done_at IS NULL ORDER BY t.id FOR UPDATE OF t",
+    let guarded: Vec<Uuid> = turns.iter().filter_map(|t| t.guard.map(|g| g.0)).collect();
+    // One round trip for both checks, made after the conversations' lock (above),
+    // which orders this read after any pause or echo that committed first: the jobs
+    // still ours, each with who has its conversation now, and the versions of the
+    // contexts the turns read (locked: the turns' saves below replace them).
+    type Held = (
+        Option<i64>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<Uuid>,
+    );
+    let rows: Vec<Held> = sqlx::query_as(
+        "WITH held AS ( \
+             SELECT t.id, h.state, h.last_agent_at FROM turn_jobs t \
+             JOIN unnest($1::bigint[], $2::text[]) AS u(id, token) \
+               ON t.id = u.id AND t.locked_by = u.token \
+             LEFT JOIN wabot_handover h ON h.conversation_id = t.conversation_id \
+             WHERE t.done_at IS NULL ORDER BY t.id FOR UPDATE OF t), \
+         guarded AS ( \
+             SELECT id, \"updatedAt\" FROM conversation_contexts WHERE id = ANY($3) \
+             ORDER BY id FOR UPDATE) \
+         SELECT id, state, last_agent_at, NULL::uuid FROM held \
+         UNION ALL \
+         SELECT NULL, NULL, \"updatedAt\", id FROM guarded",
     )
     .bind(&ids)
     .bind(&tokens)
+    .bind(&guarded)
     .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|(id, state, at)| (id, state.zip(at)))
-    .collect();
-
-    let guarded: Vec<Uuid> = turns.iter().filter_map(|t| t.guard.map(|g| g.0)).collect();
-    let versions: HashMap<Uuid, DateTime<Utc>> = if guarded.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(
-            "SELECT id, \"updatedAt\" FROM conversation_contexts WHERE id = ANY($1) \
-             ORDER BY id FOR UPDATE",
-        )
-        .bind(&guarded)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect()
-    };
+    .await?;
+    let mut held: HashMap<i64, Option<(String, DateTime<Utc>)>> = HashMap::new();
+    let mut versions: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+    for (job, state, at, context) in rows {
+        match (job, context, at) {
+            (Some(job), _, _) => {
+                held.insert(job, state.zip(at));
+            }
+            (None, Some(context), Some(at)) => {
+                versions.insert(context, at);
+            }
+            _ => {}
+        }
+    }
 
     let verdicts: Vec<Committed> = turns
         .iter()
@@ -557,38 +578,6 @@ pub async fn commit_batch(
     versions::insert_batch(&mut tx, &new_versions).await?;
     contexts::save_all(&mut tx, done.iter().flat_map(|t| &t.contexts)).await?;
 
-    // Every turn replaces the wait it was for: the conversation's pending timers go
-    // (but a timer job that is itself the turn), and the new wait's timer comes.
-    let done_convs: Vec<Uuid> = done.iter().map(|t| t.conversation_id).collect();
-    let done_ids: Vec<i64> = done.iter().map(|t| t.job_id).collect();
-    sqlx::query(
-        "DELETE FROM turn_jobs WHERE conversation_id = ANY($1) AND kind = 'timeout' \
-           AND done_at IS NULL AND id <> ALL($2)",
-    )
-    .bind(&done_convs)
-    .bind(&done_ids)
-    .execute(&mut *tx)
-    .await?;
-    let timers: Vec<(Uuid, DateTime<Utc>, &Value)> = done
-        .iter()
-        .filter_map(|t| t.timer.as_ref().map(|(at, p)| (t.conversation_id, *at, p)))
-        .collect();
-    if !timers.is_empty() {
-        let c: Vec<Uuid> = timers.iter().map(|t| t.0).collect();
-        let at: Vec<DateTime<Utc>> = timers.iter().map(|t| t.1).collect();
-        let p: Vec<&Value> = timers.iter().map(|t| t.2).collect();
-        sqlx::query(
-            "INSERT INTO turn_jobs (conversation_id, kind, payload, run_at) \
-             SELECT c, 'timeout', p, at FROM unnest($1::uuid[], $2::timestamptz[], $3::jsonb[]) \
-                 AS u(c, at, p)",
-        )
-        .bind(&c)
-        .bind(&at)
-        .bind(&p)
-        .execute(&mut *tx)
-        .await?;
-    }
-
     apply_people(&mut tx, &done).await?;
     if !events.is_empty() {
         crate::store::events::emit(&mut tx, events, &turn_events(&done)).await?;
@@ -597,41 +586,7 @@ pub async fn commit_batch(
     let outbound: Vec<OutboundRow> = done.iter().flat_map(|t| t.sends.clone()).collect();
     let sends = outbox::enqueue_batch(&mut tx, &outbound, holder, Some(lease)).await?;
 
-    let previews: Vec<(Uuid, &str)> = done
-        .iter()
-        .filter_map(|t| t.preview.as_deref().map(|p| (t.conversation_id, p)))
-        .collect();
-    if !previews.is_empty() {
-        let c: Vec<Uuid> = previews.iter().map(|p| p.0).collect();
-        // "lastMessage" is a varchar(1000).
-        let p: Vec<String> = previews
-            .iter()
-            .map(|p| crate::text::truncate_chars(p.1, 1000))
-            .collect();
-        sqlx::query(
-            "UPDATE conversations c SET \"lastMessage\" = u.preview, \"lastMessageAt\" = now(), \
-                    \"updatedAt\" = now() \
-             FROM unnest($1::uuid[], $2::text[]) AS u(id, preview) \
-             WHERE c.id = u.id AND (c.\"lastMessageAt\" IS NULL OR c.\"lastMessageAt\" <= now())",
-        )
-        .bind(&c)
-        .bind(&p)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    let notes: Vec<Option<&str>> = done.iter().map(|t| t.note.as_deref()).collect();
-    sqlx::query(
-        "UPDATE turn_jobs t SET done_at = now(), locked_until = NULL, last_error = u.note \
-         FROM unnest($1::bigint[], $2::text[]) AS u(id, note) WHERE t.id = u.id",
-    )
-    .bind(&done_ids)
-    .bind(&notes)
-    .execute(&mut *tx)
-    .await?;
-
-    insert_log(&mut tx, &done).await?;
-    let next = claim_next(&mut tx, &done_convs, holder, lease).await?;
+    let next = finish(&mut tx, &done, holder, lease).await?;
     tx.commit().await?;
     Ok(BatchCommit {
         turns: verdicts,
@@ -779,10 +734,47 @@ async fn apply_people(conn: &mut PgConnection, done: &[&TurnEffects]) -> Result<
     Ok(())
 }
 
-/// The batch's `wabot_turn_log` rows, one set-based insert.
-async fn insert_log(conn: &mut PgConnection, done: &[&TurnEffects]) -> Result<(), sqlx::Error> {
-    let conv: Vec<Uuid> = done.iter().map(|t| t.conversation_id).collect();
-    let job: Vec<i64> = done.iter().map(|t| t.job_id).collect();
+/// The rest of a batch's commit, in one statement (one round trip, where each part
+/// used to be its own): every turn replaces the wait it was for (the conversation's
+/// pending timers go, but a timer job that is itself the turn, and the new wait's
+/// timer comes); the conversations' previews; the jobs done; the batch's
+/// `wabot_turn_log` rows; and each conversation's next job leased to `holder` when
+/// it is a message (or a failed Flow) that is due and nobody holds (timers are left
+/// to `claim`).
+///
+/// The parts run on one snapshot, taken after the conversations' lock, so none sees
+/// another's changes: they touch disjoint rows (the timers deleted are not the jobs
+/// finished, which the next-job lookup skips by id; the new timers are not
+/// candidates), and no other transaction adds a job to a locked conversation.
+async fn finish(
+    conn: &mut PgConnection,
+    done: &[&TurnEffects],
+    holder: &str,
+    lease: Duration,
+) -> Result<Vec<ClaimedTurn>, sqlx::Error> {
+    let convs: Vec<Uuid> = done.iter().map(|t| t.conversation_id).collect();
+    let ids: Vec<i64> = done.iter().map(|t| t.job_id).collect();
+    let notes: Vec<Option<&str>> = done.iter().map(|t| t.note.as_deref()).collect();
+
+    let timers: Vec<(Uuid, DateTime<Utc>, &Value)> = done
+        .iter()
+        .filter_map(|t| t.timer.as_ref().map(|(at, p)| (t.conversation_id, *at, p)))
+        .collect();
+    let timer_conv: Vec<Uuid> = timers.iter().map(|t| t.0).collect();
+    let timer_at: Vec<DateTime<Utc>> = timers.iter().map(|t| t.1).collect();
+    let timer_payload: Vec<&Value> = timers.iter().map(|t| t.2).collect();
+
+    let previews: Vec<(Uuid, &str)> = done
+        .iter()
+        .filter_map(|t| t.preview.as_deref().map(|p| (t.conversation_id, p)))
+        .collect();
+    let preview_conv: Vec<Uuid> = previews.iter().map(|p| p.0).collect();
+    // "lastMessage" is a varchar(1000).
+    let preview_text: Vec<String> = previews
+        .iter()
+        .map(|p| crate::text::truncate_chars(p.1, 1000))
+        .collect();
+
     let kind: Vec<&str> = done.iter().map(|t| t.log.kind.as_str()).collect();
     let message: Vec<Option<Uuid>> = done.iter().map(|t| t.log.message_id).collect();
     let bot: Vec<Option<Uuid>> = done.iter().map(|t| t.log.chatbot_id).collect();
@@ -805,49 +797,38 @@ async fn insert_log(conn: &mut PgConnection, done: &[&TurnEffects]) -> Result<()
         .collect();
     let vars: Vec<Option<&Value>> = done.iter().map(|t| t.log.variables.as_ref()).collect();
     let sends: Vec<i32> = done.iter().map(|t| t.sends.len() as i32).collect();
-    let note: Vec<Option<&str>> = done.iter().map(|t| t.note.as_deref()).collect();
-    sqlx::query(
-        "INSERT INTO wabot_turn_log (conversation_id, job_id, kind, message_id, chatbot_id, \
-             context_id, nodes, steps, current_node_id, status, completion_reason, variables, \
-             sends, note) \
-         SELECT c, j, k, m, b, x, \
-                ARRAY(SELECT jsonb_array_elements_text(n)), s, cn, st, r, v, se, no \
-         FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], \
-                     $7::jsonb[], $8::int[], $9::text[], $10::text[], $11::text[], $12::jsonb[], \
-                     $13::int[], $14::text[]) \
-             AS u(c, j, k, m, b, x, n, s, cn, st, r, v, se, no)",
-    )
-    .bind(&conv)
-    .bind(&job)
-    .bind(&kind)
-    .bind(&message)
-    .bind(&bot)
-    .bind(&context)
-    .bind(&nodes)
-    .bind(&steps)
-    .bind(&node)
-    .bind(&status)
-    .bind(&reason)
-    .bind(&vars)
-    .bind(&sends)
-    .bind(&note)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
 
-/// Leases the next job of each conversation, when it is a message (or a failed
-/// Flow) that is due and nobody holds; timers are left to `claim`.
-async fn claim_next(
-    conn: &mut PgConnection,
-    conversations: &[Uuid],
-    holder: &str,
-    lease: Duration,
-) -> Result<Vec<ClaimedTurn>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "WITH head AS ( \
+        "WITH gone AS ( \
+             DELETE FROM turn_jobs WHERE conversation_id = ANY($3) AND kind = 'timeout' \
+               AND done_at IS NULL AND id <> ALL($4)), \
+         timers AS ( \
+             INSERT INTO turn_jobs (conversation_id, kind, payload, run_at) \
+             SELECT c, 'timeout', p, at \
+             FROM unnest($6::uuid[], $7::timestamptz[], $8::jsonb[]) AS u(c, at, p)), \
+         previews AS ( \
+             UPDATE conversations c SET \"lastMessage\" = u.preview, \
+                    \"lastMessageAt\" = now(), \"updatedAt\" = now() \
+             FROM unnest($9::uuid[], $10::text[]) AS u(id, preview) \
+             WHERE c.id = u.id \
+               AND (c.\"lastMessageAt\" IS NULL OR c.\"lastMessageAt\" <= now())), \
+         finished AS ( \
+             UPDATE turn_jobs t SET done_at = now(), locked_until = NULL, last_error = u.note \
+             FROM unnest($4::bigint[], $5::text[]) AS u(id, note) WHERE t.id = u.id), \
+         log AS ( \
+             INSERT INTO wabot_turn_log (conversation_id, job_id, kind, message_id, \
+                 chatbot_id, context_id, nodes, steps, current_node_id, status, \
+                 completion_reason, variables, sends, note) \
+             SELECT c, j, k, m, b, x, ARRAY(SELECT jsonb_array_elements_text(n)), s, cn, \
+                    st, r, v, se, no \
+             FROM unnest($3::uuid[], $4::bigint[], $11::text[], $12::uuid[], $13::uuid[], \
+                         $14::uuid[], $15::jsonb[], $16::int[], $17::text[], $18::text[], \
+                         $19::text[], $20::jsonb[], $21::int[], $5::text[]) \
+                 AS u(c, j, k, m, b, x, n, s, cn, st, r, v, se, no)), \
+         head AS ( \
              SELECT DISTINCT ON (conversation_id) id, run_at, locked_until FROM turn_jobs \
              WHERE conversation_id = ANY($3) AND done_at IS NULL AND kind <> 'timeout' \
+               AND id <> ALL($4) \
              ORDER BY conversation_id, id), \
          t AS ( \
              UPDATE turn_jobs u \
@@ -862,7 +843,25 @@ async fn claim_next(
     ))
     .bind(holder)
     .bind(lease.as_secs_f64())
-    .bind(conversations)
+    .bind(&convs)
+    .bind(&ids)
+    .bind(&notes)
+    .bind(&timer_conv)
+    .bind(&timer_at)
+    .bind(&timer_payload)
+    .bind(&preview_conv)
+    .bind(&preview_text)
+    .bind(&kind)
+    .bind(&message)
+    .bind(&bot)
+    .bind(&context)
+    .bind(&nodes)
+    .bind(&steps)
+    .bind(&node)
+    .bind(&status)
+    .bind(&reason)
+    .bind(&vars)
+    .bind(&sends)
     .fetch_all(&mut *conn)
     .await
 }
