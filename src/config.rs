@@ -129,8 +129,9 @@ pub struct WorkerConfig {
     /// `WABOT_WORKER_ENABLED`: run the turn worker and sender in this process.
     pub enabled: bool,
     /// `WABOT_TURN_CONCURRENCY`: conversations whose turns run at once. It also
-    /// bounds how many turns one read and one commit batch can hold: at 32, the
-    /// closed loop of docs/perf-e2e.md paid twice PostgreSQL's CPU per turn of 256.
+    /// bounds how many turns one read and one commit batch can hold, so the default
+    /// is one full `WABOT_TURN_BATCH`: at 32, the closed loop of docs/perf-e2e.md
+    /// paid twice PostgreSQL's CPU per turn; at 256 it shed half the statuses.
     pub turn_concurrency: usize,
     /// `WABOT_LEASE_SECS`: how long a claimed job stays ours without a heartbeat.
     pub lease_secs: u64,
@@ -448,7 +449,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             enabled: true,
-            turn_concurrency: 256,
+            turn_concurrency: 128,
             lease_secs: 30,
             send_rate_per_sec: 80,
             send_max_attempts: 12,
