@@ -178,6 +178,9 @@ pub struct Sender {
     hold: Mutex<Option<Hold>>,
     /// Set while the Graph API cannot be reached.
     outage: Mutex<Option<Outage>>,
+    /// When the last hold was lifted: a job queued before then waited through it,
+    /// and is looked at again before its call (it may have been finished meanwhile).
+    lifted: Mutex<Option<std::time::Instant>>,
     /// Woken when a hold or an outage begins or ends, so that the heartbeat shows
     /// it without waiting for its next beat.
     changed: tokio::sync::Notify,
@@ -229,6 +232,7 @@ impl Sender {
             holder,
             hold: Mutex::new(None),
             outage: Mutex::new(None),
+            lifted: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
             recording,
             events,
@@ -583,12 +587,24 @@ impl Sender {
         }
         if let Ok(mut hold) = self.hold.lock() {
             if hold.take().is_some() {
+                if let Ok(mut lifted) = self.lifted.lock() {
+                    *lifted = Some(std::time::Instant::now());
+                }
                 crate::metrics::sending_held(false);
                 tracing::warn!("WhatsApp credentials changed: sending resumes");
                 self.changed.notify_one();
             }
         }
         Ok(false)
+    }
+
+    /// Whether a hold was lifted since `queued_at`: a job queued then waited
+    /// through it (an agent may have taken its conversation meanwhile).
+    fn waited_through_a_hold(&self, queued_at: std::time::Instant) -> bool {
+        self.lifted
+            .lock()
+            .map(|l| l.is_some_and(|at| at > queued_at))
+            .unwrap_or(false)
     }
 
     fn is_held_for(&self, credentials: &Credentials) -> bool {
@@ -727,6 +743,8 @@ async fn record_durably(
 /// One queued job and the queue slot it takes.
 struct Queued {
     job: SendJob,
+    /// When it was queued here.
+    at: std::time::Instant,
     /// When the webhook of the turn this is the first reply of arrived.
     since: Option<DateTime<Utc>>,
     _slot: OwnedSemaphorePermit,
@@ -937,6 +955,7 @@ impl SendSink {
                     job.id,
                     Queued {
                         job,
+                        at: std::time::Instant::now(),
                         since,
                         _slot: slot,
                     },
@@ -1008,7 +1027,7 @@ impl Shared {
                 }
             };
             let token = next.job.token.clone().unwrap_or_default();
-            if self.stop.is_cancelled() || !self.send(next.job, next.since).await {
+            if self.stop.is_cancelled() || !self.send(next.job, next.since, next.at).await {
                 // The job stays leased and is handed back with the rest. The entry
                 // stays, stopped, so that a job pushed after this one never
                 // overtakes it.
@@ -1026,7 +1045,12 @@ impl Shared {
 
     /// Sends one job until Meta accepted it or it failed for good (true), or until
     /// the drain stopped it (false: it stays leased, to be handed back).
-    async fn send(&self, mut job: SendJob, since: Option<DateTime<Utc>>) -> bool {
+    async fn send(
+        &self,
+        mut job: SendJob,
+        since: Option<DateTime<Utc>>,
+        queued_at: std::time::Instant,
+    ) -> bool {
         loop {
             match self.sender.held().await {
                 Ok(false) => {}
@@ -1047,6 +1071,9 @@ impl Shared {
                     }
                     continue;
                 }
+            }
+            if self.sender.waited_through_a_hold(queued_at) && !self.still_ours(&job).await {
+                return true;
             }
             let outcome = {
                 let Ok(_call) = self.in_flight.acquire().await else {
@@ -1077,17 +1104,8 @@ impl Shared {
                     // A call that timed out may have been accepted: Meta's `sent`
                     // status (it carries the message's callback data) then finished
                     // the job, and it must not go out twice.
-                    let token = job.token.as_deref().unwrap_or_default();
-                    let lease = self.sender.options.lease;
-                    match outbox::renew(&self.sender.pool, job.id, token, lease).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::info!(message_id = %job.message_id, "not sent again: the job was finished meanwhile (Meta confirmed it) or taken over");
-                            return true;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot check the send job before its retry")
-                        }
+                    if !self.still_ours(&job).await {
+                        return true;
                     }
                 }
                 Ok(SendOutcome::Held) => {}
@@ -1107,6 +1125,26 @@ impl Shared {
                     );
                     return true;
                 }
+            }
+        }
+    }
+
+    /// Renews the job's lease before a call that follows a wait (a backoff, a
+    /// hold); false when the job was finished meanwhile (Meta's `sent` status
+    /// confirmed an earlier call, or an agent took the conversation: the trigger
+    /// `wabot_handover_silences_bot`) or taken over, and must not be sent by us.
+    async fn still_ours(&self, job: &SendJob) -> bool {
+        let token = job.token.as_deref().unwrap_or_default();
+        let lease = self.sender.options.lease;
+        match outbox::renew(&self.sender.pool, job.id, token, lease).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::info!(message_id = %job.message_id, "not sent: the job was finished meanwhile (Meta confirmed it, or an agent took the conversation) or taken over");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the send job before sending it again");
+                true
             }
         }
     }

@@ -397,3 +397,88 @@ async fn an_operator_pause_during_a_running_turn_keeps_the_bot_silent() {
         "the turn ran again on the new state and was silenced"
     );
 }
+
+/// A reply the bot queued before an agent came in does not go out after them: here
+/// it waits out an expired token (a hold), the agent writes from the inbox, and the
+/// new token lets the sender go on. The reply is failed with the reason instead.
+#[tokio::test]
+async fn a_reply_queued_before_an_agent_came_in_is_not_sent_after_them() {
+    use wabot::store::whatsapp_config::{insert, NewConfig};
+    let engine = Engine::start().await;
+    let pool = &engine.app.pool;
+    install_chatbot(pool, &load_json(&fixture("support-menu.json"))).await;
+    // Meta wants another token: every send is refused with 190 and sending holds.
+    engine.graph.set_token("rotated-token");
+    engine.say(text("wamid.H1", "hi")).await;
+    eventually(
+        pool,
+        "SELECT count(*) FROM wabot_processes WHERE send_hold IS NOT NULL",
+        1,
+    )
+    .await;
+    let (conv, business) = conversation(pool).await;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'pending'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(pending >= 1, "the bot's replies wait for the token");
+
+    // The agent writes from WhatsApp Builder's inbox (its own connection).
+    let builder = PgPool::connect(&engine.app.config.database_url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO messages (id, \"conversationId\", \"senderId\", type, content, status, \
+                               \"timestamp\") \
+         VALUES (gen_random_uuid(), $1, $2, 'text', $3, 'sent', now())",
+    )
+    .bind(conv)
+    .bind(business)
+    .bind(json!({"text": "Hi, Ana here. How can I help?"}))
+    .execute(&builder)
+    .await
+    .unwrap();
+    // The operator fixes the token: the hold lifts.
+    insert(
+        pool,
+        &NewConfig {
+            phone_number_id: crate::helpers::PHONE_NUMBER_ID,
+            business_account_id: crate::helpers::BUSINESS_ACCOUNT_ID,
+            access_token: "rotated-token",
+            webhook_verify_token: crate::helpers::VERIFY_TOKEN,
+            app_secret: Some(crate::helpers::APP_SECRET),
+            is_active: true,
+        },
+    )
+    .await
+    .unwrap();
+    eventually(
+        pool,
+        "SELECT count(*) FROM wabot_processes WHERE send_hold IS NOT NULL",
+        0,
+    )
+    .await;
+    quiet(pool).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        engine.graph.accepted().is_empty(),
+        "the bot said nothing after the agent: {:?}",
+        engine.graph.accepted()
+    );
+    let failed: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status::text, content->'error'->>'reason' FROM messages \
+         WHERE \"senderId\" = $1 \
+         AND content->>'text' IS DISTINCT FROM 'Hi, Ana here. How can I help?'",
+    )
+    .bind(business)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(failed.len() as i64, pending);
+    assert!(
+        failed
+            .iter()
+            .all(|(status, reason)| status == "failed" && reason.as_deref() == Some("handover")),
+        "{failed:?}"
+    );
+}
