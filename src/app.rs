@@ -30,6 +30,19 @@ pub struct AppContext {
     pub events: crate::store::events::Subscriptions,
     /// Where downloaded media goes (`WABOT_MEDIA_DIR` or `WABOT_MEDIA_S3_*`).
     pub media: Arc<dyn crate::media::MediaStore>,
+    /// Background stages that wait for work rather than poll for it: woken when
+    /// this process queues some (another process's work, and retries that come
+    /// due, are found by their slow poll).
+    pub wake: Wake,
+}
+
+/// Wakes a background stage when this process queued work for it.
+#[derive(Default)]
+pub struct Wake {
+    /// Media downloads were queued (ingest).
+    pub media: tokio::sync::Notify,
+    /// A campaign was started or resumed (the operator API).
+    pub campaigns: tokio::sync::Notify,
 }
 
 impl AppContext {
@@ -55,7 +68,16 @@ impl AppContext {
             datasources,
             events: Default::default(),
             media,
+            wake: Wake::default(),
         }
+    }
+
+    /// How often a background stage that is woken when this process queues work
+    /// looks for work it was not woken for (another process's, retries come due):
+    /// the poll interval, but at least a second, so that an idle stage costs a
+    /// statement a second, not one per poll interval.
+    pub fn idle_poll(&self) -> Duration {
+        Duration::from_millis(self.config.worker.poll_interval_ms.max(1000))
     }
 
     /// How long a lease lasts without being kept (`WABOT_LEASE_SECS`).

@@ -124,15 +124,18 @@ struct Runner {
 
 impl Runner {
     /// Claims as many due jobs as there are free download slots and starts them;
-    /// waits for a free slot when all are busy, and a poll interval when the queue
-    /// had no more due jobs.
+    /// waits for a free slot when all are busy. When the queue had no more due
+    /// jobs it waits until ingest queues a download here (`ctx.wake.media`), or for
+    /// the idle poll (`AppContext::idle_poll`: another process's downloads, retries
+    /// come due): an idle stage costs no statement per poll interval.
     async fn claim_loop(self, stop: CancellationToken) {
-        let every = Duration::from_millis(self.ctx.config.worker.poll_interval_ms.max(10));
+        let idle = self.ctx.idle_poll();
         let slots = Arc::new(Semaphore::new(self.ctx.config.media.concurrency.max(1)));
         let this = Arc::new(self);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(idle) => {}
+                _ = this.ctx.wake.media.notified() => {}
                 _ = stop.cancelled() => return,
             }
             loop {

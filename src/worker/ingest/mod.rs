@@ -156,6 +156,7 @@ async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink
     match ingest::ingest_batch(&ctx.pool, &rows, lease, ctx.events.get()).await {
         Ok(outcome) => {
             observe(&rows, &outcome, started.elapsed());
+            wake_media(ctx, &rows);
             answer(replies, &rows, outcome, turns).await
         }
         Err(e) if replies.len() == 1 => {
@@ -177,6 +178,7 @@ async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink
                 match ingest::ingest_batch(&ctx.pool, one, lease, ctx.events.get()).await {
                     Ok(outcome) => {
                         observe(one, &outcome, started.elapsed());
+                        wake_media(ctx, one);
                         answer(vec![reply], one, outcome, turns).await
                     }
                     Err(e) => {
@@ -185,6 +187,19 @@ async fn store(ctx: &AppContext, batch: Vec<Submission>, turns: Option<&TurnSink
                 }
             }
         }
+    }
+}
+
+/// Wakes the media stage when a committed batch held media (its download jobs were
+/// queued in the batch's transaction).
+fn wake_media(ctx: &AppContext, rows: &[WebhookRows]) {
+    let media = |r: &WebhookRows| {
+        r.messages
+            .iter()
+            .any(|m| crate::store::media::KINDS.contains(&m.db_type))
+    };
+    if rows.iter().any(media) {
+        ctx.wake.media.notify_one();
     }
 }
 
