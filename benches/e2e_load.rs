@@ -35,8 +35,8 @@
 //!   along with the bench): the binary to run (`--spawn`: the default one).
 //!   `--in-process`: wabot in this process instead (`Application::with_parts` +
 //!   `run`); its CPU and RSS then include the driver's.
-//! - daemon config: `--poll-ms 20`, `--turn-concurrency`, `--db-connections` (the
-//!   daemon's defaults, `Config::default()`),
+//! - daemon config: `--poll-ms`, `--turn-concurrency`, `--db-connections` (the
+//!   daemon's defaults, `Config::default()`; the poll was 20 ms before issue 21),
 //!   `--daemon-log warn` (its `WABOT_LOG_FILTER`; the log goes to a file under the
 //!   system temp dir).
 //! - diagnostics: `--sql-stats` (statement counts, in-process only; PostgreSQL's
@@ -120,8 +120,8 @@ impl Options {
             open_rate: None,
             calibrate: Duration::from_secs(10),
             bot: Bot::Echo,
-            poll_ms: 20,
             // The daemon's own defaults: the figures are those of a daemon nobody tuned.
+            poll_ms: Config::default().worker.poll_interval_ms,
             turn_concurrency: Config::default().worker.turn_concurrency,
             db_connections: Config::default().database.max_connections,
             max_time: Duration::from_secs(40),
