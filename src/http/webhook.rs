@@ -20,9 +20,10 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::AppState;
-use crate::store::ingest::{self, IngestError, RawEvent};
+use crate::store::ingest::{self, IngestError, RawEvent, WebhookRows};
 use crate::telemetry::Throttle;
 use crate::whatsapp::signature::{self, SignatureError};
+use crate::whatsapp::webhook::statuses::StatusOnly;
 use crate::whatsapp::webhook::{Envelope, ParseError};
 use crate::worker::ingest::SubmitError;
 
@@ -159,18 +160,45 @@ async fn receive(
         .ok_or(WebhookError::NoAppSecret)?;
     signature::verify(secret.expose_secret().as_bytes(), &body, header)?;
 
+    // Six webhooks in seven hold only statuses: read those without building a
+    // `Value` (a body that spells a NUL escape needs the scrub below).
+    let status_only = std::str::from_utf8(&body)
+        .ok()
+        .filter(|_| !has_nul_escape(&body))
+        .and_then(|text| Some((text, StatusOnly::parse(text)?)));
+    let rows = match status_only {
+        Some((text, statuses)) => crate::worker::ingest::status_rows(&statuses, text, received_at),
+        None => match read(&state, &body, received_at, credentials.phone_number_id.as_deref())
+            .await?
+        {
+            Some(rows) => rows,
+            None => return Ok(StatusCode::OK),
+        },
+    };
+    submit(&state, rows).await
+}
+
+/// Reads any other body into rows the general way (a `Value`, then the lenient
+/// envelope); `None` when it could not be read, having kept it in
+/// `webhook_unreadable`.
+async fn read(
+    state: &AppState,
+    body: &Bytes,
+    received_at: chrono::DateTime<chrono::Utc>,
+    served: Option<&str>,
+) -> Result<Option<WebhookRows>, WebhookError> {
     let parsed = serde_json::from_slice::<serde_json::Value>(&body)
         .map_err(ParseError::from)
         .and_then(|mut value| {
             // Only a body that spells a NUL escape can hold one; skip the walk otherwise.
-            let scrubbed = has_nul_escape(&body) && ingest::make_storable(&mut value);
+            let scrubbed = has_nul_escape(body) && ingest::make_storable(&mut value);
             if scrubbed {
                 tracing::warn!("webhook strings contained NUL characters; stored as U+FFFD");
             }
             let envelope = Envelope::from_value(&value)?;
             // The raw event is the text Meta signed, unless NULs had to go. JSON that
             // parsed is UTF-8; the fallback only keeps that assumption from panicking.
-            let text = match (scrubbed, std::str::from_utf8(&body)) {
+            let text = match (scrubbed, std::str::from_utf8(body)) {
                 (false, Ok(text)) => text.to_owned(),
                 _ => value.to_string(),
             };
@@ -182,19 +210,22 @@ async fn receive(
             // Signed, so Meta sent it: a refusal would be redelivered for days. Keep
             // it whole with the reason, acknowledge it, and let an operator look.
             let id =
-                ingest::store_unreadable(&state.pool, received_at, &body, &e.to_string()).await?;
+                ingest::store_unreadable(&state.pool, received_at, body, &e.to_string()).await?;
             crate::metrics::webhook_unreadable();
             tracing::warn!(unreadable_id = id, error = %e, "a signed webhook could not be read; kept in webhook_unreadable");
-            return Ok(StatusCode::OK);
+            return Ok(None);
         }
     };
-    let rows = crate::worker::ingest::rows(
+    Ok(Some(crate::worker::ingest::rows(
         &envelope,
         RawEvent::New(text),
         received_at,
-        credentials.phone_number_id.as_deref(),
-    );
+        served,
+    )))
+}
 
+/// Hands the rows to the ingest stage and waits for their commit.
+async fn submit(state: &AppState, rows: WebhookRows) -> Result<StatusCode, WebhookError> {
     // The pool's acquire timeout bounds the wait for a connection; this bounds a
     // batch whose connection hangs mid-transaction, well inside Meta's patience.
     let limit = Duration::from_millis(state.config.database.acquire_timeout_ms)
@@ -222,5 +253,11 @@ async fn receive(
 }
 
 fn has_nul_escape(body: &[u8]) -> bool {
-    body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+    body.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\\')
+        .any(|(i, _)| {
+            body.get(i + 1..i + 6)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"u0000"))
+        })
 }

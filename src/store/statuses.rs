@@ -33,9 +33,11 @@ pub struct StatusRow {
     /// Meta's errors, `[{code, title, message, details}]`.
     pub errors: Value,
     /// What Meta's status object holds beyond the columns above (its conversation
-    /// and pricing objects, biz_opaque_callback_data, a payment's details), `None`
-    /// when nothing: the whole object stays in `webhook_events` until retention.
-    pub extra: Option<Value>,
+    /// and pricing objects, biz_opaque_callback_data, a payment's details), as JSON
+    /// text; `None` when nothing. With the columns it is the whole status object
+    /// (a webhook of statuses only has no other raw copy). wabot's own callback data
+    /// is not stored when the status is applied to the message it names.
+    pub extra: Option<String>,
     /// The outbound message the status's callback data names (wabot writes its
     /// message id into every send): a status for a send whose outcome was never
     /// recorded finishes that send.
@@ -69,6 +71,11 @@ fn rank(status: &str) -> u8 {
 /// Records a batch of statuses inside the caller's transaction; one outcome per row,
 /// in order. A status whose message is known is stored already applied; the others
 /// wait for `apply_early`.
+///
+/// Two statements: the wamid locks, then one that locks the messages (in id order),
+/// inserts the statuses and moves each message to its furthest new status. A third
+/// and fourth run only for a status of a send whose outcome was never recorded
+/// (its callback data names a message that has no wamid yet): `confirm_sends`.
 pub async fn record_batch(
     conn: &mut PgConnection,
     rows: &[&StatusRow],
@@ -77,43 +84,54 @@ pub async fn record_batch(
         return Ok(Vec::new());
     }
     lock_wamids(conn, rows.iter().map(|r| r.wamid.as_str())).await?;
-    confirm_sends(conn, rows).await?;
-
-    // The messages these statuses are about, locked in id order.
-    let distinct: Vec<&str> = rows
-        .iter()
-        .map(|r| r.wamid.as_str())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let messages: HashMap<String, Uuid> = sqlx::query_as::<_, (Uuid, String)>(
-        "SELECT id, content ->> 'whatsappMessageId' FROM messages \
-         WHERE content ->> 'whatsappMessageId' = ANY($1) ORDER BY id FOR UPDATE",
-    )
-    .bind(&distinct)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|(id, w)| (w, id))
-    .collect();
 
     let wamids: Vec<&str> = rows.iter().map(|r| r.wamid.as_str()).collect();
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     let times: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.meta_timestamp).collect();
     let recipients: Vec<Option<&str>> = rows.iter().map(|r| r.recipient_id.as_deref()).collect();
     let errors: Vec<&Value> = rows.iter().map(|r| &r.errors).collect();
-    let extras: Vec<Option<&Value>> = rows.iter().map(|r| r.extra.as_ref()).collect();
-    let message_ids: Vec<Option<Uuid>> = rows
-        .iter()
-        .map(|r| messages.get(&r.wamid).copied())
-        .collect();
-    let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO message_statuses \
-            (wamid, status, meta_timestamp, recipient_id, errors, extra, message_id, applied_at) \
-         SELECT w, st, ts, r, e, x, m, CASE WHEN m IS NULL THEN NULL ELSE now() END \
-         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[], \
-                     $6::jsonb[], $7::uuid[]) AS u(w, st, ts, r, e, x, m) \
-         ON CONFLICT DO NOTHING RETURNING wamid, status",
+    let extras: Vec<Option<&str>> = rows.iter().map(|r| r.extra.as_deref()).collect();
+    // `m`: the messages, locked in id order. `ins`: the statuses, applied where their
+    // message is known; wabot's own callback data is dropped from `extra` there (the
+    // message id says it). `mv`: each message's furthest new delivery status (the
+    // order of `messages_status_enum`; applying the furthest is what applying them
+    // one by one would come to, since each only moves forward). The statement
+    // returns the statuses inserted (`true`) and the wamids found (`false`).
+    let returned: Vec<(bool, String, Option<String>)> = sqlx::query_as(
+        "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], \
+                                         $4::text[], $5::jsonb[], $6::text[]) \
+                    AS u(w, st, ts, r, e, x)), \
+         m AS MATERIALIZED ( \
+            SELECT id, content ->> 'whatsappMessageId' AS w FROM messages \
+            WHERE content ->> 'whatsappMessageId' = ANY($1) ORDER BY id FOR UPDATE), \
+         ins AS ( \
+            INSERT INTO message_statuses \
+                (wamid, status, meta_timestamp, recipient_id, errors, extra, message_id, \
+                 applied_at) \
+            SELECT u.w, u.st, u.ts, u.r, u.e, \
+                   CASE WHEN m.id IS NOT NULL \
+                         AND u.x::jsonb ->> 'biz_opaque_callback_data' = 'wabot:' || m.id \
+                        THEN nullif(u.x::jsonb - 'biz_opaque_callback_data', '{}') \
+                        ELSE u.x::jsonb END, \
+                   m.id, CASE WHEN m.id IS NULL THEN NULL ELSE now() END \
+            FROM u LEFT JOIN m ON m.w = u.w \
+            ON CONFLICT DO NOTHING RETURNING wamid, status, message_id, errors), \
+         mv AS ( \
+            SELECT DISTINCT ON (message_id) message_id AS id, \
+                   status::messages_status_enum AS s, errors \
+            FROM ins WHERE message_id IS NOT NULL \
+              AND status IN ('sent', 'delivered', 'read', 'played', 'failed') \
+            ORDER BY message_id, status::messages_status_enum DESC), \
+         upd AS ( \
+            UPDATE messages msg SET status = mv.s, \
+                   content = CASE WHEN mv.s = 'failed' \
+                                  THEN msg.content || jsonb_build_object('failed', true, \
+                                           'error', mv.errors -> 0, 'statusErrors', mv.errors) \
+                                  ELSE msg.content END, \
+                   \"updatedAt\" = now() \
+            FROM mv WHERE msg.id = mv.id AND msg.status <> 'failed' AND msg.status < mv.s) \
+         SELECT true, wamid, status FROM ins \
+         UNION ALL SELECT false, w, NULL FROM m",
     )
     .bind(&wamids)
     .bind(&keys)
@@ -121,32 +139,47 @@ pub async fn record_batch(
     .bind(&recipients)
     .bind(&errors)
     .bind(&extras)
-    .bind(&message_ids)
     .fetch_all(&mut *conn)
     .await?;
-    let inserted: BTreeSet<(String, String)> = inserted.into_iter().collect();
+    let mut inserted: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut found: BTreeSet<String> = BTreeSet::new();
+    for (new, wamid, key) in returned {
+        match (new, key) {
+            (true, Some(key)) => {
+                inserted.insert((wamid, key));
+            }
+            _ => {
+                found.insert(wamid);
+            }
+        }
+    }
+
+    // Sends Meta accepted whose outcome was never recorded: their statuses went in
+    // waiting; confirming the send applies them, as the sender's record would have.
+    let unrecorded: Vec<&StatusRow> = rows
+        .iter()
+        .filter(|r| r.sent_message.is_some() && !found.contains(&r.wamid))
+        .copied()
+        .collect();
+    if !unrecorded.is_empty() {
+        let confirmed = confirm_sends(conn, &unrecorded).await?;
+        apply_early(conn, &confirmed).await?;
+        found.extend(confirmed.into_iter().map(|(_, wamid)| wamid));
+    }
 
     let mut outcomes = Vec::with_capacity(rows.len());
     let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
-    let mut moves: Vec<(Uuid, &str, &Value)> = Vec::new();
     for row in rows {
         let key = (row.wamid.as_str(), row.key.as_str());
         // A (wamid, status) that appears twice in one batch is inserted once.
         if !inserted.contains(&(row.wamid.clone(), row.key.clone())) || !seen.insert(key) {
             outcomes.push(StatusOutcome::Duplicate);
-            continue;
-        }
-        match messages.get(&row.wamid) {
-            None => outcomes.push(StatusOutcome::Pending),
-            Some(&id) => {
-                if let Some(status) = row.message_status.as_deref() {
-                    moves.push((id, status, &row.errors));
-                }
-                outcomes.push(StatusOutcome::Applied);
-            }
+        } else if found.contains(&row.wamid) {
+            outcomes.push(StatusOutcome::Applied);
+        } else {
+            outcomes.push(StatusOutcome::Pending);
         }
     }
-    move_forward(conn, &moves).await?;
     Ok(outcomes)
 }
 
@@ -154,18 +187,21 @@ pub async fn record_batch(
 /// call, or the call timed out after Meta took it), recognised by the callback data
 /// their statuses carry: the wamid goes on the message, which moves from `pending` to
 /// `sent`, and the job is done, as the sender would have recorded it, so that nobody
-/// sends it again. Returns how many sends were confirmed so.
-async fn confirm_sends(conn: &mut PgConnection, rows: &[&StatusRow]) -> Result<u64, sqlx::Error> {
+/// sends it again. Returns the `(message id, wamid)` of each send confirmed so.
+async fn confirm_sends(
+    conn: &mut PgConnection,
+    rows: &[&StatusRow],
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     let (messages, wamids): (Vec<Uuid>, Vec<&str>) = rows
         .iter()
         .filter_map(|r| r.sent_message.map(|m| (m, r.wamid.as_str())))
         .unzip();
     if messages.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     // The sender's record of the same send takes the wamid lock first too, so the
     // two are serialised; whichever comes second finds the job done.
-    let confirmed = sqlx::query(
+    let confirmed: Vec<(Uuid, String)> = sqlx::query_as(
         "WITH u AS (SELECT DISTINCT ON (m) m, w FROM unnest($1::uuid[], $2::text[]) AS u(m, w) \
                     ORDER BY m), \
          j AS ( \
@@ -179,16 +215,16 @@ async fn confirm_sends(conn: &mut PgConnection, rows: &[&StatusRow]) -> Result<u
              status = CASE WHEN m.status = 'pending' THEN 'sent'::messages_status_enum \
                            ELSE m.status END, \
              \"updatedAt\" = now() \
-         FROM j WHERE m.id = j.message_id AND m.content ->> 'whatsappMessageId' IS NULL",
+         FROM j WHERE m.id = j.message_id AND m.content ->> 'whatsappMessageId' IS NULL \
+         RETURNING m.id, j.w",
     )
     .bind(&messages)
     .bind(&wamids)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if confirmed > 0 {
+    .fetch_all(&mut *conn)
+    .await?;
+    if !confirmed.is_empty() {
         tracing::info!(
-            sends = confirmed,
+            sends = confirmed.len(),
             "sends confirmed by Meta's status webhooks (their outcome had not been recorded)"
         );
     }
@@ -198,7 +234,8 @@ async fn confirm_sends(conn: &mut PgConnection, rows: &[&StatusRow]) -> Result<u
 /// Applies the statuses that arrived before their message was known, for each
 /// `(message id, wamid)` the sender has just recorded (after setting the message's
 /// own `sent`), so that an early `delivered` or `read` is neither lost nor
-/// overwritten. Returns how many waiting statuses it weighed.
+/// overwritten. Returns how many waiting statuses it weighed. The caller holds
+/// these wamids' locks ([`lock_wamids`], taken before it recorded them).
 pub async fn apply_early(
     conn: &mut PgConnection,
     sent: &[(Uuid, String)],
@@ -206,7 +243,6 @@ pub async fn apply_early(
     if sent.is_empty() {
         return Ok(0);
     }
-    lock_wamids(conn, sent.iter().map(|(_, w)| w.as_str())).await?;
     let wamids: Vec<&str> = sent.iter().map(|(_, w)| w.as_str()).collect();
     let waiting: Vec<(String, String, Value)> = sqlx::query_as(
         "SELECT wamid, status, errors FROM message_statuses \
@@ -235,12 +271,13 @@ pub async fn apply_early(
     Ok(waiting.len() as u64)
 }
 
-/// [`apply_early`] for one message.
+/// [`apply_early`] for one message, its wamid's lock taken first.
 pub async fn apply_early_statuses(
     conn: &mut PgConnection,
     message_id: Uuid,
     wamid: &str,
 ) -> Result<u64, sqlx::Error> {
+    lock_wamids(conn, std::iter::once(wamid)).await?;
     apply_early(conn, &[(message_id, wamid.to_owned())]).await
 }
 

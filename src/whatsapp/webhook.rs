@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub(crate) mod lenient;
+pub mod statuses;
 #[cfg(test)]
 mod tests;
 mod types;

@@ -5,7 +5,9 @@
 //! the 1:1 conversation and its participants, each new message, its turn job, the
 //! conversation's preview and 24-hour window, and every status commit together or
 //! not at all, so a 200 to Meta always means "stored". A batch costs about eight
-//! statements and one commit however many webhooks it holds; the caller (the ingest
+//! statements and one commit however many webhooks it holds (a batch of status
+//! webhooks: two, since their status rows are their record and no raw event is
+//! written, see `RawEvent::InStatuses`); the caller (the ingest
 //! stage) retries a failed batch member by member, so one poisonous webhook gets
 //! its own error and the others are stored.
 //!
@@ -89,6 +91,11 @@ pub enum RawEvent {
     /// (`wabot replay`): no second raw event is inserted, and the outcome's
     /// `event_id` is that row's.
     Stored(i64),
+    /// A webhook of statuses only, every one of which is a row: each
+    /// `message_statuses` row holds its status whole (the columns, and `extra` for
+    /// the rest of Meta's object), so no raw event is stored and the outcome's
+    /// `event_id` is 0. Six webhooks in seven are such.
+    InStatuses,
 }
 
 impl WebhookRows {
@@ -96,7 +103,7 @@ impl WebhookRows {
     pub fn replay_of(&self) -> Option<i64> {
         match self.raw {
             RawEvent::Stored(id) => Some(id),
-            RawEvent::New(_) => None,
+            RawEvent::New(_) | RawEvent::InStatuses => None,
         }
     }
 }
@@ -161,6 +168,7 @@ impl InboundRow {
 /// What one webhook did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestOutcome {
+    /// The `webhook_events` row; 0 when none was stored (`RawEvent::InStatuses`).
     pub event_id: i64,
     /// Messages and echoes in the POST.
     pub messages_total: u32,
@@ -371,6 +379,7 @@ async fn store_batch(
         match &webhook.raw {
             RawEvent::New(text) => fresh.push((i, text)),
             RawEvent::Stored(id) => outcomes[i].event_id = *id,
+            RawEvent::InStatuses => {}
         }
     }
     if !fresh.is_empty() {

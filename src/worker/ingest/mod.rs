@@ -27,7 +27,11 @@ use crate::store::ingest::{
 };
 use crate::store::statuses::StatusRow;
 use crate::text::truncate_chars;
-use crate::whatsapp::webhook::{is_bsuid, Envelope, Message, MessageKind};
+use crate::whatsapp::outbound::CALLBACK_DATA;
+use crate::whatsapp::webhook::statuses::{RawStatus, StatusOnly};
+use crate::whatsapp::webhook::{
+    is_bsuid, ApiError, Envelope, Message, MessageKind, Status, StatusKind,
+};
 use crate::worker::turns::{TurnSink, TurnWork};
 use crate::worker::AppContext;
 
@@ -284,6 +288,103 @@ fn clone_error(e: &sqlx::Error) -> sqlx::Error {
 /// The keys of Meta's status object that `StatusRow`'s columns already hold.
 const STATUS_COLUMNS: [&str; 5] = ["id", "status", "timestamp", "recipient_id", "errors"];
 
+/// One status's parts, read from the general envelope or the status-only path.
+struct StatusIn {
+    id: Option<String>,
+    kind: StatusKind,
+    type_name: Option<String>,
+    timestamp: Option<i64>,
+    recipient_id: Option<String>,
+    recipient_user_id: Option<String>,
+    errors: Vec<ApiError>,
+    /// Meta's status object without what the columns hold, as JSON text.
+    extra: Option<String>,
+    /// `biz_opaque_callback_data`, when a string.
+    callback: Option<String>,
+}
+
+impl StatusIn {
+    fn of(status: &Status) -> StatusIn {
+        StatusIn {
+            id: status.id.clone(),
+            kind: status.status.clone(),
+            type_name: status.type_name.clone(),
+            timestamp: status.timestamp,
+            recipient_id: status.recipient_id.clone(),
+            recipient_user_id: status.recipient_user_id.clone(),
+            errors: status.errors.clone(),
+            extra: status_extra(&status.raw).map(|v| v.to_string()),
+            callback: status
+                .raw
+                .get(CALLBACK_DATA)
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }
+    }
+
+    fn of_raw(status: &RawStatus<'_>) -> StatusIn {
+        const WITH_BSUID: [&str; 6] = [
+            "id",
+            "status",
+            "timestamp",
+            "recipient_id",
+            "errors",
+            "recipient_user_id",
+        ];
+        // As `status_extra`: the BSUID is in the column when no wa_id is named.
+        let except: &[&str] = if status.has("recipient_id") {
+            &STATUS_COLUMNS
+        } else {
+            &WITH_BSUID
+        };
+        StatusIn {
+            id: status.id(),
+            kind: status.status(),
+            type_name: status.type_name(),
+            timestamp: status.timestamp(),
+            recipient_id: status.recipient_id(),
+            recipient_user_id: status.recipient_user_id(),
+            errors: status.errors(),
+            extra: status.rest(except),
+            callback: status.str(CALLBACK_DATA),
+        }
+    }
+}
+
+/// A status as its row; `None` when it cannot be one (no wamid, or one too long to
+/// index): it stays in the raw event.
+fn status_row(status: StatusIn) -> Option<StatusRow> {
+    let wamid = status
+        .id
+        .filter(|id| !id.is_empty() && id.chars().count() <= WAMID_MAX_CHARS)?;
+    let is_delivery = status.type_name.as_deref().map_or(true, |t| t == "message");
+    // Statuses of other kinds (a payment's) are kept apart from delivery
+    // statuses, so they neither dedupe against them nor move the message.
+    let key = match status.type_name.as_deref() {
+        Some(kind) if !is_delivery => format!("{kind}:{}", status.kind.as_str()),
+        _ => status.kind.as_str().to_owned(),
+    };
+    Some(StatusRow {
+        wamid,
+        key,
+        message_status: status
+            .kind
+            .db_status()
+            .filter(|_| is_delivery)
+            .map(str::to_owned),
+        meta_timestamp: status
+            .timestamp
+            .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
+        recipient_id: status.recipient_id.or(status.recipient_user_id),
+        errors: content::errors_json(&status.errors),
+        extra: status.extra,
+        sent_message: status
+            .callback
+            .as_deref()
+            .and_then(crate::whatsapp::outbound::message_of_callback),
+    })
+}
+
 /// Meta's status object without what the typed columns hold; `None` when nothing
 /// is left (a `read` status usually). `recipient_user_id` is held by the
 /// `recipient_id` column when the status names no wa_id (a customer known only by
@@ -298,6 +399,37 @@ fn status_extra(raw: &Value) -> Option<Value> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     (!rest.is_empty()).then_some(Value::Object(rest))
+}
+
+/// Reads a verified webhook that holds statuses only ([`StatusOnly`]) into rows: the
+/// rows [`rows`] makes of the same body. When every status became a row, the rows
+/// are the whole record (a status's columns and `extra` hold all of Meta's object)
+/// and no raw event is stored ([`RawEvent::InStatuses`]); otherwise the webhook's
+/// text is kept as the raw event, as for any other webhook.
+pub fn status_rows(body: &StatusOnly<'_>, text: &str, received_at: DateTime<Utc>) -> WebhookRows {
+    let mut out = WebhookRows {
+        received_at,
+        object: body.object.clone(),
+        fields: vec!["messages".to_owned()],
+        raw: RawEvent::InStatuses,
+        messages: Vec::new(),
+        messages_skipped: 0,
+        statuses: Vec::with_capacity(body.statuses.len()),
+        statuses_skipped: 0,
+        errors: Value::Array(Vec::new()),
+        errors_count: 0,
+        template_updates: Vec::new(),
+    };
+    for status in &body.statuses {
+        match status_row(StatusIn::of_raw(status)) {
+            Some(row) => out.statuses.push(row),
+            None => out.statuses_skipped += 1,
+        }
+    }
+    if out.statuses_skipped > 0 {
+        out.raw = RawEvent::New(text.to_owned());
+    }
+    out
 }
 
 /// Whether `id` can be a business number's phone_number_id: Meta's are digits. A
@@ -519,43 +651,10 @@ pub fn rows(
             }
         }
         for status in &value.statuses {
-            let Some(wamid) = status
-                .id
-                .clone()
-                .filter(|id| !id.is_empty() && id.chars().count() <= WAMID_MAX_CHARS)
-            else {
-                out.statuses_skipped += 1;
-                continue;
-            };
-            // Statuses of other kinds (a payment's) are kept apart from delivery
-            // statuses, so they neither dedupe against them nor move the message.
-            let key = match status.type_name.as_deref() {
-                Some(kind) if !status.is_delivery() => format!("{kind}:{}", status.status.as_str()),
-                _ => status.status.as_str().to_owned(),
-            };
-            out.statuses.push(StatusRow {
-                wamid,
-                key,
-                message_status: status
-                    .status
-                    .db_status()
-                    .filter(|_| status.is_delivery())
-                    .map(str::to_owned),
-                meta_timestamp: status
-                    .timestamp
-                    .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
-                recipient_id: status
-                    .recipient_id
-                    .clone()
-                    .or_else(|| status.recipient_user_id.clone()),
-                errors: content::errors_json(&status.errors),
-                extra: status_extra(&status.raw),
-                sent_message: status
-                    .raw
-                    .get(crate::whatsapp::outbound::CALLBACK_DATA)
-                    .and_then(Value::as_str)
-                    .and_then(crate::whatsapp::outbound::message_of_callback),
-            });
+            match status_row(StatusIn::of(status)) {
+                Some(row) => out.statuses.push(row),
+                None => out.statuses_skipped += 1,
+            }
         }
         if !value.errors.is_empty() {
             for e in &value.errors {
@@ -681,5 +780,160 @@ mod tests {
             Some("US.13491208655302741918")
         );
         assert_eq!(rows.statuses[0].extra, None);
+    }
+
+    /// Every body the status-only path reads, read both ways.
+    fn both_ways(body: &str) -> Option<(WebhookRows, WebhookRows)> {
+        let fast = StatusOnly::parse(body)?;
+        let fast = status_rows(&fast, body, Utc::now());
+        let value: Value = serde_json::from_str(body).unwrap();
+        let envelope = Envelope::from_value(&value).unwrap();
+        let slow = rows(
+            &envelope,
+            RawEvent::New(body.to_owned()),
+            fast.received_at,
+            Some("106540352242922"),
+        );
+        Some((fast, slow))
+    }
+
+    /// The same rows, `extra` compared as JSON (the fast path keeps Meta's text).
+    fn assert_same(fast: &WebhookRows, slow: &WebhookRows, name: &str) {
+        let parsed = |rows: &WebhookRows| -> Vec<StatusRow> {
+            rows.statuses
+                .iter()
+                .map(|r| StatusRow {
+                    extra: r.extra.as_deref().map(|x| {
+                        serde_json::from_str::<Value>(x)
+                            .unwrap_or_else(|e| panic!("{name}: extra {x} is not JSON: {e}"))
+                            .to_string()
+                    }),
+                    ..r.clone()
+                })
+                .collect()
+        };
+        assert_eq!(parsed(fast), parsed(slow), "{name}: statuses");
+        assert_eq!(fast.statuses_skipped, slow.statuses_skipped, "{name}");
+        assert_eq!(
+            (&fast.object, &fast.fields, &fast.errors, fast.errors_count),
+            (&slow.object, &slow.fields, &slow.errors, slow.errors_count),
+            "{name}"
+        );
+        assert!(slow.messages.is_empty() && slow.messages_skipped == 0, "{name}");
+        assert!(slow.template_updates.is_empty(), "{name}");
+        match (&fast.raw, fast.statuses_skipped) {
+            (RawEvent::InStatuses, 0) => {}
+            (RawEvent::New(text), n) if n > 0 => assert!(!text.is_empty()),
+            _ => panic!("{name}: raw event {:?}", fast.raw),
+        }
+    }
+
+    #[test]
+    fn the_status_only_path_reads_every_status_fixture_as_the_envelope_does() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut read = 0;
+        for dir in [
+            root.join("fixtures/webhooks"),
+            root.join("../shared/whatsapp/samples/meta-docs"),
+            root.join("../shared/whatsapp/samples/meta-postman/webhooks"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(body) = std::fs::read_to_string(entry.path()) else {
+                    continue;
+                };
+                if !name.ends_with(".json") || serde_json::from_str::<Value>(&body).is_err() {
+                    continue;
+                }
+                let is_statuses = name.starts_with("status_") || name.contains("_status_");
+                match both_ways(&body) {
+                    Some((fast, slow)) => {
+                        assert_same(&fast, &slow, &name);
+                        read += 1;
+                    }
+                    // Only status bodies are read so; a body with anything else is not.
+                    None => assert!(
+                        !is_statuses,
+                        "{name}: a status fixture the fast path did not read"
+                    ),
+                }
+            }
+        }
+        assert!(read >= 4, "only {read} status bodies found");
+    }
+
+    fn status_body(statuses: Value) -> String {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [
+            {"field": "messages", "value": {"messaging_product": "whatsapp",
+             "metadata": {"display_phone_number": "15550783881",
+                          "phone_number_id": "106540352242922"},
+             "statuses": statuses}}]}]})
+        .to_string()
+    }
+
+    #[test]
+    fn the_status_only_path_is_as_lenient_as_the_envelope() {
+        let callback = format!("wabot:{}", uuid::Uuid::nil());
+        let bodies = [
+            // Numbers where strings belong and the reverse, a BSUID alone, a payment,
+            // a status wabot does not know, members of any shape, a missing id.
+            json!([{"id": 12345, "status": "delivered", "timestamp": 1764000020,
+                    "recipient_id": 905320000001u64, "biz_opaque_callback_data": callback}]),
+            json!([{"id": "wamid.B", "status": "read", "timestamp": " 1764000020 ",
+                    "recipient_user_id": "US.13491208655302741918"}]),
+            json!([{"id": "wamid.C", "status": "read", "timestamp": "<TIMESTAMP>",
+                    "recipient_id": null, "recipient_user_id": "US.13491208655302741918"}]),
+            json!([{"id": "wamid.D", "type": "payment", "status": "captured",
+                    "payment": {"reference_id": "R", "amount": {"value": 1.5, "offset": 100}},
+                    "recipient_id": "905320000001"}]),
+            json!([{"id": "wamid.E", "status": "deleted", "type": "message",
+                    "errors": [{"code": "131051", "title": "Unsupported", "error_data": {"details": "x"}},
+                               "not an error"],
+                    "new_key": [1, {"a": "é \" \n"}], "biz_opaque_callback_data": 7}]),
+            json!([{"status": "sent"}, {"id": "", "status": "sent"},
+                   {"id": "wamid.F", "status": "failed", "errors": {"code": 1}}]),
+            json!([{"id": "wamid.G", "status": ["sent"], "timestamp": 1.5e9}]),
+        ];
+        for (i, statuses) in bodies.into_iter().enumerate() {
+            let body = status_body(statuses);
+            let (fast, slow) = both_ways(&body).unwrap_or_else(|| panic!("body {i} not read"));
+            assert_same(&fast, &slow, &format!("body {i}"));
+        }
+    }
+
+    #[test]
+    fn the_status_only_path_leaves_any_other_body_to_the_envelope() {
+        let status = json!({"id": "wamid.A", "status": "sent"});
+        let change = |value: Value| {
+            json!({"object": "whatsapp_business_account",
+                   "entry": [{"id": "W", "changes": [{"field": "messages", "value": value}]}]})
+            .to_string()
+        };
+        let refused = [
+            change(json!({"statuses": [status], "messages": []})),
+            change(json!({"statuses": [status], "errors": [{"code": 1}]})),
+            change(json!({"statuses": [status], "contacts": []})),
+            change(json!({"statuses": [status], "metadata": {"phone_number_id": "1", "x": 1}})),
+            change(json!({"statuses": []})),
+            change(json!({"statuses": {"0": status}})),
+            change(json!({"statuses": [status, "not an object"]})),
+            change(json!({"statuses": [status]})).replace("\"sent\"", "\"sent\",\"status\":\"read\""),
+            change(json!({"statuses": [{"id": "wamid.A", "stXtus": "sent"}]}))
+                .replace("stXtus", "st\\u0061tus"),
+            change(json!({"statuses": [{"id": "wamid.A", "status": "sent"}]}))
+                .replace("\"field\":\"messages\"", "\"field\":\"smb_message_echoes\""),
+            change(json!({"statuses": [status]})).replace("\"object\"", "\"extra\":1,\"object\""),
+            r#"{"entry": [{"changes": [{"field": "messages", "value": {"statuses": [{"id": "w", "id": "v"}]}}]}]}"#.to_owned(),
+            "[]".to_owned(),
+            "{".to_owned(),
+        ];
+        for body in refused {
+            assert!(StatusOnly::parse(&body).is_none(), "read: {body}");
+        }
+        // The plain shape is read.
+        assert!(StatusOnly::parse(&change(json!({"statuses": [status]}))).is_some());
     }
 }
