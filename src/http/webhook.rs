@@ -168,8 +168,13 @@ async fn receive(
         .and_then(|text| Some((text, StatusOnly::parse(text)?)));
     let rows = match status_only {
         Some((text, statuses)) => crate::worker::ingest::status_rows(&statuses, text, received_at),
-        None => match read(&state, &body, received_at, credentials.phone_number_id.as_deref())
-            .await?
+        None => match read(
+            &state,
+            &body,
+            received_at,
+            credentials.phone_number_id.as_deref(),
+        )
+        .await?
         {
             Some(rows) => rows,
             None => return Ok(StatusCode::OK),

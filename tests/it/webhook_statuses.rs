@@ -202,3 +202,109 @@ async fn a_status_racing_the_send_record_is_never_lost() {
         assert_eq!(status_of(&app.pool, id).await.0, "delivered", "round {i}");
     }
 }
+
+/// A status as its row holds it: the columns and `extra`, put back together the way
+/// the `status_extra` down migration does.
+async fn stored_status(pool: &PgPool, wamid: &str) -> (Value, Option<Uuid>) {
+    sqlx::query_as(
+        "SELECT coalesce(extra, '{}'::jsonb) || jsonb_strip_nulls(jsonb_build_object( \
+                'id', wamid, 'status', status, \
+                'timestamp', extract(epoch FROM meta_timestamp)::bigint::text, \
+                'recipient_id', recipient_id, \
+                'errors', CASE WHEN errors = '[]'::jsonb THEN NULL ELSE errors END)), \
+                message_id \
+         FROM message_statuses WHERE wamid = $1",
+    )
+    .bind(wamid)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_webhook_of_statuses_is_stored_once_as_its_status_rows() {
+    let app = spawn_app().await;
+    let (conversation, business) = conversation(&app, "16505550043").await;
+    let known = outbound(&app.pool, conversation, business, Some("wamid.ONCE")).await;
+    let ours = wabot::whatsapp::outbound::callback_data(known);
+    let other = wabot::whatsapp::outbound::callback_data(Uuid::new_v4());
+    let sent = serde_json::json!({"id": "wamid.ONCE", "status": "sent", "timestamp": "1764000020",
+        "recipient_id": "16505551234", "biz_opaque_callback_data": ours,
+        "conversation": {"id": "CONV-1", "origin": {"type": "service"},
+                         "expiration_timestamp": "1764086400"},
+        "pricing": {"billable": false, "pricing_model": "PMP", "category": "service"}});
+    let unknown = serde_json::json!({"id": "wamid.UNKNOWN", "status": "delivered",
+        "timestamp": "1764000021", "recipient_user_id": "US.13491208655302741918",
+        "biz_opaque_callback_data": other, "something_new": [1, {"a": null}]});
+    let body = |statuses: Value| {
+        serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA",
+            "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550783881", "phone_number_id": BUSINESS},
+                "statuses": statuses}}]}]})
+        .to_string()
+        .into_bytes()
+    };
+    let events_before = crate::webhook::count(&app.pool, "webhook_events").await;
+    let posted = body(serde_json::json!([sent, unknown]));
+    assert_eq!(app.post_webhook(&posted).await.status(), 200);
+    // Again: a duplicate, stored nowhere.
+    assert_eq!(app.post_webhook(&posted).await.status(), 200);
+    assert_eq!(
+        crate::webhook::count(&app.pool, "webhook_events").await,
+        events_before,
+        "no raw event for statuses"
+    );
+    assert_eq!(
+        crate::webhook::count(&app.pool, "message_statuses").await,
+        2
+    );
+
+    // Each row is the whole status; wabot's own callback data is the message id
+    // the applied row names, so it is not kept twice.
+    let (row, message) = stored_status(&app.pool, "wamid.ONCE").await;
+    let mut expected = sent.clone();
+    expected
+        .as_object_mut()
+        .unwrap()
+        .remove("biz_opaque_callback_data");
+    assert_eq!((row, message), (expected, Some(known)));
+    assert_eq!(status_of(&app.pool, known).await.0, "sent");
+    // A customer known by BSUID only: the BSUID is the recipient column.
+    let (row, message) = stored_status(&app.pool, "wamid.UNKNOWN").await;
+    let mut expected = unknown.clone();
+    let bsuid = expected
+        .as_object_mut()
+        .unwrap()
+        .remove("recipient_user_id")
+        .unwrap();
+    expected["recipient_id"] = bsuid;
+    assert_eq!((row, message), (expected, None));
+
+    // A status that cannot be a row (no wamid) keeps the webhook's raw event, and
+    // so do Meta's errors (their row keeps code, title, message and details only).
+    let posted = body(serde_json::json!([{"status": "read"},
+        {"id": "wamid.ONCE", "status": "read", "recipient_id": "16505551234"}]));
+    assert_eq!(app.post_webhook(&posted).await.status(), 200);
+    assert_eq!(
+        crate::webhook::count(&app.pool, "webhook_events").await,
+        events_before + 1
+    );
+    let posted = body(
+        serde_json::json!([{"id": "wamid.UNKNOWN", "status": "failed",
+        "errors": [{"code": 131026, "title": "Message undeliverable",
+                    "error_data": {"details": "Receiver is incapable"}, "href": "https://x"}]}]),
+    );
+    assert_eq!(app.post_webhook(&posted).await.status(), 200);
+    assert_eq!(
+        crate::webhook::count(&app.pool, "webhook_events").await,
+        events_before + 2
+    );
+    let statuses_total: i32 = sqlx::query_scalar(
+        "SELECT statuses_total FROM webhook_events ORDER BY id DESC LIMIT 1 OFFSET 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(statuses_total, 2);
+    assert_eq!(status_of(&app.pool, known).await.0, "read");
+}

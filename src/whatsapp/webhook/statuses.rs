@@ -86,6 +86,10 @@ struct MetadataIn<'a> {
 impl<'a> StatusOnly<'a> {
     /// Reads a body holding statuses only (at least one); `None` for any other body.
     pub fn parse(body: &'a str) -> Option<StatusOnly<'a>> {
+        // Raw members are not read as values: first make sure the body is one the
+        // general path reads at all (numbers in range, no lone surrogate, not too
+        // deep), so nothing it would keep as unreadable is stored from here.
+        serde_json::from_str::<Valid>(body).ok()?;
         let parsed: Body<'a> = serde_json::from_str(body).ok()?;
         let mut statuses = Vec::new();
         for entry in parsed.entry {
@@ -236,5 +240,55 @@ impl<'de> Deserialize<'de> for Members<'de> {
             }
         }
         d.deserialize_map(Visit)
+    }
+}
+
+/// Any JSON value, walked as `serde_json::Value` would be parsed (every number and
+/// string read, the same depth limit) and dropped without allocating.
+struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Valid;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_unit<E>(self) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Valid, A::Error> {
+                while seq.next_element::<Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Valid, A::Error> {
+                while map.next_entry::<Valid, Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }

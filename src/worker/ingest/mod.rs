@@ -402,10 +402,11 @@ fn status_extra(raw: &Value) -> Option<Value> {
 }
 
 /// Reads a verified webhook that holds statuses only ([`StatusOnly`]) into rows: the
-/// rows [`rows`] makes of the same body. When every status became a row, the rows
-/// are the whole record (a status's columns and `extra` hold all of Meta's object)
-/// and no raw event is stored ([`RawEvent::InStatuses`]); otherwise the webhook's
-/// text is kept as the raw event, as for any other webhook.
+/// rows [`rows`] makes of the same body. When every status became a row and none
+/// has `errors` (kept as `[{code, title, message, details}]`, not verbatim), the
+/// rows are the whole record (a status's columns and `extra` hold all of Meta's
+/// object) and no raw event is stored ([`RawEvent::InStatuses`]); otherwise the
+/// webhook's text is kept as the raw event, as for any other webhook.
 pub fn status_rows(body: &StatusOnly<'_>, text: &str, received_at: DateTime<Utc>) -> WebhookRows {
     let mut out = WebhookRows {
         received_at,
@@ -420,13 +421,16 @@ pub fn status_rows(body: &StatusOnly<'_>, text: &str, received_at: DateTime<Utc>
         errors_count: 0,
         template_updates: Vec::new(),
     };
+    let mut whole = true;
     for status in &body.statuses {
-        match status_row(StatusIn::of_raw(status)) {
+        let row = StatusIn::of_raw(status);
+        whole &= row.errors.is_empty() && status.get("errors").map_or(true, |e| e.get() == "[]");
+        match status_row(row) {
             Some(row) => out.statuses.push(row),
             None => out.statuses_skipped += 1,
         }
     }
-    if out.statuses_skipped > 0 {
+    if out.statuses_skipped > 0 || !whole {
         out.raw = RawEvent::New(text.to_owned());
     }
     out
@@ -819,11 +823,19 @@ mod tests {
             (&slow.object, &slow.fields, &slow.errors, slow.errors_count),
             "{name}"
         );
-        assert!(slow.messages.is_empty() && slow.messages_skipped == 0, "{name}");
+        assert!(
+            slow.messages.is_empty() && slow.messages_skipped == 0,
+            "{name}"
+        );
         assert!(slow.template_updates.is_empty(), "{name}");
-        match (&fast.raw, fast.statuses_skipped) {
-            (RawEvent::InStatuses, 0) => {}
-            (RawEvent::New(text), n) if n > 0 => assert!(!text.is_empty()),
+        let whole = fast.statuses_skipped == 0
+            && fast
+                .statuses
+                .iter()
+                .all(|s| s.errors == Value::Array(Vec::new()));
+        match (&fast.raw, whole) {
+            (RawEvent::InStatuses, true) => {}
+            (RawEvent::New(text), false) => assert!(!text.is_empty()),
             _ => panic!("{name}: raw event {:?}", fast.raw),
         }
     }
