@@ -104,5 +104,42 @@ fn parsing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, signature_verification, parsing);
+/// A status webhook (the fake Graph API's `delivered`, as Meta sends it) into its
+/// rows: the general way (a `Value`, the envelope, `rows`) and the status-only path
+/// the handler takes for it.
+fn status_rows(c: &mut Criterion) {
+    use wabot::store::ingest::RawEvent;
+    use wabot::whatsapp::webhook::statuses::StatusOnly;
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "statuses": [{"id": "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA",
+                "status": "delivered", "timestamp": "1764000020", "recipient_id": "16505551234",
+                "biz_opaque_callback_data": "wabot:6f1c2a4e-8a55-4d0b-9a43-2b7d1f0e9c11",
+                "conversation": {"id": "conv-16505551234", "origin": {"type": "service"}},
+                "pricing": {"billable": true, "pricing_model": "PMP", "category": "service",
+                            "type": "regular"}}]}}]}]})
+    .to_string();
+    let now = chrono::Utc::now();
+    let mut group = c.benchmark_group("status/rows");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("general", |b| {
+        b.iter(|| {
+            let value: Value = serde_json::from_slice(black_box(body.as_bytes())).unwrap();
+            let envelope = Envelope::from_value(&value).unwrap();
+            let raw = RawEvent::New(body.clone());
+            wabot::worker::ingest::rows(&envelope, raw, now, Some("106540352242922"))
+        })
+    });
+    group.bench_function("status_only", |b| {
+        b.iter(|| {
+            let text = std::str::from_utf8(black_box(body.as_bytes())).unwrap();
+            let parsed = StatusOnly::parse(text).unwrap();
+            wabot::worker::ingest::status_rows(&parsed, text, now)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, signature_verification, parsing, status_rows);
 criterion_main!(benches);
