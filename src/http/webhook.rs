@@ -192,7 +192,7 @@ async fn read(
     received_at: chrono::DateTime<chrono::Utc>,
     served: Option<&str>,
 ) -> Result<Option<WebhookRows>, WebhookError> {
-    let parsed = serde_json::from_slice::<serde_json::Value>(&body)
+    let parsed = serde_json::from_slice::<serde_json::Value>(body)
         .map_err(ParseError::from)
         .and_then(|mut value| {
             // Only a body that spells a NUL escape can hold one; skip the walk otherwise.
