@@ -96,16 +96,17 @@ pub async fn record_batch(
     let recipients: Vec<Option<&str>> = rows.iter().map(|r| r.recipient_id.as_deref()).collect();
     let errors: Vec<&Value> = rows.iter().map(|r| &r.errors).collect();
     let extras: Vec<Option<&str>> = rows.iter().map(|r| r.extra.as_deref()).collect();
-    // `m`: the messages, locked in id order. `ins`: the statuses, applied where their
-    // message is known; wabot's own callback data is dropped from `extra` there (the
-    // message id says it). `mv`: each message's furthest new delivery status (the
+    // `m`: the messages, locked in id order. `ins`: the statuses in Meta's order (a
+    // transcript lists one batch's statuses of a message in that order), applied
+    // where their message is known; wabot's own callback data is dropped from
+    // `extra` there (the message id says it). `mv`: each message's furthest new delivery status (the
     // order of `messages_status_enum`; applying the furthest is what applying them
     // one by one would come to, since each only moves forward). The statement
     // returns the statuses inserted (`true`) and the wamids found (`false`).
     let returned: Vec<(bool, String, Option<String>)> = sqlx::query_as(
         "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], \
                                          $4::text[], $5::jsonb[], $6::text[]) \
-                    AS u(w, st, ts, r, e, x)), \
+                    WITH ORDINALITY AS u(w, st, ts, r, e, x, n)), \
          m AS MATERIALIZED ( \
             SELECT id, content ->> 'whatsappMessageId' AS w FROM messages \
             WHERE content ->> 'whatsappMessageId' = ANY($1) ORDER BY id FOR UPDATE), \
@@ -119,7 +120,7 @@ pub async fn record_batch(
                         THEN nullif(u.x::jsonb - 'biz_opaque_callback_data', '{}') \
                         ELSE u.x::jsonb END, \
                    m.id, CASE WHEN m.id IS NULL THEN NULL ELSE now() END \
-            FROM u LEFT JOIN m ON m.w = u.w \
+            FROM u LEFT JOIN m ON m.w = u.w ORDER BY u.n \
             ON CONFLICT DO NOTHING RETURNING wamid, status, message_id, errors), \
          mv AS ( \
             SELECT DISTINCT ON (message_id) message_id AS id, \
