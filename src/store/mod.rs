@@ -21,6 +21,7 @@ pub mod monitor;
 pub mod ops;
 pub mod outbox;
 pub mod people;
+pub mod planner;
 pub mod quiescence;
 pub mod replay;
 pub mod retention;

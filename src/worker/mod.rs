@@ -216,6 +216,8 @@ impl Pipeline {
             spawn_tracked(&recovery, &kill, poll);
             let maintain = recovery::maintain(ctx.clone(), recovery_stop.clone());
             spawn_tracked(&recovery, &kill, maintain);
+            let statistics = recovery::keep_statistics(ctx.clone(), recovery_stop.clone());
+            spawn_tracked(&recovery, &kill, statistics);
             let campaigns = campaigns::run(ctx.clone(), sender.sink.clone(), recovery_stop.clone());
             spawn_tracked(&recovery, &kill, campaigns);
             let sync = templates::run_periodic(ctx.clone(), recovery_stop.clone());

@@ -91,6 +91,42 @@ pub async fn keep_leases(ctx: Arc<AppContext>, leases: Arc<Leases>, stop: Cancel
     }
 }
 
+/// Every ten seconds, analyzes the tables the pipeline grows whose statistics went
+/// stale (`store::planner`), so that the connections' generic plans are made for
+/// the tables as they are, not as they were when the database was new; until
+/// `stop`. Several processes may do it at once: an analyze is harmless twice.
+pub async fn keep_statistics(ctx: Arc<AppContext>, stop: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let stale = match store::planner::stale(&ctx.pool).await {
+            Ok(stale) => stale,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the planner's statistics");
+                continue;
+            }
+        };
+        for table in stale {
+            let began = Instant::now();
+            let analyzed = tokio::select! {
+                analyzed = store::planner::analyze(&ctx.pool, &table) => analyzed,
+                _ = stop.cancelled() => return,
+            };
+            match analyzed {
+                Ok(()) => tracing::debug!(
+                    table,
+                    took_ms = began.elapsed().as_millis() as u64,
+                    "planner statistics refreshed"
+                ),
+                Err(e) => tracing::warn!(table, error = %e, "cannot analyze"),
+            }
+        }
+    }
+}
+
 /// Every minute, drops finished jobs kept for an hour and vacuums the queues, and
 /// the chatbot versions nothing needs.
 /// Several processes may do it at once; the statements are idempotent, so a drain

@@ -185,3 +185,51 @@ async fn statuses_keep_only_what_their_columns_do_not_hold() {
             .unwrap();
     assert_eq!(extra.unwrap()["pricing"]["pricing_model"], "PMP");
 }
+
+/// The planner's statistics of a table the pipeline grows are refreshed once it
+/// changed by more than autovacuum's threshold, and not again until it does.
+#[tokio::test]
+async fn grown_tables_with_stale_statistics_are_found_and_analyzed() {
+    use wabot::store::planner;
+    let pool = crate::helpers::fresh_pool().await;
+    // Everything wabot keeps is analyzed once, as a daemon would at its start.
+    for table in planner::stale(&pool).await.unwrap() {
+        planner::analyze(&pool, &table).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO users (id, name, \"phoneNumber\") \
+         SELECT gen_random_uuid(), 'c' || n, '9055500' || lpad(n::text, 5, '0') \
+         FROM generate_series(1, 300) n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The activity statistics arrive within a second or so.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let stale = planner::stale(&pool).await.unwrap();
+        if stale.iter().any(|t| t == "users") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "users never went stale: {stale:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    planner::analyze(&pool, "users").await.unwrap();
+    let analyzed: Option<f32> =
+        sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = 'users'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(analyzed, Some(300.0), "the planner knows the table's size");
+    let stale = planner::stale(&pool).await.unwrap();
+    assert!(!stale.iter().any(|t| t == "users"), "{stale:?}");
+
+    // Only the tables it knows: a name is spliced into the statement.
+    assert!(planner::analyze(&pool, "users; DROP TABLE messages")
+        .await
+        .is_err());
+    assert!(planner::analyze(&pool, "whatsapp_config").await.is_err());
+}
