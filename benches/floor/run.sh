@@ -25,8 +25,10 @@ statuses=${STATUSES:-1}
 psql "$server/postgres" -qc "DROP DATABASE IF EXISTS $db" >/dev/null
 DATABASE_URL=$url WABOT_LOG_FILTER=warn "$wabot" migrate run >/dev/null
 psql "$url" -q -v nconv="$nconv" -f "$here/setup.sql" 2>&1 | grep -v 'does not exist, skipping' || true
-# wabot's connections plan its batch statements once (store::connect_options).
-PGOPTIONS='-c plan_cache_mode=force_generic_plan' \
+# As wabot's connections (store::connect_options): batch statements planned once, no
+# JIT, and application_name 'wabot' (a messages row from any other connection is an
+# agent's: trigger wabot_agent_message hands the conversation over).
+PGAPPNAME=wabot PGOPTIONS='-c plan_cache_mode=force_generic_plan -c jit=off' \
   pgbench "$url" -n -M prepared ${PGBENCH_ARGS:-} -f "$here/turn.sql" -c "$clients" -j "$clients" -T "$secs" \
     -D batch="$batch" -D nconv="$nconv" -D clients="$clients" -D statuses="$statuses" \
   | tee /tmp/wabot-floor.out

@@ -1,25 +1,40 @@
 -- The floor: what PostgreSQL does for :batch turns of the echo bot with Meta's
--- statuses on, in wabot's schema and batch shapes (main of 4 December 2026, 90a07eb):
--- the statements the pipeline runs (store/ingest, store/turns, store/outbox,
--- store/statuses), each transaction as one stage commits it for a batch, with the
--- batch's rows built in SQL instead of bound as arrays. One run of this script is
--- one batch of turns: turns/s = transactions/s x :batch. Set by run.sh:
--- :batch, :nconv, :clients, :statuses (0: no status webhooks). A turn here: 1 message webhook in (message, turn job,
--- conversation, raw event), the turn's read, its commit (context, 2 replies and
--- their send jobs, preview, job done, turn log, next job), the 2 sends recorded,
--- 6 status webhooks (sent, delivered, read for each reply: raw event, status row,
--- message update).
+-- statuses on, in wabot's schema and batch shapes (main of 4 December 2026, 3450461:
+-- the status path and the 6-round-trip turn commit). The statements are the ones the
+-- daemon ran in the server log of `e2e_load --users 20 --messages 50 --pg-log`
+-- (store/ingest, store/turns, store/outbox, store/statuses), each transaction as one
+-- stage commits it for a batch, with the batch's rows built in SQL where the daemon
+-- binds arrays. One run of this script is one batch of turns: turns/s =
+-- transactions/s x :batch. Set by run.sh: :batch, :nconv, :clients, :statuses (0: no
+-- status webhooks). A turn here: 1 message webhook in (message, turn job,
+-- conversation, raw event), the turn's read, its commit (context, 2 replies and their
+-- send jobs, the timer replaced, preview, job done, turn log, next job), the 2 sends
+-- recorded, and Meta's sent, delivered and read for each reply as three status
+-- batches (a status row each and the message's move; no raw event: a status-only
+-- webhook has none). Where the daemon binds ids it was handed (turn and send job ids,
+-- reply ids), the script finds them by an index lookup; the replies' ids are derived
+-- from the batch's tag so that the statuses can name them (wabot's callback data).
+-- One round trip more than the daemon: the commit's BEGIN and its lock are one simple
+-- query in wabot, two commands here (pgbench prepares one statement a command).
 \set chunks :nconv / :batch
 \set chunk :client_id + :clients * random(0, :chunks / :clients - 1)
 \set lo :chunk * :batch
 \set hi :lo + :batch
 \set tag random(1, 999999999999)
 
--- 1. Ingest: the batch's message webhooks (store/ingest::ingest_batch).
+-- 1. Ingest: the batch's message webhooks (store/ingest::ingest_batch): customers,
+-- keys, then the conversations' lock, messages + turn jobs, conversations, raw events.
 BEGIN;
-SELECT 1 FROM conversations WHERE id IN (SELECT conversation_id FROM floor_convs WHERE n >= :lo AND n < :hi) ORDER BY id FOR UPDATE;
-SELECT u.id, u."phoneNumber"::text, u.name::text FROM users u WHERE u."phoneNumber" = ANY(ARRAY(SELECT wa_id FROM floor_convs WHERE n >= :lo AND n < :hi));
-SELECT k.business_phone_number_id::text, k.customer_wa_id::text, k.conversation_id FROM conversation_keys k JOIN unnest(ARRAY(SELECT wa_id FROM floor_convs WHERE n >= :lo AND n < :hi)) AS w(wa) ON k.business_phone_number_id = '15550001111' AND k.customer_wa_id = w.wa;
+SELECT u.id, u."phoneNumber"::text, u.name::text, i.bsuid::text, i.parent_bsuid::text, i.username::text
+FROM users u LEFT JOIN wabot_customer_ids i ON i.user_id = u.id
+WHERE u."phoneNumber" = ANY(ARRAY(SELECT '15550001111' UNION ALL SELECT wa_id FROM floor_convs WHERE n >= :lo AND n < :hi))
+UNION ALL
+SELECT u.id, u."phoneNumber"::text, u.name::text, i.bsuid::text, i.parent_bsuid::text, i.username::text
+FROM wabot_customer_ids i JOIN users u ON u.id = i.user_id WHERE i.bsuid = ANY('{}'::text[]);
+SELECT k.business_phone_number_id::text, k.customer_wa_id::text, k.conversation_id FROM conversation_keys k
+JOIN (SELECT '15550001111' AS b, wa_id AS c FROM floor_convs WHERE n >= :lo AND n < :hi) AS q
+  ON k.business_phone_number_id = q.b AND k.customer_wa_id = q.c;
+SELECT 1 FROM conversations WHERE id = ANY(ARRAY(SELECT conversation_id FROM floor_convs WHERE n >= :lo AND n < :hi)) ORDER BY id FOR UPDATE;
 WITH input AS (
     SELECT f.conversation_id AS conv, f.customer_id AS sender, 'text' AS kind,
            jsonb_build_object('whatsappMessageId', 'wamid.in.' || :tag::text || '.' || f.n,
@@ -47,9 +62,9 @@ WITH input AS (
  j AS (
     INSERT INTO turn_jobs (conversation_id, message_id, kind, locked_by, locked_until, attempts)
     SELECT conv, id, 'inbound',
-           CASE WHEN nth = 1 AND free THEN token END,
-           CASE WHEN nth = 1 AND free THEN now() + make_interval(secs => 30) END,
-           CASE WHEN nth = 1 AND free THEN 1 ELSE 0 END
+           CASE WHEN nth = 1 AND free AND token IS NOT NULL THEN token END,
+           CASE WHEN nth = 1 AND free AND token IS NOT NULL THEN now() + make_interval(secs => 30) END,
+           CASE WHEN nth = 1 AND free AND token IS NOT NULL THEN 1 ELSE 0 END
     FROM new WHERE turn ORDER BY n
     RETURNING id, conversation_id, message_id, locked_by)
 SELECT new.wamid, j.id, new.conv, new.id, j.locked_by, new.n
@@ -101,38 +116,49 @@ LEFT JOIN LATERAL (SELECT i.bsuid, i.username FROM wabot_customer_ids i WHERE i.
 LEFT JOIN wabot_handover h ON h.conversation_id = k.conversation_id
 WHERE k.conversation_id = ANY(ARRAY(SELECT conversation_id FROM floor_convs WHERE n >= :lo AND n < :hi));
 
--- 3. The turns' commit (store/turns::commit_batch as of 90a07eb).
+-- 3. The turns' commit (store/turns::commit_batch): BEGIN with the conversations'
+-- lock; the jobs still held and the contexts read (one statement); the contexts; the
+-- replies and their send jobs (store/outbox::enqueue_batch); store/turns::finish
+-- (the old timer out, the new one in, previews, jobs done, turn log, next jobs);
+-- COMMIT.
 BEGIN;
 SELECT 1 FROM conversations WHERE id IN (SELECT conversation_id FROM floor_convs WHERE n >= :lo AND n < :hi) ORDER BY id FOR UPDATE;
-SELECT t.id, h.state, h.last_agent_at FROM turn_jobs t
-JOIN messages m ON m.id = t.message_id
-JOIN floor_convs f ON m.content ->> 'whatsappMessageId' = 'wamid.in.' || :tag::text || '.' || f.n AND f.n >= :lo AND f.n < :hi
-LEFT JOIN wabot_handover h ON h.conversation_id = t.conversation_id
-WHERE t.done_at IS NULL ORDER BY t.id FOR UPDATE OF t;
-SELECT id, "updatedAt" FROM conversation_contexts WHERE id IN (SELECT context_id FROM floor_convs WHERE n >= :lo AND n < :hi) ORDER BY id FOR UPDATE;
+WITH held AS (
+    SELECT t.id, h.state, h.last_agent_at FROM turn_jobs t
+    JOIN floor_convs f ON t.conversation_id = f.conversation_id AND t.locked_by = 'floor:' || md5(f.n::text || :tag::text)
+    LEFT JOIN wabot_handover h ON h.conversation_id = t.conversation_id
+    WHERE f.n >= :lo AND f.n < :hi AND t.done_at IS NULL ORDER BY t.id FOR UPDATE OF t),
+ guarded AS (
+    SELECT id, "updatedAt" FROM conversation_contexts
+    WHERE id = ANY(ARRAY(SELECT context_id FROM floor_convs WHERE n >= :lo AND n < :hi)) ORDER BY id FOR UPDATE)
+SELECT id, state, last_agent_at, NULL::uuid FROM held
+UNION ALL
+SELECT NULL, NULL, "updatedAt", id FROM guarded;
 INSERT INTO conversation_contexts (id, "conversationId", "chatbotId", "currentNodeId", variables, "nodeHistory",
                                    "nodeOutputs", "isActive", status, "expiresAt", "completedAt", "completionReason")
-SELECT context_id, conversation_id, '00000000-0000-0000-0000-00000000f1b0', 'question-1',
-       jsonb_build_object('__wabot', jsonb_build_object('version', 'floor'), 'answer', 'message ' || :tag::text),
-       '["start", "question-1", "echo", "question-1"]', '{}', true, 'waiting', now() + interval '1 day', NULL, NULL
-FROM floor_convs WHERE n >= :lo AND n < :hi ORDER BY n
+SELECT f.context_id, f.conversation_id, '00000000-0000-0000-0000-00000000f1b0', 'question-1',
+       jsonb_build_object('__wabot', jsonb_build_object('steps', 2, 'version', md5('floor') || md5('bot'),
+                             'deadline', to_jsonb(now() + interval '1 day')),
+                         'customer_id', '', 'customer_name', 'Customer ' || f.n, 'customer_phone', f.wa_id,
+                         'customer_username', '', 'answer', 'message ' || :tag::text),
+       '["start", "question-1", "echo", "question-1"]', '{}', true, 'waiting_input', now() + interval '1 day', NULL, NULL
+FROM floor_convs f WHERE f.n >= :lo AND f.n < :hi ORDER BY f.n
 ON CONFLICT (id) DO UPDATE SET
     "currentNodeId" = EXCLUDED."currentNodeId", variables = EXCLUDED.variables,
     "nodeHistory" = EXCLUDED."nodeHistory", "nodeOutputs" = EXCLUDED."nodeOutputs",
     "isActive" = EXCLUDED."isActive", status = EXCLUDED.status, "expiresAt" = EXCLUDED."expiresAt",
     "completedAt" = EXCLUDED."completedAt", "completionReason" = EXCLUDED."completionReason",
     "updatedAt" = now();
-DELETE FROM turn_jobs WHERE conversation_id = ANY(ARRAY(SELECT conversation_id FROM floor_convs WHERE n >= :lo AND n < :hi))
-  AND kind = 'timeout' AND done_at IS NULL;
 WITH input AS (
-    SELECT gen_random_uuid() AS id, f.conversation_id AS conv, '00000000-0000-0000-0000-00000000f100'::uuid AS sender,
+    SELECT md5('floor.' || :tag::text || '.' || f.n || '.' || r)::uuid AS id, f.conversation_id AS conv, '00000000-0000-0000-0000-00000000f100'::uuid AS sender,
            'text' AS kind,
-           jsonb_build_object('text', CASE r WHEN 1 THEN 'echo: message ' || :tag::text ELSE 'Say something' END,
-                              'replyTo', 'wamid.in.' || :tag::text || '.' || f.n, 'floor', :tag::text || '.' || f.n || '.' || r) AS content,
+           jsonb_build_object('body', CASE r WHEN 1 THEN 'echo: message ' || :tag::text ELSE 'Say something' END,
+                              'text', CASE r WHEN 1 THEN 'echo: message ' || :tag::text ELSE 'Say something' END) AS content,
            f.wa_id AS recipient,
-           jsonb_build_object('messaging_product', 'whatsapp', 'recipient_type', 'individual', 'to', f.wa_id,
-                              'type', 'text', 'text', jsonb_build_object('body', 'echo: message ' || :tag::text),
-                              'biz_opaque_callback_data', 'wabot.floor') AS body,
+           jsonb_build_object('to', f.wa_id, 'text', jsonb_build_object('body', CASE r WHEN 1 THEN 'echo: message ' || :tag::text ELSE 'Say something' END,
+                                                                        'preview_url', false),
+                              'type', 'text', 'recipient_type', 'individual', 'messaging_product', 'whatsapp',
+                              'biz_opaque_callback_data', 'wabot:' || md5('floor.' || :tag::text || '.' || f.n || '.' || r)::uuid) AS body,
            'floor:' || md5(f.n::text || :tag::text || r) AS token, false AS initiated,
            row_number() OVER (ORDER BY f.n, r) AS n
     FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r WHERE f.n >= :lo AND f.n < :hi),
@@ -145,7 +171,7 @@ WITH input AS (
  free AS (
     SELECT c.conv, NOT EXISTS (
         SELECT 1 FROM send_jobs e WHERE e.conversation_id = c.conv AND e.done_at IS NULL
-          AND NOT coalesce(e.locked_by LIKE 'floor:%' AND e.locked_until > now(), false)) AS free
+          AND NOT coalesce(e.locked_by LIKE 'floor' || ':%' AND e.locked_until > now(), false)) AS free
     FROM (SELECT DISTINCT conv FROM input) c),
  j AS (
     INSERT INTO send_jobs (message_id, conversation_id, recipient, body, locked_by, locked_until,
@@ -154,44 +180,65 @@ WITH input AS (
            CASE WHEN f.free THEN now() + make_interval(secs => 30) END, now(), now(), i.initiated
     FROM input i JOIN free f ON f.conv = i.conv JOIN m ON m.id = i.id ORDER BY i.n
     RETURNING *)
-SELECT j.id, j.message_id, j.conversation_id FROM j ORDER BY j.id;
-UPDATE conversations c SET "lastMessage" = u.preview, "lastMessageAt" = now(), "updatedAt" = now()
-FROM (SELECT conversation_id AS id, 'Say something' AS preview FROM floor_convs WHERE n >= :lo AND n < :hi) AS u
-WHERE c.id = u.id AND (c."lastMessageAt" IS NULL OR c."lastMessageAt" <= now());
-UPDATE turn_jobs t SET done_at = now(), locked_until = NULL, last_error = NULL
-FROM messages m, floor_convs f
-WHERE t.message_id = m.id AND m.content ->> 'whatsappMessageId' = 'wamid.in.' || :tag::text || '.' || f.n
-  AND f.n >= :lo AND f.n < :hi;
-INSERT INTO wabot_turn_log (conversation_id, job_id, kind, message_id, chatbot_id, context_id, nodes, steps,
-                            current_node_id, status, completion_reason, variables, sends, note)
-SELECT f.conversation_id, t.id, 'inbound', m.id, '00000000-0000-0000-0000-00000000f1b0', f.context_id,
-       ARRAY['question-1', 'echo', 'question-1'], 3, 'question-1', 'waiting', NULL,
-       jsonb_build_object('__wabot', jsonb_build_object('version', 'floor'), 'answer', 'message ' || :tag::text), 2, NULL
-FROM floor_convs f
-JOIN messages m ON m.content ->> 'whatsappMessageId' = 'wamid.in.' || :tag::text || '.' || f.n
-JOIN turn_jobs t ON t.message_id = m.id
-WHERE f.n >= :lo AND f.n < :hi;
-WITH head AS (
+SELECT j.id, j.message_id, j.conversation_id, j.recipient, j.body, j.attempts, j.locked_by, j.business_initiated
+FROM j ORDER BY j.id;
+WITH jobs AS (
+    SELECT f.conversation_id AS c, t.id AS j, t.message_id AS m, f.context_id AS x, f.n, f.wa_id
+    FROM floor_convs f JOIN turn_jobs t ON t.conversation_id = f.conversation_id AND t.done_at IS NULL
+                                         AND t.locked_by = 'floor:' || md5(f.n::text || :tag::text)
+    WHERE f.n >= :lo AND f.n < :hi),
+ gone AS (
+    DELETE FROM turn_jobs WHERE conversation_id = ANY(ARRAY(SELECT c FROM jobs)) AND kind = 'timeout'
+      AND done_at IS NULL AND id <> ALL(ARRAY(SELECT j FROM jobs))),
+ timers AS (
+    INSERT INTO turn_jobs (conversation_id, kind, payload, run_at)
+    SELECT c, 'timeout', jsonb_build_object('nodeId', 'question-1', 'deadline', to_jsonb(now() + interval '1 day'),
+                                            'contextId', x), now() + interval '1 day'
+    FROM jobs),
+ previews AS (
+    UPDATE conversations c SET "lastMessage" = 'Say something', "lastMessageAt" = now(), "updatedAt" = now()
+    FROM jobs u WHERE c.id = u.c AND (c."lastMessageAt" IS NULL OR c."lastMessageAt" <= now())),
+ finished AS (
+    UPDATE turn_jobs t SET done_at = now(), locked_until = NULL, last_error = NULL FROM jobs u WHERE t.id = u.j),
+ log AS (
+    INSERT INTO wabot_turn_log (conversation_id, job_id, kind, message_id, chatbot_id, context_id, nodes, steps,
+                                current_node_id, status, completion_reason, variables, sends, note)
+    SELECT u.c, u.j, 'inbound', u.m, '00000000-0000-0000-0000-00000000f1b0', u.x,
+           ARRAY(SELECT jsonb_array_elements_text('["question-1", "echo", "question-1"]'::jsonb)), 3, 'question-1',
+           'waiting_input', NULL, jsonb_build_object('__wabot', jsonb_build_object('steps', 2, 'version', md5('floor') || md5('bot'),
+                             'deadline', to_jsonb(now() + interval '1 day')),
+                         'customer_id', '', 'customer_name', 'Customer ' || u.n, 'customer_phone', u.wa_id,
+                         'customer_username', '', 'answer', 'message ' || :tag::text), 2, NULL
+    FROM jobs u),
+ head AS (
     SELECT DISTINCT ON (conversation_id) id, run_at, locked_until FROM turn_jobs
-    WHERE conversation_id = ANY(ARRAY(SELECT conversation_id FROM floor_convs WHERE n >= :lo AND n < :hi))
-      AND done_at IS NULL AND kind <> 'timeout'
+    WHERE conversation_id = ANY(ARRAY(SELECT c FROM jobs)) AND done_at IS NULL AND kind <> 'timeout'
+      AND id <> ALL(ARRAY(SELECT j FROM jobs))
     ORDER BY conversation_id, id),
  t AS (
-    UPDATE turn_jobs u SET locked_by = 'floor:' || replace(gen_random_uuid()::text, '-', ''),
-           locked_until = now() + make_interval(secs => 30), attempts = u.attempts + 1
-    FROM head h WHERE u.id = h.id AND h.run_at <= now() AND (h.locked_until IS NULL OR h.locked_until < now())
+    UPDATE turn_jobs u
+       SET locked_by = 'floor' || ':' || replace(gen_random_uuid()::text, '-', ''),
+           locked_until = now() + make_interval(secs => 30),
+           attempts = u.attempts + 1
+      FROM head h
+     WHERE u.id = h.id AND h.run_at <= now()
+       AND (h.locked_until IS NULL OR h.locked_until < now())
     RETURNING u.*)
-SELECT t.id, m.content -> 'raw' FROM t LEFT JOIN messages m ON m.id = t.message_id ORDER BY t.id;
+SELECT t.id, t.conversation_id, t.message_id, t.kind, t.payload, t.attempts, t.last_error, t.locked_by AS token,
+       m.content -> 'raw' AS raw, m.content #> '{media,stored}' AS stored_media
+FROM t LEFT JOIN messages m ON m.id = t.message_id ORDER BY t.id;
 COMMIT;
 
--- 4. The sends' outcomes (store/outbox::record_batch): Meta's wamid, `sent`.
+-- 4. The sends' outcomes (store/outbox::record_batch): the wamids' locks, the jobs
+-- done and the replies `sent` with Meta's wamid, the statuses that came first
+-- (store/statuses::apply_early: none here).
 BEGIN;
 SELECT count(pg_advisory_xact_lock(hashtextextended(w, 7)))
-FROM unnest(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || n || '.' || r FROM floor_convs CROSS JOIN generate_series(1, 2) AS r
-                  WHERE n >= :lo AND n < :hi ORDER BY 1)) WITH ORDINALITY AS t(w, n);
-WITH u AS (SELECT s.id AS job, 'wamid.out.' || (m.content ->> 'floor') AS wamid
-           FROM floor_convs f JOIN send_jobs s ON s.conversation_id = f.conversation_id AND s.done_at IS NULL
-           JOIN messages m ON m.id = s.message_id
+FROM unnest(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || f.n || '.' || r FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
+                  WHERE f.n >= :lo AND f.n < :hi ORDER BY 1)) WITH ORDINALITY AS t(w, n);
+WITH u AS (SELECT s.id AS job, 'wamid.out.' || :tag::text || '.' || f.n || '.' || r AS wamid
+           FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
+           JOIN send_jobs s ON s.message_id = md5('floor.' || :tag::text || '.' || f.n || '.' || r)::uuid
            WHERE f.n >= :lo AND f.n < :hi),
  j AS (
     UPDATE send_jobs s SET done_at = now(), attempts = attempts + 1, locked_by = NULL, locked_until = NULL
@@ -204,134 +251,179 @@ SET content = m.content || jsonb_build_object('whatsappMessageId', j.wamid),
 FROM j WHERE m.id = j.message_id
 RETURNING m.id, j.wamid;
 SELECT wamid, status, errors FROM message_statuses
-WHERE wamid = ANY(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || n || '.' || r FROM floor_convs CROSS JOIN generate_series(1, 2) AS r
-                        WHERE n >= :lo AND n < :hi)) AND applied_at IS NULL ORDER BY received_at;
+WHERE wamid = ANY(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || f.n || '.' || r FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
+                  WHERE f.n >= :lo AND f.n < :hi ORDER BY 1)) AND applied_at IS NULL ORDER BY received_at;
 COMMIT;
 
 \if :statuses
--- 5. Meta's `sent` status for both replies: one webhook each (store/ingest with
--- store/statuses::record_batch).
+-- 5. Meta's `sent` for both replies, a batch of status-only webhooks
+-- (store/statuses::record_batch): the wamids' locks, the unrecorded sends confirmed
+-- (none here), then messages locked + statuses inserted + messages moved in one
+-- statement.
 BEGIN;
 SELECT count(pg_advisory_xact_lock(hashtextextended(w, 7)))
-FROM unnest(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || n || '.' || r FROM floor_convs CROSS JOIN generate_series(1, 2) AS r
-                  WHERE n >= :lo AND n < :hi ORDER BY 1)) WITH ORDINALITY AS t(w, n);
-SELECT id, content ->> 'whatsappMessageId' FROM messages
-WHERE content ->> 'whatsappMessageId' = ANY(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || n || '.' || r
-                                                  FROM floor_convs CROSS JOIN generate_series(1, 2) AS r
-                                                  WHERE n >= :lo AND n < :hi))
-ORDER BY id FOR UPDATE;
-INSERT INTO message_statuses (wamid, status, meta_timestamp, recipient_id, errors, extra, message_id, applied_at)
-SELECT m.content ->> 'whatsappMessageId', 'sent', now(), f.wa_id, '[]',
-       jsonb_build_object('conversation', jsonb_build_object('id', md5(f.wa_id), 'origin', jsonb_build_object('type', 'service')),
-                          'pricing', jsonb_build_object('billable', false, 'pricing_model', 'PMP', 'category', 'service')),
-       m.id, now()
-FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
-JOIN messages m ON m.content ->> 'whatsappMessageId' = 'wamid.out.' || :tag::text || '.' || f.n || '.' || r
-WHERE f.n >= :lo AND f.n < :hi
-ON CONFLICT DO NOTHING RETURNING wamid, status;
-UPDATE messages m SET status = 'sent'::messages_status_enum, content = m.content, "updatedAt" = now()
-FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
-WHERE m.content ->> 'whatsappMessageId' = 'wamid.out.' || :tag::text || '.' || f.n || '.' || r
-  AND f.n >= :lo AND f.n < :hi AND m.status <> 'failed' AND m.status < 'sent'::messages_status_enum;
-INSERT INTO webhook_events (received_at, object, fields, body, messages_total, messages_new,
-                            messages_skipped, statuses_total, statuses_new, errors)
-SELECT now(), 'whatsapp_business_account', ARRAY['messages'],
-       jsonb_build_object('object', 'whatsapp_business_account', 'entry', jsonb_build_array(
-           jsonb_build_object('id', '102290129340398', 'changes', jsonb_build_array(jsonb_build_object(
-               'field', 'messages', 'value', jsonb_build_object(
-                   'messaging_product', 'whatsapp',
-                   'metadata', jsonb_build_object('display_phone_number', '15550001111', 'phone_number_id', '15550001111'),
-                   'statuses', jsonb_build_array(jsonb_build_object(
-                       'id', 'wamid.out.' || :tag::text || '.' || n || '.' || r, 'status', 'sent',
-                       'timestamp', extract(epoch FROM now())::bigint::text, 'recipient_id', wa_id,
-                       'biz_opaque_callback_data', 'wabot.floor',
-                       'conversation', jsonb_build_object('id', md5(wa_id), 'origin', jsonb_build_object('type', 'service')),
-                       'pricing', jsonb_build_object('billable', false, 'pricing_model', 'PMP', 'category', 'service'))))))))),
-       0, 0, 0, 1, 1, '[]'
-FROM floor_convs CROSS JOIN generate_series(1, 2) AS r WHERE n >= :lo AND n < :hi ORDER BY n, r;
+FROM unnest(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || f.n || '.' || r FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
+                  WHERE f.n >= :lo AND f.n < :hi ORDER BY 1)) WITH ORDINALITY AS t(w, n);
+WITH u AS (SELECT DISTINCT ON (m) m, w
+           FROM (SELECT md5('floor.' || :tag::text || '.' || f.n || '.' || r)::uuid AS m, 'wamid.out.' || :tag::text || '.' || f.n || '.' || r AS w
+                 FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r WHERE f.n >= :lo AND f.n < :hi) AS u
+           ORDER BY m),
+ j AS (
+    UPDATE send_jobs s
+    SET done_at = now(), attempts = attempts + 1, locked_by = NULL, locked_until = NULL, last_error = NULL
+    FROM u WHERE s.message_id = u.m AND s.done_at IS NULL
+    RETURNING s.message_id, u.w)
+UPDATE messages m
+SET content = m.content || jsonb_build_object('whatsappMessageId', j.w),
+    status = CASE WHEN m.status = 'pending' THEN 'sent'::messages_status_enum ELSE m.status END,
+    "updatedAt" = now()
+FROM j WHERE m.id = j.message_id AND m.content ->> 'whatsappMessageId' IS NULL;
+WITH u AS (
+    SELECT 'wamid.out.' || :tag::text || '.' || f.n || '.' || r AS w, 'sent'::text AS st, date_trunc('second', now()) AS ts, f.wa_id AS r, '[]'::jsonb AS e,
+           jsonb_build_object('biz_opaque_callback_data', 'wabot:' || md5('floor.' || :tag::text || '.' || f.n || '.' || r)::uuid,
+               'conversation', jsonb_build_object('id', 'conv-' || f.wa_id, 'origin', jsonb_build_object('type', 'service'),
+                                                  'expiration_timestamp', (extract(epoch FROM now())::bigint + 86400)::text),
+               'pricing', jsonb_build_object('billable', false, 'pricing_model', 'PMP', 'type', 'free_customer_service',
+                                             'category', 'service'))::text AS x,
+           row_number() OVER (ORDER BY f.n, r) AS n
+    FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r WHERE f.n >= :lo AND f.n < :hi),
+ m AS MATERIALIZED (
+    SELECT id, content ->> 'whatsappMessageId' AS w FROM messages
+    WHERE content ->> 'whatsappMessageId' = ANY(ARRAY(SELECT w FROM u)) ORDER BY id FOR UPDATE),
+ ins AS (
+    INSERT INTO message_statuses (wamid, status, meta_timestamp, recipient_id, errors, extra, message_id, applied_at)
+    SELECT u.w, u.st, u.ts, u.r, u.e,
+           CASE WHEN m.id IS NOT NULL AND u.x::jsonb ->> 'biz_opaque_callback_data' = 'wabot:' || m.id
+                THEN nullif(u.x::jsonb - 'biz_opaque_callback_data', '{}') ELSE u.x::jsonb END,
+           m.id, CASE WHEN m.id IS NULL THEN NULL ELSE now() END
+    FROM u LEFT JOIN m ON m.w = u.w ORDER BY u.n
+    ON CONFLICT DO NOTHING RETURNING wamid, status, message_id, errors),
+ mv AS (
+    SELECT DISTINCT ON (message_id) message_id AS id, status::messages_status_enum AS s, errors
+    FROM ins WHERE message_id IS NOT NULL AND status IN ('sent', 'delivered', 'read', 'played', 'failed')
+    ORDER BY message_id, status::messages_status_enum DESC),
+ upd AS (
+    UPDATE messages msg SET status = mv.s,
+           content = CASE WHEN mv.s = 'failed'
+                          THEN msg.content || jsonb_build_object('failed', true, 'error', mv.errors -> 0, 'statusErrors', mv.errors)
+                          ELSE msg.content END,
+           "updatedAt" = now()
+    FROM mv WHERE msg.id = mv.id AND msg.status <> 'failed' AND msg.status < mv.s)
+SELECT true, wamid, status FROM ins
+UNION ALL SELECT false, w, NULL FROM m;
 COMMIT;
 
--- 5. Meta's `delivered` status for both replies: one webhook each (store/ingest with
--- store/statuses::record_batch).
+-- 5. Meta's `delivered` for both replies, a batch of status-only webhooks
+-- (store/statuses::record_batch): the wamids' locks, the unrecorded sends confirmed
+-- (none here), then messages locked + statuses inserted + messages moved in one
+-- statement.
 BEGIN;
 SELECT count(pg_advisory_xact_lock(hashtextextended(w, 7)))
-FROM unnest(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || n || '.' || r FROM floor_convs CROSS JOIN generate_series(1, 2) AS r
-                  WHERE n >= :lo AND n < :hi ORDER BY 1)) WITH ORDINALITY AS t(w, n);
-SELECT id, content ->> 'whatsappMessageId' FROM messages
-WHERE content ->> 'whatsappMessageId' = ANY(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || n || '.' || r
-                                                  FROM floor_convs CROSS JOIN generate_series(1, 2) AS r
-                                                  WHERE n >= :lo AND n < :hi))
-ORDER BY id FOR UPDATE;
-INSERT INTO message_statuses (wamid, status, meta_timestamp, recipient_id, errors, extra, message_id, applied_at)
-SELECT m.content ->> 'whatsappMessageId', 'delivered', now(), f.wa_id, '[]',
-       jsonb_build_object('conversation', jsonb_build_object('id', md5(f.wa_id), 'origin', jsonb_build_object('type', 'service')),
-                          'pricing', jsonb_build_object('billable', false, 'pricing_model', 'PMP', 'category', 'service')),
-       m.id, now()
-FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
-JOIN messages m ON m.content ->> 'whatsappMessageId' = 'wamid.out.' || :tag::text || '.' || f.n || '.' || r
-WHERE f.n >= :lo AND f.n < :hi
-ON CONFLICT DO NOTHING RETURNING wamid, status;
-UPDATE messages m SET status = 'delivered'::messages_status_enum, content = m.content, "updatedAt" = now()
-FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
-WHERE m.content ->> 'whatsappMessageId' = 'wamid.out.' || :tag::text || '.' || f.n || '.' || r
-  AND f.n >= :lo AND f.n < :hi AND m.status <> 'failed' AND m.status < 'delivered'::messages_status_enum;
-INSERT INTO webhook_events (received_at, object, fields, body, messages_total, messages_new,
-                            messages_skipped, statuses_total, statuses_new, errors)
-SELECT now(), 'whatsapp_business_account', ARRAY['messages'],
-       jsonb_build_object('object', 'whatsapp_business_account', 'entry', jsonb_build_array(
-           jsonb_build_object('id', '102290129340398', 'changes', jsonb_build_array(jsonb_build_object(
-               'field', 'messages', 'value', jsonb_build_object(
-                   'messaging_product', 'whatsapp',
-                   'metadata', jsonb_build_object('display_phone_number', '15550001111', 'phone_number_id', '15550001111'),
-                   'statuses', jsonb_build_array(jsonb_build_object(
-                       'id', 'wamid.out.' || :tag::text || '.' || n || '.' || r, 'status', 'delivered',
-                       'timestamp', extract(epoch FROM now())::bigint::text, 'recipient_id', wa_id,
-                       'biz_opaque_callback_data', 'wabot.floor',
-                       'conversation', jsonb_build_object('id', md5(wa_id), 'origin', jsonb_build_object('type', 'service')),
-                       'pricing', jsonb_build_object('billable', false, 'pricing_model', 'PMP', 'category', 'service'))))))))),
-       0, 0, 0, 1, 1, '[]'
-FROM floor_convs CROSS JOIN generate_series(1, 2) AS r WHERE n >= :lo AND n < :hi ORDER BY n, r;
+FROM unnest(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || f.n || '.' || r FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
+                  WHERE f.n >= :lo AND f.n < :hi ORDER BY 1)) WITH ORDINALITY AS t(w, n);
+WITH u AS (SELECT DISTINCT ON (m) m, w
+           FROM (SELECT md5('floor.' || :tag::text || '.' || f.n || '.' || r)::uuid AS m, 'wamid.out.' || :tag::text || '.' || f.n || '.' || r AS w
+                 FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r WHERE f.n >= :lo AND f.n < :hi) AS u
+           ORDER BY m),
+ j AS (
+    UPDATE send_jobs s
+    SET done_at = now(), attempts = attempts + 1, locked_by = NULL, locked_until = NULL, last_error = NULL
+    FROM u WHERE s.message_id = u.m AND s.done_at IS NULL
+    RETURNING s.message_id, u.w)
+UPDATE messages m
+SET content = m.content || jsonb_build_object('whatsappMessageId', j.w),
+    status = CASE WHEN m.status = 'pending' THEN 'sent'::messages_status_enum ELSE m.status END,
+    "updatedAt" = now()
+FROM j WHERE m.id = j.message_id AND m.content ->> 'whatsappMessageId' IS NULL;
+WITH u AS (
+    SELECT 'wamid.out.' || :tag::text || '.' || f.n || '.' || r AS w, 'delivered'::text AS st, date_trunc('second', now()) AS ts, f.wa_id AS r, '[]'::jsonb AS e,
+           jsonb_build_object('biz_opaque_callback_data', 'wabot:' || md5('floor.' || :tag::text || '.' || f.n || '.' || r)::uuid,
+               'conversation', jsonb_build_object('id', 'conv-' || f.wa_id, 'origin', jsonb_build_object('type', 'service'),
+                                                  'expiration_timestamp', (extract(epoch FROM now())::bigint + 86400)::text),
+               'pricing', jsonb_build_object('billable', false, 'pricing_model', 'PMP', 'type', 'free_customer_service',
+                                             'category', 'service'))::text AS x,
+           row_number() OVER (ORDER BY f.n, r) AS n
+    FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r WHERE f.n >= :lo AND f.n < :hi),
+ m AS MATERIALIZED (
+    SELECT id, content ->> 'whatsappMessageId' AS w FROM messages
+    WHERE content ->> 'whatsappMessageId' = ANY(ARRAY(SELECT w FROM u)) ORDER BY id FOR UPDATE),
+ ins AS (
+    INSERT INTO message_statuses (wamid, status, meta_timestamp, recipient_id, errors, extra, message_id, applied_at)
+    SELECT u.w, u.st, u.ts, u.r, u.e,
+           CASE WHEN m.id IS NOT NULL AND u.x::jsonb ->> 'biz_opaque_callback_data' = 'wabot:' || m.id
+                THEN nullif(u.x::jsonb - 'biz_opaque_callback_data', '{}') ELSE u.x::jsonb END,
+           m.id, CASE WHEN m.id IS NULL THEN NULL ELSE now() END
+    FROM u LEFT JOIN m ON m.w = u.w ORDER BY u.n
+    ON CONFLICT DO NOTHING RETURNING wamid, status, message_id, errors),
+ mv AS (
+    SELECT DISTINCT ON (message_id) message_id AS id, status::messages_status_enum AS s, errors
+    FROM ins WHERE message_id IS NOT NULL AND status IN ('sent', 'delivered', 'read', 'played', 'failed')
+    ORDER BY message_id, status::messages_status_enum DESC),
+ upd AS (
+    UPDATE messages msg SET status = mv.s,
+           content = CASE WHEN mv.s = 'failed'
+                          THEN msg.content || jsonb_build_object('failed', true, 'error', mv.errors -> 0, 'statusErrors', mv.errors)
+                          ELSE msg.content END,
+           "updatedAt" = now()
+    FROM mv WHERE msg.id = mv.id AND msg.status <> 'failed' AND msg.status < mv.s)
+SELECT true, wamid, status FROM ins
+UNION ALL SELECT false, w, NULL FROM m;
 COMMIT;
 
--- 5. Meta's `read` status for both replies: one webhook each (store/ingest with
--- store/statuses::record_batch).
+-- 5. Meta's `read` for both replies, a batch of status-only webhooks
+-- (store/statuses::record_batch): the wamids' locks, the unrecorded sends confirmed
+-- (none here), then messages locked + statuses inserted + messages moved in one
+-- statement.
 BEGIN;
 SELECT count(pg_advisory_xact_lock(hashtextextended(w, 7)))
-FROM unnest(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || n || '.' || r FROM floor_convs CROSS JOIN generate_series(1, 2) AS r
-                  WHERE n >= :lo AND n < :hi ORDER BY 1)) WITH ORDINALITY AS t(w, n);
-SELECT id, content ->> 'whatsappMessageId' FROM messages
-WHERE content ->> 'whatsappMessageId' = ANY(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || n || '.' || r
-                                                  FROM floor_convs CROSS JOIN generate_series(1, 2) AS r
-                                                  WHERE n >= :lo AND n < :hi))
-ORDER BY id FOR UPDATE;
-INSERT INTO message_statuses (wamid, status, meta_timestamp, recipient_id, errors, extra, message_id, applied_at)
-SELECT m.content ->> 'whatsappMessageId', 'read', now(), f.wa_id, '[]',
-       jsonb_build_object('conversation', jsonb_build_object('id', md5(f.wa_id), 'origin', jsonb_build_object('type', 'service')),
-                          'pricing', jsonb_build_object('billable', false, 'pricing_model', 'PMP', 'category', 'service')),
-       m.id, now()
-FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
-JOIN messages m ON m.content ->> 'whatsappMessageId' = 'wamid.out.' || :tag::text || '.' || f.n || '.' || r
-WHERE f.n >= :lo AND f.n < :hi
-ON CONFLICT DO NOTHING RETURNING wamid, status;
-UPDATE messages m SET status = 'read'::messages_status_enum, content = m.content, "updatedAt" = now()
-FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
-WHERE m.content ->> 'whatsappMessageId' = 'wamid.out.' || :tag::text || '.' || f.n || '.' || r
-  AND f.n >= :lo AND f.n < :hi AND m.status <> 'failed' AND m.status < 'read'::messages_status_enum;
-INSERT INTO webhook_events (received_at, object, fields, body, messages_total, messages_new,
-                            messages_skipped, statuses_total, statuses_new, errors)
-SELECT now(), 'whatsapp_business_account', ARRAY['messages'],
-       jsonb_build_object('object', 'whatsapp_business_account', 'entry', jsonb_build_array(
-           jsonb_build_object('id', '102290129340398', 'changes', jsonb_build_array(jsonb_build_object(
-               'field', 'messages', 'value', jsonb_build_object(
-                   'messaging_product', 'whatsapp',
-                   'metadata', jsonb_build_object('display_phone_number', '15550001111', 'phone_number_id', '15550001111'),
-                   'statuses', jsonb_build_array(jsonb_build_object(
-                       'id', 'wamid.out.' || :tag::text || '.' || n || '.' || r, 'status', 'read',
-                       'timestamp', extract(epoch FROM now())::bigint::text, 'recipient_id', wa_id,
-                       'biz_opaque_callback_data', 'wabot.floor',
-                       'conversation', jsonb_build_object('id', md5(wa_id), 'origin', jsonb_build_object('type', 'service')),
-                       'pricing', jsonb_build_object('billable', false, 'pricing_model', 'PMP', 'category', 'service'))))))))),
-       0, 0, 0, 1, 1, '[]'
-FROM floor_convs CROSS JOIN generate_series(1, 2) AS r WHERE n >= :lo AND n < :hi ORDER BY n, r;
+FROM unnest(ARRAY(SELECT 'wamid.out.' || :tag::text || '.' || f.n || '.' || r FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r
+                  WHERE f.n >= :lo AND f.n < :hi ORDER BY 1)) WITH ORDINALITY AS t(w, n);
+WITH u AS (SELECT DISTINCT ON (m) m, w
+           FROM (SELECT md5('floor.' || :tag::text || '.' || f.n || '.' || r)::uuid AS m, 'wamid.out.' || :tag::text || '.' || f.n || '.' || r AS w
+                 FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r WHERE f.n >= :lo AND f.n < :hi) AS u
+           ORDER BY m),
+ j AS (
+    UPDATE send_jobs s
+    SET done_at = now(), attempts = attempts + 1, locked_by = NULL, locked_until = NULL, last_error = NULL
+    FROM u WHERE s.message_id = u.m AND s.done_at IS NULL
+    RETURNING s.message_id, u.w)
+UPDATE messages m
+SET content = m.content || jsonb_build_object('whatsappMessageId', j.w),
+    status = CASE WHEN m.status = 'pending' THEN 'sent'::messages_status_enum ELSE m.status END,
+    "updatedAt" = now()
+FROM j WHERE m.id = j.message_id AND m.content ->> 'whatsappMessageId' IS NULL;
+WITH u AS (
+    SELECT 'wamid.out.' || :tag::text || '.' || f.n || '.' || r AS w, 'read'::text AS st, date_trunc('second', now()) AS ts, f.wa_id AS r, '[]'::jsonb AS e,
+           jsonb_build_object('biz_opaque_callback_data', 'wabot:' || md5('floor.' || :tag::text || '.' || f.n || '.' || r)::uuid,
+               'conversation', jsonb_build_object('id', 'conv-' || f.wa_id, 'origin', jsonb_build_object('type', 'service'),
+                                                  'expiration_timestamp', (extract(epoch FROM now())::bigint + 86400)::text),
+               'pricing', jsonb_build_object('billable', false, 'pricing_model', 'PMP', 'type', 'free_customer_service',
+                                             'category', 'service'))::text AS x,
+           row_number() OVER (ORDER BY f.n, r) AS n
+    FROM floor_convs f CROSS JOIN generate_series(1, 2) AS r WHERE f.n >= :lo AND f.n < :hi),
+ m AS MATERIALIZED (
+    SELECT id, content ->> 'whatsappMessageId' AS w FROM messages
+    WHERE content ->> 'whatsappMessageId' = ANY(ARRAY(SELECT w FROM u)) ORDER BY id FOR UPDATE),
+ ins AS (
+    INSERT INTO message_statuses (wamid, status, meta_timestamp, recipient_id, errors, extra, message_id, applied_at)
+    SELECT u.w, u.st, u.ts, u.r, u.e,
+           CASE WHEN m.id IS NOT NULL AND u.x::jsonb ->> 'biz_opaque_callback_data' = 'wabot:' || m.id
+                THEN nullif(u.x::jsonb - 'biz_opaque_callback_data', '{}') ELSE u.x::jsonb END,
+           m.id, CASE WHEN m.id IS NULL THEN NULL ELSE now() END
+    FROM u LEFT JOIN m ON m.w = u.w ORDER BY u.n
+    ON CONFLICT DO NOTHING RETURNING wamid, status, message_id, errors),
+ mv AS (
+    SELECT DISTINCT ON (message_id) message_id AS id, status::messages_status_enum AS s, errors
+    FROM ins WHERE message_id IS NOT NULL AND status IN ('sent', 'delivered', 'read', 'played', 'failed')
+    ORDER BY message_id, status::messages_status_enum DESC),
+ upd AS (
+    UPDATE messages msg SET status = mv.s,
+           content = CASE WHEN mv.s = 'failed'
+                          THEN msg.content || jsonb_build_object('failed', true, 'error', mv.errors -> 0, 'statusErrors', mv.errors)
+                          ELSE msg.content END,
+           "updatedAt" = now()
+    FROM mv WHERE msg.id = mv.id AND msg.status <> 'failed' AND msg.status < mv.s)
+SELECT true, wamid, status FROM ins
+UNION ALL SELECT false, w, NULL FROM m;
 COMMIT;
 \endif
