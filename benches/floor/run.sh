@@ -36,7 +36,8 @@ PGAPPNAME=wabot PGOPTIONS='-c plan_cache_mode=force_generic_plan -c jit=off' \
 bench=$!
 # PostgreSQL's CPU per turn: the pgbench backends' user + system time (/proc, this
 # host) over the run's middle, from its 3rd second to 2 s before its end, against the
-# turns logged meanwhile (runs of 8 s or more). Steadier than turns/s on a shared box.
+# turns logged meanwhile (runs of 8 s or more). On a box shared with builds it moves
+# as turns/s does (contention inflates CPU time too): run it on a quiet box.
 cpu() { for p in $pids; do cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1 + $2} END {print s + 0}'; }
 turns() { psql "$url" -Atc "SELECT count(*) FROM wabot_turn_log"; }
 pids=
