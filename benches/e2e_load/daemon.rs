@@ -120,6 +120,10 @@ fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
+/// mimalloc's options for the daemon, as systemd/wabot.service has them.
+pub const MIMALLOC_ENV: [(&str, &str); 2] =
+    [("MIMALLOC_ALLOW_THP", "0"), ("MIMALLOC_PURGE_DELAY", "0")];
+
 /// How to start `wabot serve`: everything through its environment.
 #[derive(Debug, Clone)]
 pub struct DaemonEnv {
@@ -154,6 +158,15 @@ impl DaemonEnv {
             .env("WABOT_WORKER_ENABLED", "true")
             .env("WABOT_SEND_RATE", "100000")
             .env("WABOT_LOG_FORMAT", "json");
+        // The allocator as systemd/wabot.service sets it (docs/perf-campaigns.md,
+        // "Memory"): no transparent huge pages, freed memory given back at once. Set
+        // either in the bench's own environment to run with another value (e.g.
+        // `MIMALLOC_ALLOW_THP=1 MIMALLOC_PURGE_DELAY=1000`, mimalloc's defaults).
+        for (k, v) in MIMALLOC_ENV {
+            if std::env::var_os(k).is_none() {
+                cmd.env(k, v);
+            }
+        }
         for (k, v) in &self.extra {
             cmd.env(k, v);
         }
