@@ -398,3 +398,62 @@ async fn a_campaign_with_a_chatbot_places_each_recipient_there() {
     assert_eq!(replies[1]["text"]["body"], "We will call to move it.");
     until(&app, &url, &id, |s| s["replied"] == 1).await;
 }
+
+/// A connection's generic plan of the customer lookup, made while `users` was
+/// nearly empty, reads the table whole; the campaign stage's analyze of the tables a
+/// campaign grows makes every connection plan it again with the index
+/// (docs/perf-campaigns.md, "Memory and the customer lookup").
+#[tokio::test]
+async fn analyzing_the_tables_a_campaign_grows_replans_the_customer_lookup() {
+    let pool = crate::helpers::fresh_pool().await;
+    let mut conn = pool.acquire().await.unwrap();
+    // The lookup's shape, prepared the way every wabot connection plans
+    // (`plan_cache_mode = force_generic_plan`, from `store::connect_options`).
+    sqlx::raw_sql(
+        "INSERT INTO users (id, \"phoneNumber\", name, role) \
+             VALUES (gen_random_uuid(), '15550001', 'Business', 'business'); \
+         PREPARE lookup(text[]) AS SELECT u.id FROM users u \
+             LEFT JOIN wabot_customer_ids i ON i.user_id = u.id \
+             WHERE u.\"phoneNumber\" = ANY($1)",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan = |rows: Vec<String>| rows.join("\n");
+    let explain = "EXPLAIN EXECUTE lookup('{15550001,905550000001}')";
+    let before = plan(
+        sqlx::query_scalar(explain)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap(),
+    );
+    assert!(before.contains("Seq Scan on users"), "{before}");
+
+    sqlx::query(
+        "INSERT INTO users (id, \"phoneNumber\", name, role) \
+         SELECT gen_random_uuid(), (905550000000 + g)::text, 'c', 'user' \
+         FROM generate_series(1, 20000) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    wabot::store::campaigns::analyze_grown(&pool).await.unwrap();
+
+    let after = plan(
+        sqlx::query_scalar(explain)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap(),
+    );
+    assert!(!after.contains("Seq Scan on users"), "{after}");
+    assert!(after.contains("UQ_1e3d0240b49c40521aaeb953293"), "{after}");
+    let analyzed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL \
+           AND relname IN ('users', 'conversation_keys', 'conversations', \
+                           'conversation_participants', 'messages', 'send_jobs')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(analyzed, 6);
+}
