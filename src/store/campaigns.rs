@@ -222,30 +222,6 @@ pub async fn pause_on_limit(pool: &PgPool, id: i64) -> Result<Option<String>, sq
     Ok(Some(reason))
 }
 
-/// The tables a campaign grows by about a row per recipient (a customer, their
-/// conversation, its key and participants, the message and its send job). Not
-/// its recipients: they are all there from the start.
-const GROWN: &str =
-    "users, conversation_keys, conversations, conversation_participants, messages, send_jobs";
-
-/// Refreshes the planner's statistics of the tables a campaign grows. Every
-/// connection keeps a generic plan per statement (`plan_cache_mode =
-/// force_generic_plan`), made the first time it ran: on a fresh database that was
-/// with these tables nearly empty, and such a plan reads them whole. The customer
-/// lookup of every slice (`store::ingest::conversations_for`) took 0.26 s at
-/// 100,000 users that way instead of 0.2 ms, and grew with the list
-/// (docs/perf-campaigns.md). New statistics invalidate those plans on every
-/// connection, and the next run plans with the tables as they are. Autovacuum's
-/// analyze would do it too, where it runs and once it gets to it; this does not wait
-/// for it. A table wabot's role does not own is skipped with a warning of the
-/// server's, not an error.
-pub async fn analyze_grown(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!("ANALYZE {GROWN}"))
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 pub async fn set_current_rate(pool: &PgPool, id: i64, rate: f64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE wabot_campaigns SET current_rate = $2 WHERE id = $1")
         .bind(id)

@@ -16,10 +16,6 @@
 //! - paused, with the reason, when a send fails on the number's messaging limit
 //!   (131048): those recipients go back to pending for `wabot campaign resume`.
 //!
-//! As a campaign grows the customers, conversations and messages by its list, the
-//! planner's statistics of those tables are refreshed each time the recipients
-//! taken double (the connections' plans were made when the tables were small).
-//!
 //! Opted-out customers are skipped and counted. Nothing here runs while no
 //! campaign is: one query per poll interval.
 
@@ -53,22 +49,10 @@ struct Pace {
     at: Instant,
     /// The chatbot placement, compiled once a while rather than every tick.
     placer: Option<(Instant, Arc<Placer>)>,
-    /// Recipients this process has taken of the campaign so far.
-    taken: u64,
-    /// At how many taken the tables it grows are analyzed next.
-    analyze_at: u64,
-    /// The analyze running (up to a second at 100,000 rows: never in the pace's
-    /// way).
-    analyzing: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How long a compiled placement is used before the chatbot is read again.
 const PLACER_FRESH: Duration = Duration::from_secs(30);
-
-/// After how many recipients taken the tables a campaign grows are first analyzed
-/// ([`store::analyze_grown`]); then again each time the count doubles, so the
-/// planner never sees them at less than half their size (7 times over 100,000).
-const FIRST_ANALYZE: u64 = 1000;
 
 /// Runs until `stop`.
 pub async fn run(ctx: Arc<AppContext>, sends: SendSink, stop: CancellationToken) {
@@ -85,12 +69,7 @@ pub async fn run(ctx: Arc<AppContext>, sends: SendSink, stop: CancellationToken)
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancelled() => {
-                for analyzing in paces.values_mut().filter_map(|p| p.analyzing.take()) {
-                    analyzing.abort();
-                }
-                return;
-            }
+            _ = stop.cancelled() => return,
         }
     }
 }
@@ -151,9 +130,6 @@ async fn step(
         tokens: 0.0,
         at: Instant::now(),
         placer: None,
-        taken: 0,
-        analyze_at: FIRST_ANALYZE,
-        analyzing: None,
     });
     pace.tokens = (pace.tokens + rate * pace.at.elapsed().as_secs_f64()).min(rate.max(1.0));
     pace.at = Instant::now();
@@ -167,28 +143,6 @@ async fn step(
     }
     let queued = queue(ctx, sends, campaign, budget, &mut pace.placer).await?;
     pace.tokens -= queued as f64;
-    pace.taken += queued as u64;
-    let busy = matches!(&pace.analyzing, Some(a) if !a.is_finished());
-    if pace.taken >= pace.analyze_at && !busy {
-        pace.analyze_at = pace.taken.saturating_mul(2);
-        let (pool, id, taken) = (pool.clone(), campaign.id, pace.taken);
-        pace.analyzing = Some(tokio::spawn(async move {
-            let began = Instant::now();
-            match store::analyze_grown(&pool).await {
-                Ok(()) => tracing::debug!(
-                    campaign = id,
-                    taken,
-                    took_ms = began.elapsed().as_millis() as u64,
-                    "analyzed the tables the campaign grows"
-                ),
-                Err(e) => tracing::warn!(
-                    campaign = id,
-                    error.cause_chain = ?e,
-                    "cannot analyze the tables the campaign grows"
-                ),
-            }
-        }));
-    }
     if queued == 0
         && open == 0
         && store::finish_if_done(pool, campaign.id, ctx.events.get()).await?
