@@ -80,6 +80,25 @@ impl Engine {
     }
 }
 
+/// Stores the test number's credentials with `access_token` as the active
+/// `whatsapp_config` row, as WhatsApp Builder's settings page does.
+pub async fn store_access_token(pool: &PgPool, access_token: &str) {
+    use wabot::store::whatsapp_config::{insert, NewConfig};
+    insert(
+        pool,
+        &NewConfig {
+            phone_number_id: crate::helpers::PHONE_NUMBER_ID,
+            business_account_id: crate::helpers::BUSINESS_ACCOUNT_ID,
+            access_token,
+            webhook_verify_token: crate::helpers::VERIFY_TOKEN,
+            app_secret: Some(crate::helpers::APP_SECRET),
+            is_active: true,
+        },
+    )
+    .await
+    .unwrap();
+}
+
 /// Stores a chatbot document as the active chatbot; returns its id.
 pub async fn install_chatbot(pool: &PgPool, doc: &Value) -> Uuid {
     let doc = ChatbotDoc::from_json(doc).expect("a chatbot document");

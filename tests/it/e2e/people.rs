@@ -53,6 +53,27 @@ async fn note_of(pool: &PgPool, wamid: &str) -> Option<String> {
     .unwrap()
 }
 
+/// An agent writes `text` from WhatsApp Builder's inbox: a messages row from the
+/// conversation's business participant, written by WhatsApp Builder's own
+/// connection (not wabot's), the text sent by WhatsApp Builder itself.
+async fn agent_writes(engine: &Engine, conv: Uuid, business: Uuid, text: &str) {
+    let builder = PgPool::connect(&engine.app.config.database_url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO messages (id, \"conversationId\", \"senderId\", type, content, status, \
+                               \"timestamp\") \
+         VALUES (gen_random_uuid(), $1, $2, 'text', $3, 'sent', now())",
+    )
+    .bind(conv)
+    .bind(business)
+    .bind(json!({ "text": text }))
+    .execute(&builder)
+    .await
+    .unwrap();
+    builder.close().await;
+}
+
 async fn handover(pool: &PgPool) -> Option<(String, String)> {
     sqlx::query_as("SELECT state, source FROM wabot_handover")
         .fetch_optional(pool)
@@ -80,23 +101,13 @@ async fn an_agents_inbox_message_silences_the_bot_until_resume_then_it_starts_af
     engine.replies(0, 2).await;
     let (conv, business) = conversation(pool).await;
 
-    // WhatsApp Builder's inbox: a messages row from the conversation's business
-    // participant, written by WhatsApp Builder's own connection (not wabot's), the
-    // text sent by WhatsApp Builder itself.
-    let builder = PgPool::connect(&engine.app.config.database_url)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO messages (id, \"conversationId\", \"senderId\", type, content, status, \
-                               \"timestamp\") \
-         VALUES (gen_random_uuid(), $1, $2, 'text', $3, 'sent', now())",
+    agent_writes(
+        &engine,
+        conv,
+        business,
+        "Hello, this is Ana from the bakery.",
     )
-    .bind(conv)
-    .bind(business)
-    .bind(json!({"text": "Hello, this is Ana from the bakery."}))
-    .execute(&builder)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         handover(pool).await,
         Some(("agent".to_owned(), "inbox".to_owned()))
@@ -403,7 +414,6 @@ async fn an_operator_pause_during_a_running_turn_keeps_the_bot_silent() {
 /// new token lets the sender go on. The reply is failed with the reason instead.
 #[tokio::test]
 async fn a_reply_queued_before_an_agent_came_in_is_not_sent_after_them() {
-    use wabot::store::whatsapp_config::{insert, NewConfig};
     let engine = Engine::start().await;
     let pool = &engine.app.pool;
     install_chatbot(pool, &load_json(&fixture("support-menu.json"))).await;
@@ -423,35 +433,9 @@ async fn a_reply_queued_before_an_agent_came_in_is_not_sent_after_them() {
         .unwrap();
     assert!(pending >= 1, "the bot's replies wait for the token");
 
-    // The agent writes from WhatsApp Builder's inbox (its own connection).
-    let builder = PgPool::connect(&engine.app.config.database_url)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO messages (id, \"conversationId\", \"senderId\", type, content, status, \
-                               \"timestamp\") \
-         VALUES (gen_random_uuid(), $1, $2, 'text', $3, 'sent', now())",
-    )
-    .bind(conv)
-    .bind(business)
-    .bind(json!({"text": "Hi, Ana here. How can I help?"}))
-    .execute(&builder)
-    .await
-    .unwrap();
+    agent_writes(&engine, conv, business, "Hi, Ana here. How can I help?").await;
     // The operator fixes the token: the hold lifts.
-    insert(
-        pool,
-        &NewConfig {
-            phone_number_id: crate::helpers::PHONE_NUMBER_ID,
-            business_account_id: crate::helpers::BUSINESS_ACCOUNT_ID,
-            access_token: "rotated-token",
-            webhook_verify_token: crate::helpers::VERIFY_TOKEN,
-            app_secret: Some(crate::helpers::APP_SECRET),
-            is_active: true,
-        },
-    )
-    .await
-    .unwrap();
+    store_access_token(pool, "rotated-token").await;
     eventually(
         pool,
         "SELECT count(*) FROM wabot_processes WHERE send_hold IS NOT NULL",

@@ -401,7 +401,6 @@ async fn a_wait_timeout_fires_after_the_daemon_restarts() {
 
 #[tokio::test]
 async fn an_expired_token_holds_every_reply_until_the_token_changes() {
-    use wabot::store::whatsapp_config::{insert, NewConfig};
     let engine = Engine::start().await;
     install_chatbot(&engine.app.pool, &echo_bot()).await;
     // Meta now wants another token than the one wabot has: 190 on every send.
@@ -426,19 +425,7 @@ async fn an_expired_token_holds_every_reply_until_the_token_changes() {
     assert!(!hold.contains(crate::helpers::ACCESS_TOKEN), "{hold}");
 
     // The operator stores the new token (WhatsApp Builder's settings page does this).
-    insert(
-        &engine.app.pool,
-        &NewConfig {
-            phone_number_id: crate::helpers::PHONE_NUMBER_ID,
-            business_account_id: crate::helpers::BUSINESS_ACCOUNT_ID,
-            access_token: "rotated-token",
-            webhook_verify_token: crate::helpers::VERIFY_TOKEN,
-            app_secret: Some(crate::helpers::APP_SECRET),
-            is_active: true,
-        },
-    )
-    .await
-    .unwrap();
+    store_access_token(&engine.app.pool, "rotated-token").await;
     let r = engine.replies(0, 1).await;
     assert_eq!(r[0].text(), Some("Say something"));
     assert_eq!(held_reason(&engine.app.pool, false).await, None);
