@@ -17,7 +17,8 @@
 //!   (131048): those recipients go back to pending for `wabot campaign resume`.
 //!
 //! Opted-out customers are skipped and counted. Nothing here runs while no
-//! campaign is: one query per poll interval.
+//! campaign is: one query per idle poll (`AppContext::idle_poll`, at least a second),
+//! and at once when this process's operator API starts or resumes one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,18 +58,22 @@ const PLACER_FRESH: Duration = Duration::from_secs(30);
 /// Runs until `stop`.
 pub async fn run(ctx: Arc<AppContext>, sends: SendSink, stop: CancellationToken) {
     let mut paces: HashMap<i64, Pace> = HashMap::new();
-    let idle = Duration::from_millis(ctx.config.worker.poll_interval_ms.max(1));
+    let idle = ctx.idle_poll();
     loop {
-        let wait = match tick(&ctx, &sends, &mut paces).await {
-            Ok(true) => TICK,
-            Ok(false) => idle,
+        let (wait, busy) = match tick(&ctx, &sends, &mut paces).await {
+            Ok(true) => (TICK, true),
+            Ok(false) => (idle, false),
             Err(e) => {
                 tracing::warn!(error.cause_chain = ?e, "campaign stage: cannot queue sends");
-                idle
+                (idle, false)
             }
         };
+        // Idle, the stage waits for the operator API of this process to start or
+        // resume a campaign (`ctx.wake.campaigns`), or for the idle poll: a campaign
+        // started by `wabot campaign` (another process) begins within it.
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = ctx.wake.campaigns.notified(), if !busy => {}
             _ = stop.cancelled() => return,
         }
     }

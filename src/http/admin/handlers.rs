@@ -639,6 +639,7 @@ pub async fn start_campaign(
     let started = campaigns::create(pool, &s.ctx.credentials, checked, recipients, problems)
         .await
         .map_err(campaign_problem)?;
+    s.ctx.wake.campaigns.notify_one();
     created(started)
 }
 
@@ -682,6 +683,7 @@ async fn control_campaign(s: &AdminState, caller: &Caller, id: &str, what: Contr
     campaigns::control(&s.ctx.pool, id, what)
         .await
         .map_err(campaign_problem)?;
+    s.ctx.wake.campaigns.notify_one();
     ok(campaigns::status(&s.ctx.pool, id)
         .await
         .map_err(campaign_problem)?)
