@@ -141,19 +141,7 @@ pub async fn keep_leases(
     tokens: &[String],
     lease: Duration,
 ) -> Result<u64, sqlx::Error> {
-    if tokens.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(
-        "UPDATE wabot_media_jobs SET locked_until = now() + make_interval(secs => $2) \
-         WHERE id IN (SELECT id FROM wabot_media_jobs WHERE locked_by = ANY($1) \
-                      AND done_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(tokens)
-    .bind(lease.as_secs_f64())
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    crate::store::keep_leases(pool, crate::store::Queue::Media, tokens, lease).await
 }
 
 /// Where a download was stored.
@@ -259,15 +247,7 @@ pub async fn retry_later(
 /// Gives back every job `holder` still holds (shutdown), without counting the
 /// attempt: due again at once for whoever runs next.
 pub async fn release_all(pool: &PgPool, holder: &str) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE wabot_media_jobs SET locked_by = NULL, locked_until = NULL, \
-                attempts = greatest(attempts - 1, 0) \
-         WHERE locked_by LIKE $1 || ':%' AND done_at IS NULL",
-    )
-    .bind(holder)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    crate::store::release_all(pool, crate::store::Queue::Media, holder).await
 }
 
 /// The queue at a glance: unfinished jobs, those due now, and how long the oldest

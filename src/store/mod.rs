@@ -74,6 +74,8 @@ pub(crate) async fn lock_conversations(
 pub enum Queue {
     Turns,
     Sends,
+    /// `wabot_media_jobs`, the media downloads.
+    Media,
 }
 
 /// Extends every lease in `tokens` that is still held in `queue`; returns how many it
@@ -99,12 +101,41 @@ pub async fn keep_leases(
              WHERE id IN (SELECT id FROM send_jobs WHERE locked_by = ANY($1) \
                           AND done_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED)"
         }
+        Queue::Media => {
+            "UPDATE wabot_media_jobs SET locked_until = now() + make_interval(secs => $2) \
+             WHERE id IN (SELECT id FROM wabot_media_jobs WHERE locked_by = ANY($1) \
+                          AND done_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED)"
+        }
     };
     let done = sqlx::query(sql)
         .bind(tokens)
         .bind(lease.as_secs_f64())
         .execute(pool)
         .await?;
+    Ok(done.rows_affected())
+}
+
+/// Gives back every job of `queue` that `holder` still holds (shutdown): due again
+/// at once for whoever runs next. A turn or a download does not count the attempt
+/// it was handed back in; a send never counted one (it counts calls to Meta).
+pub async fn release_all(pool: &PgPool, queue: Queue, holder: &str) -> Result<u64, sqlx::Error> {
+    let sql = match queue {
+        Queue::Turns => {
+            "UPDATE turn_jobs SET locked_by = NULL, locked_until = NULL, \
+                    attempts = greatest(attempts - 1, 0) \
+             WHERE locked_by LIKE $1 || ':%' AND done_at IS NULL"
+        }
+        Queue::Sends => {
+            "UPDATE send_jobs SET locked_by = NULL, locked_until = NULL \
+             WHERE locked_by LIKE $1 || ':%' AND done_at IS NULL"
+        }
+        Queue::Media => {
+            "UPDATE wabot_media_jobs SET locked_by = NULL, locked_until = NULL, \
+                    attempts = greatest(attempts - 1, 0) \
+             WHERE locked_by LIKE $1 || ':%' AND done_at IS NULL"
+        }
+    };
+    let done = sqlx::query(sql).bind(holder).execute(pool).await?;
     Ok(done.rows_affected())
 }
 

@@ -457,14 +457,7 @@ pub async fn keep_leases(
 /// Hands back every job `holder` still holds (graceful shutdown): due again at once,
 /// for whoever sends next.
 pub async fn release_all(pool: &PgPool, holder: &str) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE send_jobs SET locked_by = NULL, locked_until = NULL \
-         WHERE locked_by LIKE $1 || ':%' AND done_at IS NULL",
-    )
-    .bind(holder)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    crate::store::release_all(pool, crate::store::Queue::Sends, holder).await
 }
 
 /// Whether any job is waiting, due or not, for tests and the shutdown log.

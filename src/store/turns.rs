@@ -196,15 +196,7 @@ pub async fn give_up(pool: &PgPool, id: i64, token: &str, note: &str) -> Result<
 /// Gives back every job held by `holder` (graceful shutdown), without counting the
 /// attempt.
 pub async fn release_all(pool: &PgPool, holder: &str) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE turn_jobs SET locked_by = NULL, locked_until = NULL, \
-                attempts = greatest(attempts - 1, 0) \
-         WHERE locked_by LIKE $1 || ':%' AND done_at IS NULL",
-    )
-    .bind(holder)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    crate::store::release_all(pool, crate::store::Queue::Turns, holder).await
 }
 
 /// Schedules a `timeout` job for the conversation, inside the caller's transaction.
