@@ -60,6 +60,20 @@ impl Tokens {
             set.remove(token);
         }
     }
+    /// Holds every token of a batch, under one lock.
+    pub fn hold_all<'a>(&self, tokens: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut set) = self.0.lock() {
+            set.extend(tokens.into_iter().map(str::to_owned));
+        }
+    }
+    /// Releases every token of a batch, under one lock.
+    pub fn release_all<'a>(&self, tokens: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut set) = self.0.lock() {
+            for token in tokens {
+                set.remove(token);
+            }
+        }
+    }
     pub fn len(&self) -> usize {
         self.0.lock().map(|s| s.len()).unwrap_or(0)
     }

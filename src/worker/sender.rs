@@ -922,23 +922,15 @@ impl SendSink {
         // jobs of a large batch waiting here longer than a lease, and a lease that
         // expired meanwhile would be claimed by the recovery poll and sent twice.
         let leased: Vec<SendJob> = jobs.into_iter().filter(|j| j.token.is_some()).collect();
-        for job in &leased {
-            self.shared
-                .leases
-                .sends
-                .hold(job.token.as_deref().unwrap_or_default());
-        }
+        let sends = &self.shared.leases.sends;
+        sends.hold_all(leased.iter().filter_map(|j| j.token.as_deref()));
         let mut jobs = leased.into_iter();
         while let Some(job) = jobs.next() {
             let since = first_replies.get(&job.message_id).copied();
             let Ok(slot) = self.shared.queue.clone().acquire_owned().await else {
                 // The stage is gone: these jobs are not ours to renew any more.
-                for job in std::iter::once(job).chain(jobs) {
-                    self.shared
-                        .leases
-                        .sends
-                        .release(job.token.as_deref().unwrap_or_default());
-                }
+                let left: Vec<SendJob> = std::iter::once(job).chain(jobs).collect();
+                sends.release_all(left.iter().filter_map(|j| j.token.as_deref()));
                 return;
             };
             let conversation = job.conversation_id;
@@ -1211,9 +1203,7 @@ async fn record_loop(
         }
         // Written (or not writable: then the lease must run out for the job to be
         // retried): the keeper stops renewing them.
-        for token in done {
-            leases.sends.release(&token);
-        }
+        leases.sends.release_all(done.iter().map(String::as_str));
     }
 }
 

@@ -138,9 +138,9 @@ impl TurnSink {
     /// held (renewed by the lease keeper) from the start, not from when its job gets
     /// into the queue: the last of a large batch may wait longer than a lease.
     pub async fn push_all(&self, works: Vec<TurnWork>) {
-        for work in &works {
-            self.leases.turns.hold(&work.token);
-        }
+        self.leases
+            .turns
+            .hold_all(works.iter().map(|w| w.token.as_str()));
         let mut works = works.into_iter();
         while let Some(work) = works.next() {
             if let Err(mpsc::error::SendError(work)) = self.tx.send(work).await {
@@ -150,9 +150,10 @@ impl TurnSink {
                     job = work.job_id,
                     "turn stage stopped; job left to its lease"
                 );
-                for work in std::iter::once(work).chain(works) {
-                    self.leases.turns.release(&work.token);
-                }
+                let left: Vec<TurnWork> = std::iter::once(work).chain(works).collect();
+                self.leases
+                    .turns
+                    .release_all(left.iter().map(|w| w.token.as_str()));
                 return;
             }
         }
