@@ -116,29 +116,8 @@ impl Options {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let opts = Options::parse();
-    let db = match Database::create("campaign").await {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("campaign_load: cannot create the database: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let result = run(&db, &opts).await;
-    let name = db.name.clone();
-    if let Err(e) = db.drop().await {
-        eprintln!("campaign_load: cannot drop {name}: {e:#}");
-    }
-    match result {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => {
-            println!("campaign_load: FAILED");
-            std::process::ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("campaign_load: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    daemon::run_on_scratch_database("campaign_load", "campaign", async |db| run(db, &opts).await)
+        .await
 }
 
 /// `wabot ARGS` as a one-shot command of the daemon's environment; its stdout.

@@ -181,29 +181,7 @@ struct Kill {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let opts = Options::parse();
-    let db = match Database::create("soak").await {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("soak: cannot create the database: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let result = soak(&db, &opts).await;
-    let name = db.name.clone();
-    if let Err(e) = db.drop().await {
-        eprintln!("soak: cannot drop {name}: {e:#}");
-    }
-    match result {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => {
-            println!("soak: FAILED");
-            std::process::ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("soak: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    daemon::run_on_scratch_database("soak", "soak", async |db| soak(db, &opts).await).await
 }
 
 /// Runs the soak; whether every invariant held.

@@ -25,6 +25,40 @@ pub struct Database {
     pub server_version: String,
 }
 
+/// Runs the bench `name`, which checks invariants (`bench` says whether every one
+/// held), on a `wabot_<kind>_*` database made for it and dropped after, whatever
+/// happened. The exit code: 0 all held, 1 one did not (`<name>: FAILED`), 2 the run
+/// could not be made (the reason on stderr).
+pub async fn run_on_scratch_database(
+    name: &str,
+    kind: &str,
+    bench: impl AsyncFnOnce(&Database) -> anyhow::Result<bool>,
+) -> std::process::ExitCode {
+    let db = match Database::create(kind).await {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("{name}: cannot create the database: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = bench(&db).await;
+    let db_name = db.name.clone();
+    if let Err(e) = db.drop().await {
+        eprintln!("{name}: cannot drop {db_name}: {e:#}");
+    }
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            println!("{name}: FAILED");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 impl Database {
     /// Creates a fresh database on the server `DATABASE_URL` names (default the local
     /// PostgreSQL).
